@@ -1,0 +1,124 @@
+import type { ColumnMapping, ColumnSpec } from "./config/schema.js";
+import type { SqlValue } from "./db/database.js";
+
+/** The result of casting one field: a stored value, or why it cannot be stored. */
+export type CastResult = { ok: true; value: SqlValue } | { ok: false; reason: string };
+
+/** Turns one CSV field into the value stored for a column. */
+export type Caster = (field: string) => CastResult;
+
+/** A mapping in its long form. */
+export type MappingOptions = Exclude<ColumnMapping, string>;
+
+/** The long form of a column mapping (a bare string names the source column). */
+export function mappingOptions(mapping: ColumnMapping): MappingOptions {
+  return typeof mapping === "string" ? { from: mapping } : mapping;
+}
+
+const defaultTrue = ["true", "1", "yes", "y", "oui", "vrai"];
+const defaultFalse = ["false", "0", "no", "n", "non", "faux"];
+
+/** The date formats a mapping's `format` may use: tokens yyyy, MM, dd (M and d accept one digit). */
+export const dateTokens = /yyyy|MM|dd|M|d/g;
+
+/** Checks a date format; returns a message when it is unusable. */
+export function checkDateFormat(format: string): string | undefined {
+  const tokens = format.match(dateTokens) ?? [];
+  const kinds = tokens.map((t) => t[0]);
+  for (const kind of ["y", "M", "d"]) {
+    if (kinds.filter((k) => k === kind).length !== 1) return `date format "${format}" must contain yyyy, MM (or M) and dd (or d) once each`;
+  }
+  return undefined;
+}
+
+/** Builds the caster of one column from its declaration and its mapping. */
+export function makeCaster(column: ColumnSpec, options: MappingOptions, required: boolean): Caster {
+  const trim = options.trim ?? true;
+  const convert = converter(column, options);
+  return (field) => {
+    const text = trim ? field.trim() : field;
+    if (text === "") return required ? { ok: false, reason: "a value is required, the field is empty" } : { ok: true, value: null };
+    return convert(text);
+  };
+}
+
+function converter(column: ColumnSpec, options: MappingOptions): (text: string) => CastResult {
+  switch (column.type) {
+    case "text":
+      return (text) => ({ ok: true, value: text });
+    case "integer":
+      return castInteger;
+    case "decimal":
+      return decimalCaster(column.scale ?? 0, options.decimal_separator ?? ".");
+    case "real":
+      return (text) => {
+        const value = Number(text);
+        return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text) && Number.isFinite(value)
+          ? { ok: true, value }
+          : { ok: false, reason: `${JSON.stringify(text)} is not a number` };
+      };
+    case "date":
+      return dateCaster(options.format ?? "yyyy-MM-dd");
+    case "boolean": {
+      const yes = new Set((options.true_values ?? defaultTrue).map((v) => v.toLowerCase()));
+      const no = new Set((options.false_values ?? defaultFalse).map((v) => v.toLowerCase()));
+      return (text) => {
+        const key = text.toLowerCase();
+        if (yes.has(key)) return { ok: true, value: 1 };
+        if (no.has(key)) return { ok: true, value: 0 };
+        return { ok: false, reason: `${JSON.stringify(text)} is not a boolean (true: ${[...yes].join("/")}; false: ${[...no].join("/")})` };
+      };
+    }
+  }
+}
+
+function castInteger(text: string): CastResult {
+  if (!/^[+-]?\d+$/.test(text)) return { ok: false, reason: `${JSON.stringify(text)} is not an integer` };
+  const value = Number(text);
+  if (!Number.isSafeInteger(value)) return { ok: false, reason: `${text} is outside the exact integer range (±${Number.MAX_SAFE_INTEGER})` };
+  return { ok: true, value };
+}
+
+/** A decimal with up to `scale` places, stored exactly as an integer count of 10^-scale units. */
+function decimalCaster(scale: number, separator: "." | ","): (text: string) => CastResult {
+  const pattern = separator === "." ? /^([+-]?)(\d+)(?:\.(\d*))?$/ : /^([+-]?)(\d+)(?:,(\d*))?$/;
+  return (text) => {
+    const match = pattern.exec(text);
+    if (!match) return { ok: false, reason: `${JSON.stringify(text)} is not a decimal number (separator "${separator}")` };
+    const [, sign, whole, fraction = ""] = match;
+    if (fraction.length > scale) {
+      return { ok: false, reason: `${JSON.stringify(text)} has more than ${scale} decimal place${scale === 1 ? "" : "s"}` };
+    }
+    const digits = (whole! + fraction.padEnd(scale, "0")).replace(/^0+(?=\d)/, "");
+    const value = Number(digits);
+    if (!Number.isSafeInteger(value)) return { ok: false, reason: `${text} is too large to store exactly` };
+    return { ok: true, value: sign === "-" && value !== 0 ? -value : value };
+  };
+}
+
+function dateCaster(format: string): (text: string) => CastResult {
+  const escape = (literal: string) => literal.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const order: string[] = [];
+  let source = "";
+  let last = 0;
+  for (const token of format.matchAll(dateTokens)) {
+    source += escape(format.slice(last, token.index));
+    source += token[0] === "yyyy" ? "(\\d{4})" : token[0].length === 2 ? "(\\d{2})" : "(\\d{1,2})";
+    order.push(token[0][0]!);
+    last = token.index + token[0].length;
+  }
+  source += escape(format.slice(last));
+  const pattern = new RegExp(`^${source}$`);
+  return (text) => {
+    const match = pattern.exec(text);
+    if (!match) return { ok: false, reason: `${JSON.stringify(text)} does not match the date format ${format}` };
+    const part = (kind: string) => Number(match[order.indexOf(kind) + 1]);
+    const [year, month, day] = [part("y"), part("M"), part("d")];
+    const date = new Date(0);
+    date.setUTCFullYear(year, month - 1, day);
+    if (month < 1 || month > 12 || date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day) {
+      return { ok: false, reason: `${JSON.stringify(text)} is not a real date (format ${format})` };
+    }
+    return { ok: true, value: `${String(year).padStart(4, "0")}-${String(month).padStart(2, "0")}-${String(day).padStart(2, "0")}` };
+  };
+}

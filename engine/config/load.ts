@@ -1,0 +1,89 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { Document, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Node, type Pair } from "yaml";
+import { ConfigError, PipelineError, type Diagnostic, type SourcePlace } from "../errors.js";
+import { interpolate } from "./interpolate.js";
+
+/** A parsed pipeline file: its plain value, and a way back from any path in it to line:col. */
+export interface LoadedConfig {
+  file: string;
+  /** The directory relative paths in the file resolve against. */
+  baseDir: string;
+  text: string;
+  value: unknown;
+  /** The place of the value at `path` (or of its key when `key` is given), falling back to the nearest parent. */
+  locate(path: readonly (string | number)[], key?: string): SourcePlace;
+}
+
+/** Reads a pipeline file from disk; see {@link parseConfig}. */
+export async function loadConfigFile(file: string, env: Readonly<Record<string, string | undefined>>, cwd: string): Promise<LoadedConfig> {
+  let text: string;
+  try {
+    text = await readFile(path.resolve(cwd, file), "utf8");
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (error as Error).message;
+    throw new PipelineError("E_USAGE", `cannot read the configuration ${file}: ${reason}`, { exitCode: 2 });
+  }
+  return parseConfig(text, path.resolve(cwd, file), env, path.relative(cwd, path.resolve(cwd, file)) || file);
+}
+
+/**
+ * Parses YAML keeping node positions, and substitutes `${VAR}` in every scalar value
+ * (keys are left alone). Problems are thrown together as one {@link ConfigError}.
+ */
+export function parseConfig(
+  text: string,
+  file: string,
+  env: Readonly<Record<string, string | undefined>>,
+  shown: string = path.basename(file),
+): LoadedConfig {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const at = (offset: number): SourcePlace => {
+    const { line, col } = lineCounter.linePos(offset);
+    return { file: shown, line, col };
+  };
+  const diagnostics: Diagnostic[] = doc.errors.map((e) => ({ code: "E_YAML", message: e.message.split("\n")[0]!, place: at(e.pos[0]) }));
+  if (diagnostics.length > 0) throw new ConfigError(diagnostics);
+
+  visit(doc, {
+    Scalar(key, node) {
+      if (key === "key" || typeof node.value !== "string") return;
+      const { value, missing } = interpolate(node.value, env);
+      for (const name of missing) {
+        diagnostics.push({
+          code: "E_ENV",
+          message: `environment variable ${name} is not set and has no default (write \${${name}:-default} to give one)`,
+          place: at(node.range?.[0] ?? 0),
+        });
+      }
+      node.value = value;
+    },
+  });
+  if (diagnostics.length > 0) throw new ConfigError(diagnostics);
+
+  return {
+    file: shown,
+    baseDir: path.dirname(path.resolve(file)),
+    text,
+    value: doc.toJS(),
+    locate: (p, key) => at(findOffset(doc, p, key)),
+  };
+}
+
+function findOffset(doc: Document, p: readonly (string | number)[], key?: string): number {
+  let node: unknown = doc.contents;
+  let offset = (node as Node | null)?.range?.[0] ?? 0;
+  for (const segment of p) {
+    const child = isMap(node) ? findPair(node.items, String(segment))?.value : isSeq(node) ? node.items[Number(segment)] : undefined;
+    if (!child) return offset;
+    node = child;
+    offset = (child as Node).range?.[0] ?? offset;
+  }
+  if (key !== undefined && isMap(node)) return (findPair(node.items, key)?.key as Node | undefined)?.range?.[0] ?? offset;
+  return offset;
+}
+
+function findPair(items: readonly Pair<unknown, unknown>[], key: string): Pair<unknown, unknown> | undefined {
+  return items.find((item) => isScalar(item.key) && String(item.key.value) === key);
+}

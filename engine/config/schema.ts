@@ -1,0 +1,173 @@
+import type { FromSchema } from "json-schema-to-ts";
+
+const identifier = { type: "string", pattern: "^[A-Za-z_][A-Za-z0-9_]*$" } as const;
+const identifierList = { type: "array", items: identifier, minItems: 1, uniqueItems: true } as const;
+
+const columnSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["type"],
+  properties: {
+    type: { enum: ["text", "integer", "decimal", "real", "date", "boolean"] },
+    scale: { type: "integer", minimum: 0, maximum: 9 },
+    required: { type: "boolean" },
+    description: { type: "string" },
+  },
+} as const;
+
+const tableSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["columns"],
+  properties: {
+    description: { type: "string" },
+    columns: { type: "object", propertyNames: identifier, additionalProperties: columnSchema, minProperties: 1 },
+    primary_key: identifierList,
+    unique: { type: "array", items: identifierList },
+    foreign_keys: {
+      type: "array",
+      items: {
+        type: "object",
+        additionalProperties: false,
+        required: ["columns", "references"],
+        properties: {
+          columns: identifierList,
+          references: {
+            type: "object",
+            additionalProperties: false,
+            required: ["table", "columns"],
+            properties: { table: identifier, columns: identifierList },
+          },
+        },
+      },
+    },
+  },
+} as const;
+
+const mappingSchema = {
+  anyOf: [
+    { type: "string", minLength: 1 },
+    {
+      type: "object",
+      additionalProperties: false,
+      required: ["from"],
+      properties: {
+        from: { type: "string", minLength: 1 },
+        format: { type: "string", minLength: 1 },
+        trim: { type: "boolean" },
+        decimal_separator: { enum: [".", ","] },
+        true_values: { type: "array", items: { type: "string" }, minItems: 1 },
+        false_values: { type: "array", items: { type: "string" }, minItems: 1 },
+      },
+    },
+  ],
+} as const;
+
+const csvSchema = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    delimiter: { type: "string", minLength: 1, maxLength: 1 },
+    quote: { type: "string", minLength: 1, maxLength: 1 },
+    encoding: { enum: ["utf-8", "utf8", "latin1", "iso-8859-1", "windows-1252"] },
+    header_line: { type: "integer", minimum: 1 },
+  },
+} as const;
+
+const httpSchema = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    timeout_ms: { type: "integer", minimum: 1 },
+    retries: { type: "integer", minimum: 0, maximum: 20 },
+    backoff_ms: { type: "integer", minimum: 0 },
+    max_backoff_ms: { type: "integer", minimum: 0 },
+    max_bytes: { type: "integer", minimum: 1 },
+  },
+} as const;
+
+const stepName = { ...identifier, description: "unique step name, used in logs and run history" } as const;
+
+const loadStepSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["type", "name", "source", "table", "mode", "columns"],
+  properties: {
+    type: { const: "load" },
+    name: stepName,
+    description: { type: "string" },
+    source: { type: "string", minLength: 1 },
+    csv: csvSchema,
+    http: httpSchema,
+    table: identifier,
+    mode: { enum: ["replace", "upsert", "insert_new", "append"] },
+    key: identifierList,
+    on_conflict: { enum: ["update", "reject", "fail"] },
+    columns: { type: "object", propertyNames: identifier, additionalProperties: mappingSchema, minProperties: 1 },
+    max_rejected: { type: "integer", minimum: 0 },
+    min_replace_ratio: { type: "number", minimum: 0, maximum: 1 },
+    force: { type: "boolean" },
+  },
+} as const;
+
+const sqlStepSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["type", "name"],
+  properties: {
+    type: { const: "sql" },
+    name: stepName,
+    description: { type: "string" },
+    file: { type: "string", minLength: 1 },
+    sql: { type: "string", minLength: 1 },
+    into: identifier,
+    mode: { enum: ["replace", "append"] },
+  },
+} as const;
+
+/** The JSON Schema of pipeline.yaml: written once, the config types below derive from it. */
+export const pipelineSchema = {
+  $id: "https://pipeline-runner.local/pipeline.schema.json",
+  type: "object",
+  additionalProperties: false,
+  required: ["version", "database", "tables", "steps"],
+  properties: {
+    version: { const: 1 },
+    name: { type: "string" },
+    description: { type: "string" },
+    database: { type: "string", minLength: 1 },
+    tables: { type: "object", propertyNames: identifier, additionalProperties: tableSchema, minProperties: 1 },
+    steps: {
+      type: "array",
+      minItems: 1,
+      items: {
+        type: "object",
+        required: ["type"],
+        properties: { type: { type: "string" } },
+        discriminator: { propertyName: "type" },
+        oneOf: [loadStepSchema, sqlStepSchema],
+      },
+    },
+  },
+} as const;
+
+/** A validated pipeline.yaml. */
+export type Pipeline = FromSchema<typeof pipelineSchema>;
+/** One declared table. */
+export type TableSpec = FromSchema<typeof tableSchema>;
+/** One declared column. */
+export type ColumnSpec = FromSchema<typeof columnSchema>;
+/** The storage types a column can have. */
+export type ColumnType = ColumnSpec["type"];
+/** How one target column is read from the source. */
+export type ColumnMapping = FromSchema<typeof mappingSchema>;
+/** Any step. */
+export type StepSpec = Pipeline["steps"][number];
+/** A `type: load` step. */
+export type LoadStepSpec = FromSchema<typeof loadStepSchema>;
+/** A `type: sql` step. */
+export type SqlStepSpec = FromSchema<typeof sqlStepSchema>;
+/** CSV reading options. */
+export type CsvOptions = FromSchema<typeof csvSchema>;
+/** HTTP fetching options. */
+export type HttpOptions = FromSchema<typeof httpSchema>;

@@ -1,0 +1,173 @@
+import { Ajv, type ErrorObject } from "ajv";
+import { ensureTables } from "../db/tables.js";
+import { openSqlJs } from "../db/sqljs.js";
+import { didYouMean, ConfigError, type Diagnostic } from "../errors.js";
+import { systemTables, systemTableNames } from "../history.js";
+import type { StepDefinition } from "../step.js";
+import type { LoadedConfig } from "./load.js";
+import { pipelineSchema, type Pipeline, type StepSpec, type TableSpec } from "./schema.js";
+
+const ajv = new Ajv({ allErrors: true, discriminator: true, verbose: true, strict: true, strictTypes: false });
+const validateShape = ajv.compile(pipelineSchema);
+
+/**
+ * Validates a loaded config: its shape against the JSON Schema, then its meaning (tables, keys,
+ * files, SQL compiled against the tables earlier steps write). Throws every problem at once.
+ */
+export async function validatePipeline(config: LoadedConfig, typeOf: (step: StepSpec) => StepDefinition): Promise<Pipeline> {
+  if (!validateShape(config.value)) throw new ConfigError(shapeDiagnostics(config, validateShape.errors ?? []));
+  const pipeline = config.value as Pipeline;
+  const diagnostics = [...tableDiagnostics(config, pipeline)];
+  diagnostics.push(...(await stepDiagnostics(config, pipeline, typeOf)));
+  if (diagnostics.length > 0) throw new ConfigError(diagnostics);
+  return pipeline;
+}
+
+function pointer(path: string): string[] {
+  return path === "" ? [] : path.slice(1).split("/").map((p) => p.replaceAll("~1", "/").replaceAll("~0", "~"));
+}
+
+function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[]): Diagnostic[] {
+  // why: an anyOf reports one error per branch; keep the branch whose type matches the value.
+  const anyOfPaths = new Map(errors.filter((e) => e.keyword === "anyOf").map((e) => [e.instancePath, e]));
+  const kept = errors.filter((e) => {
+    if (e.keyword === "anyOf") return false;
+    const union = anyOfPaths.get(e.instancePath) ?? [...anyOfPaths.values()].find((u) => e.instancePath.startsWith(u.instancePath + "/"));
+    if (!union || !e.schemaPath.startsWith(union.schemaPath)) return true;
+    const actual = Array.isArray(union.data) ? "array" : typeof union.data === "object" && union.data !== null ? "object" : typeof union.data;
+    const branch = Number(e.schemaPath.slice(union.schemaPath.length + 1).split("/")[0]);
+    return (union.schema as { type?: string }[])[branch]?.type === actual;
+  });
+  const unionOnly = [...anyOfPaths.values()].filter((u) => !kept.some((e) => e.instancePath === u.instancePath || e.instancePath.startsWith(u.instancePath + "/")));
+  const diagnostics = kept.map((e) => shapeDiagnostic(config, e));
+  for (const union of unionOnly) {
+    diagnostics.push({
+      code: "E_SCHEMA",
+      message: `${union.instancePath} must be a source column name, or a mapping such as {from: "Column", format: "dd/MM/yyyy"}`,
+      place: config.locate(pointer(union.instancePath)),
+    });
+  }
+  const seen = new Set<string>();
+  return diagnostics.filter((d) => {
+    const key = `${d.place?.line}:${d.place?.col}:${d.message}`;
+    return seen.has(key) ? false : (seen.add(key), true);
+  });
+}
+
+function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
+  const path = pointer(error.instancePath);
+  const where = error.instancePath || "the top level";
+  const params = error.params as Record<string, unknown>;
+  const place = config.locate(path);
+  switch (error.keyword) {
+    case "additionalProperties": {
+      const key = String(params["additionalProperty"]);
+      const allowed = Object.keys((error.parentSchema as { properties?: object }).properties ?? {});
+      return {
+        code: "E_SCHEMA",
+        message: `unknown key "${key}" in ${where}${didYouMean(key, allowed) || `; allowed: ${allowed.join(", ")}`}`,
+        place: config.locate(path, key),
+      };
+    }
+    case "required":
+      return { code: "E_SCHEMA", message: `${where} is missing the required key "${String(params["missingProperty"])}"`, place };
+    case "enum": {
+      const allowed = (params["allowedValues"] as unknown[]).map(String);
+      const value = String(error.data);
+      return { code: "E_SCHEMA", message: `${error.instancePath} is "${value}", expected one of: ${allowed.join(", ")}${didYouMean(value, allowed)}`, place };
+    }
+    case "const":
+      return { code: "E_SCHEMA", message: `${error.instancePath} must be ${JSON.stringify(params["allowedValue"])}`, place };
+    case "discriminator": {
+      const types = ["load", "sql"];
+      const value = (error.data as { type?: unknown } | null)?.type;
+      const message =
+        typeof value === "string"
+          ? `${where}/type is "${value}", expected one of: ${types.join(", ")}${didYouMean(value, types)}`
+          : `${where}/type must be a string: one of ${types.join(", ")}`;
+      return { code: "E_SCHEMA", message, place: config.locate([...path, "type"]) };
+    }
+    case "pattern":
+      return { code: "E_SCHEMA", message: `${error.instancePath} "${String(error.data)}" is not a valid name (letters, digits and _, not starting with a digit)`, place };
+    case "propertyName": {
+      const name = String(params["propertyName"]);
+      return { code: "E_SCHEMA", message: `"${name}" in ${where} is not a valid name (letters, digits and _, not starting with a digit)`, place: config.locate(path, name) };
+    }
+    default:
+      return { code: "E_SCHEMA", message: `${where} ${error.message ?? "is invalid"}`, place };
+  }
+}
+
+function tableDiagnostics(config: LoadedConfig, pipeline: Pipeline): Diagnostic[] {
+  const diagnostics: Diagnostic[] = [];
+  const problem = (message: string, path: (string | number)[], key?: string) =>
+    diagnostics.push({ code: "E_CONFIG", message, place: config.locate(path, key) });
+  const tables = pipeline.tables as Record<string, TableSpec>;
+  for (const [name, table] of Object.entries(tables)) {
+    const base = ["tables", name];
+    if (systemTableNames.has(name)) problem(`table name ${name} is reserved for the runner's own tables`, ["tables"], name);
+    const columns = Object.keys(table.columns);
+    const checkColumns = (list: readonly string[], path: (string | number)[], owner: string, ownerColumns: string[]) =>
+      list.forEach((column, i) => {
+        if (!ownerColumns.includes(column)) problem(`"${column}" is not a column of table ${owner}${didYouMean(column, ownerColumns)}`, [...path, i]);
+      });
+    for (const [column, spec] of Object.entries(table.columns)) {
+      if (spec.type === "decimal" && spec.scale === undefined) problem(`decimal column ${name}.${column} needs a scale (digits after the point), e.g. scale: 2`, [...base, "columns", column]);
+      if (spec.type !== "decimal" && spec.scale !== undefined) problem(`scale applies to decimal columns; ${name}.${column} is ${spec.type}`, [...base, "columns", column], "scale");
+    }
+    if (table.primary_key) checkColumns(table.primary_key, [...base, "primary_key"], name, columns);
+    (table.unique ?? []).forEach((unique, i) => checkColumns(unique, [...base, "unique", i], name, columns));
+    (table.foreign_keys ?? []).forEach((fk, i) => {
+      const path = [...base, "foreign_keys", i];
+      checkColumns(fk.columns, [...path, "columns"], name, columns);
+      const parent = tables[fk.references.table];
+      if (!parent) {
+        problem(`foreign key references table "${fk.references.table}", which is not declared${didYouMean(fk.references.table, Object.keys(tables))}`, [...path, "references", "table"]);
+        return;
+      }
+      checkColumns(fk.references.columns, [...path, "references", "columns"], fk.references.table, Object.keys(parent.columns));
+      if (fk.columns.length !== fk.references.columns.length) problem("a foreign key needs as many columns as it references", [...path, "references", "columns"]);
+      const keys = [parent.primary_key, ...(parent.unique ?? [])].filter((k) => k !== undefined);
+      if (!keys.some((k) => k.length === fk.references.columns.length && k.every((c) => fk.references.columns.includes(c)))) {
+        problem(`foreign key must reference the primary key or a unique key of ${fk.references.table}`, [...path, "references", "columns"]);
+      }
+    });
+  }
+  return diagnostics;
+}
+
+async function stepDiagnostics(config: LoadedConfig, pipeline: Pipeline, typeOf: (step: StepSpec) => StepDefinition): Promise<Diagnostic[]> {
+  const diagnostics: Diagnostic[] = [];
+  const names = new Map<string, number>();
+  const scratch = await openSqlJs();
+  try {
+    ensureTables(scratch, systemTables as Record<string, TableSpec>);
+    const written = new Set<string>();
+    pipeline.steps.forEach((step, index) => {
+      const path = ["steps", index];
+      const earlier = names.get(step.name);
+      if (earlier !== undefined) diagnostics.push({ code: "E_CONFIG", message: `step name "${step.name}" is already used by step ${earlier + 1}`, place: config.locate([...path, "name"]) });
+      names.set(step.name, index);
+      const definition = typeOf(step);
+      const at = (subpath: readonly (string | number)[], key?: string) => config.locate([...path, ...subpath], key);
+      diagnostics.push(...definition.check(step, { pipeline, config, path, scratch, written, at }));
+      for (const table of definition.writes(step)) {
+        const spec = pipeline.tables[table];
+        // why: a table whose declaration is broken is already reported by tableDiagnostics.
+        if (spec && !written.has(table)) tryQuietly(() => ensureTables(scratch, { [table]: spec }));
+        written.add(table);
+      }
+    });
+  } finally {
+    scratch.close();
+  }
+  return diagnostics;
+}
+
+function tryQuietly(action: () => unknown): void {
+  try {
+    action();
+  } catch {
+    return;
+  }
+}

@@ -1,0 +1,47 @@
+/** A value as SQLite stores it. */
+export type SqlValue = string | number | bigint | Uint8Array | null;
+/** One result row, by column name. */
+export type Row = Record<string, SqlValue>;
+/** Positional or named (`:name`) parameters; values only ever reach SQL this way. */
+export type Params = readonly SqlValue[] | Readonly<Record<string, SqlValue>>;
+
+/** A compiled statement, reusable with new parameters. */
+export interface Statement {
+  /** Runs the statement for its side effects. */
+  run(params?: Params): void;
+  /** The first row, or undefined. */
+  get(params?: Params): Row | undefined;
+  /** The first row as an array of values, or undefined (cheaper than {@link get}). */
+  getValues(params?: Params): SqlValue[] | undefined;
+  /** Every row. */
+  all(params?: Params): Row[];
+  /** The names of the result columns. */
+  columnNames(): string[];
+  /** Releases the statement. */
+  free(): void;
+}
+
+/** The slice of a SQLite database the engine and steps use; sql.js sits behind it. */
+export interface SqlDatabase {
+  /** Runs one or more statements without parameters. */
+  exec(sql: string): void;
+  /** Runs one statement; returns the number of rows it changed. */
+  run(sql: string, params?: Params): number;
+  /** Every row of one query. */
+  all(sql: string, params?: Params): Row[];
+  /** Compiles a statement; throws when the SQL is invalid or names a missing table or column. */
+  prepare(sql: string): Statement;
+  /** Splits SQL text into its statements (comments and blank text dropped); throws on a syntax error. */
+  statements(sql: string): string[];
+  /** Rows changed by the last INSERT, UPDATE or DELETE. */
+  changes(): number;
+  /** The whole database as an SQLite file image. */
+  export(): Uint8Array;
+  /** Frees the database. */
+  close(): void;
+}
+
+/** Quotes an identifier for SQL (`"name"`), doubling any quote inside. */
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}

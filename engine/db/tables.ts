@@ -1,0 +1,88 @@
+import type { ColumnSpec, ColumnType, TableSpec } from "../config/schema.js";
+import { PipelineError } from "../errors.js";
+import { quoteIdent, type SqlDatabase } from "./database.js";
+
+const storage: Record<ColumnType, "TEXT" | "INTEGER" | "REAL"> = {
+  text: "TEXT",
+  integer: "INTEGER",
+  decimal: "INTEGER",
+  real: "REAL",
+  date: "TEXT",
+  boolean: "INTEGER",
+};
+
+/** The SQLite storage class of a declared column type (decimals are integers of 10^-scale units). */
+export function storageType(type: ColumnType): "TEXT" | "INTEGER" | "REAL" {
+  return storage[type];
+}
+
+/** Whether a column must hold a value: declared required, or part of the primary key. */
+export function isRequired(table: TableSpec, column: string): boolean {
+  return table.columns[column]?.required === true || (table.primary_key?.includes(column) ?? false);
+}
+
+function columnSql(table: TableSpec, name: string, column: ColumnSpec): string {
+  const q = quoteIdent(name);
+  const parts = [q, storageType(column.type)];
+  if (isRequired(table, name)) parts.push("NOT NULL");
+  if (column.type === "boolean") parts.push(`CHECK (${q} IN (0, 1))`);
+  if (column.type === "date") parts.push(`CHECK (${q} IS date(${q}))`);
+  return parts.join(" ");
+}
+
+/** The CREATE TABLE statement for a declared table: a STRICT table with its keys. */
+export function createTableSql(name: string, table: TableSpec): string {
+  const lines = Object.entries(table.columns).map(([column, spec]) => columnSql(table, column, spec));
+  const list = (columns: readonly string[]) => columns.map(quoteIdent).join(", ");
+  if (table.primary_key) lines.push(`PRIMARY KEY (${list(table.primary_key)})`);
+  for (const unique of table.unique ?? []) lines.push(`UNIQUE (${list(unique)})`);
+  for (const fk of table.foreign_keys ?? []) {
+    lines.push(`FOREIGN KEY (${list(fk.columns)}) REFERENCES ${quoteIdent(fk.references.table)} (${list(fk.references.columns)})`);
+  }
+  return `CREATE TABLE ${quoteIdent(name)} (\n  ${lines.join(",\n  ")}\n) STRICT`;
+}
+
+/** Names of the tables that exist in the database. */
+export function existingTables(db: SqlDatabase): Set<string> {
+  return new Set(db.all("SELECT name FROM sqlite_schema WHERE type = 'table'").map((row) => String(row["name"])));
+}
+
+/**
+ * Creates each declared table that is absent, and checks that each present one was created
+ * from the same declaration. A table whose stored schema differs is an error: the run stops
+ * before touching any row, and the message says what differs.
+ */
+export function ensureTables(db: SqlDatabase, tables: Readonly<Record<string, TableSpec>>): string[] {
+  const created: string[] = [];
+  const stored = new Map(
+    db.all("SELECT name, sql FROM sqlite_schema WHERE type = 'table'").map((row) => [String(row["name"]), String(row["sql"])]),
+  );
+  for (const [name, table] of Object.entries(tables)) {
+    const wanted = createTableSql(name, table);
+    const actual = stored.get(name);
+    if (actual === undefined) {
+      db.exec(wanted);
+      created.push(name);
+    } else if (actual !== wanted) {
+      throw new PipelineError("E_DRIFT", `table ${name} in the database does not match its declaration: ${describeDrift(db, name, table)}`);
+    }
+  }
+  return created;
+}
+
+function describeDrift(db: SqlDatabase, name: string, table: TableSpec): string {
+  const columns = db.all(`PRAGMA table_info(${quoteIdent(name)})`);
+  const stored = new Map(columns.map((c) => [String(c["name"]), `${String(c["type"])}${c["notnull"] ? " NOT NULL" : ""}`]));
+  const differences: string[] = [];
+  for (const [column, spec] of Object.entries(table.columns)) {
+    const wanted = `${storageType(spec.type)}${isRequired(table, column) ? " NOT NULL" : ""}`;
+    const actual = stored.get(column);
+    if (actual === undefined) differences.push(`column ${column} is declared but not stored`);
+    else if (actual !== wanted) differences.push(`column ${column} is stored as ${actual}, declared as ${wanted}`);
+  }
+  for (const column of stored.keys()) {
+    if (!(column in table.columns)) differences.push(`column ${column} is stored but not declared`);
+  }
+  if (differences.length === 0) differences.push("its keys or constraints differ");
+  return `${differences.join("; ")}. Nothing was changed; migrate the table by hand (or start from a new database file) and run again`;
+}

@@ -1,0 +1,192 @@
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { stepType } from "../steps/index.js";
+import { loadConfigFile } from "./config/load.js";
+import { validatePipeline } from "./config/validate.js";
+import { openSqlJs } from "./db/sqljs.js";
+import { readDatabaseFile } from "./db/store.js";
+import { ensureTables } from "./db/tables.js";
+import { ConfigError, describeError, didYouMean, PipelineError } from "./errors.js";
+import { systemTables } from "./history.js";
+import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream } from "./output.js";
+import { planPipeline, type Plan } from "./plan.js";
+import { executePlan } from "./run.js";
+import type { TableSpec } from "./config/schema.js";
+
+/** What main() may touch: injected so tests run it in-process. */
+export interface Io {
+  stdout: OutputStream;
+  stderr: OutputStream;
+  env: Readonly<Record<string, string | undefined>>;
+  cwd: string;
+}
+
+/** Exit codes, documented in the README. */
+export const exitCodes = { ok: 0, runFailed: 1, invalid: 2 } as const;
+
+const commands = ["run", "validate", "plan", "help"] as const;
+
+const usage = `Usage: pipeline <command> [options]
+
+Commands:
+  run              validate, then run every step and save the database (default)
+  run --dry-run    validate and print the plan; nothing is fetched or written
+  plan             same as run --dry-run
+  validate         check pipeline.yaml and report every problem with its line:col
+
+Options:
+  -c, --config FILE   the pipeline file (default: pipeline.yaml)
+      --db PATH       the database file (overrides database: in the config)
+      --json          print a machine-readable summary on stdout instead of the log
+      --dry-run       with run: print the plan only
+      --force         allow a replace that would empty or shrink a table
+  -h, --help          this help
+  -v, --version       the runner's version
+
+Exit codes: 0 success, 1 the run failed (nothing was saved), 2 invalid configuration or usage.
+`;
+
+/** Runs one CLI invocation; returns the exit code. */
+export async function main(argv: readonly string[], io: Io): Promise<number> {
+  const json = argv.includes("--json");
+  const c = colorsFor(json ? io.stderr : io.stdout, io.env);
+  const errorColors = colorsFor(io.stderr, io.env);
+  try {
+    const args = parseCommandLine(argv);
+    if (args.help) return io.stdout.write(usage), exitCodes.ok;
+    if (args.version) return io.stdout.write(`pipeline-runner ${await version()}\n`), exitCodes.ok;
+    const configPath = args.config;
+    const config = await loadConfigFile(configPath, io.env, io.cwd);
+    const pipeline = await validatePipeline(config, stepType);
+    const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database));
+    const plan = planPipeline(pipeline, config, displayPath(io.cwd, database), stepType);
+
+    if (args.command === "validate") {
+      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "validate", config: config.file, steps: plan.steps.length }) + "\n");
+      else io.stdout.write(c.green(`${config.file} is valid: ${plan.steps.length} steps, ${Object.keys(pipeline.tables).length} tables\n`));
+      return exitCodes.ok;
+    }
+    if (args.command === "plan" || args.dryRun) {
+      const created = await tablesToCreate(plan, database);
+      if (json) io.stdout.write(JSON.stringify(planJson(plan, created), null, 2) + "\n");
+      else io.stdout.write(renderPlan(plan, created, c));
+      return exitCodes.ok;
+    }
+    const report = await executePlan({ ...plan, database }, {
+      force: args.force,
+      typeOf: stepType,
+      onEvent: json ? () => undefined : runLogger(io.stdout, c),
+    });
+    report.database = plan.database;
+    if (json) {
+      io.stdout.write(JSON.stringify({ command: "run", ...report }, null, 2) + "\n");
+    } else {
+      io.stdout.write(renderSummary(report, c));
+      if (report.error) io.stderr.write(errorColors.red(`error ${report.error.code} ${report.error.message}`) + "\n");
+    }
+    if (report.error && !report.error.expected) return exitCodes.runFailed;
+    return report.ok ? exitCodes.ok : exitCodes.runFailed;
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      if (json) io.stdout.write(JSON.stringify({ ok: false, diagnostics: error.diagnostics }, null, 2) + "\n");
+      else io.stderr.write(renderDiagnostics(error.diagnostics, errorColors));
+      return exitCodes.invalid;
+    }
+    const { code, message } = describeError(error);
+    if (json) io.stdout.write(JSON.stringify({ ok: false, error: { code, message } }, null, 2) + "\n");
+    else io.stderr.write(errorColors.red(`error ${code} ${message}`) + "\n");
+    return error instanceof PipelineError ? error.exitCode : exitCodes.runFailed;
+  }
+}
+
+interface CommandLine {
+  command: (typeof commands)[number];
+  config: string;
+  db: string | undefined;
+  dryRun: boolean;
+  force: boolean;
+  help: boolean;
+  version: boolean;
+}
+
+function parseCommandLine(argv: readonly string[]): CommandLine {
+  const options = {
+    config: { type: "string", short: "c", default: "pipeline.yaml" },
+    db: { type: "string" },
+    json: { type: "boolean", default: false },
+    "dry-run": { type: "boolean", default: false },
+    force: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+    version: { type: "boolean", short: "v", default: false },
+  } as const;
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options, allowPositionals: true, strict: true });
+  } catch (error) {
+    const unknown = /Unknown option '(-{1,2}[^']+)'/.exec((error as Error).message)?.[1];
+    const hint = unknown ? didYouMean(unknown.replace(/^-+/, ""), Object.keys(options)) : "";
+    throw usageError(`${(error as Error).message.split(". ")[0]}${hint}`);
+  }
+  const [command = "run", ...rest] = parsed.positionals;
+  if (!(commands as readonly string[]).includes(command)) throw usageError(`unknown command "${command}"${didYouMean(command, commands)}`);
+  if (rest.length > 0) throw usageError(`unexpected argument "${rest[0]}"`);
+  const v = parsed.values;
+  if (v["dry-run"] && command !== "run") throw usageError("--dry-run goes with the run command");
+  return {
+    command: command as CommandLine["command"],
+    config: v.config,
+    db: v.db,
+    dryRun: v["dry-run"],
+    force: v.force,
+    help: v.help || command === "help",
+    version: v.version,
+  };
+}
+
+function usageError(message: string): PipelineError {
+  return new PipelineError("E_USAGE", `${message}\n\n${usage}`, { exitCode: exitCodes.invalid });
+}
+
+function displayPath(cwd: string, file: string): string {
+  const relative = path.relative(cwd, file);
+  return relative === "" || relative.startsWith("..") ? file : relative;
+}
+
+function resolveAgainst(baseDir: string, file: string): string {
+  return path.isAbsolute(file) ? file : path.resolve(baseDir, file);
+}
+
+/** The tables a run would create; reads the database file, never writes it. */
+async function tablesToCreate(plan: Plan, database: string): Promise<string[]> {
+  const db = await openSqlJs(await readDatabaseFile(database));
+  try {
+    ensureTables(db, systemTables as Record<string, TableSpec>);
+    return ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
+  } finally {
+    db.close();
+  }
+}
+
+function planJson(plan: Plan, createdTables: string[]) {
+  return {
+    ok: true,
+    command: "plan",
+    config: plan.config.file,
+    database: plan.database,
+    createdTables,
+    steps: plan.steps.map((s) => ({ index: s.index, name: s.name, type: s.type, description: s.description, details: Object.fromEntries(s.details), writes: s.writes })),
+  };
+}
+
+async function version(): Promise<string> {
+  const { readFile } = await import("node:fs/promises");
+  // why: compiled, this file sits in dist/engine/; under the test runner, in engine/.
+  for (const candidate of ["../../package.json", "../package.json"]) {
+    try {
+      return (JSON.parse(await readFile(new URL(candidate, import.meta.url), "utf8")) as { name?: string; version: string }).version;
+    } catch {
+      continue;
+    }
+  }
+  return "unknown";
+}

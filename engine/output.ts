@@ -1,0 +1,115 @@
+import { Chalk, type ChalkInstance } from "chalk";
+import { formatDiagnostic, type Diagnostic } from "./errors.js";
+import type { Plan } from "./plan.js";
+import type { RunEvent, RunReport, StepResult } from "./run.js";
+import type { StepCounts } from "./step.js";
+
+/** A stream the CLI writes to. */
+export interface OutputStream {
+  write(text: string): unknown;
+  isTTY?: boolean | undefined;
+}
+
+/** Colours for a stream: on for a terminal unless NO_COLOR is set. */
+export function colorsFor(stream: OutputStream, env: Readonly<Record<string, string | undefined>>): ChalkInstance {
+  const on = stream.isTTY === true && (env["NO_COLOR"] ?? "") === "" && env["TERM"] !== "dumb";
+  return new Chalk({ level: on ? 1 : 0 });
+}
+
+const countNames: (keyof StepCounts)[] = ["read", "inserted", "updated", "unchanged", "rejected", "conflicting", "deleted"];
+
+/** Formats a number with thin grouping: 1 234 567. */
+export function formatCount(n: number): string {
+  return n.toLocaleString("en-US").replaceAll(",", " ");
+}
+
+function formatMs(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+/** The plan as `run --dry-run` prints it. */
+export function renderPlan(plan: Plan, createdTables: string[], c: ChalkInstance): string {
+  const lines = [c.bold(`Plan for ${plan.config.file} -> ${plan.database}`), ""];
+  if (createdTables.length > 0) lines.push(`would create tables: ${createdTables.join(", ")}`, "");
+  for (const step of plan.steps) {
+    lines.push(`${c.cyan(`${step.index + 1}.`)} ${c.bold(step.name)}  ${step.description}`);
+    const width = Math.max(...step.details.map(([label]) => label.length));
+    for (const [label, value] of step.details) lines.push(`     ${c.dim(label.padEnd(width))}  ${value}`);
+  }
+  lines.push("", c.dim("dry run: nothing was fetched or written"));
+  return lines.join("\n") + "\n";
+}
+
+/** Diagnostics, one per line, then a count. */
+export function renderDiagnostics(diagnostics: readonly Diagnostic[], c: ChalkInstance): string {
+  const lines = diagnostics.map((d) => c.red(formatDiagnostic(d)));
+  lines.push(`${diagnostics.length} problem${diagnostics.length === 1 ? "" : "s"} found; nothing was run`);
+  return lines.join("\n") + "\n";
+}
+
+/** Prints run events as they come: one line per step, and live progress on a terminal. */
+export function runLogger(out: OutputStream, c: ChalkInstance): (event: RunEvent) => void {
+  let progressShown = false;
+  return (event) => {
+    switch (event.kind) {
+      case "start":
+        out.write(c.bold(`Running -> ${event.database}`) + "\n");
+        if (event.createdTables.length > 0) out.write(`created tables: ${event.createdTables.join(", ")}\n`);
+        break;
+      case "step-start":
+        out.write(`${c.cyan(`[${event.step.index + 1}/${event.total}]`)} ${c.bold(event.step.name)}  ${event.step.description}\n`);
+        break;
+      case "progress":
+        if (out.isTTY && event.elapsedMs > 500) {
+          const rate = event.rows / (event.elapsedMs / 1000);
+          out.write(`\r      ${formatCount(event.rows)} rows (${formatCount(Math.round(rate))} rows/s)`);
+          progressShown = true;
+        }
+        break;
+      case "step-end":
+        if (progressShown) out.write("\r\x1b[2K");
+        progressShown = false;
+        out.write(`      ${stepLine(event.result, c)}\n`);
+        break;
+    }
+  };
+}
+
+function countsText(counts: StepCounts): string {
+  return countNames
+    .filter((name) => counts[name] !== undefined)
+    .map((name) => `${formatCount(counts[name]!)} ${name}`)
+    .join(", ");
+}
+
+function stepLine(result: StepResult, c: ChalkInstance): string {
+  const time = c.dim(`(${formatMs(result.durationMs)})`);
+  if (result.status === "error") return `${c.red("✗ failed")} ${time}: ${result.error?.message ?? ""}`;
+  const mark = result.status === "unchanged" ? c.yellow("= unchanged") : c.green("✓");
+  const warn = (result.counts.rejected ?? 0) + (result.counts.conflicting ?? 0) > 0;
+  const text = [countsText(result.counts), result.detail].filter(Boolean).join("; ");
+  return `${mark} ${warn ? c.yellow(text) : text} ${time}`.replace(/ +/g, " ");
+}
+
+/** The end-of-run table and verdict. */
+export function renderSummary(report: RunReport, c: ChalkInstance): string {
+  const header = ["step", "status", ...countNames, "time"];
+  const rows = report.steps.map((s) => [
+    s.name,
+    s.status.replace("_", " "),
+    ...countNames.map((name) => (s.counts[name] === undefined ? "" : formatCount(s.counts[name]!))),
+    s.status === "not_executed" ? "" : formatMs(s.durationMs),
+  ]);
+  const used = header.map((_, i) => i < 2 || i === header.length - 1 || rows.some((r) => r[i] !== ""));
+  const pick = (row: string[]) => row.filter((_, i) => used[i]);
+  const table = [pick(header), ...rows.map(pick)];
+  const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+  const lines = table.map((row) =>
+    row.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ").trimEnd(),
+  );
+  lines[0] = c.dim(lines[0]!);
+  const verdict = report.ok
+    ? c.green(`Run ${report.runId} ${report.status.replaceAll("_", " ")} in ${formatMs(report.durationMs)}; saved ${report.database}`)
+    : c.red(`Run failed in ${formatMs(report.durationMs)}; ${report.database} was not changed`);
+  return ["", ...lines, "", verdict].join("\n") + "\n";
+}

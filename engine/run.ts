@@ -1,0 +1,150 @@
+import { createHash } from "node:crypto";
+import type { StepSpec, TableSpec } from "./config/schema.js";
+import { quoteIdent, type SqlDatabase } from "./db/database.js";
+import { openSqlJs } from "./db/sqljs.js";
+import { readDatabaseFile, saveDatabaseFile } from "./db/store.js";
+import { ensureTables } from "./db/tables.js";
+import { describeError, PipelineError } from "./errors.js";
+import { finishRun, recordStep, startRun, systemTables } from "./history.js";
+import type { Plan, PlannedStep } from "./plan.js";
+import type { StepCounts, StepDefinition } from "./step.js";
+
+/** Where a step stands in a run report. */
+export type StepStatus = "not_executed" | "success" | "unchanged" | "error";
+
+/** The report of one step: it starts as the plan, not executed. */
+export interface StepResult {
+  index: number;
+  name: string;
+  type: string;
+  description: string;
+  status: StepStatus;
+  counts: StepCounts;
+  durationMs: number;
+  detail?: string | undefined;
+  error?: { code: string; message: string } | undefined;
+}
+
+/** The report of a whole run. */
+export interface RunReport {
+  ok: boolean;
+  database: string;
+  runId?: number | undefined;
+  status: string;
+  createdTables: string[];
+  steps: StepResult[];
+  durationMs: number;
+  saved: boolean;
+  error?: { code: string; message: string; expected: boolean } | undefined;
+}
+
+/** What a run tells its caller as it goes. */
+export type RunEvent =
+  | { kind: "start"; database: string; createdTables: string[] }
+  | { kind: "step-start"; step: PlannedStep; total: number }
+  | { kind: "step-end"; result: StepResult }
+  | { kind: "progress"; step: PlannedStep; rows: number; elapsedMs: number };
+
+/** Options of a run. */
+export interface RunOptions {
+  force: boolean;
+  onEvent: (event: RunEvent) => void;
+  typeOf: (step: StepSpec) => StepDefinition;
+  now?: () => Date;
+}
+
+/**
+ * Executes a plan against the database file: loads it into memory, runs every step in one
+ * transaction, and saves it atomically only when every step succeeded. A failed run leaves
+ * the file byte-identical.
+ */
+export async function executePlan(plan: Plan, options: RunOptions): Promise<RunReport> {
+  const now = options.now ?? (() => new Date());
+  const started = performance.now();
+  const report: RunReport = {
+    ok: false,
+    database: plan.database,
+    status: "failed",
+    createdTables: [],
+    saved: false,
+    durationMs: 0,
+    steps: plan.steps.map((step) => ({
+      index: step.index,
+      name: step.name,
+      type: step.type,
+      description: step.description,
+      status: "not_executed",
+      counts: {},
+      durationMs: 0,
+    })),
+  };
+  let db: SqlDatabase | undefined;
+  try {
+    db = await openSqlJs(await readDatabaseFile(plan.database));
+    db.exec("BEGIN");
+    // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
+    db.exec("PRAGMA defer_foreign_keys = ON");
+    ensureTables(db, systemTables as Record<string, TableSpec>);
+    report.createdTables = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
+    options.onEvent({ kind: "start", database: plan.database, createdTables: report.createdTables });
+    const startedAt = now().toISOString();
+    const runId = startRun(db, {
+      startedAt,
+      configSha256: createHash("sha256").update(JSON.stringify(plan.pipeline)).digest("hex"),
+      configFile: plan.config.file,
+    });
+    report.runId = runId;
+    for (const step of plan.steps) {
+      const result = report.steps[step.index]!;
+      options.onEvent({ kind: "step-start", step, total: plan.steps.length });
+      const stepStarted = performance.now();
+      try {
+        const outcome = await options.typeOf(step.spec).execute(step.spec, {
+          pipeline: plan.pipeline,
+          config: plan.config,
+          db,
+          runId,
+          startedAt,
+          force: options.force,
+          progress: (rows) => options.onEvent({ kind: "progress", step, rows, elapsedMs: performance.now() - stepStarted }),
+        });
+        Object.assign(result, { status: outcome.status, counts: outcome.counts, detail: outcome.detail });
+      } catch (error) {
+        const { code, message } = describeError(error);
+        Object.assign(result, { status: "error", error: { code, message } });
+        throw error;
+      } finally {
+        result.durationMs = performance.now() - stepStarted;
+        options.onEvent({ kind: "step-end", result });
+      }
+      recordStep(db, { runId, ...result, index: step.index });
+    }
+    report.status = finishRun(db, runId, now().toISOString());
+    checkForeignKeys(db);
+    db.exec("COMMIT");
+    await saveDatabaseFile(plan.database, db.export());
+    report.saved = true;
+    report.ok = true;
+  } catch (error) {
+    report.status = "failed";
+    report.error = describeError(error);
+  } finally {
+    db?.close();
+    report.durationMs = performance.now() - started;
+  }
+  return report;
+}
+
+function checkForeignKeys(db: SqlDatabase): void {
+  const violations = db.all("PRAGMA foreign_key_check");
+  if (violations.length === 0) return;
+  const first = violations.slice(0, 5).map((v) => {
+    const table = String(v["table"]);
+    const row = db.all(`SELECT * FROM ${quoteIdent(table)} WHERE rowid = ?`, [v["rowid"] ?? null])[0];
+    return `${table} row ${JSON.stringify(row ?? { rowid: v["rowid"] })} references a missing ${String(v["parent"])} row`;
+  });
+  throw new PipelineError(
+    "E_DB",
+    `${violations.length} foreign key violation(s) at the end of the run, so nothing was saved: ${first.join("; ")}`,
+  );
+}

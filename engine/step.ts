@@ -1,0 +1,70 @@
+import type { LoadedConfig } from "./config/load.js";
+import type { Pipeline, StepSpec } from "./config/schema.js";
+import type { SqlDatabase } from "./db/database.js";
+import type { Diagnostic, SourcePlace } from "./errors.js";
+
+/** Row counts a step reports; absent counts do not apply to that step. */
+export interface StepCounts {
+  read?: number;
+  inserted?: number;
+  updated?: number;
+  unchanged?: number;
+  rejected?: number;
+  conflicting?: number;
+  deleted?: number;
+}
+
+/** What one executed step returns. */
+export interface StepOutcome {
+  status: "success" | "unchanged";
+  counts: StepCounts;
+  /** One human sentence added to the log line, e.g. "source unchanged (304)". */
+  detail?: string;
+}
+
+/** One label and value shown in the plan under a step. */
+export type PlanDetail = readonly [label: string, value: string];
+
+/** What a step may read while it is checked, before anything runs. */
+export interface CheckContext {
+  pipeline: Pipeline;
+  config: LoadedConfig;
+  /** Path of the step in the config, e.g. ["steps", 3]. */
+  path: readonly (string | number)[];
+  /** A scratch database holding the system tables and every table written by an earlier step. */
+  scratch: SqlDatabase;
+  /** Tables written by earlier steps. */
+  written: ReadonlySet<string>;
+  /** The place of a key or value inside this step, for a diagnostic. */
+  at(subpath: readonly (string | number)[], key?: string): SourcePlace;
+}
+
+/** Live progress of a long step; the CLI shows it on a terminal. */
+export type ProgressReporter = (rows: number) => void;
+
+/** What a step may use while it runs. */
+export interface RunContext {
+  pipeline: Pipeline;
+  config: LoadedConfig;
+  db: SqlDatabase;
+  runId: number;
+  startedAt: string;
+  /** `--force`: allow a replace that would shrink a table. */
+  force: boolean;
+  progress: ProgressReporter;
+}
+
+/** A step type: everything the engine needs to check, plan and run it. One per file in steps/. */
+export interface StepDefinition<S extends StepSpec = StepSpec> {
+  type: S["type"];
+  /** One line saying what the step does: it is both the plan line and the run's log line. */
+  describe(step: S, pipeline: Pipeline): string;
+  /** Extra lines for the plan (source, mode, keys, file...). */
+  details(step: S, pipeline: Pipeline): PlanDetail[];
+  /** The tables the step writes. */
+  writes(step: S): string[];
+  /** Meaning errors that the JSON Schema cannot see. */
+  check(step: S, context: CheckContext): Diagnostic[];
+  /** Runs the step inside the run's transaction. */
+  execute(step: S, context: RunContext): Promise<StepOutcome>;
+}

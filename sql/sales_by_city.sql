@@ -1,0 +1,28 @@
+-- Purpose: sales per city (brief 4.c, at the finest level the data has: one store per city today).
+-- Reads:   stores, sales, products, city_regions
+-- Writes:  sales_by_city (one row per city with a store, replaced each run)
+-- A city missing from data/city_regions.csv is kept, under the region "(région inconnue)".
+WITH per_city AS (
+  SELECT
+    st.city,
+    count(DISTINCT st.store_id)                  AS stores,
+    count(s.rowid)                               AS sales_lines,
+    coalesce(sum(s.quantity), 0)                 AS quantity,
+    coalesce(sum(s.quantity * p.price_cents), 0) AS revenue_cents
+  FROM stores AS st
+  LEFT JOIN sales AS s ON s.store_id = st.store_id
+  LEFT JOIN products AS p ON p.product_id = s.product_id
+  GROUP BY st.city
+)
+SELECT
+  c.city,
+  coalesce(r.region, '(région inconnue)') AS region,
+  c.stores,
+  c.sales_lines,
+  c.quantity,
+  c.revenue_cents,
+  c.revenue_cents / 100.0 AS revenue,
+  coalesce(round(100.0 * c.revenue_cents / nullif(sum(c.revenue_cents) OVER (), 0), 2), 0) AS revenue_share_pct
+FROM per_city AS c
+LEFT JOIN city_regions AS r ON r.city = c.city
+ORDER BY c.revenue_cents DESC, c.city;

@@ -1,0 +1,363 @@
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { checkDateFormat, makeCaster, mappingOptions, type Caster } from "../engine/cast.js";
+import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.js";
+import { quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
+import { isRequired } from "../engine/db/tables.js";
+import { didYouMean, PipelineError, type Diagnostic } from "../engine/errors.js";
+import { readSourceState, rejectionWriter, writeSourceState, type Rejection } from "../engine/history.js";
+import { decodeText, parseCsv, type CsvTable } from "../engine/sources/csv.js";
+import { fetchSource, httpDefaults, isUrl } from "../engine/sources/fetch.js";
+import type { RunContext, StepCounts, StepDefinition, StepOutcome } from "../engine/step.js";
+
+const defaultMinReplaceRatio = 0.5;
+
+/** The key a keyed load matches rows on: `key:`, else the table's primary key, else its only unique key. */
+export function loadKey(step: LoadStepSpec, table: TableSpec | undefined): readonly string[] | undefined {
+  if (step.key) return step.key;
+  if (table?.primary_key) return table.primary_key;
+  return table?.unique?.length === 1 ? table.unique[0] : undefined;
+}
+
+function conflictPolicy(step: LoadStepSpec): "update" | "reject" | "fail" {
+  return step.mode === "upsert" ? "update" : (step.on_conflict ?? "reject");
+}
+
+/** `type: load`: fetches a CSV source, casts its columns and writes them into a declared table. */
+export const loadStep: StepDefinition<LoadStepSpec> = {
+  type: "load",
+
+  describe(step, pipeline) {
+    const key = step.mode === "append" ? undefined : loadKey(step, pipeline.tables[step.table]);
+    const by = key && step.mode !== "replace" ? ` by ${key.join(", ")}` : "";
+    return `load ${shortSource(step.source)} -> ${step.table} (${step.mode}${by})`;
+  },
+
+  details(step, pipeline) {
+    const table = pipeline.tables[step.table];
+    const details: [string, string][] = [
+      ["source", step.source],
+      ["table", step.table],
+      ["mode", step.mode],
+    ];
+    const key = loadKey(step, table);
+    if (key && step.mode !== "append") details.push(["key", key.join(", ")]);
+    if (step.mode === "insert_new") details.push(["on conflict", conflictPolicy(step)]);
+    const columns = Object.entries(step.columns).map(([target, mapping]) => `${target} <- "${mappingOptions(mapping).from}"`);
+    details.push(["columns", columns.join(", ")]);
+    if (step.max_rejected !== undefined) details.push(["max rejected", String(step.max_rejected)]);
+    return details;
+  },
+
+  writes: (step) => [step.table],
+
+  check(step, context) {
+    const problems: Diagnostic[] = [];
+    const problem = (message: string, subpath: (string | number)[], key?: string) =>
+      problems.push({ code: "E_CONFIG", message, place: context.at(subpath, key) });
+    const table = context.pipeline.tables[step.table];
+    if (!table) {
+      problem(`table "${step.table}" is not declared under tables:${didYouMean(step.table, Object.keys(context.pipeline.tables))}`, ["table"]);
+      return problems;
+    }
+    if (!isUrl(step.source) && !existsSync(path.resolve(context.config.baseDir, step.source))) {
+      problem(`source file ${step.source} does not exist (relative paths start at ${context.config.baseDir})`, ["source"]);
+    }
+    for (const [target, mapping] of Object.entries(step.columns)) {
+      const column = table.columns[target];
+      if (!column) {
+        problem(`column "${target}" is not a column of table ${step.table}${didYouMean(target, Object.keys(table.columns))}`, ["columns"], target);
+        continue;
+      }
+      const options = mappingOptions(mapping);
+      const misplaced = (option: keyof typeof options, type: string) => {
+        if (options[option] !== undefined && column.type !== type) {
+          problem(`${option} applies to ${type} columns; ${step.table}.${target} is ${column.type}`, ["columns", target], option);
+        }
+      };
+      misplaced("format", "date");
+      misplaced("decimal_separator", "decimal");
+      misplaced("true_values", "boolean");
+      misplaced("false_values", "boolean");
+      const formatProblem = column.type === "date" && options.format !== undefined ? checkDateFormat(options.format) : undefined;
+      if (formatProblem) problem(formatProblem, ["columns", target, "format"]);
+    }
+    for (const column of Object.keys(table.columns)) {
+      if (isRequired(table, column) && !(column in step.columns)) {
+        problem(`required column ${step.table}.${column} is not mapped from the source`, ["columns"]);
+      }
+    }
+    const key = loadKey(step, table);
+    if (step.mode === "insert_new" || step.mode === "upsert") {
+      if (!key) problem(`mode ${step.mode} needs a key: give key:, or declare a primary key on table ${step.table}`, ["mode"]);
+    }
+    if (step.key) {
+      step.key.forEach((column, i) => {
+        if (!(column in step.columns)) {
+          problem(`dedup key column "${column}" is not a mapped column of this step${didYouMean(column, Object.keys(step.columns))}`, ["key", i]);
+        }
+      });
+      const declared = [table.primary_key, ...(table.unique ?? [])].filter((k) => k !== undefined);
+      if (!declared.some((k) => sameSet(k, step.key!))) {
+        problem(`key (${step.key.join(", ")}) is neither the primary key nor a unique key of table ${step.table}; declare it there`, ["key"]);
+      }
+    }
+    if (step.on_conflict !== undefined && step.mode !== "insert_new") problem(`on_conflict applies to mode insert_new, not ${step.mode}`, [], "on_conflict");
+    for (const option of ["min_replace_ratio", "force"] as const) {
+      if (step[option] !== undefined && step.mode !== "replace") problem(`${option} applies to mode replace, not ${step.mode}`, [], option);
+    }
+    return problems;
+  },
+
+  async execute(step, context) {
+    const table = context.pipeline.tables[step.table]!;
+    const stepSha256 = sha256(JSON.stringify({ step, table }));
+    const previous = readSourceState(context.db, step.name);
+    const validators = previous?.stepSha256 === stepSha256 ? previous : undefined;
+    const http = { ...httpDefaults, ...step.http };
+    const fetched = await fetchSource(step.source, { baseDir: context.config.baseDir, http, previous: validators });
+    if (fetched.kind === "not_modified") return { status: "unchanged", counts: {}, detail: "source not modified (HTTP 304)" };
+    const contentSha256 = sha256(fetched.bytes);
+    const remember = () =>
+      writeSourceState(context.db, {
+        step: step.name,
+        source: step.source,
+        stepSha256,
+        etag: fetched.etag,
+        lastModified: fetched.lastModified,
+        contentSha256,
+        bytes: fetched.bytes.length,
+        fetchedAt: new Date().toISOString(),
+        runId: context.runId,
+      });
+    if (validators?.contentSha256 === contentSha256) {
+      remember();
+      return { status: "unchanged", counts: {}, detail: "source unchanged (same content as last run)" };
+    }
+    const csv = parseCsv(decodeText(fetched.bytes, step.csv?.encoding, step.source), step.csv ?? {}, step.source);
+    const outcome = writeRows(step, table, csv, context);
+    remember();
+    return outcome;
+  },
+};
+
+function writeRows(step: LoadStepSpec, table: TableSpec, csv: CsvTable, context: RunContext): StepOutcome {
+  const { db } = context;
+  const source = step.source;
+  const targets = Object.keys(step.columns);
+  const indexes = headerIndexes(step, csv.header, source);
+  const casters: Caster[] = targets.map((target) =>
+    makeCaster(table.columns[target]!, mappingOptions(step.columns[target]!), isRequired(table, target)),
+  );
+  const reject = rejectionWriter(db, context.runId, step.name, step.source);
+  const references = referenceChecks(db, step, context.pipeline);
+  const counts: Required<StepCounts> = { read: csv.records.length, inserted: 0, updated: 0, unchanged: 0, rejected: 0, conflicting: 0, deleted: 0 };
+  const writer = rowWriter(db, step, table, targets);
+
+  if (step.mode === "replace") {
+    const stored = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(step.table)}`)[0]?.["n"] ?? 0);
+    guardReplace(step, context.force, csv.records.length, stored, source);
+    counts.deleted = db.run(`DELETE FROM ${quoteIdent(step.table)}`);
+  }
+
+  const values: SqlValue[] = new Array<SqlValue>(targets.length);
+  let processed = 0;
+  for (const record of csv.records) {
+    if (++processed % 50_000 === 0) context.progress(processed);
+    const rejection = castRecord(record.fields, csv.header.length, indexes, casters, targets, values);
+    const problem = rejection ?? references(targets, values);
+    if (problem) {
+      reject({ line: record.line, raw: record.raw, ...problem });
+      counts.rejected++;
+      continue;
+    }
+    const result = writer.write(values);
+    if (result.kind === "conflict") {
+      const policy = conflictPolicy(step);
+      const storedValues = Object.fromEntries(targets.map((t, i) => [t, result.stored[i] ?? null]));
+      const newValues = Object.fromEntries(targets.map((t, i) => [t, values[i] ?? null]));
+      if (policy === "fail") {
+        throw new PipelineError(
+          "E_CONFLICT",
+          `${source} line ${record.line}: key (${writer.key.join(", ")}) is already stored with other values: stored ${JSON.stringify(storedValues)}, new ${JSON.stringify(newValues)} (on_conflict: fail)`,
+        );
+      }
+      if (policy === "update") {
+        writer.update(values);
+        counts.updated++;
+      } else {
+        reject({ line: record.line, raw: record.raw, reason: "key already stored with different values", storedValues, newValues });
+        counts.conflicting++;
+      }
+    } else if (result.kind === "error") {
+      reject({ line: record.line, raw: record.raw, reason: result.message });
+      counts.rejected++;
+    } else {
+      counts[result.kind]++;
+    }
+  }
+  writer.free();
+  context.progress(processed);
+
+  if (step.max_rejected !== undefined && counts.rejected > step.max_rejected) {
+    throw new PipelineError(
+      "E_REJECTED",
+      `${source}: ${counts.rejected} rows rejected, more than max_rejected (${step.max_rejected}); see the reasons with --json or in pipeline_rejected_rows after a run that allows them`,
+    );
+  }
+  const detail = counts.rejected + counts.conflicting > 0 ? `${counts.rejected + counts.conflicting} row(s) in pipeline_rejected_rows` : undefined;
+  return { status: "success", counts: stepCounts(step, counts), ...(detail ? { detail } : {}) };
+}
+
+function stepCounts(step: LoadStepSpec, counts: Required<StepCounts>): StepCounts {
+  const { deleted, ...rest } = counts;
+  return step.mode === "replace" ? counts : rest;
+}
+
+function headerIndexes(step: LoadStepSpec, header: string[], source: string): number[] {
+  const clean = header.map((name) => name.trim());
+  const missing: string[] = [];
+  const indexes = Object.entries(step.columns).map(([target, mapping]) => {
+    const wanted = mappingOptions(mapping).from;
+    const index = clean.indexOf(wanted);
+    if (index < 0) missing.push(`"${wanted}" (for ${step.table}.${target})${didYouMean(wanted, clean)}`);
+    else if (clean.indexOf(wanted, index + 1) >= 0) missing.push(`"${wanted}" appears twice`);
+    return index;
+  });
+  if (missing.length > 0) {
+    const expected = Object.values(step.columns).map((m) => mappingOptions(m).from);
+    throw new PipelineError(
+      "E_HEADER",
+      `${source}: the header does not have the expected columns: missing ${missing.join(", ")}. Expected ${JSON.stringify(expected)}; got ${JSON.stringify(header.slice(0, 20))}`,
+    );
+  }
+  return indexes;
+}
+
+function castRecord(
+  fields: string[],
+  width: number,
+  indexes: number[],
+  casters: Caster[],
+  targets: string[],
+  values: SqlValue[],
+): Omit<Rejection, "line" | "raw"> | undefined {
+  if (fields.length !== width) return { reason: `expected ${width} fields as in the header, found ${fields.length}` };
+  for (let i = 0; i < casters.length; i++) {
+    const result = casters[i]!(fields[indexes[i]!]!);
+    if (!result.ok) return { column: targets[i], reason: result.reason };
+    values[i] = result.value;
+  }
+  return undefined;
+}
+
+type WriteResult = { kind: "inserted" | "unchanged" } | { kind: "conflict"; stored: SqlValue[] } | { kind: "error"; message: string };
+
+interface RowWriter {
+  key: readonly string[];
+  write(values: SqlValue[]): WriteResult;
+  update(values: SqlValue[]): void;
+  free(): void;
+}
+
+function rowWriter(db: SqlDatabase, step: LoadStepSpec, table: TableSpec, targets: string[]): RowWriter {
+  const t = quoteIdent(step.table);
+  const insert = db.prepare(`INSERT INTO ${t} (${targets.map(quoteIdent).join(", ")}) VALUES (${targets.map(() => "?").join(", ")})`);
+  const tryInsert = (values: SqlValue[]): WriteResult => {
+    try {
+      insert.run(values);
+      return { kind: "inserted" };
+    } catch (error) {
+      const message = (error as Error).message;
+      if (/constraint failed/i.test(message)) return { kind: "error", message };
+      throw error;
+    }
+  };
+  const key = step.mode === "append" ? undefined : loadKey(step, table);
+  if (!key) return { key: [], write: tryInsert, update: () => undefined, free: () => insert.free() };
+
+  const keyPositions = key.map((column) => targets.indexOf(column));
+  const otherPositions = targets.map((_, i) => i).filter((i) => !keyPositions.includes(i));
+  const where = key.map((column) => `${quoteIdent(column)} = ?`).join(" AND ");
+  const lookup: Statement = db.prepare(`SELECT ${targets.map(quoteIdent).join(", ")} FROM ${t} WHERE ${where}`);
+  const update: Statement | undefined =
+    otherPositions.length > 0
+      ? db.prepare(`UPDATE ${t} SET ${otherPositions.map((i) => `${quoteIdent(targets[i]!)} = ?`).join(", ")} WHERE ${where}`)
+      : undefined;
+  return {
+    key,
+    write(values) {
+      const stored = lookup.getValues(keyPositions.map((i) => values[i]!));
+      if (!stored) return tryInsert(values);
+      return stored.every((value, i) => value === values[i]) ? { kind: "unchanged" } : { kind: "conflict", stored };
+    },
+    update(values) {
+      update?.run([...otherPositions.map((i) => values[i]!), ...keyPositions.map((i) => values[i]!)]);
+    },
+    free() {
+      insert.free();
+      lookup.free();
+      update?.free();
+    },
+  };
+}
+
+/** Per-row checks that each foreign key of the target table resolves, so a bad reference is a rejected row with a reason. */
+function referenceChecks(db: SqlDatabase, step: LoadStepSpec, pipeline: Pipeline): (targets: string[], values: SqlValue[]) => Omit<Rejection, "line" | "raw"> | undefined {
+  const checks = (pipeline.tables[step.table]?.foreign_keys ?? [])
+    .filter((fk) => fk.references.table !== step.table && fk.columns.every((c) => c in step.columns))
+    .map((fk) => ({
+      fk,
+      statement: db.prepare(
+        `SELECT 1 FROM ${quoteIdent(fk.references.table)} WHERE ${fk.references.columns.map((c) => `${quoteIdent(c)} = ?`).join(" AND ")}`,
+      ),
+    }));
+  if (checks.length === 0) return () => undefined;
+  const positions = new Map<string, number>();
+  return (targets, values) => {
+    for (const { fk, statement } of checks) {
+      const keyValues = fk.columns.map((column) => {
+        let position = positions.get(column);
+        if (position === undefined) positions.set(column, (position = targets.indexOf(column)));
+        return values[position]!;
+      });
+      if (keyValues.some((value) => value === null)) continue;
+      if (!statement.getValues(keyValues)) {
+        return {
+          column: fk.columns.join(", "),
+          reason: `${fk.columns.join(", ")} ${keyValues.map((v) => JSON.stringify(v)).join(", ")} is not in ${fk.references.table} (${fk.references.columns.join(", ")})`,
+        };
+      }
+    }
+    return undefined;
+  };
+}
+
+function guardReplace(step: LoadStepSpec, force: boolean, incoming: number, stored: number, source: string): void {
+  if (step.force || force) return;
+  if (incoming === 0 && stored > 0) {
+    throw new PipelineError("E_REPLACE", `${source} has no data rows; replacing would empty ${step.table} (${stored} rows). Use --force if that is intended`);
+  }
+  const ratio = step.min_replace_ratio ?? defaultMinReplaceRatio;
+  if (stored > 0 && incoming < stored * ratio) {
+    throw new PipelineError(
+      "E_REPLACE",
+      `${source} has ${incoming} rows, less than ${Math.round(ratio * 100)}% of the ${stored} stored in ${step.table}; refusing to replace (min_replace_ratio). Use --force if that is intended`,
+    );
+  }
+}
+
+function sha256(data: string | Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x) => b.includes(x));
+}
+
+/** A source as shown in logs: a path as written, a URL as is, or its host and tail when long. */
+export function shortSource(source: string): string {
+  if (!isUrl(source) || source.length <= 72) return source;
+  return `${new URL(source).host}/...${source.slice(-40)}`;
+}

@@ -1,0 +1,136 @@
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import type { SqlStepSpec } from "../engine/config/schema.js";
+import { quoteIdent, type SqlDatabase, type SqlValue } from "../engine/db/database.js";
+import { isRequired } from "../engine/db/tables.js";
+import { didYouMean, PipelineError, type Diagnostic } from "../engine/errors.js";
+import { systemTableNames } from "../engine/history.js";
+import type { CheckContext, StepDefinition } from "../engine/step.js";
+
+/** Named parameters a SQL step may use. */
+export const sqlParameters = ["run_id", "run_started_at"] as const;
+
+function sqlText(step: SqlStepSpec, baseDir: string): string {
+  return step.file === undefined ? (step.sql ?? "") : readFileSync(path.resolve(baseDir, step.file), "utf8");
+}
+
+function parametersOf(sql: string, values: Record<(typeof sqlParameters)[number], SqlValue>): Record<string, SqlValue> {
+  const used: Record<string, SqlValue> = {};
+  for (const [, name] of sql.matchAll(/[:@$]([A-Za-z_]\w*)/g)) {
+    if (name && name in values) used[name] = values[name as keyof typeof values];
+  }
+  return used;
+}
+
+/** `type: sql`: runs a query from sql/ (or inline) and stores its rows `into:` a declared table. */
+export const sqlStep: StepDefinition<SqlStepSpec> = {
+  type: "sql",
+
+  describe(step) {
+    const what = step.file ?? "inline SQL";
+    return step.into ? `sql ${what} -> ${step.into} (${step.mode ?? "replace"})` : `sql ${what}`;
+  },
+
+  details(step) {
+    const details: [string, string][] = [["sql", step.file ?? (step.sql ?? "").trim().split("\n")[0]!]];
+    if (step.into) details.push(["into", `${step.into} (${step.mode ?? "replace"})`]);
+    return details;
+  },
+
+  writes: (step) => (step.into ? [step.into] : []),
+
+  check(step, context) {
+    const problems: Diagnostic[] = [];
+    const problem = (message: string, subpath: (string | number)[], key?: string, code: Diagnostic["code"] = "E_CONFIG") =>
+      problems.push({ code, message, place: context.at(subpath, key) });
+    if ((step.file === undefined) === (step.sql === undefined)) {
+      problem("a sql step needs exactly one of file: or sql:", []);
+      return problems;
+    }
+    if (step.file !== undefined && !existsSync(path.resolve(context.config.baseDir, step.file))) {
+      problem(`SQL file ${step.file} does not exist (relative paths start at ${context.config.baseDir})`, ["file"]);
+      return problems;
+    }
+    if (step.mode !== undefined && step.into === undefined) problem("mode applies only with into:", [], "mode");
+    const into = step.into === undefined ? undefined : context.pipeline.tables[step.into];
+    if (step.into !== undefined && !into) {
+      problem(`table "${step.into}" is not declared under tables:${didYouMean(step.into, Object.keys(context.pipeline.tables))}`, ["into"]);
+      return problems;
+    }
+    const where = step.file ? ["file"] : ["sql"];
+    const sql = sqlText(step, context.config.baseDir);
+    let statements: string[];
+    try {
+      statements = context.scratch.statements(sql);
+    } catch (error) {
+      problem(`${step.file ?? "sql"}: ${(error as Error).message}`, where, undefined, "E_SQL");
+      return problems;
+    }
+    if (statements.length === 0) problem(`${step.file ?? "sql"} holds no SQL statement`, where);
+    if (into && statements.length !== 1) problem(`with into:, ${step.file ?? "sql"} must hold exactly one SELECT; it holds ${statements.length} statements`, where);
+    for (const [, name] of sql.matchAll(/(?<![\w'"]):([A-Za-z_]\w*)/g)) {
+      if (!(sqlParameters as readonly string[]).includes(name!)) {
+        problem(`unknown parameter :${name} in ${step.file ?? "sql"}; available: ${sqlParameters.map((p) => ":" + p).join(", ")}`, where);
+      }
+    }
+    for (const statement of statements) {
+      const message = compileProblem(context, statement, step.into);
+      if (message) problem(`${step.file ?? "sql"}: ${message}`, where, undefined, "E_SQL");
+    }
+    return problems;
+  },
+
+  async execute(step, context) {
+    const sql = sqlText(step, context.config.baseDir);
+    const values = { run_id: context.runId, run_started_at: context.startedAt };
+    const { db } = context;
+    try {
+      if (!step.into) {
+        for (const statement of db.statements(sql)) db.run(statement, parametersOf(statement, values));
+        return { status: "success", counts: {} };
+      }
+      const deleted = (step.mode ?? "replace") === "replace" ? db.run(`DELETE FROM ${quoteIdent(step.into)}`) : undefined;
+      const inserted = db.run(insertSelect(db, step.into, sql), parametersOf(sql, values));
+      return { status: "success", counts: deleted === undefined ? { inserted } : { deleted, inserted } };
+    } catch (error) {
+      if (error instanceof PipelineError) throw error;
+      throw new PipelineError("E_SQL", `${step.file ?? "sql"}: ${(error as Error).message}`, { cause: error });
+    }
+  },
+};
+
+/** `INSERT INTO into (columns of the query) <query>`, with the columns named by the query itself. */
+function insertSelect(db: SqlDatabase, into: string, select: string): string {
+  const statement = db.prepare(select);
+  const columns = statement.columnNames();
+  statement.free();
+  const body = select.trim().replace(/;\s*$/, "");
+  return `INSERT INTO ${quoteIdent(into)} (${columns.map(quoteIdent).join(", ")}) ${body}`;
+}
+
+function compileProblem(context: CheckContext, statement: string, into: string | undefined): string | undefined {
+  let columns: string[];
+  try {
+    const compiled = context.scratch.prepare(statement);
+    columns = compiled.columnNames();
+    compiled.free();
+  } catch (error) {
+    const message = (error as Error).message;
+    const missing = /no such table: (?:main\.)?(\S+)/.exec(message)?.[1];
+    if (missing && (missing in context.pipeline.tables || systemTableNames.has(missing)) && !context.written.has(missing)) {
+      return `reads table ${missing}, which no earlier step writes`;
+    }
+    if (missing) return `${message}${didYouMean(missing, [...context.written, ...systemTableNames])}`;
+    return message;
+  }
+  if (!into) return undefined;
+  const table = context.pipeline.tables[into]!;
+  if (columns.length === 0) return "with into:, the statement must be a query that returns rows";
+  const unknown = columns.filter((c) => !(c in table.columns));
+  if (unknown.length > 0) {
+    return `the query returns column${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}, not in table ${into}${didYouMean(unknown[0]!, Object.keys(table.columns))}`;
+  }
+  const missing = Object.keys(table.columns).filter((c) => isRequired(table, c) && !columns.includes(c));
+  if (missing.length > 0) return `the query does not return required column${missing.length > 1 ? "s" : ""} ${missing.join(", ")} of table ${into}`;
+  return undefined;
+}
