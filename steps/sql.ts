@@ -63,7 +63,8 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
     try {
       statements = context.scratch.statements(sql);
     } catch (error) {
-      problem(`${step.file ?? "sql"}: ${(error as Error).message}`, where, undefined, "E_SQL");
+      const message = explainCompileError(context, (error as Error).message);
+      if (message) problem(`${step.file ?? "sql"}: ${message}`, where, undefined, "E_SQL");
       return problems;
     }
     if (statements.length === 0) problem(`${step.file ?? "sql"} holds no SQL statement`, where);
@@ -115,13 +116,7 @@ function compileProblem(context: CheckContext, statement: string, into: string |
     columns = compiled.columnNames();
     compiled.free();
   } catch (error) {
-    const message = (error as Error).message;
-    const missing = /no such table: (?:main\.)?(\S+)/.exec(message)?.[1];
-    if (missing && (missing in context.pipeline.tables || systemTableNames.has(missing)) && !context.written.has(missing)) {
-      return `reads table ${missing}, which no earlier step writes`;
-    }
-    if (missing) return `${message}${didYouMean(missing, [...context.written, ...systemTableNames])}`;
-    return message;
+    return explainCompileError(context, (error as Error).message);
   }
   if (!into) return undefined;
   const table = context.pipeline.tables[into]!;
@@ -133,4 +128,13 @@ function compileProblem(context: CheckContext, statement: string, into: string |
   const missing = Object.keys(table.columns).filter((c) => isRequired(table, c) && !columns.includes(c));
   if (missing.length > 0) return `the query does not return required column${missing.length > 1 ? "s" : ""} ${missing.join(", ")} of table ${into}`;
   return undefined;
+}
+
+/** Says why SQL does not compile against the tables earlier steps write; undefined when already reported elsewhere. */
+function explainCompileError(context: CheckContext, message: string): string | undefined {
+  const missing = /no such table: (?:main\.)?(\S+)/.exec(message)?.[1];
+  if (!missing) return message;
+  if (context.written.has(missing)) return undefined; // why: its declaration is broken, and reported as such.
+  if (missing in context.pipeline.tables || systemTableNames.has(missing)) return `reads table ${missing}, which no earlier step writes`;
+  return `${message}${didYouMean(missing, [...context.written, ...systemTableNames])}`;
 }

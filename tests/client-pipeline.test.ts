@@ -1,0 +1,118 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { startServer, type TestServer } from "./helpers/http-server.js";
+import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
+
+let server: TestServer;
+let ws: Workspace;
+let env: Record<string, string>;
+
+beforeEach(async () => {
+  server = await startServer();
+  for (const name of ["produits", "magasins", "ventes"]) server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
+  ws = new Workspace();
+  env = { PRODUCTS_URL: server.url("/produits.csv"), STORES_URL: server.url("/magasins.csv"), SALES_URL: server.url("/ventes.csv") };
+});
+afterEach(async () => {
+  ws.remove();
+  await server.close();
+});
+
+const results = (db: string) =>
+  sqlite(db, "SELECT * FROM revenue_total; SELECT * FROM sales_by_product; SELECT * FROM sales_by_city; SELECT * FROM sales_by_region;");
+
+describe("the client's pipeline over HTTP", () => {
+  test("loads 5 products, 7 stores, 30 sales and computes the reference figures", async () => {
+    const run = await ws.cli(["run"], env);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    const db = ws.path("output/sales.db");
+    expect(sqlite(db, "SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM stores), (SELECT count(*) FROM sales)")).toBe("5|7|30");
+    expect(sqlite(db, "SELECT revenue, revenue_cents, quantity, sales_lines, period_start, period_end FROM revenue_total")).toBe(
+      "5268.78|526878|122|30|2023-05-27|2023-06-25",
+    );
+    expect(sqlite(db, "SELECT name, printf('%.2f', revenue) FROM sales_by_product ORDER BY revenue_cents DESC")).toBe(
+      ["Produit D|1679.79", "Produit E|1399.65", "Produit A|1199.76", "Produit B|539.73", "Produit C|449.85"].join("\n"),
+    );
+    expect(sqlite(db, "SELECT city, printf('%.2f', revenue) FROM sales_by_city ORDER BY revenue_cents DESC")).toBe(
+      ["Lyon|1059.79", "Marseille|1009.73", "Bordeaux|829.81", "Paris|799.80", "Nantes|739.83", "Strasbourg|579.89", "Lille|249.93"].join("\n"),
+    );
+    // why: every euro figure is an exact sum of cents, so summing the parts gives the total to the cent.
+    expect(sqlite(db, "SELECT sum(revenue_cents) FROM sales_by_region")).toBe("526878");
+    expect(sqlite(db, "SELECT region FROM sales_by_region WHERE region LIKE '(%'")).toBe("");
+    expect(sqlite(db, "SELECT price_cents FROM products WHERE product_id = 'REF003'")).toBe("2999");
+    expect(sqlite(db, "SELECT revenue FROM sales_by_product WHERE product_id = 'REF003'")).toBe("449.85");
+  });
+
+  test("a second run adds nothing and leaves every results table identical", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    const db = ws.path("output/sales.db");
+    const before = results(db);
+    const second = await ws.cli(["run", "--json"], env);
+    expect(second.code).toBe(0);
+    const report = JSON.parse(second.stdout) as { steps: { name: string; status: string; counts: { inserted?: number } }[] };
+    for (const name of ["load_products", "load_stores", "load_sales"]) {
+      expect(report.steps.find((s) => s.name === name)?.status).toBe("unchanged");
+    }
+    expect(sqlite(db, "SELECT count(*) FROM sales")).toBe("30");
+    expect(results(db)).toBe(before);
+    expect(sqlite(db, "SELECT run_id, status FROM pipeline_runs")).toBe("1|succeeded\n2|succeeded");
+  });
+
+  test("new sales rows are imported, stored ones are not duplicated, and a changed quantity is kept aside", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    const original = readFileSync(path.join(clientFixtures, "ventes.csv"), "utf8");
+    const changed = original.replace("2023-05-27,REF001,5,1", "2023-05-27,REF001,9,1") + "\r\n2023-06-26,REF002,2,5\r\n2023-06-26,REF003,1,6";
+    server.file("/ventes.csv", changed);
+    const run = await ws.cli(["run", "--json"], env);
+    expect(run.code).toBe(0);
+    const report = JSON.parse(run.stdout) as { status: string; steps: { name: string; counts: Record<string, number> }[] };
+    expect(report.status).toBe("succeeded_with_rejections");
+    expect(report.steps.find((s) => s.name === "load_sales")?.counts).toEqual({
+      read: 32,
+      inserted: 2,
+      updated: 0,
+      unchanged: 29,
+      rejected: 0,
+      conflicting: 1,
+    });
+    const db = ws.path("output/sales.db");
+    expect(sqlite(db, "SELECT count(*), sum(quantity) FROM sales")).toBe("32|125");
+    expect(sqlite(db, "SELECT quantity FROM sales WHERE date = '2023-05-27' AND product_id = 'REF001'")).toBe("5");
+    expect(sqlite(db, "SELECT line, raw, reason, stored_values, new_values FROM pipeline_rejected_rows")).toBe(
+      '2|2023-05-27,REF001,9,1|key already stored with different values|{"date":"2023-05-27","product_id":"REF001","quantity":5,"store_id":1}|{"date":"2023-05-27","product_id":"REF001","quantity":9,"store_id":1}',
+    );
+    expect(sqlite(db, "SELECT revenue FROM revenue_total")).toBe(String((526878 + 2 * 1999 + 2999) / 100));
+  });
+
+  test("the database passes integrity and foreign key checks", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    expect(sqlite(ws.path("output/sales.db"), "PRAGMA integrity_check; PRAGMA foreign_key_check;")).toBe("ok");
+  });
+
+  test("a dry run prints the plan, fetches nothing and writes nothing", async () => {
+    const absent = await ws.cli(["run", "--dry-run"], env);
+    expect(absent.code).toBe(0);
+    expect(absent.stdout).toContain("4. load_sales");
+    expect(absent.stdout).toContain("insert_new");
+    expect(absent.stdout).toContain("would create tables: products, stores, city_regions, sales");
+    expect(ws.bytes()).toBeUndefined();
+    expect(server.requests("/ventes.csv")).toHaveLength(0);
+
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    const before = ws.bytes();
+    const requests = server.requests("/ventes.csv").length;
+    const again = await ws.cli(["plan"], env);
+    expect(again.code).toBe(0);
+    expect(again.stdout).not.toContain("would create");
+    expect(ws.bytes()).toEqual(before);
+    expect(server.requests("/ventes.csv")).toHaveLength(requests);
+  });
+
+  test("--db overrides the database path of the config", async () => {
+    expect((await ws.cli(["run", "--db", "elsewhere/x.db"], env)).code).toBe(0);
+    expect(sqlite(ws.path("elsewhere/x.db"), "SELECT count(*) FROM sales")).toBe("30");
+    expect(ws.bytes()).toBeUndefined();
+  });
+});

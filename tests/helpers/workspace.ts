@@ -1,0 +1,71 @@
+import { execFileSync } from "node:child_process";
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { main, type Io } from "../../engine/main.js";
+
+/** The repository root. */
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+/** The client's files, byte-exact. */
+export const clientFixtures = path.join(root, "tests/fixtures/client");
+
+/** What one in-process CLI call printed and returned. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A temporary directory holding a copy of the client's pipeline (pipeline.yaml, sql/, data/). */
+export class Workspace {
+  readonly dir: string;
+
+  constructor(options: { withClientPipeline?: boolean } = {}) {
+    this.dir = mkdtempSync(path.join(tmpdir(), "pipeline-test-"));
+    if (options.withClientPipeline ?? true) {
+      copyFileSync(path.join(root, "pipeline.yaml"), path.join(this.dir, "pipeline.yaml"));
+      cpSync(path.join(root, "sql"), path.join(this.dir, "sql"), { recursive: true });
+      cpSync(path.join(root, "data"), path.join(this.dir, "data"), { recursive: true });
+    }
+  }
+
+  path(...parts: string[]): string {
+    return path.join(this.dir, ...parts);
+  }
+
+  write(file: string, text: string): string {
+    const target = this.path(file);
+    mkdirSync(path.dirname(target), { recursive: true });
+    writeFileSync(target, text);
+    return target;
+  }
+
+  /** Runs the CLI in-process with this directory as cwd and the given environment. */
+  async cli(argv: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+    let stdout = "";
+    let stderr = "";
+    const io: Io = {
+      stdout: { write: (text: string) => (stdout += text) },
+      stderr: { write: (text: string) => (stderr += text) },
+      env: { NO_COLOR: "1", ...env },
+      cwd: this.dir,
+    };
+    const code = await main(argv, io);
+    return { code, stdout, stderr };
+  }
+
+  /** The database file's bytes, or undefined when it does not exist. */
+  bytes(file = "output/sales.db"): Buffer | undefined {
+    return existsSync(this.path(file)) ? readFileSync(this.path(file)) : undefined;
+  }
+
+  remove(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs SQL with the real sqlite3 CLI and returns its output (`-separator |`, no header). */
+export function sqlite(database: string, sql: string): string {
+  return execFileSync("sqlite3", ["-batch", "-bail", database, sql], { encoding: "utf8" }).trimEnd();
+}

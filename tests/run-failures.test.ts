@@ -1,0 +1,80 @@
+import { readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { startServer, type TestServer } from "./helpers/http-server.js";
+import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
+
+let server: TestServer;
+let ws: Workspace;
+let env: Record<string, string>;
+
+beforeEach(async () => {
+  server = await startServer();
+  for (const name of ["produits", "magasins", "ventes"]) server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
+  ws = new Workspace();
+  env = { PRODUCTS_URL: server.url("/produits.csv"), STORES_URL: server.url("/magasins.csv"), SALES_URL: server.url("/ventes.csv") };
+  expect((await ws.cli(["run"], env)).code).toBe(0);
+});
+afterEach(async () => {
+  ws.remove();
+  await server.close();
+});
+
+/** Runs again after `breakIt`, and checks the run failed with `message` and left the file byte-identical. */
+async function expectFailedRun(breakIt: () => void, message: RegExp | string, extraEnv: Record<string, string> = {}) {
+  const before = ws.bytes();
+  breakIt();
+  const run = await ws.cli(["run"], { ...env, ...extraEnv });
+  expect(run.code).toBe(1);
+  expect(run.stderr).toMatch(message);
+  expect(run.stderr).not.toMatch(/\n\s+at /);
+  expect(run.stdout).toContain("was not changed");
+  expect(ws.bytes()).toEqual(before);
+  expect(sqlite(ws.path("output/sales.db"), "SELECT count(*) FROM pipeline_runs")).toBe("1");
+  return run;
+}
+
+describe("a failed run leaves the database byte-identical", () => {
+  test("a source answering 404 is named in the error", async () => {
+    await expectFailedRun(
+      () => server.route("/ventes.csv", (_q, r) => void r.writeHead(404, "Not Found").end()),
+      new RegExp(`E_FETCH GET ${server.url("/ventes.csv")} -> 404 Not Found`),
+    );
+  });
+
+  test("a source that refuses connections fails after its retries", async () => {
+    const closed = await startServer();
+    const url = closed.url("/ventes.csv");
+    await closed.close();
+    await expectFailedRun(() => undefined, new RegExp(`E_FETCH GET ${url} failed after 4 attempts: .*ECONNREFUSED`), { SALES_URL: url });
+  });
+
+  test("a source serving an HTML page instead of CSV", async () => {
+    await expectFailedRun(
+      () => server.file("/produits.csv", "<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body></body></html>", "text/html"),
+      /E_HEADER http:\/\/127\.0\.0\.1:\d+\/produits\.csv sent an HTML page, not CSV; first line: "<!DOCTYPE html>"/,
+    );
+  });
+
+  test("a header that lacks a mapped column shows what was expected and what came", async () => {
+    const run = await expectFailedRun(
+      () => server.file("/ventes.csv", "Date,ID Reference produit,Quantité,ID Magasin\r\n2023-06-26,REF001,1,1"),
+      /E_HEADER http:\/\/127\.0\.0\.1:\d+\/ventes\.csv: the header does not have the expected columns: missing "ID Référence produit" \(for sales\.product_id\) \(did you mean "ID Reference produit"\?\)/,
+    );
+    expect(run.stderr).toContain('got ["Date","ID Reference produit","Quantité","ID Magasin"]');
+  });
+
+  test("a failing SQL step", async () => {
+    await expectFailedRun(
+      () => writeFileSync(ws.path("sql/revenue_total.sql"), readFileSync(ws.path("sql/revenue_total.sql"), "utf8").replace("count(*)", "1 / 0 + abs(-9223372036854775808)")),
+      /E_SQL sql\/revenue_total\.sql: integer overflow/,
+    );
+  });
+
+  test("a Latin-1 file is refused with a hint, not loaded as mojibake", async () => {
+    await expectFailedRun(
+      () => server.file("/ventes.csv", Buffer.from("Date,ID Référence produit,Quantité,ID Magasin\r\n2023-06-26,REF001,1,1", "latin1")),
+      /E_DECODE .*ventes\.csv is not valid UTF-8 \(line 1, byte 17\); if the file is Latin-1, set csv\.encoding: latin1/,
+    );
+  });
+});
