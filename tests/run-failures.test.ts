@@ -74,7 +74,7 @@ describe("a failed run leaves the database byte-identical", () => {
   test("a Latin-1 file is refused with a hint, not loaded as mojibake", async () => {
     await expectFailedRun(
       () => server.file("/ventes.csv", Buffer.from("Date,ID Référence produit,Quantité,ID Magasin\r\n2023-06-26,REF001,1,1", "latin1")),
-      /E_DECODE .*ventes\.csv is not valid UTF-8 \(line 1, byte 17\); if the file is Latin-1, set csv\.encoding: latin1/,
+      /E_DECODE .*ventes\.csv is not valid UTF-8 \(line 1, byte 9\); if the file is Latin-1, set csv\.encoding: latin1/,
     );
   });
 });
