@@ -1,0 +1,30 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { describe, expect, test } from "vitest";
+import { root } from "./helpers/workspace.js";
+
+const cli = path.join(root, "dist/engine/cli.js");
+
+describe("the built CLI", () => {
+  test("runs on the Node major the project declares (24)", () => {
+    expect(process.versions.node.split(".")[0]).toBe("24");
+    expect(execFileSync(process.execPath, ["-p", "process.versions.node.split('.')[0]"], { encoding: "utf8" }).trim()).toBe("24");
+  });
+
+  test("validates the client's pipeline and exits 0, and exits 2 on a usage error", () => {
+    expect(existsSync(cli), "run `npm run build` first (npm test does)").toBe(true);
+    const ok = spawnSync(process.execPath, [cli, "validate"], { cwd: root, encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } });
+    expect(ok.stdout).toBe("pipeline.yaml is valid: 8 steps, 8 tables\n");
+    expect(ok.status).toBe(0);
+    const bad = spawnSync(process.execPath, [cli, "nonsense"], { cwd: root, encoding: "utf8" });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('error E_USAGE unknown command "nonsense"');
+  });
+
+  test("prints no colour codes when NO_COLOR is set or the output is not a terminal", () => {
+    const result = spawnSync(process.execPath, [cli, "run", "--dry-run"], { cwd: root, encoding: "utf8", env: { ...process.env, FORCE_COLOR: "1" } });
+    expect(result.status).toBe(0);
+    expect(result.stdout).not.toMatch(/\x1b\[/);
+  });
+});

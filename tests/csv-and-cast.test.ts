@@ -1,0 +1,86 @@
+import { describe, expect, test } from "vitest";
+import { makeCaster } from "../engine/cast.js";
+import type { ColumnSpec } from "../engine/config/schema.js";
+import { parseCsv } from "../engine/sources/csv.js";
+
+describe("CSV records keep their line in the file", () => {
+  test.each([
+    ["CRLF, no final newline", "a,b\r\n1,2\r\n3,4"],
+    ["LF with a final newline", "a,b\n1,2\n3,4\n"],
+  ])("%s", (_name, text) => {
+    expect(parseCsv(text, {}, "t").records).toEqual([
+      { line: 2, fields: ["1", "2"], raw: "1,2" },
+      { line: 3, fields: ["3", "4"], raw: "3,4" },
+    ]);
+  });
+
+  test("blank lines are skipped and quoted newlines counted", () => {
+    const { records } = parseCsv('a,b\r\n\r\n1,"x\r\ny"\r\n\r\n2,z', {}, "t");
+    expect(records.map((r) => [r.line, r.raw])).toEqual([
+      [3, '1,"x\r\ny"'],
+      [6, "2,z"],
+    ]);
+  });
+
+  test("header_line skips a preamble", () => {
+    expect(parseCsv("Export of 2024\n\nid\n7", { header_line: 3 }, "t")).toMatchObject({ header: ["id"], headerLine: 3, records: [{ line: 4, fields: ["7"] }] });
+  });
+
+  test.each([
+    ["an unterminated quote", 'a,b\n1,"open\n2,3', /E_CSV|t line \d+: .*quote/i],
+    ["an empty file", "", /t is empty: no header line/],
+    ["an HTML page", "<html><body>Sign in</body></html>", /t sent an HTML page, not CSV/],
+  ])("%s is a clear error", (_name, text, message) => {
+    expect(() => parseCsv(text, {}, "t")).toThrow(message);
+  });
+});
+
+describe("casting", () => {
+  const cast = (column: ColumnSpec, field: string, options: Record<string, unknown> = {}, required = false) =>
+    makeCaster(column, { from: "x", ...options }, required)(field);
+
+  test.each([
+    [{ type: "decimal", scale: 2 }, "49.99", 4999],
+    [{ type: "decimal", scale: 2 }, "0.1", 10],
+    [{ type: "decimal", scale: 2 }, "-0.05", -5],
+    [{ type: "decimal", scale: 2 }, "449.85", 44985],
+    [{ type: "decimal", scale: 0 }, "12", 12],
+    [{ type: "integer" }, "-7", -7],
+    [{ type: "real" }, "1e3", 1000],
+    [{ type: "text" }, "  padded ", "padded"],
+    [{ type: "date" }, "2023-06-25", "2023-06-25"],
+    [{ type: "boolean" }, "Vrai", 1],
+  ] as [ColumnSpec, string, unknown][])("%j %s -> %s", (column, field, value) => {
+    expect(cast(column, field)).toEqual({ ok: true, value });
+  });
+
+  test.each([
+    [{ type: "decimal", scale: 2 }, "1.999", '"1.999" has more than 2 decimal places'],
+    [{ type: "decimal", scale: 2 }, "12,5", '"12,5" is not a decimal number (separator ".")'],
+    [{ type: "decimal", scale: 2 }, "1e3", '"1e3" is not a decimal number (separator ".")'],
+    [{ type: "integer" }, "12,5", '"12,5" is not an integer'],
+    [{ type: "integer" }, "99999999999999999999", "99999999999999999999 is outside the exact integer range (±9007199254740991)"],
+    [{ type: "date" }, "2023-02-29", '"2023-02-29" is not a real date (format yyyy-MM-dd)'],
+    [{ type: "date" }, "25/06/2023", '"25/06/2023" does not match the date format yyyy-MM-dd'],
+  ] as [ColumnSpec, string, string][])("%j %s is rejected", (column, field, reason) => {
+    expect(cast(column, field)).toEqual({ ok: false, reason });
+  });
+
+  test("date formats and decimal separators are configurable", () => {
+    expect(cast({ type: "date" }, "5/6/2023", { format: "d/M/yyyy" })).toEqual({ ok: true, value: "2023-06-05" });
+    expect(cast({ type: "date" }, "06/25/2023", { format: "MM/dd/yyyy" })).toEqual({ ok: true, value: "2023-06-25" });
+    expect(cast({ type: "decimal", scale: 2 }, "12,5", { decimal_separator: "," })).toEqual({ ok: true, value: 1250 });
+  });
+
+  test("an empty field is null when optional and rejected when required", () => {
+    expect(cast({ type: "integer" }, " ")).toEqual({ ok: true, value: null });
+    expect(cast({ type: "integer" }, "", {}, true)).toEqual({ ok: false, reason: "a value is required, the field is empty" });
+  });
+
+  test("decimal sums of cast cents are exact where floats drift", () => {
+    const cents = ["49.99", "19.99", "29.99", "79.99", "39.99"].map((p) => cast({ type: "decimal", scale: 2 }, p));
+    const total = cents.reduce((sum, c) => sum + (c.ok ? (c.value as number) : 0), 0) * 3;
+    expect(total).toBe(65985);
+    expect(0.1 + 0.2).not.toBe(0.3);
+  });
+});
