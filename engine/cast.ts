@@ -75,7 +75,8 @@ function converter(column: ColumnSpec, options: MappingOptions): (text: string) 
 function castInteger(text: string): CastResult {
   if (!/^[+-]?\d+$/.test(text)) return { ok: false, reason: `${JSON.stringify(text)} is not an integer` };
   const value = Number(text);
-  if (!Number.isSafeInteger(value)) return { ok: false, reason: `${text} is outside the exact integer range (±${Number.MAX_SAFE_INTEGER})` };
+  if (!Number.isSafeInteger(value))
+    return { ok: false, reason: `${text} is outside the exact integer range (±${Number.MAX_SAFE_INTEGER})` };
   return { ok: true, value };
 }
 

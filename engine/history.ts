@@ -95,7 +95,16 @@ export function finishRun(db: SqlDatabase, runId: number, finishedAt: string): s
 /** Records one step of the run. */
 export function recordStep(
   db: SqlDatabase,
-  step: { runId: number; index: number; name: string; type: string; status: string; counts: StepCounts; durationMs: number; detail?: string | undefined },
+  step: {
+    runId: number;
+    index: number;
+    name: string;
+    type: string;
+    status: string;
+    counts: StepCounts;
+    durationMs: number;
+    detail?: string | undefined;
+  },
 ): void {
   const c = step.counts;
   const values: SqlValue[] = [
@@ -171,6 +180,16 @@ export function writeSourceState(
      ON CONFLICT (step) DO UPDATE SET source = excluded.source, step_sha256 = excluded.step_sha256, etag = excluded.etag,
        last_modified = excluded.last_modified, content_sha256 = excluded.content_sha256, bytes = excluded.bytes,
        fetched_at = excluded.fetched_at, run_id = excluded.run_id`,
-    [state.step, state.source, state.stepSha256, state.etag, state.lastModified, state.contentSha256, state.bytes, state.fetchedAt, state.runId],
+    [
+      state.step,
+      state.source,
+      state.stepSha256,
+      state.etag,
+      state.lastModified,
+      state.contentSha256,
+      state.bytes,
+      state.fetchedAt,
+      state.runId,
+    ],
   );
 }

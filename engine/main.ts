@@ -53,8 +53,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   const errorColors = colorsFor(io.stderr, io.env);
   try {
     const args = parseCommandLine(argv);
-    if (args.help) return io.stdout.write(usage), exitCodes.ok;
-    if (args.version) return io.stdout.write(`pipeline-runner ${await version()}\n`), exitCodes.ok;
+    if (args.help) return (io.stdout.write(usage), exitCodes.ok);
+    if (args.version) return (io.stdout.write(`pipeline-runner ${await version()}\n`), exitCodes.ok);
     const configPath = args.config;
     const config = await loadConfigFile(configPath, io.env, io.cwd);
     const pipeline = await validatePipeline(config, stepType);
@@ -72,11 +72,14 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       else io.stdout.write(renderPlan(plan, created, c));
       return exitCodes.ok;
     }
-    const report = await executePlan({ ...plan, database }, {
-      force: args.force,
-      typeOf: stepType,
-      onEvent: json ? () => undefined : runLogger(io.stdout, c),
-    });
+    const report = await executePlan(
+      { ...plan, database },
+      {
+        force: args.force,
+        typeOf: stepType,
+        onEvent: json ? () => undefined : runLogger(io.stdout, c, plan.database),
+      },
+    );
     report.database = plan.database;
     if (json) {
       io.stdout.write(JSON.stringify({ command: "run", ...report }, null, 2) + "\n");
@@ -174,7 +177,14 @@ function planJson(plan: Plan, createdTables: string[]) {
     config: plan.config.file,
     database: plan.database,
     createdTables,
-    steps: plan.steps.map((s) => ({ index: s.index, name: s.name, type: s.type, description: s.description, details: Object.fromEntries(s.details), writes: s.writes })),
+    steps: plan.steps.map((s) => ({
+      index: s.index,
+      name: s.name,
+      type: s.type,
+      description: s.description,
+      details: Object.fromEntries(s.details),
+      writes: s.writes,
+    })),
   };
 }
 

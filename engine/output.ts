@@ -48,12 +48,12 @@ export function renderDiagnostics(diagnostics: readonly Diagnostic[], c: ChalkIn
 }
 
 /** Prints run events as they come: one line per step, and live progress on a terminal. */
-export function runLogger(out: OutputStream, c: ChalkInstance): (event: RunEvent) => void {
+export function runLogger(out: OutputStream, c: ChalkInstance, database: string): (event: RunEvent) => void {
   let progressShown = false;
   return (event) => {
     switch (event.kind) {
       case "start":
-        out.write(c.bold(`Running -> ${event.database}`) + "\n");
+        out.write(c.bold(`Running -> ${database}`) + "\n");
         if (event.createdTables.length > 0) out.write(`created tables: ${event.createdTables.join(", ")}\n`);
         break;
       case "step-start":
@@ -77,7 +77,7 @@ export function runLogger(out: OutputStream, c: ChalkInstance): (event: RunEvent
 
 function countsText(counts: StepCounts): string {
   return countNames
-    .filter((name) => counts[name] !== undefined)
+    .filter((name) => counts[name] !== undefined && (counts[name] !== 0 || name === "read"))
     .map((name) => `${formatCount(counts[name]!)} ${name}`)
     .join(", ");
 }
@@ -105,7 +105,10 @@ export function renderSummary(report: RunReport, c: ChalkInstance): string {
   const table = [pick(header), ...rows.map(pick)];
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
   const lines = table.map((row) =>
-    row.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ").trimEnd(),
+    row
+      .map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!)))
+      .join("  ")
+      .trimEnd(),
   );
   lines[0] = c.dim(lines[0]!);
   const verdict = report.ok

@@ -23,12 +23,7 @@ export interface Plan {
 }
 
 /** Orders the pipeline's steps and lets each describe itself once. */
-export function planPipeline(
-  pipeline: Pipeline,
-  config: LoadedConfig,
-  database: string,
-  typeOf: (step: StepSpec) => StepDefinition,
-): Plan {
+export function planPipeline(pipeline: Pipeline, config: LoadedConfig, database: string, typeOf: (step: StepSpec) => StepDefinition): Plan {
   const steps = pipeline.steps.map((spec, index) => {
     const definition = typeOf(spec);
     return {

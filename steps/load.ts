@@ -58,7 +58,9 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
       problems.push({ code: "E_CONFIG", message, place: context.at(subpath, key) });
     const table = context.pipeline.tables[step.table];
     if (!table) {
-      problem(`table "${step.table}" is not declared under tables:${didYouMean(step.table, Object.keys(context.pipeline.tables))}`, ["table"]);
+      problem(`table "${step.table}" is not declared under tables:${didYouMean(step.table, Object.keys(context.pipeline.tables))}`, [
+        "table",
+      ]);
       return problems;
     }
     if (!isUrl(step.source) && !existsSync(path.resolve(context.config.baseDir, step.source))) {
@@ -67,7 +69,11 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     for (const [target, mapping] of Object.entries(step.columns)) {
       const column = table.columns[target];
       if (!column) {
-        problem(`column "${target}" is not a column of table ${step.table}${didYouMean(target, Object.keys(table.columns))}`, ["columns"], target);
+        problem(
+          `column "${target}" is not a column of table ${step.table}${didYouMean(target, Object.keys(table.columns))}`,
+          ["columns"],
+          target,
+        );
         continue;
       }
       const options = mappingOptions(mapping);
@@ -95,15 +101,21 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     if (step.key) {
       step.key.forEach((column, i) => {
         if (!(column in step.columns)) {
-          problem(`dedup key column "${column}" is not a mapped column of this step${didYouMean(column, Object.keys(step.columns))}`, ["key", i]);
+          problem(`dedup key column "${column}" is not a mapped column of this step${didYouMean(column, Object.keys(step.columns))}`, [
+            "key",
+            i,
+          ]);
         }
       });
       const declared = [table.primary_key, ...(table.unique ?? [])].filter((k) => k !== undefined);
       if (!declared.some((k) => sameSet(k, step.key!))) {
-        problem(`key (${step.key.join(", ")}) is neither the primary key nor a unique key of table ${step.table}; declare it there`, ["key"]);
+        problem(`key (${step.key.join(", ")}) is neither the primary key nor a unique key of table ${step.table}; declare it there`, [
+          "key",
+        ]);
       }
     }
-    if (step.on_conflict !== undefined && step.mode !== "insert_new") problem(`on_conflict applies to mode insert_new, not ${step.mode}`, [], "on_conflict");
+    if (step.on_conflict !== undefined && step.mode !== "insert_new")
+      problem(`on_conflict applies to mode insert_new, not ${step.mode}`, [], "on_conflict");
     for (const option of ["min_replace_ratio", "force"] as const) {
       if (step[option] !== undefined && step.mode !== "replace") problem(`${option} applies to mode replace, not ${step.mode}`, [], option);
     }
@@ -152,7 +164,15 @@ function writeRows(step: LoadStepSpec, table: TableSpec, csv: CsvTable, context:
   );
   const reject = rejectionWriter(db, context.runId, step.name, step.source);
   const references = referenceChecks(db, step, context.pipeline);
-  const counts: Required<StepCounts> = { read: csv.records.length, inserted: 0, updated: 0, unchanged: 0, rejected: 0, conflicting: 0, deleted: 0 };
+  const counts: Required<StepCounts> = {
+    read: csv.records.length,
+    inserted: 0,
+    updated: 0,
+    unchanged: 0,
+    rejected: 0,
+    conflicting: 0,
+    deleted: 0,
+  };
   const writer = rowWriter(db, step, table, targets);
 
   if (step.mode === "replace") {
@@ -206,7 +226,8 @@ function writeRows(step: LoadStepSpec, table: TableSpec, csv: CsvTable, context:
       `${source}: ${counts.rejected} rows rejected, more than max_rejected (${step.max_rejected}); see the reasons with --json or in pipeline_rejected_rows after a run that allows them`,
     );
   }
-  const detail = counts.rejected + counts.conflicting > 0 ? `${counts.rejected + counts.conflicting} row(s) in pipeline_rejected_rows` : undefined;
+  const detail =
+    counts.rejected + counts.conflicting > 0 ? `${counts.rejected + counts.conflicting} row(s) in pipeline_rejected_rows` : undefined;
   return { status: "success", counts: stepCounts(step, counts), ...(detail ? { detail } : {}) };
 }
 
@@ -304,7 +325,11 @@ function rowWriter(db: SqlDatabase, step: LoadStepSpec, table: TableSpec, target
 }
 
 /** Per-row checks that each foreign key of the target table resolves, so a bad reference is a rejected row with a reason. */
-function referenceChecks(db: SqlDatabase, step: LoadStepSpec, pipeline: Pipeline): (targets: string[], values: SqlValue[]) => Omit<Rejection, "line" | "raw"> | undefined {
+function referenceChecks(
+  db: SqlDatabase,
+  step: LoadStepSpec,
+  pipeline: Pipeline,
+): (targets: string[], values: SqlValue[]) => Omit<Rejection, "line" | "raw"> | undefined {
   const checks = (pipeline.tables[step.table]?.foreign_keys ?? [])
     .filter((fk) => fk.references.table !== step.table && fk.columns.every((c) => c in step.columns))
     .map((fk) => ({
@@ -337,7 +362,10 @@ function referenceChecks(db: SqlDatabase, step: LoadStepSpec, pipeline: Pipeline
 function guardReplace(step: LoadStepSpec, force: boolean, incoming: number, stored: number, source: string): void {
   if (step.force || force) return;
   if (incoming === 0 && stored > 0) {
-    throw new PipelineError("E_REPLACE", `${source} has no data rows; replacing would empty ${step.table} (${stored} rows). Use --force if that is intended`);
+    throw new PipelineError(
+      "E_REPLACE",
+      `${source} has no data rows; replacing would empty ${step.table} (${stored} rows). Use --force if that is intended`,
+    );
   }
   const ratio = step.min_replace_ratio ?? defaultMinReplaceRatio;
   if (stored > 0 && incoming < stored * ratio) {

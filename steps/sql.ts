@@ -68,7 +68,8 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
       return problems;
     }
     if (statements.length === 0) problem(`${step.file ?? "sql"} holds no SQL statement`, where);
-    if (into && statements.length !== 1) problem(`with into:, ${step.file ?? "sql"} must hold exactly one SELECT; it holds ${statements.length} statements`, where);
+    if (into && statements.length !== 1)
+      problem(`with into:, ${step.file ?? "sql"} must hold exactly one SELECT; it holds ${statements.length} statements`, where);
     for (const [, name] of sql.matchAll(/(?<![\w'"]):([A-Za-z_]\w*)/g)) {
       if (!(sqlParameters as readonly string[]).includes(name!)) {
         problem(`unknown parameter :${name} in ${step.file ?? "sql"}; available: ${sqlParameters.map((p) => ":" + p).join(", ")}`, where);
@@ -126,7 +127,8 @@ function compileProblem(context: CheckContext, statement: string, into: string |
     return `the query returns column${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}, not in table ${into}${didYouMean(unknown[0]!, Object.keys(table.columns))}`;
   }
   const missing = Object.keys(table.columns).filter((c) => isRequired(table, c) && !columns.includes(c));
-  if (missing.length > 0) return `the query does not return required column${missing.length > 1 ? "s" : ""} ${missing.join(", ")} of table ${into}`;
+  if (missing.length > 0)
+    return `the query does not return required column${missing.length > 1 ? "s" : ""} ${missing.join(", ")} of table ${into}`;
   return undefined;
 }
 

@@ -23,7 +23,11 @@ describe("the built CLI", () => {
   });
 
   test("prints no colour codes when NO_COLOR is set or the output is not a terminal", () => {
-    const result = spawnSync(process.execPath, [cli, "run", "--dry-run"], { cwd: root, encoding: "utf8", env: { ...process.env, FORCE_COLOR: "1" } });
+    const result = spawnSync(process.execPath, [cli, "run", "--dry-run"], {
+      cwd: root,
+      encoding: "utf8",
+      env: { ...process.env, FORCE_COLOR: "1" },
+    });
     expect(result.status).toBe(0);
     expect(result.stdout).not.toMatch(/\x1b\[/);
   });

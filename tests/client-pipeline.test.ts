@@ -10,7 +10,8 @@ let env: Record<string, string>;
 
 beforeEach(async () => {
   server = await startServer();
-  for (const name of ["produits", "magasins", "ventes"]) server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
+  for (const name of ["produits", "magasins", "ventes"])
+    server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
   ws = new Workspace();
   env = { PRODUCTS_URL: server.url("/produits.csv"), STORES_URL: server.url("/magasins.csv"), SALES_URL: server.url("/ventes.csv") };
 });
@@ -28,7 +29,9 @@ describe("the client's pipeline over HTTP", () => {
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
     const db = ws.path("output/sales.db");
-    expect(sqlite(db, "SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM stores), (SELECT count(*) FROM sales)")).toBe("5|7|30");
+    expect(sqlite(db, "SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM stores), (SELECT count(*) FROM sales)")).toBe(
+      "5|7|30",
+    );
     expect(sqlite(db, "SELECT revenue, revenue_cents, quantity, sales_lines, period_start, period_end FROM revenue_total")).toBe(
       "5268.78|526878|122|30|2023-05-27|2023-06-25",
     );
@@ -36,7 +39,9 @@ describe("the client's pipeline over HTTP", () => {
       ["Produit D|1679.79", "Produit E|1399.65", "Produit A|1199.76", "Produit B|539.73", "Produit C|449.85"].join("\n"),
     );
     expect(sqlite(db, "SELECT city, printf('%.2f', revenue) FROM sales_by_city ORDER BY revenue_cents DESC")).toBe(
-      ["Lyon|1059.79", "Marseille|1009.73", "Bordeaux|829.81", "Paris|799.80", "Nantes|739.83", "Strasbourg|579.89", "Lille|249.93"].join("\n"),
+      ["Lyon|1059.79", "Marseille|1009.73", "Bordeaux|829.81", "Paris|799.80", "Nantes|739.83", "Strasbourg|579.89", "Lille|249.93"].join(
+        "\n",
+      ),
     );
     // why: every euro figure is an exact sum of cents, so summing the parts gives the total to the cent.
     expect(sqlite(db, "SELECT sum(revenue_cents) FROM sales_by_region")).toBe("526878");
@@ -63,7 +68,8 @@ describe("the client's pipeline over HTTP", () => {
   test("new sales rows are imported, stored ones are not duplicated, and a changed quantity is kept aside", async () => {
     expect((await ws.cli(["run"], env)).code).toBe(0);
     const original = readFileSync(path.join(clientFixtures, "ventes.csv"), "utf8");
-    const changed = original.replace("2023-05-27,REF001,5,1", "2023-05-27,REF001,9,1") + "\r\n2023-06-26,REF002,2,5\r\n2023-06-26,REF003,1,6";
+    const changed =
+      original.replace("2023-05-27,REF001,5,1", "2023-05-27,REF001,9,1") + "\r\n2023-06-26,REF002,2,5\r\n2023-06-26,REF003,1,6";
     server.file("/ventes.csv", changed);
     const run = await ws.cli(["run", "--json"], env);
     expect(run.code).toBe(0);

@@ -44,25 +44,101 @@ const edit = (from: string, to: string) => {
 };
 
 const cases: [name: string, yaml: string, expected: string[]][] = [
-  ["YAML syntax", edit("database: out.db", 'database: "out.db'), ["p.yaml:25:1 error E_YAML Missing closing \"quote"]],
+  ["YAML syntax", edit("database: out.db", 'database: "out.db'), ['p.yaml:25:1 error E_YAML Missing closing "quote']],
   ["duplicate key", edit("version: 1\n", "version: 1\nversion: 1\n"), ["p.yaml:2:1 error E_YAML Map keys must be unique"]],
-  ["unknown key with a hint", edit("    primary_key:", "    primry_key: [a]\n    primary_key:"), ['p.yaml:8:5 error E_SCHEMA unknown key "primry_key" in /tables/t (did you mean "primary_key"?)']],
-  ["wrong type", edit("mode: upsert", "mode: [upsert]"), ["p.yaml:17:11 error E_SCHEMA /steps/0/mode is \"upsert\", expected one of: replace, upsert, insert_new, append"]],
-  ["a misspelt enum", edit("mode: upsert", "mode: upsrt"), ['p.yaml:17:11 error E_SCHEMA /steps/0/mode is "upsrt", expected one of: replace, upsert, insert_new, append (did you mean "upsert"?)']],
-  ["unknown step type", edit("type: sql", "type: sequel"), ['p.yaml:22:11 error E_SCHEMA /steps/1/type is "sequel", expected one of: load, sql']],
+  [
+    "unknown key with a hint",
+    edit("    primary_key:", "    primry_key: [a]\n    primary_key:"),
+    ['p.yaml:8:5 error E_SCHEMA unknown key "primry_key" in /tables/t (did you mean "primary_key"?)'],
+  ],
+  [
+    "wrong type",
+    edit("mode: upsert", "mode: [upsert]"),
+    ['p.yaml:17:11 error E_SCHEMA /steps/0/mode is "upsert", expected one of: replace, upsert, insert_new, append'],
+  ],
+  [
+    "a misspelt enum",
+    edit("mode: upsert", "mode: upsrt"),
+    ['p.yaml:17:11 error E_SCHEMA /steps/0/mode is "upsrt", expected one of: replace, upsert, insert_new, append (did you mean "upsert"?)'],
+  ],
+  [
+    "unknown step type",
+    edit("type: sql", "type: sequel"),
+    ['p.yaml:22:11 error E_SCHEMA /steps/1/type is "sequel", expected one of: load, sql'],
+  ],
   ["missing required key", edit("    table: t\n", ""), ['p.yaml:13:5 error E_SCHEMA /steps/0 is missing the required key "table"']],
-  ["a mapping of the wrong shape", edit("      b: b\n", "      b: { form: b }\n"), ['p.yaml:20:10 error E_SCHEMA /steps/0/columns/b is missing the required key "from"', 'p.yaml:20:12 error E_SCHEMA unknown key "form" in /steps/0/columns/b (did you mean "from"?)']],
-  ["an unset variable", edit("database: out.db", "database: ${NO_SUCH_VARIABLE}"), ["p.yaml:2:11 error E_ENV environment variable NO_SUCH_VARIABLE is not set and has no default"]],
-  ["a dedup key that is not mapped", edit("mode: upsert", "mode: insert_new\n    key: [a, c]"), ['p.yaml:18:14 error E_CONFIG dedup key column "c" is not a mapped column of this step', "p.yaml:18:10 error E_CONFIG key (a, c) is neither the primary key nor a unique key of table t"]],
-  ["a SQL file that does not exist", edit("sql/one.sql", "sql/two.sql"), ["p.yaml:23:11 error E_CONFIG SQL file sql/two.sql does not exist"]],
-  ["a foreign key to an undeclared table", edit("    primary_key: [a]\n", "    primary_key: [a]\n    foreign_keys: [{ columns: [b], references: { table: parent, columns: [id] } }]\n"), ['p.yaml:9:57 error E_CONFIG foreign key references table "parent", which is not declared']],
-  ["a step that reads a table no earlier step writes", edit("file: sql/one.sql", "sql: SELECT a FROM r"), ["p.yaml:23:10 error E_SQL sql: reads table r, which no earlier step writes"]],
-  ["a query column the target table lacks", edit("file: sql/one.sql", "sql: SELECT a, b FROM t"), ["p.yaml:23:10 error E_SQL sql: the query returns column b, not in table r"]],
-  ["an unknown column in SQL", edit("file: sql/one.sql", "sql: SELECT aa AS a FROM t"), ["p.yaml:23:10 error E_SQL sql: no such column: aa"]],
-  ["a mapped column the table lacks", edit("      b: b\n", "      b: b\n      c: c\n"), ['p.yaml:21:7 error E_CONFIG column "c" is not a column of table t']],
-  ["a missing source file", edit("source: data.csv", "source: nothing.csv"), ["p.yaml:15:13 error E_CONFIG source file nothing.csv does not exist"]],
-  ["a decimal without scale", edit("b: { type: integer }", "b: { type: decimal }"), ["p.yaml:7:10 error E_CONFIG decimal column t.b needs a scale"]],
-  ["a bad date format", edit("a: { type: text }\n      b", "a: { type: text }\n      d: { type: date }\n      b").replace("      b: b\n", "      b: b\n      d: { from: d, format: dd/yy }\n"), ['p.yaml:22:29 error E_CONFIG date format "dd/yy" must contain yyyy']],
+  [
+    "a mapping of the wrong shape",
+    edit("      b: b\n", "      b: { form: b }\n"),
+    [
+      'p.yaml:20:10 error E_SCHEMA /steps/0/columns/b is missing the required key "from"',
+      'p.yaml:20:12 error E_SCHEMA unknown key "form" in /steps/0/columns/b (did you mean "from"?)',
+    ],
+  ],
+  [
+    "an unset variable",
+    edit("database: out.db", "database: ${NO_SUCH_VARIABLE}"),
+    ["p.yaml:2:11 error E_ENV environment variable NO_SUCH_VARIABLE is not set and has no default"],
+  ],
+  [
+    "a dedup key that is not mapped",
+    edit("mode: upsert", "mode: insert_new\n    key: [a, c]"),
+    [
+      'p.yaml:18:14 error E_CONFIG dedup key column "c" is not a mapped column of this step',
+      "p.yaml:18:10 error E_CONFIG key (a, c) is neither the primary key nor a unique key of table t",
+    ],
+  ],
+  [
+    "a SQL file that does not exist",
+    edit("sql/one.sql", "sql/two.sql"),
+    ["p.yaml:23:11 error E_CONFIG SQL file sql/two.sql does not exist"],
+  ],
+  [
+    "a foreign key to an undeclared table",
+    edit(
+      "    primary_key: [a]\n",
+      "    primary_key: [a]\n    foreign_keys: [{ columns: [b], references: { table: parent, columns: [id] } }]\n",
+    ),
+    ['p.yaml:9:57 error E_CONFIG foreign key references table "parent", which is not declared'],
+  ],
+  [
+    "a step that reads a table no earlier step writes",
+    edit("file: sql/one.sql", "sql: SELECT a FROM r"),
+    ["p.yaml:23:10 error E_SQL sql: reads table r, which no earlier step writes"],
+  ],
+  [
+    "a query column the target table lacks",
+    edit("file: sql/one.sql", "sql: SELECT a, b FROM t"),
+    ["p.yaml:23:10 error E_SQL sql: the query returns column b, not in table r"],
+  ],
+  [
+    "an unknown column in SQL",
+    edit("file: sql/one.sql", "sql: SELECT aa AS a FROM t"),
+    ["p.yaml:23:10 error E_SQL sql: no such column: aa"],
+  ],
+  [
+    "a mapped column the table lacks",
+    edit("      b: b\n", "      b: b\n      c: c\n"),
+    ['p.yaml:21:7 error E_CONFIG column "c" is not a column of table t'],
+  ],
+  [
+    "a missing source file",
+    edit("source: data.csv", "source: nothing.csv"),
+    ["p.yaml:15:13 error E_CONFIG source file nothing.csv does not exist"],
+  ],
+  [
+    "a decimal without scale",
+    edit("b: { type: integer }", "b: { type: decimal }"),
+    ["p.yaml:7:10 error E_CONFIG decimal column t.b needs a scale"],
+  ],
+  [
+    "a bad date format",
+    edit("a: { type: text }\n      b", "a: { type: text }\n      d: { type: date }\n      b").replace(
+      "      b: b\n",
+      "      b: b\n      d: { from: d, format: dd/yy }\n",
+    ),
+    ['p.yaml:22:29 error E_CONFIG date format "dd/yy" must contain yyyy'],
+  ],
 ];
 
 describe("an invalid pipeline exits 2 and prints each problem with its line:col", () => {
@@ -72,7 +148,11 @@ describe("an invalid pipeline exits 2 and prints each problem with its line:col"
     expect(result.code).toBe(2);
     const lines = result.stderr.trimEnd().split("\n");
     expect(lines.at(-1)).toMatch(/^\d+ problems? found; nothing was run$/);
-    for (const line of expected) expect(lines.some((l) => l.startsWith(line)), `${line}\n--- got:\n${result.stderr}`).toBe(true);
+    for (const line of expected)
+      expect(
+        lines.some((l) => l.startsWith(line)),
+        `${line}\n--- got:\n${result.stderr}`,
+      ).toBe(true);
     expect(lines).toHaveLength(expected.length + 1);
     const run = await ws.cli(["run", "--config", "p.yaml"]);
     expect(run.code).toBe(2);
@@ -80,7 +160,12 @@ describe("an invalid pipeline exits 2 and prints each problem with its line:col"
   });
 
   test("every problem is reported at once", async () => {
-    ws.write("p.yaml", edit("source: data.csv", "source: nothing.csv").replace("sql/one.sql", "sql/two.sql").replace("      b: b\n", "      b: b\n      c: c\n"));
+    ws.write(
+      "p.yaml",
+      edit("source: data.csv", "source: nothing.csv")
+        .replace("sql/one.sql", "sql/two.sql")
+        .replace("      b: b\n", "      b: b\n      c: c\n"),
+    );
     const result = await ws.cli(["validate", "-c", "p.yaml"]);
     expect(result.stderr).toContain("3 problems found");
   });
@@ -93,7 +178,10 @@ describe("an invalid pipeline exits 2 and prints each problem with its line:col"
   test("--json lists the diagnostics", async () => {
     ws.write("p.yaml", edit("mode: upsert", "mode: upsrt"));
     const result = await ws.cli(["validate", "-c", "p.yaml", "--json"]);
-    expect(JSON.parse(result.stdout)).toMatchObject({ ok: false, diagnostics: [{ code: "E_SCHEMA", place: { file: "p.yaml", line: 17, col: 11 } }] });
+    expect(JSON.parse(result.stdout)).toMatchObject({
+      ok: false,
+      diagnostics: [{ code: "E_SCHEMA", place: { file: "p.yaml", line: 17, col: 11 } }],
+    });
   });
 });
 

@@ -23,7 +23,11 @@ describe("CSV records keep their line in the file", () => {
   });
 
   test("header_line skips a preamble", () => {
-    expect(parseCsv("Export of 2024\n\nid\n7", { header_line: 3 }, "t")).toMatchObject({ header: ["id"], headerLine: 3, records: [{ line: 4, fields: ["7"] }] });
+    expect(parseCsv("Export of 2024\n\nid\n7", { header_line: 3 }, "t")).toMatchObject({
+      header: ["id"],
+      headerLine: 3,
+      records: [{ line: 4, fields: ["7"] }],
+    });
   });
 
   test.each([

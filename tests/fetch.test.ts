@@ -54,7 +54,9 @@ describe("HTTP sources", () => {
 
   test("a server that does not answer times out", async () => {
     server.route("/slow.csv", () => undefined);
-    await expect(get("/slow.csv", { timeout_ms: 200, retries: 1 })).rejects.toThrow("failed after 2 attempts: no answer within 200 ms; no answer within 200 ms");
+    await expect(get("/slow.csv", { timeout_ms: 200, retries: 1 })).rejects.toThrow(
+      "failed after 2 attempts: no answer within 200 ms; no answer within 200 ms",
+    );
   });
 
   test("a body cut short of its Content-Length is an error, retried", async () => {
@@ -68,7 +70,9 @@ describe("HTTP sources", () => {
 
   test("a body over max_bytes is refused, declared or streamed", async () => {
     server.file("/big.csv", "x".repeat(5000));
-    await expect(get("/big.csv", { max_bytes: 1000 })).rejects.toThrow("is larger than the 1000-byte limit (http.max_bytes): 5000 bytes or more");
+    await expect(get("/big.csv", { max_bytes: 1000 })).rejects.toThrow(
+      "is larger than the 1000-byte limit (http.max_bytes): 5000 bytes or more",
+    );
     server.route("/stream.csv", (_q, r) => {
       r.writeHead(200);
       for (let i = 0; i < 10; i++) r.write("y".repeat(500));

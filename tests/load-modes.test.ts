@@ -90,7 +90,10 @@ describe("casting and rejected rows", () => {
   test("a row that cannot be cast goes to pipeline_rejected_rows with its line, raw text, column and reason", async () => {
     ws.write("pipeline.yaml", pipeline({ itemsExtra: '    csv: { delimiter: ";" }' }));
     ws.write("items.csv", items);
-    ws.write("events.csv", "Day,Item,Qty\n2024-01-01,1,3\n\n2024-01-02,1,12.5\n2024-02-30,1,1\n2024-01-03,9,1\n2024-01-04,2\n2024-01-05,2,\n2024-01-06,2,4\n");
+    ws.write(
+      "events.csv",
+      "Day,Item,Qty\n2024-01-01,1,3\n\n2024-01-02,1,12.5\n2024-02-30,1,1\n2024-01-03,9,1\n2024-01-04,2\n2024-01-05,2,\n2024-01-06,2,4\n",
+    );
     const report = await run();
     expect(report.code).toBe(0);
     expect(report.status).toBe("succeeded_with_rejections");
@@ -99,7 +102,7 @@ describe("casting and rejected rows", () => {
       [
         '4|2024-01-02,1,12.5|qty|"12.5" is not an integer',
         '5|2024-02-30,1,1|day|"2024-02-30" is not a real date (format yyyy-MM-dd)',
-        '6|2024-01-03,9,1|item_id|item_id 9 is not in items (id)',
+        "6|2024-01-03,9,1|item_id|item_id 9 is not in items (id)",
         "7|2024-01-04,2|-|expected 3 fields as in the header, found 2",
         "8|2024-01-05,2,|qty|a value is required, the field is empty",
       ].join("\n"),
@@ -155,7 +158,10 @@ describe("load modes", () => {
     const report = await run();
     expect(report.code).toBe(code);
     if (expected) expect(counts(report, "load_events")).toEqual({ read: 3, rejected: 0, ...expected });
-    else expect(report.error?.message).toMatch(/events\.csv line 2: key \(day, item_id\) is already stored with other values: stored \{"day":"2024-01-01","item_id":1,"qty":3\}, new \{"day":"2024-01-01","item_id":1,"qty":30\} \(on_conflict: fail\)/);
+    else
+      expect(report.error?.message).toMatch(
+        /events\.csv line 2: key \(day, item_id\) is already stored with other values: stored \{"day":"2024-01-01","item_id":1,"qty":3\}, new \{"day":"2024-01-01","item_id":1,"qty":30\} \(on_conflict: fail\)/,
+      );
     expect(sqlite(db(), "SELECT qty FROM events WHERE day = '2024-01-01'")).toBe(storedQty);
   });
 
@@ -185,7 +191,9 @@ describe("load modes", () => {
     // why: item 2 is still referenced by an event, so even a forced replace must not orphan it.
     const forced = await run(["--force"]);
     expect(forced.code).toBe(1);
-    expect(forced.error?.message).toMatch(/1 foreign key violation\(s\) at the end of the run, so nothing was saved: events row .* references a missing items row/);
+    expect(forced.error?.message).toMatch(
+      /1 foreign key violation\(s\) at the end of the run, so nothing was saved: events row .* references a missing items row/,
+    );
     expect(ws.bytes("db.sqlite")).toEqual(before);
   });
 
@@ -194,7 +202,15 @@ describe("load modes", () => {
     expect((await run()).code).toBe(0);
     ws.write("items.csv", "Id,Label,Price,Day,Active\n1,One,1,31/12/2023,oui\n2,Two,2,01/01/2024,non\n");
     const report = await run();
-    expect(counts(report, "load_items")).toEqual({ read: 2, inserted: 2, updated: 0, unchanged: 0, rejected: 0, conflicting: 0, deleted: 2 });
+    expect(counts(report, "load_items")).toEqual({
+      read: 2,
+      inserted: 2,
+      updated: 0,
+      unchanged: 0,
+      rejected: 0,
+      conflicting: 0,
+      deleted: 2,
+    });
     expect(sqlite(db(), "SELECT label FROM items ORDER BY id")).toBe("One\nTwo");
   });
 
@@ -215,11 +231,19 @@ describe("stored schema", () => {
     ws.write("pipeline.yaml", pipeline());
     expect((await run()).code).toBe(0);
     const before = ws.bytes("db.sqlite");
-    ws.write("pipeline.yaml", pipeline().replace("qty: { type: integer, required: true }", "qty: { type: decimal, scale: 1, required: true }\n      note: { type: text }"));
+    ws.write(
+      "pipeline.yaml",
+      pipeline().replace(
+        "qty: { type: integer, required: true }",
+        "qty: { type: decimal, scale: 1, required: true }\n      note: { type: text }",
+      ),
+    );
     const report = await run();
     expect(report.code).toBe(1);
     expect(report.error?.code).toBe("E_DRIFT");
-    expect(report.error?.message).toContain("table events in the database does not match its declaration: column note is declared but not stored");
+    expect(report.error?.message).toContain(
+      "table events in the database does not match its declaration: column note is declared but not stored",
+    );
     expect(ws.bytes("db.sqlite")).toEqual(before);
   });
 });

@@ -10,7 +10,8 @@ let env: Record<string, string>;
 
 beforeEach(async () => {
   server = await startServer();
-  for (const name of ["produits", "magasins", "ventes"]) server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
+  for (const name of ["produits", "magasins", "ventes"])
+    server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
   ws = new Workspace();
   env = { PRODUCTS_URL: server.url("/produits.csv"), STORES_URL: server.url("/magasins.csv"), SALES_URL: server.url("/ventes.csv") };
   expect((await ws.cli(["run"], env)).code).toBe(0);
@@ -66,7 +67,11 @@ describe("a failed run leaves the database byte-identical", () => {
 
   test("a failing SQL step", async () => {
     await expectFailedRun(
-      () => writeFileSync(ws.path("sql/revenue_total.sql"), readFileSync(ws.path("sql/revenue_total.sql"), "utf8").replace("count(*)", "1 / 0 + abs(-9223372036854775808)")),
+      () =>
+        writeFileSync(
+          ws.path("sql/revenue_total.sql"),
+          readFileSync(ws.path("sql/revenue_total.sql"), "utf8").replace("count(*)", "1 / 0 + abs(-9223372036854775808)"),
+        ),
       /E_SQL sql\/revenue_total\.sql: integer overflow/,
     );
   });

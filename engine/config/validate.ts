@@ -24,7 +24,12 @@ export async function validatePipeline(config: LoadedConfig, typeOf: (step: Step
 }
 
 function pointer(path: string): string[] {
-  return path === "" ? [] : path.slice(1).split("/").map((p) => p.replaceAll("~1", "/").replaceAll("~0", "~"));
+  return path === ""
+    ? []
+    : path
+        .slice(1)
+        .split("/")
+        .map((p) => p.replaceAll("~1", "/").replaceAll("~0", "~"));
 }
 
 function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[]): Diagnostic[] {
@@ -34,11 +39,17 @@ function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[]): Diagnost
     if (e.keyword === "anyOf") return false;
     const union = anyOfPaths.get(e.instancePath) ?? [...anyOfPaths.values()].find((u) => e.instancePath.startsWith(u.instancePath + "/"));
     if (!union || !e.schemaPath.startsWith(union.schemaPath)) return true;
-    const actual = Array.isArray(union.data) ? "array" : typeof union.data === "object" && union.data !== null ? "object" : typeof union.data;
+    const actual = Array.isArray(union.data)
+      ? "array"
+      : typeof union.data === "object" && union.data !== null
+        ? "object"
+        : typeof union.data;
     const branch = Number(e.schemaPath.slice(union.schemaPath.length + 1).split("/")[0]);
     return (union.schema as { type?: string }[])[branch]?.type === actual;
   });
-  const unionOnly = [...anyOfPaths.values()].filter((u) => !kept.some((e) => e.instancePath === u.instancePath || e.instancePath.startsWith(u.instancePath + "/")));
+  const unionOnly = [...anyOfPaths.values()].filter(
+    (u) => !kept.some((e) => e.instancePath === u.instancePath || e.instancePath.startsWith(u.instancePath + "/")),
+  );
   const diagnostics = kept.map((e) => shapeDiagnostic(config, e));
   for (const union of unionOnly) {
     diagnostics.push({
@@ -74,7 +85,11 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
     case "enum": {
       const allowed = (params["allowedValues"] as unknown[]).map(String);
       const value = String(error.data);
-      return { code: "E_SCHEMA", message: `${error.instancePath} is "${value}", expected one of: ${allowed.join(", ")}${didYouMean(value, allowed)}`, place };
+      return {
+        code: "E_SCHEMA",
+        message: `${error.instancePath} is "${value}", expected one of: ${allowed.join(", ")}${didYouMean(value, allowed)}`,
+        place,
+      };
     }
     case "const":
       return { code: "E_SCHEMA", message: `${error.instancePath} must be ${JSON.stringify(params["allowedValue"])}`, place };
@@ -88,10 +103,18 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
       return { code: "E_SCHEMA", message, place: config.locate([...path, "type"]) };
     }
     case "pattern":
-      return { code: "E_SCHEMA", message: `${error.instancePath} "${String(error.data)}" is not a valid name (letters, digits and _, not starting with a digit)`, place };
+      return {
+        code: "E_SCHEMA",
+        message: `${error.instancePath} "${String(error.data)}" is not a valid name (letters, digits and _, not starting with a digit)`,
+        place,
+      };
     case "propertyName": {
       const name = String(params["propertyName"]);
-      return { code: "E_SCHEMA", message: `"${name}" in ${where} is not a valid name (letters, digits and _, not starting with a digit)`, place: config.locate(path, name) };
+      return {
+        code: "E_SCHEMA",
+        message: `"${name}" in ${where} is not a valid name (letters, digits and _, not starting with a digit)`,
+        place: config.locate(path, name),
+      };
     }
     default:
       return { code: "E_SCHEMA", message: `${where} ${error.message ?? "is invalid"}`, place };
@@ -109,11 +132,14 @@ function tableDiagnostics(config: LoadedConfig, pipeline: Pipeline): Diagnostic[
     const columns = Object.keys(table.columns);
     const checkColumns = (list: readonly string[], path: (string | number)[], owner: string, ownerColumns: string[]) =>
       list.forEach((column, i) => {
-        if (!ownerColumns.includes(column)) problem(`"${column}" is not a column of table ${owner}${didYouMean(column, ownerColumns)}`, [...path, i]);
+        if (!ownerColumns.includes(column))
+          problem(`"${column}" is not a column of table ${owner}${didYouMean(column, ownerColumns)}`, [...path, i]);
       });
     for (const [column, spec] of Object.entries(table.columns)) {
-      if (spec.type === "decimal" && spec.scale === undefined) problem(`decimal column ${name}.${column} needs a scale (digits after the point), e.g. scale: 2`, [...base, "columns", column]);
-      if (spec.type !== "decimal" && spec.scale !== undefined) problem(`scale applies to decimal columns; ${name}.${column} is ${spec.type}`, [...base, "columns", column], "scale");
+      if (spec.type === "decimal" && spec.scale === undefined)
+        problem(`decimal column ${name}.${column} needs a scale (digits after the point), e.g. scale: 2`, [...base, "columns", column]);
+      if (spec.type !== "decimal" && spec.scale !== undefined)
+        problem(`scale applies to decimal columns; ${name}.${column} is ${spec.type}`, [...base, "columns", column], "scale");
     }
     if (table.primary_key) checkColumns(table.primary_key, [...base, "primary_key"], name, columns);
     (table.unique ?? []).forEach((unique, i) => checkColumns(unique, [...base, "unique", i], name, columns));
@@ -122,11 +148,15 @@ function tableDiagnostics(config: LoadedConfig, pipeline: Pipeline): Diagnostic[
       checkColumns(fk.columns, [...path, "columns"], name, columns);
       const parent = tables[fk.references.table];
       if (!parent) {
-        problem(`foreign key references table "${fk.references.table}", which is not declared${didYouMean(fk.references.table, Object.keys(tables))}`, [...path, "references", "table"]);
+        problem(
+          `foreign key references table "${fk.references.table}", which is not declared${didYouMean(fk.references.table, Object.keys(tables))}`,
+          [...path, "references", "table"],
+        );
         return;
       }
       checkColumns(fk.references.columns, [...path, "references", "columns"], fk.references.table, Object.keys(parent.columns));
-      if (fk.columns.length !== fk.references.columns.length) problem("a foreign key needs as many columns as it references", [...path, "references", "columns"]);
+      if (fk.columns.length !== fk.references.columns.length)
+        problem("a foreign key needs as many columns as it references", [...path, "references", "columns"]);
       const keys = [parent.primary_key, ...(parent.unique ?? [])].filter((k) => k !== undefined);
       if (!keys.some((k) => k.length === fk.references.columns.length && k.every((c) => fk.references.columns.includes(c)))) {
         problem(`foreign key must reference the primary key or a unique key of ${fk.references.table}`, [...path, "references", "columns"]);
@@ -136,7 +166,11 @@ function tableDiagnostics(config: LoadedConfig, pipeline: Pipeline): Diagnostic[
   return diagnostics;
 }
 
-async function stepDiagnostics(config: LoadedConfig, pipeline: Pipeline, typeOf: (step: StepSpec) => StepDefinition): Promise<Diagnostic[]> {
+async function stepDiagnostics(
+  config: LoadedConfig,
+  pipeline: Pipeline,
+  typeOf: (step: StepSpec) => StepDefinition,
+): Promise<Diagnostic[]> {
   const diagnostics: Diagnostic[] = [];
   const names = new Map<string, number>();
   const scratch = await openSqlJs();
@@ -146,7 +180,12 @@ async function stepDiagnostics(config: LoadedConfig, pipeline: Pipeline, typeOf:
     pipeline.steps.forEach((step, index) => {
       const path = ["steps", index];
       const earlier = names.get(step.name);
-      if (earlier !== undefined) diagnostics.push({ code: "E_CONFIG", message: `step name "${step.name}" is already used by step ${earlier + 1}`, place: config.locate([...path, "name"]) });
+      if (earlier !== undefined)
+        diagnostics.push({
+          code: "E_CONFIG",
+          message: `step name "${step.name}" is already used by step ${earlier + 1}`,
+          place: config.locate([...path, "name"]),
+        });
       names.set(step.name, index);
       const definition = typeOf(step);
       const at = (subpath: readonly (string | number)[], key?: string) => config.locate([...path, ...subpath], key);

@@ -141,7 +141,8 @@ async function attemptHttp(url: string, http: HttpSettings, previous: Validators
 function networkError(error: unknown, http: HttpSettings, when = ""): Error {
   const suffix = when ? ` ${when}` : "";
   if ((error as Error).name === "AbortError") return new Retryable(`no answer within ${http.timeout_ms} ms${suffix}`);
-  if (error instanceof FetchError && error.type === "max-redirect") return new PipelineError("E_FETCH", `${error.message} (more than 5 redirects)`);
+  if (error instanceof FetchError && error.type === "max-redirect")
+    return new PipelineError("E_FETCH", `${error.message} (more than 5 redirects)`);
   return new Retryable(`${(error as Error).message}${suffix}`);
 }
 
