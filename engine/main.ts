@@ -3,14 +3,12 @@ import { parseArgs } from "node:util";
 import { stepType } from "../steps/index.js";
 import { loadConfigFile } from "./config/load.js";
 import { validatePipeline } from "./config/validate.js";
-import { openSqlJs } from "./db/sqljs.js";
-import { readDatabaseFile } from "./db/store.js";
 import { ensureTables } from "./db/tables.js";
 import { ConfigError, describeError, didYouMean, PipelineError } from "./errors.js";
 import { systemTables } from "./history.js";
 import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
-import { executePlan } from "./run.js";
+import { executePlan, openDatabase } from "./run.js";
 import type { TableSpec } from "./config/schema.js";
 
 /** What main() may touch: injected so tests run it in-process. */
@@ -161,7 +159,7 @@ function resolveAgainst(baseDir: string, file: string): string {
 
 /** The tables a run would create; reads the database file, never writes it. */
 async function tablesToCreate(plan: Plan, database: string): Promise<string[]> {
-  const db = await openSqlJs(await readDatabaseFile(database));
+  const db = await openDatabase(database);
   try {
     ensureTables(db, systemTables as Record<string, TableSpec>);
     return ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);

@@ -80,7 +80,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
   };
   let db: SqlDatabase | undefined;
   try {
-    db = await openSqlJs(await readDatabaseFile(plan.database));
+    db = await openDatabase(plan.database);
     db.exec("BEGIN");
     // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
     db.exec("PRAGMA defer_foreign_keys = ON");
@@ -133,6 +133,18 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     report.durationMs = performance.now() - started;
   }
   return report;
+}
+
+/** Opens the database file in memory; a file that is not an SQLite database is a clear error. */
+export async function openDatabase(file: string): Promise<SqlDatabase> {
+  const image = await readDatabaseFile(file);
+  try {
+    const db = await openSqlJs(image);
+    db.all("SELECT count(*) FROM sqlite_schema");
+    return db;
+  } catch (error) {
+    throw new PipelineError("E_DB", `${file} is not a readable SQLite database: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 function checkForeignKeys(db: SqlDatabase): void {

@@ -59,26 +59,14 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
     }
     const where = step.file ? ["file"] : ["sql"];
     const sql = sqlText(step, context.config.baseDir);
-    let statements: string[];
-    try {
-      statements = context.scratch.statements(sql);
-    } catch (error) {
-      const message = explainCompileError(context, (error as Error).message);
-      if (message) problem(`${step.file ?? "sql"}: ${message}`, where, undefined, "E_SQL");
-      return problems;
-    }
-    if (statements.length === 0) problem(`${step.file ?? "sql"} holds no SQL statement`, where);
-    if (into && statements.length !== 1)
-      problem(`with into:, ${step.file ?? "sql"} must hold exactly one SELECT; it holds ${statements.length} statements`, where);
     for (const [, name] of sql.matchAll(/(?<![\w'"]):([A-Za-z_]\w*)/g)) {
       if (!(sqlParameters as readonly string[]).includes(name!)) {
         problem(`unknown parameter :${name} in ${step.file ?? "sql"}; available: ${sqlParameters.map((p) => ":" + p).join(", ")}`, where);
       }
     }
-    for (const statement of statements) {
-      const message = compileProblem(context, statement, step.into);
-      if (message) problem(`${step.file ?? "sql"}: ${message}`, where, undefined, "E_SQL");
-    }
+    if (sql.trim() === "") problem(`${step.file ?? "sql"} holds no SQL`, where);
+    const message = into ? checkQuery(context, sql, step.into!, step.file ?? "sql") : checkScript(context, sql);
+    if (message) problem(`${step.file ?? "sql"}: ${message}`, where, undefined, "E_SQL");
     return problems;
   },
 
@@ -88,7 +76,7 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
     const { db } = context;
     try {
       if (!step.into) {
-        for (const statement of db.statements(sql)) db.run(statement, parametersOf(statement, values));
+        db.runScript(sql, values);
         return { status: "success", counts: {} };
       }
       const deleted = (step.mode ?? "replace") === "replace" ? db.run(`DELETE FROM ${quoteIdent(step.into)}`) : undefined;
@@ -110,16 +98,31 @@ function insertSelect(db: SqlDatabase, into: string, select: string): string {
   return `INSERT INTO ${quoteIdent(into)} (${columns.map(quoteIdent).join(", ")}) ${body}`;
 }
 
-function compileProblem(context: CheckContext, statement: string, into: string | undefined): string | undefined {
+/** Checks a script by running it on the scratch database, then rolling it back. */
+function checkScript(context: CheckContext, sql: string): string | undefined {
+  context.scratch.exec("SAVEPOINT check_script");
+  try {
+    context.scratch.runScript(sql, { run_id: 0, run_started_at: "" });
+    return undefined;
+  } catch (error) {
+    return explainCompileError(context, (error as Error).message);
+  } finally {
+    context.scratch.exec("ROLLBACK TO check_script; RELEASE check_script");
+  }
+}
+
+/** Checks that a query for into: is one statement that compiles and returns the target table's columns. */
+function checkQuery(context: CheckContext, sql: string, into: string, label: string): string | undefined {
   let columns: string[];
   try {
-    const compiled = context.scratch.prepare(statement);
+    const statements = context.scratch.statements(sql);
+    if (statements.length !== 1) return `with into:, ${label} must hold exactly one SELECT; it holds ${statements.length} statements`;
+    const compiled = context.scratch.prepare(statements[0]!);
     columns = compiled.columnNames();
     compiled.free();
   } catch (error) {
     return explainCompileError(context, (error as Error).message);
   }
-  if (!into) return undefined;
   const table = context.pipeline.tables[into]!;
   if (columns.length === 0) return "with into:, the statement must be a query that returns rows";
   const unknown = columns.filter((c) => !(c in table.columns));

@@ -83,3 +83,15 @@ describe("a failed run leaves the database byte-identical", () => {
     );
   });
 });
+
+describe("a database file that is not SQLite", () => {
+  test("is refused with a clear error and left as it is", async () => {
+    const garbage = Buffer.from("this is not a database, just text that someone saved here\n".repeat(100));
+    writeFileSync(ws.path("output/sales.db"), garbage);
+    const run = await ws.cli(["run"], env);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^error E_DB \S*output\/sales\.db is not a readable SQLite database: file is not a database\n$/);
+    expect(ws.bytes()).toEqual(garbage);
+    expect((await ws.cli(["plan"], env)).code).toBe(1);
+  });
+});

@@ -31,6 +31,8 @@ export interface SqlDatabase {
   all(sql: string, params?: Params): Row[];
   /** Compiles a statement; throws when the SQL is invalid or names a missing table or column. */
   prepare(sql: string): Statement;
+  /** Runs a script statement by statement, each compiled only after the previous one ran; named parameters a statement does not use are ignored. */
+  runScript(sql: string, params?: Readonly<Record<string, SqlValue>>): void;
   /** Splits SQL text into its statements (comments and blank text dropped); throws on a syntax error. */
   statements(sql: string): string[];
   /** Rows changed by the last INSERT, UPDATE or DELETE. */

@@ -42,6 +42,16 @@ function wrapDatabase(db: SqlJsDatabase): SqlDatabase {
       }
     },
     prepare,
+    runScript(sql, params) {
+      for (const statement of db.iterateStatements(sql)) {
+        try {
+          if (params) statement.bind(toSqlJs(params));
+          while (statement.step());
+        } finally {
+          statement.free();
+        }
+      }
+    },
     statements(sql) {
       const texts: string[] = [];
       for (const statement of db.iterateStatements(sql)) {

@@ -1,0 +1,85 @@
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { runLogger } from "../engine/output.js";
+import { colorsFor } from "../engine/output.js";
+import { sqlite, Workspace } from "./helpers/workspace.js";
+
+let ws: Workspace;
+beforeEach(() => {
+  ws = new Workspace({ withClientPipeline: false });
+  ws.write("n.csv", "n\n1\n2\n");
+});
+afterEach(() => ws.remove());
+
+const pipeline = (steps: string) => `version: 1
+database: db.sqlite
+tables:
+  numbers:
+    columns: { n: { type: integer } }
+    primary_key: [n]
+  history:
+    columns:
+      run_id: { type: integer, required: true }
+      total: { type: integer, required: true }
+steps:
+  - { name: load, type: load, source: n.csv, table: numbers, mode: upsert, columns: { n: n } }
+${steps}`;
+
+describe("sql steps", () => {
+  test("into: with mode append keeps one row per run, tagged with :run_id", async () => {
+    ws.write(
+      "pipeline.yaml",
+      pipeline("  - { name: keep, type: sql, sql: 'SELECT :run_id AS run_id, sum(n) AS total FROM numbers', into: history, mode: append }"),
+    );
+    for (let i = 0; i < 3; i++) expect((await ws.cli(["run"])).code).toBe(0);
+    expect(sqlite(ws.path("db.sqlite"), "SELECT run_id, total FROM history ORDER BY run_id")).toBe("1|3\n2|3\n3|3");
+  });
+
+  test("without into:, the statements run as they are (a view here)", async () => {
+    ws.write(
+      "pipeline.yaml",
+      pipeline("  - { name: view, type: sql, sql: 'DROP VIEW IF EXISTS doubled; CREATE VIEW doubled AS SELECT n * 2 AS d FROM numbers;' }"),
+    );
+    expect((await ws.cli(["run"])).code).toBe(0);
+    expect((await ws.cli(["run"])).code).toBe(0);
+    expect(sqlite(ws.path("db.sqlite"), "SELECT d FROM doubled ORDER BY d")).toBe("2\n4");
+  });
+
+  test("an unknown :parameter is reported before the run", async () => {
+    ws.write("pipeline.yaml", pipeline("  - { name: keep, type: sql, sql: 'SELECT :run AS run_id, 1 AS total', into: history }"));
+    const result = await ws.cli(["validate"]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("error E_CONFIG unknown parameter :run in sql; available: :run_id, :run_started_at");
+  });
+
+  test("with into:, a file of several statements is refused", async () => {
+    ws.write(
+      "pipeline.yaml",
+      pipeline("  - { name: keep, type: sql, sql: 'SELECT 1 AS run_id, 2 AS total; SELECT 3 AS run_id, 4 AS total', into: history }"),
+    );
+    expect((await ws.cli(["validate"])).stderr).toContain("with into:, sql must hold exactly one SELECT; it holds 2 statements");
+  });
+});
+
+describe("progress on a terminal", () => {
+  test("long loads show rows and rows/s, then the line is cleared", () => {
+    let written = "";
+    const tty = { isTTY: true, write: (text: string) => (written += text) };
+    const log = runLogger(tty, colorsFor(tty, { NO_COLOR: "1" }), "db.sqlite");
+    const step = { index: 0, name: "load", type: "load", description: "load x", details: [], writes: [] } as never;
+    log({ kind: "progress", step, rows: 150_000, elapsedMs: 1500 });
+    expect(written).toBe("\r      150 000 rows (100 000 rows/s)");
+    log({
+      kind: "step-end",
+      result: { index: 0, name: "load", type: "load", description: "", status: "success", counts: { read: 150_000 }, durationMs: 1600 },
+    });
+    expect(written.endsWith("\r\x1b[2K      ✓ 150 000 read (1.60 s)\n")).toBe(true);
+  });
+
+  test("no progress is written when the output is not a terminal", () => {
+    let written = "";
+    const pipe = { write: (text: string) => (written += text) };
+    const log = runLogger(pipe, colorsFor(pipe, {}), "db.sqlite");
+    log({ kind: "progress", step: {} as never, rows: 150_000, elapsedMs: 1500 });
+    expect(written).toBe("");
+  });
+});
