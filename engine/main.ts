@@ -4,7 +4,8 @@ import { stepType } from "../steps/index.js";
 import { loadConfigFile } from "./config/load.js";
 import { validatePipeline } from "./config/validate.js";
 import { ensureTables } from "./db/tables.js";
-import { ConfigError, describeError, didYouMean, PipelineError } from "./errors.js";
+import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError } from "./errors.js";
+import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
 import { systemTables } from "./history.js";
 import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
@@ -22,7 +23,7 @@ export interface Io {
 /** Exit codes, documented in the README. */
 export const exitCodes = { ok: 0, runFailed: 1, invalid: 2 } as const;
 
-const commands = ["run", "validate", "plan", "help"] as const;
+const commands = ["run", "validate", "plan", "doctor", "help"] as const;
 
 const usage = `Usage: pipeline <command> [options]
 
@@ -31,6 +32,7 @@ Commands:
   run --dry-run    validate and print the plan; nothing is fetched or written
   plan             same as run --dry-run
   validate         check pipeline.yaml and report every problem with its line:col
+  doctor           check the runtime, the configuration, the database directory and every source
 
 Options:
   -c, --config FILE   the pipeline file (default: pipeline.yaml)
@@ -53,8 +55,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     const args = parseCommandLine(argv);
     if (args.help) return (io.stdout.write(usage), exitCodes.ok);
     if (args.version) return (io.stdout.write(`pipeline-runner ${await version()}\n`), exitCodes.ok);
-    const configPath = args.config;
-    const config = await loadConfigFile(configPath, io.env, io.cwd);
+    if (args.command === "doctor") return await doctor(args, io, json);
+    const config = await loadConfigFile(args.config, io.env, io.cwd);
     const pipeline = await validatePipeline(config, stepType);
     const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database));
     const plan = planPipeline(pipeline, config, displayPath(io.cwd, database), stepType);
@@ -98,6 +100,33 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     else io.stderr.write(errorColors.red(`error ${code} ${message}`) + "\n");
     return error instanceof PipelineError ? error.exitCode : exitCodes.runFailed;
   }
+}
+
+/** `doctor`: one pass/fail line per check; exit 0 only when all pass. */
+async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number> {
+  const c = colorsFor(io.stdout, io.env);
+  const checks: Check[] = await runtimeChecks(await version());
+  let invalid = false;
+  try {
+    const config = await loadConfigFile(args.config, io.env, io.cwd);
+    const pipeline = await validatePipeline(config, stepType);
+    checks.push({
+      name: "config",
+      ok: true,
+      detail: `${config.file}: ${pipeline.steps.length} steps, ${Object.keys(pipeline.tables).length} tables`,
+    });
+    const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database));
+    checks.push(await databaseCheck(database));
+    checks.push(...(await sourceChecks(pipeline, config.baseDir)));
+  } catch (error) {
+    invalid = error instanceof ConfigError || (error instanceof PipelineError && error.exitCode === exitCodes.invalid);
+    const detail = error instanceof ConfigError ? error.diagnostics.map(formatDiagnostic).join("\n    ") : describeError(error).message;
+    checks.push({ name: "config", ok: false, detail });
+  }
+  if (json) io.stdout.write(JSON.stringify({ ok: checks.every((x) => x.ok), checks }, null, 2) + "\n");
+  else for (const check of checks) io.stdout.write(`${check.ok ? c.green("✓") : c.red("✗")} ${check.name}: ${check.detail}\n`);
+  if (invalid) return exitCodes.invalid;
+  return checks.every((x) => x.ok) ? exitCodes.ok : exitCodes.runFailed;
 }
 
 interface CommandLine {

@@ -143,7 +143,12 @@ function networkError(error: unknown, http: HttpSettings, when = ""): Error {
   if ((error as Error).name === "AbortError") return new Retryable(`no answer within ${http.timeout_ms} ms${suffix}`);
   if (error instanceof FetchError && error.type === "max-redirect")
     return new PipelineError("E_FETCH", `${error.message} (more than 5 redirects)`);
-  return new Retryable(`${(error as Error).message}${suffix}`);
+  return new Retryable(`${networkReason(error)}${suffix}`);
+}
+
+/** A network error's reason without node-fetch's "request to <url> failed" preamble (the URL is already said). */
+export function networkReason(error: unknown): string {
+  return (error as Error).message.replace(/^request to \S+ failed, reason: /, "");
 }
 
 function retryAfterMs(header: string | null): number | undefined {

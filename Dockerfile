@@ -1,0 +1,50 @@
+# The runner image (target `runner`) and the storage image with the sqlite3 CLI (target `sqlite3`).
+# Build both with `docker compose build`. Base images are Debian-based on purpose (see README).
+
+# --- build: compile the TypeScript -------------------------------------------------------
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# why: --ignore-scripts skips the `node` devDependency's download; this image already is Node 24.
+RUN npm ci --no-audit --no-fund --ignore-scripts
+COPY tsconfig.json tsconfig.build.json ./
+COPY engine engine
+COPY steps steps
+RUN npx tsc -p tsconfig.build.json
+
+# --- deps: production dependencies only ---------------------------------------------------
+FROM node:24-bookworm-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts && rm -rf /root/.npm
+
+# --- runner: what runs the pipeline --------------------------------------------------------
+FROM node:24-bookworm-slim AS runner
+ENV NODE_ENV=production \
+    DB_PATH=/data/sales.db
+WORKDIR /app
+# why: the runtime needs node only; npm is not shipped, nor any compiler.
+RUN rm -rf /usr/local/lib/node_modules/npm /usr/local/bin/npm /usr/local/bin/npx \
+ && mkdir -p /data && chown node:node /data
+COPY --from=deps /app/node_modules node_modules
+COPY --from=build /app/dist dist
+COPY package.json pipeline.yaml ./
+COPY sql sql
+COPY data data
+USER node
+ENTRYPOINT ["node", "/app/dist/engine/cli.js"]
+CMD ["run"]
+
+# --- sqlite3: the storage service, with the SQLite CLI --------------------------------------
+FROM debian:bookworm-slim AS sqlite3
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends sqlite3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 1000 sqlite && useradd --uid 1000 --gid sqlite --create-home sqlite \
+ && mkdir -p /data && chown sqlite:sqlite /data
+COPY docker/healthcheck.sh /usr/local/bin/healthcheck
+ENV DB_PATH=/data/sales.db
+USER sqlite
+WORKDIR /data
+# why: a long-running service, so `docker compose exec sqlite3 sqlite3 /data/sales.db` opens the CLI.
+CMD ["sleep", "infinity"]

@@ -1,0 +1,68 @@
+import { randomBytes } from "node:crypto";
+import { access, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import fetch from "node-fetch";
+import type { Pipeline } from "./config/schema.js";
+import { sqlJsVersion } from "./db/sqljs.js";
+import { isUrl, networkReason } from "./sources/fetch.js";
+
+/** One line of `doctor`: what was checked, whether it passed, and what was seen. */
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+/** The runtime: Node, the runner and the SQLite inside sql.js. */
+export async function runtimeChecks(runnerVersion: string): Promise<Check[]> {
+  const major = Number(process.versions.node.split(".")[0]);
+  return [
+    { name: "node", ok: major >= 24, detail: `${process.versions.node}${major >= 24 ? "" : " (the runner needs Node 24 or later)"}` },
+    { name: "pipeline-runner", ok: true, detail: runnerVersion },
+    { name: "sqlite (sql.js)", ok: true, detail: await sqlJsVersion() },
+  ];
+}
+
+/** Whether a file can be written in the database's directory (or, before it exists, in its nearest existing parent). */
+export async function databaseCheck(database: string): Promise<Check> {
+  let directory = path.dirname(database);
+  while (!(await stat(directory).catch(() => undefined)) && path.dirname(directory) !== directory) directory = path.dirname(directory);
+  const probe = path.join(directory, `.doctor-${randomBytes(4).toString("hex")}`);
+  try {
+    await writeFile(probe, "", { flag: "wx" });
+    await rm(probe);
+    const existing = await stat(database).catch(() => undefined);
+    const what = existing ? `${existing.size} bytes` : "not created yet";
+    return { name: "database", ok: true, detail: `${database} (${what}); ${directory} is writable` };
+  } catch (error) {
+    return { name: "database", ok: false, detail: `${directory} is not writable: ${(error as Error).message}` };
+  }
+}
+
+/** Whether each load step's source answers: a HEAD (then a GET) with a short timeout, or the file exists. */
+export async function sourceChecks(pipeline: Pipeline, baseDir: string, timeoutMs = 5000): Promise<Check[]> {
+  const loads = pipeline.steps.filter((step) => step.type === "load");
+  return Promise.all(
+    loads.map(async (step): Promise<Check> => {
+      const name = `source ${step.name}`;
+      if (!isUrl(step.source)) {
+        const file = path.resolve(baseDir, step.source);
+        return access(file)
+          .then(() => ({ name, ok: true, detail: `${file} exists` }))
+          .catch(() => ({ name, ok: false, detail: `${file} does not exist` }));
+      }
+      try {
+        let response = await fetch(step.source, { method: "HEAD", signal: AbortSignal.timeout(timeoutMs), follow: 5 });
+        if (response.status === 405 || response.status === 501) {
+          response = await fetch(step.source, { signal: AbortSignal.timeout(timeoutMs), follow: 5 });
+          response.body?.resume();
+        }
+        const line = `${step.source} -> ${response.status} ${response.statusText}`;
+        return { name, ok: response.ok, detail: line };
+      } catch (error) {
+        const reason = (error as Error).name === "AbortError" ? `no answer within ${timeoutMs} ms` : networkReason(error);
+        return { name, ok: false, detail: `${step.source}: ${reason}` };
+      }
+    }),
+  );
+}
