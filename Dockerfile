@@ -16,7 +16,9 @@ RUN npx tsc -p tsconfig.build.json
 FROM node:24-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts && rm -rf /root/.npm
+# why: sql.js ships a dozen builds (browser, asm.js, debug); Node loads only sql-wasm.js and its .wasm.
+RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts && rm -rf /root/.npm \
+ && find node_modules/sql.js/dist -type f ! -name sql-wasm.js ! -name sql-wasm.wasm -delete
 
 # --- runner: what runs the pipeline --------------------------------------------------------
 FROM node:24-bookworm-slim AS runner

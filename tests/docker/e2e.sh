@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# End-to-end test of the real Docker Compose stack (issue: two services under Docker Compose).
+# Builds both images, serves the client's files from 127.0.0.1, runs the runner through compose,
+# reads the database through the sqlite3 service, and kills the stack mid-run.
+# Skips, saying why, where no Docker engine can run (offline-docker.sh check).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+S=../shared/docker/offline-docker.sh
+passed=0
+failed=0
+
+if [ ! -x "$S" ] || ! reason=$("$S" check 2>&1); then
+  echo "docker e2e: skipped: no Docker engine can run here (${reason:-$S not found})"
+  exit 0
+fi
+
+engine_was_up=0
+docker info >/dev/null 2>&1 && engine_was_up=1
+eval "$("$S" start)"
+export COMPOSE_PROJECT_NAME=pipeline-e2e
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  docker compose down -v --remove-orphans >/dev/null 2>&1 || true
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  rm -rf "$work"
+  [ "$engine_was_up" = 1 ] || "$S" stop || true
+}
+trap cleanup EXIT
+
+check() { # check NAME EXPECTED ACTUAL
+  if [ "$2" = "$3" ]; then
+    passed=$((passed + 1)); echo "  ok: $1"
+  else
+    failed=$((failed + 1)); echo "  FAILED: $1: expected [$2], got [$3]"
+  fi
+}
+# rc LOG COMMAND...: runs COMMAND with its output in LOG and prints its exit code (set -e stays out of the way).
+rc() { local log=$1; shift; if "$@" >"$log" 2>&1; then echo 0; else echo $?; fi; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+"$S" seed . >/dev/null
+export COMPOSE_FILE="docker-compose.yml:$("$S" override .):tests/docker/compose.test.yml"
+
+t0=$(now); docker compose build -q; t1=$(now); docker compose build -q; t2=$(now)
+size=$(docker image inspect pipeline-runner:local --format '{{.Size}}')
+echo "docker e2e: build $(elapsed "$t0" "$t1") s (this machine's cache as it was), rebuild $(elapsed "$t1" "$t2") s (warm); runner image $((size / 1000000)) MB"
+
+mkdir "$work/files" && cp tests/fixtures/client/*.csv "$work/files/"
+node tests/docker/serve-fixtures.mjs "$work/files" >"$work/port" &
+server_pid=$!
+for _ in $(seq 50); do [ -s "$work/port" ] && break; sleep 0.1; done
+port=$(cat "$work/port")
+export PRODUCTS_URL="http://127.0.0.1:$port/produits.csv" STORES_URL="http://127.0.0.1:$port/magasins.csv" SALES_URL="http://127.0.0.1:$port/ventes.csv"
+q() { docker compose exec -T sqlite3 sqlite3 -batch /data/sales.db "$1"; }
+
+echo "the brief's demo order: storage first, with an empty database"
+docker compose up -d --wait sqlite3 >/dev/null 2>&1
+check "the sqlite3 service is healthy" "healthy" "$(docker inspect --format '{{.State.Health.Status}}' "$(docker compose ps -q sqlite3)")"
+check "the database starts empty" "" "$(q '.tables')"
+
+echo "the runner fills it"
+t3=$(now); code=$(rc "$work/run1.log" docker compose run --rm -T runner); t4=$(now)
+check "docker compose run runner exits 0" 0 "$code"
+echo "  (one run through compose: $(elapsed "$t3" "$t4") s)"
+check "30 sales, read through the sqlite3 service" 30 "$(q 'SELECT count(*) FROM sales')"
+check "total revenue" "5268.78|122" "$(q 'SELECT revenue, quantity FROM revenue_total')"
+check "integrity and foreign keys" "ok" "$(q 'PRAGMA integrity_check; PRAGMA foreign_key_check;')"
+
+echo "a second run adds nothing"
+check "second run exits 0" 0 "$(rc "$work/run2.log" docker compose run --rm -T runner)"
+check "still 30 sales" 30 "$(q 'SELECT count(*) FROM sales')"
+check "two runs recorded" "1|succeeded 2|succeeded" "$(q 'SELECT run_id, status FROM pipeline_runs' | tr '\n' ' ' | sed 's/ $//')"
+
+echo "--dry-run and validate through compose"
+check "--dry-run exits 0" 0 "$(rc "$work/plan.log" docker compose run --rm -T runner --dry-run)"
+check "--dry-run prints the plan" 1 "$(grep -c '^4. load_sales' "$work/plan.log")"
+check "validate" "pipeline.yaml is valid: 8 steps, 8 tables" "$(docker compose run --rm -T -e NO_COLOR=1 runner validate 2>/dev/null || true)"
+check "doctor exits 0" 0 "$(rc "$work/doctor.log" docker compose run --rm -T runner doctor)"
+
+echo "killing the stack mid-run"
+before=$(q 'SELECT count(*), (SELECT count(*) FROM pipeline_runs) FROM sales')
+{ cat tests/fixtures/client/ventes.csv; printf '\r\n2023-06-26,REF001,1,1'; } >"$work/files/ventes-more.csv"
+SALES_URL="http://127.0.0.1:$port/slow/ventes-more.csv" docker compose run --rm -T runner >"$work/killed.log" 2>&1 &
+runner_pid=$!
+for _ in $(seq 100); do grep -q 'load_sales' "$work/killed.log" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+docker kill $(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME") >/dev/null
+wait "$runner_pid" 2>/dev/null || true
+check "the run was killed while loading sales" 1 "$(grep -c 'load_sales' "$work/killed.log")"
+docker compose up -d --wait sqlite3 >/dev/null 2>&1
+check "after the kill: integrity" "ok" "$(q 'PRAGMA integrity_check;')"
+check "after the kill: the state before the run" "$before" "$(q 'SELECT count(*), (SELECT count(*) FROM pipeline_runs) FROM sales')"
+check "the next run succeeds" 0 "$(SALES_URL="http://127.0.0.1:$port/ventes-more.csv" rc "$work/run3.log" docker compose run --rm -T runner)"
+check "and imports the new sale" 31 "$(q 'SELECT count(*) FROM sales')"
+
+echo "the runtime image"
+run_in() { docker run --rm --network none --entrypoint sh pipeline-runner:local -c "$1"; }
+check "runs as uid 1000" 1000 "$(run_in 'id -u')"
+check "has no dev dependencies" "" "$(run_in 'ls /app/node_modules | grep -E "^(typescript|vitest|prettier|json-schema-to-ts|@types|node)$" || true')"
+check "has no compiler toolchain nor npm" "" "$(run_in 'for t in gcc cc g++ make npm npx; do command -v $t; done || true')"
+check "runs Node 24" 24 "$(run_in 'node -p "process.versions.node.split(\".\")[0]"')"
+
+echo "docker e2e: $passed passed, $failed failed"
+[ "$failed" = 0 ]
