@@ -5,6 +5,7 @@ import { loadConfigFile } from "./config/load.js";
 import { validatePipeline } from "./config/validate.js";
 import { ensureTables } from "./db/tables.js";
 import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError } from "./errors.js";
+import { readSchema, renderSchemaMarkdown } from "./schema-diagram.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
 import { systemTables } from "./history.js";
 import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream } from "./output.js";
@@ -23,7 +24,7 @@ export interface Io {
 /** Exit codes, documented in the README. */
 export const exitCodes = { ok: 0, runFailed: 1, invalid: 2 } as const;
 
-const commands = ["run", "validate", "plan", "doctor", "help"] as const;
+const commands = ["run", "validate", "plan", "doctor", "schema", "help"] as const;
 
 const usage = `Usage: pipeline <command> [options]
 
@@ -33,6 +34,7 @@ Commands:
   plan             same as run --dry-run
   validate         check pipeline.yaml and report every problem with its line:col
   doctor           check the runtime, the configuration, the database directory and every source
+  schema           print the database schema the pipeline creates, as Markdown with a Mermaid diagram
 
 Options:
   -c, --config FILE   the pipeline file (default: pipeline.yaml)
@@ -61,6 +63,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database));
     const plan = planPipeline(pipeline, config, displayPath(io.cwd, database), stepType);
 
+    if (args.command === "schema") {
+      io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline), config.file));
+      return exitCodes.ok;
+    }
     if (args.command === "validate") {
       if (json) io.stdout.write(JSON.stringify({ ok: true, command: "validate", config: config.file, steps: plan.steps.length }) + "\n");
       else io.stdout.write(c.green(`${config.file} is valid: ${plan.steps.length} steps, ${Object.keys(pipeline.tables).length} tables\n`));
