@@ -6,6 +6,8 @@ import { validatePipeline } from "./config/validate.js";
 import { ensureTables } from "./db/tables.js";
 import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError } from "./errors.js";
 import { readSchema, renderSchemaMarkdown } from "./schema-diagram.js";
+import { profileSources } from "./profile.js";
+import { renderProfile, replaceGenerated } from "./profile-report.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
 import { systemTables } from "./history.js";
 import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream } from "./output.js";
@@ -24,7 +26,7 @@ export interface Io {
 /** Exit codes, documented in the README. */
 export const exitCodes = { ok: 0, runFailed: 1, invalid: 2 } as const;
 
-const commands = ["run", "validate", "plan", "doctor", "schema", "help"] as const;
+const commands = ["run", "validate", "plan", "doctor", "schema", "profile", "help"] as const;
 
 const usage = `Usage: pipeline <command> [options]
 
@@ -35,6 +37,9 @@ Commands:
   validate         check pipeline.yaml and report every problem with its line:col
   doctor           check the runtime, the configuration, the database directory and every source
   schema           print the database schema the pipeline creates, as Markdown with a Mermaid diagram
+  profile          fetch every source like a run would and report what it holds (data qualification);
+                   --markdown for Markdown, --json for JSON, --update FILE to refresh the
+                   <!-- generated:profile --> section of a document; writes nothing else
 
 Options:
   -c, --config FILE   the pipeline file (default: pipeline.yaml)
@@ -63,6 +68,13 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database));
     const plan = planPipeline(pipeline, config, displayPath(io.cwd, database), stepType);
 
+    if (args.command === "profile") {
+      const profiles = await profileSources(pipeline, config.baseDir);
+      if (json) io.stdout.write(JSON.stringify({ ok: profiles.every((p) => !p.error), sources: profiles }, null, 2) + "\n");
+      else if (args.update) await updateGenerated(path.resolve(io.cwd, args.update), "profile", renderProfile(profiles, "markdown", c));
+      else io.stdout.write(renderProfile(profiles, args.markdown ? "markdown" : "text", c));
+      return profiles.every((p) => !p.error) ? exitCodes.ok : exitCodes.runFailed;
+    }
     if (args.command === "schema") {
       io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline), config.file));
       return exitCodes.ok;
@@ -141,6 +153,8 @@ interface CommandLine {
   db: string | undefined;
   dryRun: boolean;
   force: boolean;
+  markdown: boolean;
+  update: string | undefined;
   help: boolean;
   version: boolean;
 }
@@ -152,6 +166,8 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     json: { type: "boolean", default: false },
     "dry-run": { type: "boolean", default: false },
     force: { type: "boolean", default: false },
+    markdown: { type: "boolean", default: false },
+    update: { type: "string" },
     help: { type: "boolean", short: "h", default: false },
     version: { type: "boolean", short: "v", default: false },
   } as const;
@@ -174,6 +190,8 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     db: v.db,
     dryRun: v["dry-run"],
     force: v.force,
+    markdown: v.markdown,
+    update: v.update,
     help: v.help || command === "help",
     version: v.version,
   };
@@ -219,6 +237,21 @@ function planJson(plan: Plan, createdTables: string[]) {
       writes: s.writes,
     })),
   };
+}
+
+async function updateGenerated(file: string, name: string, body: string): Promise<void> {
+  const { readFile, writeFile } = await import("node:fs/promises");
+  let document: string;
+  try {
+    document = await readFile(file, "utf8");
+  } catch (error) {
+    throw new PipelineError("E_USAGE", `cannot read ${file}: ${(error as Error).message}`, { exitCode: exitCodes.invalid });
+  }
+  try {
+    await writeFile(file, replaceGenerated(document, name, body));
+  } catch (error) {
+    throw new PipelineError("E_USAGE", `${file}: ${(error as Error).message}`, { exitCode: exitCodes.invalid });
+  }
 }
 
 async function version(): Promise<string> {
