@@ -1,26 +1,11 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import type { SqlStepSpec } from "../engine/config/schema.js";
-import { quoteIdent, type SqlDatabase, type SqlValue } from "../engine/db/database.js";
+import { quoteIdent, type SqlDatabase } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
 import { didYouMean, PipelineError, type Diagnostic } from "../engine/errors.js";
-import { systemTableNames } from "../engine/history.js";
+import { checkScript, compileQuery, parametersHint, parametersOf, readSqlText, unknownParameters } from "../engine/sql-source.js";
 import type { CheckContext, StepDefinition } from "../engine/step.js";
-
-/** Named parameters a SQL step may use. */
-export const sqlParameters = ["run_id", "run_started_at"] as const;
-
-function sqlText(step: SqlStepSpec, baseDir: string): string {
-  return step.file === undefined ? (step.sql ?? "") : readFileSync(path.resolve(baseDir, step.file), "utf8");
-}
-
-function parametersOf(sql: string, values: Record<(typeof sqlParameters)[number], SqlValue>): Record<string, SqlValue> {
-  const used: Record<string, SqlValue> = {};
-  for (const [, name] of sql.matchAll(/[:@$]([A-Za-z_]\w*)/g)) {
-    if (name && name in values) used[name] = values[name as keyof typeof values];
-  }
-  return used;
-}
 
 /** `type: sql`: runs a query from sql/ (or inline) and stores its rows `into:` a declared table. */
 export const sqlStep: StepDefinition<SqlStepSpec> = {
@@ -58,12 +43,8 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
       return problems;
     }
     const where = step.file ? ["file"] : ["sql"];
-    const sql = sqlText(step, context.config.baseDir);
-    for (const [, name] of sql.matchAll(/(?<![\w'"]):([A-Za-z_]\w*)/g)) {
-      if (!(sqlParameters as readonly string[]).includes(name!)) {
-        problem(`unknown parameter :${name} in ${step.file ?? "sql"}; available: ${sqlParameters.map((p) => ":" + p).join(", ")}`, where);
-      }
-    }
+    const sql = readSqlText(step, context.config.baseDir);
+    for (const name of unknownParameters(sql)) problem(`unknown parameter :${name} in ${step.file ?? "sql"}; ${parametersHint()}`, where);
     if (sql.trim() === "") problem(`${step.file ?? "sql"} holds no SQL`, where);
     const message = into ? checkQuery(context, sql, step.into!, step.file ?? "sql") : checkScript(context, sql);
     if (message) problem(`${step.file ?? "sql"}: ${message}`, where, undefined, "E_SQL");
@@ -71,7 +52,7 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
   },
 
   async execute(step, context) {
-    const sql = sqlText(step, context.config.baseDir);
+    const sql = readSqlText(step, context.config.baseDir);
     const values = { run_id: context.runId, run_started_at: context.startedAt };
     const { db } = context;
     try {
@@ -98,48 +79,17 @@ function insertSelect(db: SqlDatabase, into: string, select: string): string {
   return `INSERT INTO ${quoteIdent(into)} (${columns.map(quoteIdent).join(", ")}) ${body}`;
 }
 
-/** Checks a script by running it on the scratch database, then rolling it back. */
-function checkScript(context: CheckContext, sql: string): string | undefined {
-  context.scratch.exec("SAVEPOINT check_script");
-  try {
-    context.scratch.runScript(sql, { run_id: 0, run_started_at: "" });
-    return undefined;
-  } catch (error) {
-    return explainCompileError(context, (error as Error).message);
-  } finally {
-    context.scratch.exec("ROLLBACK TO check_script; RELEASE check_script");
-  }
-}
-
-/** Checks that a query for into: is one statement that compiles and returns the target table's columns. */
+/** Checks that a query for into: compiles and returns the target table's columns. */
 function checkQuery(context: CheckContext, sql: string, into: string, label: string): string | undefined {
-  let columns: string[];
-  try {
-    const statements = context.scratch.statements(sql);
-    if (statements.length !== 1) return `with into:, ${label} must hold exactly one SELECT; it holds ${statements.length} statements`;
-    const compiled = context.scratch.prepare(statements[0]!);
-    columns = compiled.columnNames();
-    compiled.free();
-  } catch (error) {
-    return explainCompileError(context, (error as Error).message);
-  }
+  const compiled = compileQuery(context, sql, `with into:, ${label}`);
+  if ("error" in compiled) return compiled.error;
+  const { columns } = compiled;
   const table = context.pipeline.tables[into]!;
-  if (columns.length === 0) return "with into:, the statement must be a query that returns rows";
   const unknown = columns.filter((c) => !(c in table.columns));
   if (unknown.length > 0) {
     return `the query returns column${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}, not in table ${into}${didYouMean(unknown[0]!, Object.keys(table.columns))}`;
   }
   const missing = Object.keys(table.columns).filter((c) => isRequired(table, c) && !columns.includes(c));
-  if (missing.length > 0)
-    return `the query does not return required column${missing.length > 1 ? "s" : ""} ${missing.join(", ")} of table ${into}`;
+  if (missing.length > 0) return `the query does not return required column${missing.length > 1 ? "s" : ""} ${missing.join(", ")} of table ${into}`;
   return undefined;
-}
-
-/** Says why SQL does not compile against the tables earlier steps write; undefined when already reported elsewhere. */
-function explainCompileError(context: CheckContext, message: string): string | undefined {
-  const missing = /no such table: (?:main\.)?(\S+)/.exec(message)?.[1];
-  if (!missing) return message;
-  if (context.written.has(missing)) return undefined; // why: its declaration is broken, and reported as such.
-  if (missing in context.pipeline.tables || systemTableNames.has(missing)) return `reads table ${missing}, which no earlier step writes`;
-  return `${message}${didYouMean(missing, [...context.written, ...systemTableNames])}`;
 }

@@ -1,0 +1,74 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import type { SqlValue } from "./db/database.js";
+import { didYouMean } from "./errors.js";
+import { systemTableNames } from "./history.js";
+import type { CheckContext } from "./step.js";
+
+/** Named parameters SQL in a step may use. */
+export const sqlParameters = ["run_id", "run_started_at"] as const;
+
+/** The values of the named parameters during a run. */
+export type SqlParameterValues = Record<(typeof sqlParameters)[number], SqlValue>;
+
+/** The SQL of a step: from `file` (relative to the pipeline file) or inline `sql`. */
+export function readSqlText(spec: { file?: string | undefined; sql?: string | undefined }, baseDir: string): string {
+  return spec.file === undefined ? (spec.sql ?? "") : readFileSync(path.resolve(baseDir, spec.file), "utf8");
+}
+
+/** The parameters a statement uses, with their values. */
+export function parametersOf(sql: string, values: SqlParameterValues): Record<string, SqlValue> {
+  const used: Record<string, SqlValue> = {};
+  for (const [, name] of sql.matchAll(/[:@$]([A-Za-z_]\w*)/g)) {
+    if (name && name in values) used[name] = values[name as keyof typeof values];
+  }
+  return used;
+}
+
+/** `:names` in the SQL that are not parameters the runner provides. */
+export function unknownParameters(sql: string): string[] {
+  const names = [...sql.matchAll(/(?<![\w'"]):([A-Za-z_]\w*)/g)].map((m) => m[1]!);
+  return names.filter((name) => !(sqlParameters as readonly string[]).includes(name));
+}
+
+/** A message listing the parameters available. */
+export function parametersHint(): string {
+  return `available: ${sqlParameters.map((p) => ":" + p).join(", ")}`;
+}
+
+/** Compiles one query against the scratch database: its result columns, or why it does not compile (undefined: reported elsewhere). */
+export function compileQuery(context: CheckContext, sql: string, label: string): { columns: string[] } | { error: string | undefined } {
+  try {
+    const statements = context.scratch.statements(sql);
+    if (statements.length !== 1) return { error: `${label} must hold exactly one SELECT; it holds ${statements.length} statements` };
+    const compiled = context.scratch.prepare(statements[0]!);
+    const columns = compiled.columnNames();
+    compiled.free();
+    if (columns.length === 0) return { error: `${label} must be a query that returns rows` };
+    return { columns };
+  } catch (error) {
+    return { error: explainCompileError(context, (error as Error).message) };
+  }
+}
+
+/** Checks a script by running it on the scratch database, then rolling it back. */
+export function checkScript(context: CheckContext, sql: string): string | undefined {
+  context.scratch.exec("SAVEPOINT check_script");
+  try {
+    context.scratch.runScript(sql, { run_id: 0, run_started_at: "" });
+    return undefined;
+  } catch (error) {
+    return explainCompileError(context, (error as Error).message);
+  } finally {
+    context.scratch.exec("ROLLBACK TO check_script; RELEASE check_script");
+  }
+}
+
+/** Says why SQL does not compile against the tables earlier steps write; undefined when already reported elsewhere. */
+export function explainCompileError(context: CheckContext, message: string): string | undefined {
+  const missing = /no such table: (?:main\.)?(\S+)/.exec(message)?.[1];
+  if (!missing) return message;
+  if (context.written.has(missing)) return undefined; // why: its declaration is broken, and reported as such.
+  if (missing in context.pipeline.tables || systemTableNames.has(missing)) return `reads table ${missing}, which no earlier step writes`;
+  return `${message}${didYouMean(missing, [...context.written, ...systemTableNames])}`;
+}
