@@ -114,5 +114,6 @@ export function renderSummary(report: RunReport, c: ChalkInstance): string {
   const verdict = report.ok
     ? c.green(`Run ${report.runId} ${report.status.replaceAll("_", " ")} in ${formatMs(report.durationMs)}; saved ${report.database}`)
     : c.red(`Run failed in ${formatMs(report.durationMs)}; ${report.database} was not changed`);
-  return ["", ...lines, "", verdict].join("\n") + "\n";
+  const written = report.files.length > 0 ? [`wrote ${report.files.join(", ")}`] : [];
+  return ["", ...lines, "", verdict, ...written].join("\n") + "\n";
 }

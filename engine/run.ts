@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
+import path from "node:path";
 import type { StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
 import { openSqlJs } from "./db/sqljs.js";
-import { readDatabaseFile, saveDatabaseFile } from "./db/store.js";
+import { readDatabaseFile, saveDatabaseFile, writeFileAtomically } from "./db/store.js";
 import { ensureTables } from "./db/tables.js";
 import { describeError, PipelineError } from "./errors.js";
 import { finishRun, recordStep, startRun, systemTables } from "./history.js";
@@ -35,6 +36,8 @@ export interface RunReport {
   steps: StepResult[];
   durationMs: number;
   saved: boolean;
+  /** Files written after the database was saved (reports), relative to the pipeline file. */
+  files: string[];
   error?: { code: string; message: string; expected: boolean } | undefined;
 }
 
@@ -67,6 +70,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     status: "failed",
     createdTables: [],
     saved: false,
+    files: [],
     durationMs: 0,
     steps: plan.steps.map((step) => ({
       index: step.index,
@@ -79,6 +83,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     })),
   };
   let db: SqlDatabase | undefined;
+  const files: { path: string; content: string }[] = [];
   try {
     db = await openDatabase(plan.database);
     db.exec("BEGIN");
@@ -109,6 +114,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
           progress: (rows) => options.onEvent({ kind: "progress", step, rows, elapsedMs: performance.now() - stepStarted }),
         });
         Object.assign(result, { status: outcome.status, counts: outcome.counts, detail: outcome.detail });
+        files.push(...(outcome.files ?? []));
       } catch (error) {
         const { code, message } = describeError(error);
         Object.assign(result, { status: "error", error: { code, message } });
@@ -124,6 +130,15 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     db.exec("COMMIT");
     await saveDatabaseFile(plan.database, db.export());
     report.saved = true;
+    for (const file of files) {
+      const target = path.resolve(plan.config.baseDir, file.path);
+      try {
+        await writeFileAtomically(target, file.content);
+      } catch (error) {
+        throw new PipelineError("E_SAVE", `the database was saved, but ${target} could not be written: ${(error as Error).message}`);
+      }
+      report.files.push(file.path);
+    }
     report.ok = true;
   } catch (error) {
     report.status = "failed";

@@ -20,6 +20,8 @@ export interface StepOutcome {
   counts: StepCounts;
   /** One human sentence added to the log line, e.g. "source unchanged (304)". */
   detail?: string;
+  /** Files to write (path relative to the pipeline file) once the database is saved, each atomically. */
+  files?: { path: string; content: string }[];
 }
 
 /** One label and value shown in the plan under a step. */

@@ -90,6 +90,7 @@ function checkQuery(context: CheckContext, sql: string, into: string, label: str
     return `the query returns column${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}, not in table ${into}${didYouMean(unknown[0]!, Object.keys(table.columns))}`;
   }
   const missing = Object.keys(table.columns).filter((c) => isRequired(table, c) && !columns.includes(c));
-  if (missing.length > 0) return `the query does not return required column${missing.length > 1 ? "s" : ""} ${missing.join(", ")} of table ${into}`;
+  if (missing.length > 0)
+    return `the query does not return required column${missing.length > 1 ? "s" : ""} ${missing.join(", ")} of table ${into}`;
   return undefined;
 }

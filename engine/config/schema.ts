@@ -125,6 +125,53 @@ const sqlStepSchema = {
   },
 } as const;
 
+const reportFormat = { enum: ["text", "integer", "number", "cents", "percent", "date"] } as const;
+
+const reportSectionSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["title", "show"],
+  properties: {
+    title: { type: "string", minLength: 1 },
+    show: { enum: ["figures", "table", "text"] },
+    file: { type: "string", minLength: 1 },
+    sql: { type: "string", minLength: 1 },
+    columns: {
+      type: "object",
+      additionalProperties: {
+        type: "object",
+        additionalProperties: false,
+        properties: { label: { type: "string" }, format: reportFormat },
+      },
+    },
+    chart: {
+      type: "object",
+      additionalProperties: false,
+      required: ["label", "value"],
+      properties: { label: { type: "string" }, value: { type: "string" } },
+    },
+    text: { type: "string", minLength: 1 },
+    note: { type: "string" },
+  },
+} as const;
+
+const reportStepSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["type", "name", "title", "sections"],
+  properties: {
+    type: { const: "report" },
+    name: stepName,
+    description: { type: "string" },
+    title: { type: "string", minLength: 1 },
+    subtitle: { type: "string" },
+    locale: { enum: ["fr-FR", "en-GB"] },
+    markdown: { type: "string", minLength: 1 },
+    html: { type: "string", minLength: 1 },
+    sections: { type: "array", minItems: 1, items: reportSectionSchema },
+  },
+} as const;
+
 /** The JSON Schema of pipeline.yaml: written once, the config types below derive from it. */
 export const pipelineSchema = {
   $id: "https://pipeline-runner.local/pipeline.schema.json",
@@ -145,7 +192,7 @@ export const pipelineSchema = {
         required: ["type"],
         properties: { type: { type: "string" } },
         discriminator: { propertyName: "type" },
-        oneOf: [loadStepSchema, sqlStepSchema],
+        oneOf: [loadStepSchema, sqlStepSchema, reportStepSchema],
       },
     },
   },
@@ -167,6 +214,12 @@ export type StepSpec = Pipeline["steps"][number];
 export type LoadStepSpec = FromSchema<typeof loadStepSchema>;
 /** A `type: sql` step. */
 export type SqlStepSpec = FromSchema<typeof sqlStepSchema>;
+/** A `type: report` step. */
+export type ReportStepSpec = FromSchema<typeof reportStepSchema>;
+/** One section of a report. */
+export type ReportSection = FromSchema<typeof reportSectionSchema>;
+/** How a report shows a value. */
+export type ReportFormat = FromSchema<typeof reportFormat>;
 /** CSV reading options. */
 export type CsvOptions = FromSchema<typeof csvSchema>;
 /** HTTP fetching options. */

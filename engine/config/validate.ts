@@ -94,7 +94,7 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
     case "const":
       return { code: "E_SCHEMA", message: `${error.instancePath} must be ${JSON.stringify(params["allowedValue"])}`, place };
     case "discriminator": {
-      const types = ["load", "sql"];
+      const types = ["load", "sql", "report"];
       const value = (error.data as { type?: unknown } | null)?.type;
       const message =
         typeof value === "string"

@@ -19,13 +19,24 @@ export async function readDatabaseFile(file: string): Promise<Uint8Array | undef
  * A crash at any point leaves either the old file or the new one, never a mix.
  */
 export async function saveDatabaseFile(file: string, image: Uint8Array): Promise<void> {
+  try {
+    await writeFileAtomically(file, image);
+  } catch (error) {
+    throw new PipelineError("E_SAVE", `cannot save the database ${file}: ${(error as Error).message}; the previous file is unchanged`, {
+      cause: error,
+    });
+  }
+}
+
+/** Writes a file by way of a fsynced temporary file in the same directory, renamed over it. */
+export async function writeFileAtomically(file: string, data: Uint8Array | string): Promise<void> {
   const directory = path.dirname(path.resolve(file));
-  const temporary = path.join(directory, `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  const temporary = path.join(directory, `.${path.basename(file)}.tmp-${randomBytes(6).toString("hex")}`);
   try {
     await mkdir(directory, { recursive: true });
     const handle = await open(temporary, "wx", 0o644);
     try {
-      await handle.writeFile(image);
+      await handle.writeFile(data);
       await handle.sync();
     } finally {
       await handle.close();
@@ -34,9 +45,7 @@ export async function saveDatabaseFile(file: string, image: Uint8Array): Promise
     await syncDirectory(directory);
   } catch (error) {
     await rm(temporary, { force: true });
-    throw new PipelineError("E_SAVE", `cannot save the database ${file}: ${(error as Error).message}; the previous file is unchanged`, {
-      cause: error,
-    });
+    throw error;
   }
 }
 

@@ -67,6 +67,7 @@ echo "  (one run through compose: $(elapsed "$t3" "$t4") s)"
 check "30 sales, read through the sqlite3 service" 30 "$(q 'SELECT count(*) FROM sales')"
 check "total revenue" "5268.78|122" "$(q 'SELECT revenue, quantity FROM revenue_total')"
 check "integrity and foreign keys" "ok" "$(q 'PRAGMA integrity_check; PRAGMA foreign_key_check;')"
+check "the summary sheet is on the volume" 1 "$(docker compose exec -T sqlite3 grep -c "Chiffre d'affaires total\*\* : 5 268,78 €" /data/reports/fiche-synthese.md)"
 
 echo "a second run adds nothing"
 check "second run exits 0" 0 "$(rc "$work/run2.log" docker compose run --rm -T runner)"
@@ -76,7 +77,7 @@ check "two runs recorded" "1|succeeded 2|succeeded" "$(q 'SELECT run_id, status 
 echo "--dry-run and validate through compose"
 check "--dry-run exits 0" 0 "$(rc "$work/plan.log" docker compose run --rm -T runner --dry-run)"
 check "--dry-run prints the plan" 1 "$(grep -c '^4. load_sales' "$work/plan.log")"
-check "validate" "pipeline.yaml is valid: 8 steps, 8 tables" "$(docker compose run --rm -T -e NO_COLOR=1 runner validate 2>/dev/null || true)"
+check "validate" "pipeline.yaml is valid: 9 steps, 8 tables" "$(docker compose run --rm -T -e NO_COLOR=1 runner validate 2>/dev/null || true)"
 check "doctor exits 0" 0 "$(rc "$work/doctor.log" docker compose run --rm -T runner doctor)"
 
 echo "killing the stack mid-run"
