@@ -32,3 +32,36 @@ describe("the built CLI", () => {
     expect(result.stdout).not.toMatch(/\x1b\[/);
   });
 });
+
+describe("npm run demo", () => {
+  test("walks through the brief's demo: empty database, run, results, a run that imports nothing, new sales", () => {
+    const demo = path.join(root, "dist/tests/demo/demo.js");
+    const result = spawnSync(process.execPath, [demo, "--pause", "0"], {
+      cwd: root,
+      encoding: "utf8",
+      env: { ...process.env, NO_COLOR: "1" },
+    });
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    const out = result.stdout;
+    const chapters = [
+      "1. La base de données, vide",
+      "2. Le pipeline",
+      "3. Les tables et les résultats",
+      "4. Deuxième exécution",
+      "5. Le fichier des ventes s'actualise",
+    ];
+    let at = 0;
+    for (const chapter of chapters) {
+      const found = out.indexOf(chapter, at);
+      expect(found, chapter).toBeGreaterThan(at);
+      at = found;
+    }
+    expect(out).toContain("(aucune table)");
+    expect(out).toMatch(/│ 2023-05-27 +│ 2023-06-25 +│ 30 +│ 122 +│ 5268\.78 │/);
+    expect(out).toContain("✓ 30 read, 30 inserted");
+    expect(out).toContain("= unchanged source not modified (HTTP 304)");
+    expect(out).toContain("✓ 32 read, 2 inserted, 30 unchanged");
+    expect(out).toMatch(/│ 32 +│ 5548\.73 +│/);
+  });
+});
