@@ -2,10 +2,21 @@
 import { main } from "./main.js";
 
 // why: the only file that touches process; everything else gets its I/O injected.
+const controller = new AbortController();
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    // why: the first signal asks for a clean stop (nothing saved, lock released); a second one insists.
+    if (controller.signal.aborted) process.exit(130);
+    process.stderr.write(`\n${signal}: stopping; the database file stays as it was\n`);
+    controller.abort(signal);
+  });
+}
+
 const code = await main(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
   env: process.env,
   cwd: process.cwd(),
+  signal: controller.signal,
 });
 process.exitCode = code;

@@ -16,7 +16,10 @@ export type ErrorCode =
   | "E_SQL"
   | "E_DRIFT"
   | "E_DB"
-  | "E_SAVE";
+  | "E_SAVE"
+  | "E_LOCK"
+  | "E_CHANGED"
+  | "E_ABORTED";
 
 /** A place in a file, 1-based. */
 export interface SourcePlace {
@@ -102,4 +105,11 @@ export function didYouMean(word: string, candidates: Iterable<string>): string {
   }
   const limit = Math.max(2, Math.floor(word.length / 3));
   return best !== undefined && bestDistance <= limit ? ` (did you mean "${best}"?)` : "";
+}
+
+/** Throws a run's clean stop when its signal fired (SIGINT, SIGTERM). */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) {
+    throw new PipelineError("E_ABORTED", `interrupted (${String(signal.reason ?? "signal")}); nothing was saved`, { exitCode: 130 });
+  }
 }

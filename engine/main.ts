@@ -13,6 +13,8 @@ import { systemTables } from "./history.js";
 import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
 import { executePlan, openDatabase } from "./run.js";
+import { parseDuration } from "./duration.js";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { TableSpec } from "./config/schema.js";
 
 /** What main() may touch: injected so tests run it in-process. */
@@ -21,10 +23,12 @@ export interface Io {
   stderr: OutputStream;
   env: Readonly<Record<string, string | undefined>>;
   cwd: string;
+  /** Fires on SIGINT or SIGTERM: a run stops cleanly and saves nothing. */
+  signal?: AbortSignal | undefined;
 }
 
 /** Exit codes, documented in the README. */
-export const exitCodes = { ok: 0, runFailed: 1, invalid: 2 } as const;
+export const exitCodes = { ok: 0, runFailed: 1, invalid: 2, busy: 3, interrupted: 130 } as const;
 
 const commands = ["run", "validate", "plan", "doctor", "schema", "profile", "help"] as const;
 
@@ -47,10 +51,15 @@ Options:
       --json          print a machine-readable summary on stdout instead of the log
       --dry-run       with run: print the plan only
       --force         allow a replace that would empty or shrink a table
+      --lock-timeout D  with run: how long to wait while another run holds the database (default 60s)
+      --every D       with run: run again every D (e.g. 15m) until stopped with Ctrl-C or SIGTERM;
+                      a failed run is reported and the next one still happens
   -h, --help          this help
   -v, --version       the runner's version
 
-Exit codes: 0 success, 1 the run failed (nothing was saved), 2 invalid configuration or usage.
+Durations: 500ms, 30s, 15m, 1h (a bare number is seconds).
+Exit codes: 0 success, 1 the run failed (nothing was saved), 2 invalid configuration or usage,
+3 the database is in use by another run (--lock-timeout passed), 130 interrupted (nothing was saved).
 `;
 
 /** Runs one CLI invocation; returns the exit code. */
@@ -90,23 +99,29 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       else io.stdout.write(renderPlan(plan, created, c));
       return exitCodes.ok;
     }
-    const report = await executePlan(
-      { ...plan, database },
-      {
-        force: args.force,
-        typeOf: stepType,
-        onEvent: json ? () => undefined : runLogger(io.stdout, c, plan.database),
-      },
-    );
-    report.database = plan.database;
-    if (json) {
-      io.stdout.write(JSON.stringify({ command: "run", ...report }, null, 2) + "\n");
-    } else {
-      io.stdout.write(renderSummary(report, c));
-      if (report.error) io.stderr.write(errorColors.red(`error ${report.error.code} ${report.error.message}`) + "\n");
-    }
-    if (report.error && !report.error.expected) return exitCodes.runFailed;
-    return report.ok ? exitCodes.ok : exitCodes.runFailed;
+    const runOnce = async (compact: boolean): Promise<number> => {
+      const report = await executePlan(
+        { ...plan, database },
+        {
+          force: args.force,
+          lockTimeoutMs: args.lockTimeoutMs,
+          signal: io.signal,
+          typeOf: stepType,
+          onEvent: json ? () => undefined : runLogger(io.stdout, c, plan.database),
+        },
+      );
+      report.database = plan.database;
+      if (json) {
+        const document = { command: "run", ...report, rssBytes: process.memoryUsage().rss };
+        io.stdout.write((compact ? JSON.stringify(document) : JSON.stringify(document, null, 2)) + "\n");
+      } else {
+        io.stdout.write(renderSummary(report, c));
+        if (report.error) io.stderr.write(errorColors.red(`error ${report.error.code} ${report.error.message}`) + "\n");
+      }
+      return report.ok ? exitCodes.ok : report.exitCode;
+    };
+    if (args.everyMs === undefined) return await runOnce(false);
+    return await runEvery(runOnce, args.everyMs, args.maxRuns, io, c);
   } catch (error) {
     if (error instanceof ConfigError) {
       if (json) io.stdout.write(JSON.stringify({ ok: false, diagnostics: error.diagnostics }, null, 2) + "\n");
@@ -147,12 +162,40 @@ async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number>
   return checks.every((x) => x.ok) ? exitCodes.ok : exitCodes.runFailed;
 }
 
+/** `run --every`: one full run per interval until the signal fires (or --max-runs); failures do not stop the loop. */
+async function runEvery(
+  runOnce: (compact: boolean) => Promise<number>,
+  everyMs: number,
+  maxRuns: number | undefined,
+  io: Io,
+  c: ReturnType<typeof colorsFor>,
+): Promise<number> {
+  let last: number = exitCodes.ok;
+  for (let count = 1; maxRuns === undefined || count <= maxRuns; count++) {
+    const started = Date.now();
+    last = await runOnce(true);
+    if (io.signal?.aborted || (maxRuns !== undefined && count >= maxRuns)) break;
+    const wait = Math.max(0, everyMs - (Date.now() - started));
+    if (wait > 0)
+      io.stderr.write(c.dim(`next run in ${Math.round(wait / 1000)} s (${new Date(Date.now() + wait).toISOString()}); Ctrl-C to stop\n`));
+    try {
+      await sleep(wait, undefined, { signal: io.signal });
+    } catch {
+      break;
+    }
+  }
+  return io.signal?.aborted ? exitCodes.ok : last;
+}
+
 interface CommandLine {
   command: (typeof commands)[number];
   config: string;
   db: string | undefined;
   dryRun: boolean;
   force: boolean;
+  lockTimeoutMs: number;
+  everyMs: number | undefined;
+  maxRuns: number | undefined;
   markdown: boolean;
   update: string | undefined;
   help: boolean;
@@ -166,6 +209,9 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     json: { type: "boolean", default: false },
     "dry-run": { type: "boolean", default: false },
     force: { type: "boolean", default: false },
+    "lock-timeout": { type: "string", default: "60s" },
+    every: { type: "string" },
+    "max-runs": { type: "string" },
     markdown: { type: "boolean", default: false },
     update: { type: "string" },
     help: { type: "boolean", short: "h", default: false },
@@ -184,12 +230,26 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   if (rest.length > 0) throw usageError(`unexpected argument "${rest[0]}"`);
   const v = parsed.values;
   if (v["dry-run"] && command !== "run") throw usageError("--dry-run goes with the run command");
+  const duration = (option: string, text: string | undefined) => {
+    if (text === undefined) return undefined;
+    const ms = parseDuration(text);
+    if (ms === undefined) throw usageError(`--${option} takes a duration such as 30s, 15m or 500ms, not "${text}"`);
+    return ms;
+  };
+  const everyMs = duration("every", v.every);
+  if (everyMs !== undefined && (command !== "run" || v["dry-run"])) throw usageError("--every goes with the run command");
+  const maxRuns = v["max-runs"] === undefined ? undefined : Number(v["max-runs"]);
+  if (maxRuns !== undefined && !(Number.isInteger(maxRuns) && maxRuns > 0))
+    throw usageError(`--max-runs takes a positive whole number, not "${v["max-runs"]}"`);
   return {
     command: command as CommandLine["command"],
     config: v.config,
     db: v.db,
     dryRun: v["dry-run"],
     force: v.force,
+    lockTimeoutMs: duration("lock-timeout", v["lock-timeout"])!,
+    everyMs,
+    maxRuns,
     markdown: v.markdown,
     update: v.update,
     help: v.help || command === "help",

@@ -3,9 +3,17 @@ import path from "node:path";
 import type { StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
 import { openSqlJs } from "./db/sqljs.js";
-import { readDatabaseFile, saveDatabaseFile, writeFileAtomically } from "./db/store.js";
+import { acquireLock, removeStrayTemporaryFiles, type DatabaseLock } from "./db/lock.js";
+import {
+  checkNoSqliteSidecars,
+  fileIdentity,
+  readDatabaseFile,
+  saveDatabaseFile,
+  writeFileAtomically,
+  type FileIdentity,
+} from "./db/store.js";
 import { ensureTables } from "./db/tables.js";
-import { describeError, PipelineError } from "./errors.js";
+import { describeError, PipelineError, throwIfAborted } from "./errors.js";
 import { finishRun, recordStep, startRun, systemTables } from "./history.js";
 import type { Plan, PlannedStep } from "./plan.js";
 import type { StepCounts, StepDefinition } from "./step.js";
@@ -39,6 +47,8 @@ export interface RunReport {
   /** Files written after the database was saved (reports), relative to the pipeline file. */
   files: string[];
   error?: { code: string; message: string; expected: boolean } | undefined;
+  /** The exit code this report calls for. */
+  exitCode: number;
 }
 
 /** What a run tells its caller as it goes. */
@@ -51,6 +61,10 @@ export type RunEvent =
 /** Options of a run. */
 export interface RunOptions {
   force: boolean;
+  /** How long to wait for another run's lock on the database. */
+  lockTimeoutMs: number;
+  /** Aborts the run (SIGINT, SIGTERM): it stops between steps or rows, and saves nothing. */
+  signal?: AbortSignal | undefined;
   onEvent: (event: RunEvent) => void;
   typeOf: (step: StepSpec) => StepDefinition;
   now?: () => Date;
@@ -71,6 +85,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     createdTables: [],
     saved: false,
     files: [],
+    exitCode: 1,
     durationMs: 0,
     steps: plan.steps.map((step) => ({
       index: step.index,
@@ -83,8 +98,13 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     })),
   };
   let db: SqlDatabase | undefined;
+  let lock: DatabaseLock | undefined;
   const files: { path: string; content: string }[] = [];
   try {
+    lock = await acquireLock(plan.database, { timeoutMs: options.lockTimeoutMs, signal: options.signal });
+    await removeStrayTemporaryFiles(plan.database);
+    await checkNoSqliteSidecars(plan.database);
+    const loaded = await fileIdentity(plan.database);
     db = await openDatabase(plan.database);
     db.exec("BEGIN");
     // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
@@ -100,6 +120,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     });
     report.runId = runId;
     for (const step of plan.steps) {
+      throwIfAborted(options.signal);
       const result = report.steps[step.index]!;
       options.onEvent({ kind: "step-start", step, total: plan.steps.length });
       const stepStarted = performance.now();
@@ -111,6 +132,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
           runId,
           startedAt,
           force: options.force,
+          signal: options.signal,
           progress: (rows) => options.onEvent({ kind: "progress", step, rows, elapsedMs: performance.now() - stepStarted }),
         });
         Object.assign(result, { status: outcome.status, counts: outcome.counts, detail: outcome.detail });
@@ -128,7 +150,10 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     report.status = finishRun(db, runId, now().toISOString());
     checkForeignKeys(db);
     db.exec("COMMIT");
-    await saveDatabaseFile(plan.database, db.export());
+    throwIfAborted(options.signal);
+    const image = db.export();
+    await refuseIfChanged(plan.database, loaded);
+    await saveDatabaseFile(plan.database, image);
     report.saved = true;
     for (const file of files) {
       const target = path.resolve(plan.config.baseDir, file.path);
@@ -140,14 +165,30 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       report.files.push(file.path);
     }
     report.ok = true;
+    report.exitCode = 0;
   } catch (error) {
     report.status = "failed";
     report.error = describeError(error);
+    report.exitCode = error instanceof PipelineError ? error.exitCode : 1;
   } finally {
     db?.close();
+    await lock?.release();
     report.durationMs = performance.now() - started;
   }
   return report;
+}
+
+async function refuseIfChanged(file: string, loaded: FileIdentity | undefined): Promise<void> {
+  const now = await fileIdentity(file);
+  const same =
+    now === undefined
+      ? loaded === undefined
+      : loaded !== undefined && now.size === loaded.size && now.mtimeMs === loaded.mtimeMs && now.ino === loaded.ino;
+  if (same) return;
+  throw new PipelineError(
+    "E_CHANGED",
+    `${file} was changed by another program while this run was in progress (${now ? `now ${now.size} bytes, modified ${new Date(now.mtimeMs).toISOString()}` : "it was deleted"}); this run's result was not saved, so that change is kept. Run again.`,
+  );
 }
 
 /** Opens the database file in memory; a file that is not an SQLite database is a clear error. */

@@ -53,6 +53,8 @@ export interface RunContext {
   startedAt: string;
   /** `--force`: allow a replace that would shrink a table. */
   force: boolean;
+  /** Fires when the run is interrupted; long steps check it. */
+  signal?: AbortSignal | undefined;
   progress: ProgressReporter;
 }
 

@@ -5,7 +5,7 @@ import { checkDateFormat, makeCaster, mappingOptions, type Caster } from "../eng
 import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.js";
 import { quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
-import { didYouMean, PipelineError, type Diagnostic } from "../engine/errors.js";
+import { didYouMean, PipelineError, throwIfAborted, type Diagnostic } from "../engine/errors.js";
 import { readSourceState, rejectionWriter, writeSourceState, type Rejection } from "../engine/history.js";
 import { decodeText, parseCsv, type CsvTable } from "../engine/sources/csv.js";
 import { fetchSource, httpDefaults, isUrl } from "../engine/sources/fetch.js";
@@ -128,7 +128,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     const previous = readSourceState(context.db, step.name);
     const validators = previous?.stepSha256 === stepSha256 ? previous : undefined;
     const http = { ...httpDefaults, ...step.http };
-    const fetched = await fetchSource(step.source, { baseDir: context.config.baseDir, http, previous: validators });
+    const fetched = await fetchSource(step.source, { baseDir: context.config.baseDir, http, previous: validators, signal: context.signal });
     if (fetched.kind === "not_modified") return { status: "unchanged", counts: {}, detail: "source not modified (HTTP 304)" };
     const contentSha256 = sha256(fetched.bytes);
     const remember = () =>
@@ -184,7 +184,10 @@ function writeRows(step: LoadStepSpec, table: TableSpec, csv: CsvTable, context:
   const values: SqlValue[] = new Array<SqlValue>(targets.length);
   let processed = 0;
   for (const record of csv.records) {
-    if (++processed % 50_000 === 0) context.progress(processed);
+    if (++processed % 50_000 === 0) {
+      context.progress(processed);
+      throwIfAborted(context.signal);
+    }
     const rejection = castRecord(record.fields, csv.header.length, indexes, casters, targets, values);
     const problem = rejection ?? references(targets, values);
     if (problem) {

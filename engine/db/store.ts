@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { PipelineError } from "../errors.js";
 
@@ -55,5 +55,49 @@ async function syncDirectory(directory: string): Promise<void> {
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+/** What identifies one version of a file on disk: a write by anyone changes it. */
+export interface FileIdentity {
+  size: number;
+  mtimeMs: number;
+  ino: number;
+}
+
+/** The identity of a file now, or undefined when it does not exist. */
+export async function fileIdentity(file: string): Promise<FileIdentity | undefined> {
+  const info = await stat(file).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT") return undefined;
+    throw error;
+  });
+  return info && { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino };
+}
+
+/**
+ * Refuses a database that another SQLite program is in the middle of using: a non-empty `-wal`
+ * holds committed changes not yet in the main file, and a `-journal` is a transaction that
+ * program has not finished (or crashed in). Loading the main file alone would lose or mix them.
+ */
+export async function checkNoSqliteSidecars(file: string): Promise<void> {
+  for (const [suffix, what, fix] of [
+    [
+      "-wal",
+      "a write-ahead log from another SQLite program: its latest changes are not in the main file yet",
+      "PRAGMA wal_checkpoint(TRUNCATE);",
+    ],
+    [
+      "-journal",
+      "a rollback journal: another SQLite program is writing it, or crashed while writing",
+      "SELECT count(*) FROM sqlite_schema;",
+    ],
+  ] as const) {
+    const info = await stat(file + suffix).catch(() => undefined);
+    if (info && info.size > 0) {
+      throw new PipelineError(
+        "E_DB",
+        `${file} has ${what} (${path.basename(file)}${suffix}). Close that program, or run \`sqlite3 ${file} '${fix}'\`, then run again. Nothing was changed.`,
+      );
+    }
   }
 }

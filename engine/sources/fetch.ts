@@ -36,9 +36,9 @@ export function isUrl(source: string): boolean {
 /** Reads a source: an http(s) URL (with timeouts, retries and a size limit) or a path relative to `baseDir`. */
 export async function fetchSource(
   source: string,
-  options: { baseDir: string; http: HttpSettings; previous?: Validators | undefined },
+  options: { baseDir: string; http: HttpSettings; previous?: Validators | undefined; signal?: AbortSignal | undefined },
 ): Promise<FetchResult> {
-  if (isUrl(source)) return fetchHttp(source, options.http, options.previous);
+  if (isUrl(source)) return fetchHttp(source, options.http, options.previous, options.signal);
   const file = path.resolve(options.baseDir, source);
   try {
     const bytes = new Uint8Array(await readFile(file));
@@ -60,11 +60,16 @@ class Retryable extends Error {
   }
 }
 
-async function fetchHttp(url: string, http: HttpSettings, previous: Validators | undefined): Promise<FetchResult> {
+async function fetchHttp(
+  url: string,
+  http: HttpSettings,
+  previous: Validators | undefined,
+  signal: AbortSignal | undefined,
+): Promise<FetchResult> {
   const failures: string[] = [];
   for (let attempt = 0; ; attempt++) {
     try {
-      return await attemptHttp(url, http, previous);
+      return await attemptHttp(url, http, previous, signal);
     } catch (error) {
       if (!(error instanceof Retryable)) throw error;
       failures.push(error.message);
@@ -80,13 +85,24 @@ async function fetchHttp(url: string, http: HttpSettings, previous: Validators |
           `GET ${url} -> ${error.message}; the server asks to retry in ${Math.ceil(wait / 1000)} s, longer than http.max_backoff_ms (${http.max_backoff_ms})`,
         );
       }
-      await sleep(wait);
+      try {
+        await sleep(wait, undefined, { signal });
+      } catch {
+        throw aborted(url);
+      }
     }
   }
 }
 
-async function attemptHttp(url: string, http: HttpSettings, previous: Validators | undefined): Promise<FetchResult> {
+async function attemptHttp(
+  url: string,
+  http: HttpSettings,
+  previous: Validators | undefined,
+  signal: AbortSignal | undefined,
+): Promise<FetchResult> {
   const controller = new AbortController();
+  const stop = () => controller.abort();
+  signal?.addEventListener("abort", stop, { once: true });
   let timer = setTimeout(() => controller.abort(), http.timeout_ms);
   const headers: Record<string, string> = { accept: "text/csv, text/plain;q=0.9, */*;q=0.1", "user-agent": "pipeline-runner" };
   if (previous?.etag) headers["if-none-match"] = previous.etag;
@@ -96,6 +112,7 @@ async function attemptHttp(url: string, http: HttpSettings, previous: Validators
     try {
       response = await fetch(url, { headers, signal: controller.signal, follow: 5, compress: true });
     } catch (error) {
+      if (signal?.aborted) throw aborted(url);
       throw networkError(error, http);
     }
     if (response.status === 304 && previous) return { kind: "not_modified" };
@@ -124,6 +141,7 @@ async function attemptHttp(url: string, http: HttpSettings, previous: Validators
       }
     } catch (error) {
       if (error instanceof PipelineError) throw error;
+      if (signal?.aborted) throw aborted(url);
       throw networkError(error, http, `after ${size} bytes of the body`);
     }
     return {
@@ -135,7 +153,12 @@ async function attemptHttp(url: string, http: HttpSettings, previous: Validators
     };
   } finally {
     clearTimeout(timer);
+    signal?.removeEventListener("abort", stop);
   }
+}
+
+function aborted(url: string): PipelineError {
+  return new PipelineError("E_ABORTED", `interrupted while fetching ${url}; nothing was saved`, { exitCode: 130 });
 }
 
 function networkError(error: unknown, http: HttpSettings, when = ""): Error {

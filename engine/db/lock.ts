@@ -1,0 +1,127 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { link, mkdir, open, readFile, readdir, rename, rm, stat, utimes } from "node:fs/promises";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { PipelineError } from "../errors.js";
+
+/** A held lock on a database file; release it once, in a finally. */
+export interface DatabaseLock {
+  release(): Promise<void>;
+}
+
+interface Holder {
+  pid: number;
+  host: string;
+  started_at: string;
+}
+
+/** How long a lock whose holder stopped refreshing it counts as held. */
+export const staleLockMs = 15_000;
+
+/**
+ * Takes `<database>.lock` (created exclusively), waiting up to `timeoutMs` while another run holds
+ * it. A lock whose holder is gone (same host and its pid is dead, or no heartbeat for
+ * {@link staleLockMs}) is taken over. While held, the lock's mtime is refreshed every few seconds,
+ * so runs in other containers sharing the volume can tell a live holder from a crashed one.
+ */
+export async function acquireLock(
+  database: string,
+  options: { timeoutMs: number; signal?: AbortSignal | undefined },
+): Promise<DatabaseLock> {
+  const file = `${database}.lock`;
+  const me: Holder = { pid: process.pid, host: hostname(), started_at: new Date().toISOString() };
+  const deadline = Date.now() + options.timeoutMs;
+  await mkdir(path.dirname(path.resolve(file)), { recursive: true }).catch(() => undefined);
+  for (;;) {
+    try {
+      const handle = await open(file, "wx", 0o644);
+      await handle.writeFile(JSON.stringify(me) + "\n");
+      await handle.close();
+      const heartbeat = setInterval(() => {
+        const now = new Date();
+        utimes(file, now, now).catch(() => undefined);
+      }, staleLockMs / 5);
+      heartbeat.unref();
+      return {
+        release: async () => {
+          clearInterval(heartbeat);
+          await rm(file, { force: true });
+        },
+      };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") {
+        throw new PipelineError("E_LOCK", `cannot create the lock ${file}: ${(error as Error).message}`);
+      }
+    }
+    const holder = await readHolder(file);
+    if (holder && (await isStale(file, holder.holder))) {
+      await takeOver(file, holder.text);
+      continue;
+    }
+    if (Date.now() >= deadline) {
+      const who = holder ? `pid ${holder.holder.pid} on ${holder.holder.host}, since ${holder.holder.started_at}` : "another run";
+      throw new PipelineError(
+        "E_LOCK",
+        `${database} is in use by another run (${who}); waited ${Math.round(options.timeoutMs / 1000)} s (--lock-timeout). Nothing was changed.`,
+        { exitCode: 3 },
+      );
+    }
+    try {
+      await sleep(100, undefined, { signal: options.signal });
+    } catch {
+      throw new PipelineError("E_ABORTED", "interrupted while waiting for the database lock; nothing was changed", { exitCode: 130 });
+    }
+  }
+}
+
+async function readHolder(file: string): Promise<{ holder: Holder; text: string } | undefined> {
+  try {
+    const text = await readFile(file, "utf8");
+    return { holder: JSON.parse(text) as Holder, text };
+  } catch {
+    // why: a lock being written (empty) or removed right now; look again on the next turn.
+    return undefined;
+  }
+}
+
+async function isStale(file: string, holder: Holder): Promise<boolean> {
+  if (holder.host === hostname() && !isAlive(holder.pid)) return true;
+  const info = await stat(file).catch(() => undefined);
+  return info !== undefined && Date.now() - info.mtimeMs > staleLockMs;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Moves a stale lock aside, then checks it was the stale one (another run may have taken over first). */
+async function takeOver(file: string, staleText: string): Promise<void> {
+  const aside = `${file}.stale-${randomBytes(4).toString("hex")}`;
+  try {
+    await rename(file, aside);
+  } catch {
+    return;
+  }
+  const moved = await readFile(aside, "utf8").catch(() => "");
+  if (moved !== staleText) {
+    // why: we moved a fresh lock another run had just taken; put it back unless a newer one is there (link never overwrites).
+    await link(aside, file).catch(() => undefined);
+  }
+  await rm(aside, { force: true });
+}
+
+/** Removes temporary files left by runs that crashed while saving; call while holding the lock. */
+export async function removeStrayTemporaryFiles(database: string): Promise<number> {
+  const directory = path.dirname(path.resolve(database));
+  const prefix = `.${path.basename(database)}.tmp-`;
+  const names = await readdir(directory).catch(() => [] as string[]);
+  const strays = names.filter((name) => name.startsWith(prefix));
+  await Promise.all(strays.map((name) => rm(path.join(directory, name), { force: true })));
+  return strays.length;
+}
