@@ -23,6 +23,8 @@ export interface CsvTable {
  * or the configured single-byte encoding. Invalid UTF-8 is an error, not replacement characters.
  */
 export function decodeText(bytes: Uint8Array, encoding: CsvOptions["encoding"], source: string): string {
+  const nul = bytes.subarray(0, 8192).indexOf(0);
+  if (nul >= 0) throw new PipelineError("E_DECODE", `${source} looks like a binary file, not CSV text (a NUL byte at byte ${nul})`);
   const label = encoding === undefined || encoding === "utf8" ? "utf-8" : encoding;
   try {
     return new TextDecoder(label, { fatal: true }).decode(bytes);

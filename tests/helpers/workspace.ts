@@ -67,5 +67,5 @@ export class Workspace {
 
 /** Runs SQL with the real sqlite3 CLI and returns its output (`-separator |`, no header). */
 export function sqlite(database: string, sql: string): string {
-  return execFileSync("sqlite3", ["-batch", "-bail", database, sql], { encoding: "utf8" }).trimEnd();
+  return execFileSync("sqlite3", ["-batch", "-bail", database, sql], { encoding: "utf8", maxBuffer: 256 * 1024 * 1024 }).trimEnd();
 }

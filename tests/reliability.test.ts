@@ -1,0 +1,150 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { startServer, type TestServer } from "./helpers/http-server.js";
+import { spawnCli, waitFor } from "./helpers/spawn-cli.js";
+import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
+
+let server: TestServer;
+let ws: Workspace;
+let env: Record<string, string>;
+const sales = readFileSync(path.join(clientFixtures, "ventes.csv"), "utf8");
+
+beforeEach(async () => {
+  server = await startServer();
+  for (const name of ["produits", "magasins", "ventes"])
+    server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
+  ws = new Workspace();
+  env = { PRODUCTS_URL: server.url("/produits.csv"), STORES_URL: server.url("/magasins.csv"), SALES_URL: server.url("/ventes.csv") };
+});
+afterEach(async () => {
+  ws.remove();
+  await server.close();
+});
+
+const db = () => ws.path("output/sales.db");
+const lockFile = () => `${db()}.lock`;
+
+/** Serves the sales file slowly: headers at once, the body after `ms`. */
+function slowSales(ms: number, body = sales): void {
+  server.route("/ventes.csv", (_q, r) => {
+    r.writeHead(200, { "content-type": "text/csv" });
+    setTimeout(() => r.end(body), ms);
+  });
+}
+
+describe("one writer at a time", () => {
+  test("a run waits for the lock, then gives up with exit 3 and a clear error", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    const before = ws.bytes();
+    writeFileSync(lockFile(), JSON.stringify({ pid: process.pid, host: hostname(), started_at: "2026-11-22T10:00:00.000Z" }));
+    const run = await ws.cli(["run", "--lock-timeout", "300ms"], env);
+    expect(run.code).toBe(3);
+    expect(run.stderr).toMatch(
+      /E_LOCK \S*sales\.db is in use by another run \(pid \d+ on \S+, since 2026-11-22T10:00:00\.000Z\); waited 0 s \(--lock-timeout\)\. Nothing was changed\./,
+    );
+    expect(ws.bytes()).toEqual(before);
+    expect(existsSync(lockFile())).toBe(true);
+  });
+
+  test("a lock left by a dead process on this host is taken over", async () => {
+    const dead = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], { encoding: "utf8" });
+    ws.write("output/sales.db.lock", JSON.stringify({ pid: Number(dead.stdout), host: hostname(), started_at: "x" }));
+    const run = await ws.cli(["run", "--lock-timeout", "0s"], env);
+    expect(run.code).toBe(0);
+    expect(existsSync(lockFile())).toBe(false);
+  });
+
+  test("a lock whose holder stopped its heartbeat (another container, say) is taken over", async () => {
+    ws.write("output/sales.db.lock", JSON.stringify({ pid: 1, host: "another-container", started_at: "x" }));
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(lockFile(), old, old);
+    expect((await ws.cli(["run", "--lock-timeout", "0s"], env)).code).toBe(0);
+  });
+
+  test("two runs started together both land: neither loses the other's rows", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    server.file("/a.csv", sales + "\r\n2023-06-26,REF001,1,1");
+    server.file("/b.csv", sales + "\r\n2023-06-27,REF002,2,2");
+    const a = spawnCli(["run"], ws.dir, { ...env, SALES_URL: server.url("/a.csv") });
+    const b = spawnCli(["run"], ws.dir, { ...env, SALES_URL: server.url("/b.csv") });
+    const [ra, rb] = await Promise.all([a.done, b.done]);
+    expect([ra.code, rb.code]).toEqual([0, 0]);
+    expect(sqlite(db(), "SELECT date FROM sales WHERE date > '2023-06-25' ORDER BY date")).toBe("2023-06-26\n2023-06-27");
+    expect(sqlite(db(), "SELECT count(*) FROM pipeline_runs")).toBe("3");
+  });
+});
+
+describe("someone else wrote the file", () => {
+  test("a change made with the sqlite3 CLI during a run is kept, and the run says so", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    slowSales(1500, sales + "\r\n2023-06-26,REF001,1,1");
+    const run = spawnCli(["run"], ws.dir, env);
+    await waitFor(() => run.output().includes("load_sales"));
+    execFileSync("sqlite3", [db(), "UPDATE stores SET employees = 99 WHERE store_id = 1"]);
+    const result = await run.done;
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("E_CHANGED");
+    expect(result.stderr).toContain("was changed by another program while this run was in progress");
+    expect(sqlite(db(), "SELECT employees FROM stores WHERE store_id = 1; SELECT count(*) FROM sales;")).toBe("99\n30");
+  });
+
+  test.each([
+    ["-wal", "a write-ahead log from another SQLite program"],
+    ["-journal", "a rollback journal"],
+  ])("a database with a %s file is not loaded", async (suffix, message) => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    const before = ws.bytes();
+    ws.write(`output/sales.db${suffix}`, "not empty");
+    const run = await ws.cli(["run"], env);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(message);
+    expect(ws.bytes()).toEqual(before);
+  });
+});
+
+describe("crash safety", () => {
+  test("SIGTERM during a run stops it cleanly: exit 130, file intact, lock released", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    const before = ws.bytes();
+    slowSales(5000);
+    const run = spawnCli(["run"], ws.dir, env);
+    await waitFor(() => run.output().includes("load_sales"));
+    run.child.kill("SIGTERM");
+    const result = await run.done;
+    expect(result.code).toBe(130);
+    expect(result.stderr).toContain("SIGTERM: stopping; the database file stays as it was");
+    expect(result.stderr).toMatch(/E_ABORTED interrupted/);
+    expect(ws.bytes()).toEqual(before);
+    expect(existsSync(lockFile())).toBe(false);
+  });
+
+  test("temporary files left by a crash while saving are removed by the next run", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    ws.write("output/.sales.db.tmp-0123456789ab", "half a database");
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    expect(readdirSync(ws.path("output")).filter((n) => n.includes(".tmp-"))).toEqual([]);
+  });
+});
+
+describe("long-running mode", () => {
+  test("run --every keeps going through a source that is down for a while", async () => {
+    let hits = 0;
+    server.route("/ventes.csv", (_q, r) => {
+      hits++;
+      if (hits === 2) r.writeHead(404, "Not Found").end();
+      else r.writeHead(200).end(hits === 1 ? sales : sales + "\r\n2023-06-26,REF001,1,1");
+    });
+    const result = await ws.cli(["run", "--every", "50ms", "--max-runs", "3", "--json"], env);
+    const runs = result.stdout
+      .trimEnd()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { ok: boolean; error?: { code: string } });
+    expect(runs.map((r) => r.ok)).toEqual([true, false, true]);
+    expect(runs[1]!.error?.code).toBe("E_FETCH");
+    expect(result.code).toBe(0);
+    expect(sqlite(db(), "SELECT count(*) FROM sales")).toBe("31");
+  });
+});
