@@ -148,3 +148,35 @@ describe("long-running mode", () => {
     expect(sqlite(db(), "SELECT count(*) FROM sales")).toBe("31");
   });
 });
+
+describe.skipIf(!process.env["RELIABILITY_SOAK"])("soak (RELIABILITY_SOAK=1; .ci/run sets it)", () => {
+  test("run --every: memory stays flat over 300 runs", { timeout: 300_000 }, async () => {
+    let hits = 0;
+    // why: a sales file that changes every 10th run, so loads happen and not only 304s.
+    server.route("/ventes.csv", (_q, r) => {
+      hits++;
+      const extra = Math.floor(hits / 10);
+      const rows = Array.from(
+        { length: extra },
+        (_, i) => `\r\n2024-01-${String((i % 28) + 1).padStart(2, "0")},REF00${(i % 5) + 1},1,${(i % 7) + 1}`,
+      );
+      r.writeHead(200).end(sales + rows.join(""));
+    });
+    const run = spawnCli(["run", "--every", "1ms", "--max-runs", "300", "--json"], ws.dir, env);
+    const result = await run.done;
+    expect(result.code).toBe(0);
+    const runs = result.stdout
+      .trimEnd()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { ok: boolean; rssBytes: number });
+    expect(runs).toHaveLength(300);
+    expect(runs.every((r) => r.ok)).toBe(true);
+    const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const early = median(runs.slice(40, 60).map((r) => r.rssBytes));
+    const late = median(runs.slice(280, 300).map((r) => r.rssBytes));
+    console.log(
+      `soak: RSS ${Math.round(early / 1e6)} MB around run 50, ${Math.round(late / 1e6)} MB around run 290 (${(late / early).toFixed(2)}x)`,
+    );
+    expect(late / early).toBeLessThan(1.25);
+  });
+});
