@@ -1,5 +1,9 @@
 #!/usr/bin/env node
-import { main } from "./main.js";
+import module from "node:module";
+
+// why: caching compiled code on disk makes every later start about twice as fast (a cron job starts often).
+module.enableCompileCache?.();
+const { main } = await import("./main.js");
 
 // why: the only file that touches process; everything else gets its I/O injected.
 const controller = new AbortController();
