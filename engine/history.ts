@@ -193,3 +193,9 @@ export function writeSourceState(
     ],
   );
 }
+
+/** The last successful run, if any. */
+export function lastRun(db: SqlDatabase): { runId: number; configSha256: string } | undefined {
+  const row = db.all("SELECT run_id, config_sha256 FROM pipeline_runs ORDER BY run_id DESC LIMIT 1")[0];
+  return row ? { runId: Number(row["run_id"]), configSha256: String(row["config_sha256"]) } : undefined;
+}

@@ -85,6 +85,7 @@ function countsText(counts: StepCounts): string {
 function stepLine(result: StepResult, c: ChalkInstance): string {
   const time = c.dim(`(${formatMs(result.durationMs)})`);
   if (result.status === "error") return `${c.red("✗ failed")} ${time}: ${result.error?.message ?? ""}`;
+  if (result.status === "skipped") return `${c.dim("- skipped")}: ${result.detail ?? ""}`;
   const mark = result.status === "unchanged" ? c.yellow("= unchanged") : c.green("✓");
   const warn = (result.counts.rejected ?? 0) + (result.counts.conflicting ?? 0) > 0;
   const text = [countsText(result.counts), result.detail].filter(Boolean).join("; ");
@@ -98,7 +99,7 @@ export function renderSummary(report: RunReport, c: ChalkInstance): string {
     s.name,
     s.status.replace("_", " "),
     ...countNames.map((name) => (s.counts[name] === undefined ? "" : formatCount(s.counts[name]!))),
-    s.status === "not_executed" ? "" : formatMs(s.durationMs),
+    s.status === "not_executed" || s.status === "skipped" ? "" : formatMs(s.durationMs),
   ]);
   const used = header.map((_, i) => i < 2 || i === header.length - 1 || rows.some((r) => r[i] !== ""));
   const pick = (row: string[]) => row.filter((_, i) => used[i]);
@@ -111,9 +112,12 @@ export function renderSummary(report: RunReport, c: ChalkInstance): string {
       .trimEnd(),
   );
   lines[0] = c.dim(lines[0]!);
-  const verdict = report.ok
-    ? c.green(`Run ${report.runId} ${report.status.replaceAll("_", " ")} in ${formatMs(report.durationMs)}; saved ${report.database}`)
-    : c.red(`Run failed in ${formatMs(report.durationMs)}; ${report.database} was not changed`);
+  const verdict = !report.ok
+    ? c.red(`Run failed in ${formatMs(report.durationMs)}; ${report.database} was not changed`)
+    : report.runId === undefined
+      ? c.green(`Done in ${formatMs(report.durationMs)}: ${report.detail ?? "nothing to do"}`)
+      : c.green(`Run ${report.runId} ${report.status.replaceAll("_", " ")} in ${formatMs(report.durationMs)}; saved ${report.database}`);
+
   const written = report.files.length > 0 ? [`wrote ${report.files.join(", ")}`] : [];
   return ["", ...lines, "", verdict, ...written].join("\n") + "\n";
 }

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import type { StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
@@ -14,12 +15,12 @@ import {
 } from "./db/store.js";
 import { ensureTables } from "./db/tables.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
-import { finishRun, recordStep, startRun, systemTables } from "./history.js";
+import { finishRun, lastRun, recordStep, startRun, systemTables } from "./history.js";
 import type { Plan, PlannedStep } from "./plan.js";
 import type { StepCounts, StepDefinition } from "./step.js";
 
 /** Where a step stands in a run report. */
-export type StepStatus = "not_executed" | "success" | "unchanged" | "error";
+export type StepStatus = "not_executed" | "success" | "unchanged" | "skipped" | "error";
 
 /** The report of one step: it starts as the plan, not executed. */
 export interface StepResult {
@@ -49,6 +50,8 @@ export interface RunReport {
   error?: { code: string; message: string; expected: boolean } | undefined;
   /** The exit code this report calls for. */
   exitCode: number;
+  /** A sentence on the outcome, when there is more to say than the status. */
+  detail?: string | undefined;
 }
 
 /** What a run tells its caller as it goes. */
@@ -113,19 +116,25 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     report.createdTables = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
     options.onEvent({ kind: "start", database: plan.database, createdTables: report.createdTables });
     const startedAt = now().toISOString();
-    const runId = startRun(db, {
-      startedAt,
-      configSha256: createHash("sha256").update(JSON.stringify(plan.pipeline)).digest("hex"),
-      configFile: plan.config.file,
-    });
+    const configSha256 = configFingerprint(plan);
+    const previous = lastRun(db);
+    // why: when no source changed and neither did the configuration or its SQL, derived steps would recompute the same rows.
+    let changed = previous === undefined || previous.configSha256 !== configSha256 || report.createdTables.length > 0;
+    const runId = startRun(db, { startedAt, configSha256, configFile: plan.config.file });
     report.runId = runId;
     for (const step of plan.steps) {
       throwIfAborted(options.signal);
       const result = report.steps[step.index]!;
+      const definition = options.typeOf(step.spec);
       options.onEvent({ kind: "step-start", step, total: plan.steps.length });
+      if (!changed && definition.derived) {
+        Object.assign(result, { status: "skipped", detail: `inputs unchanged since run ${previous!.runId}` });
+        options.onEvent({ kind: "step-end", result });
+        continue;
+      }
       const stepStarted = performance.now();
       try {
-        const outcome = await options.typeOf(step.spec).execute(step.spec, {
+        const outcome = await definition.execute(step.spec, {
           pipeline: plan.pipeline,
           config: plan.config,
           db,
@@ -137,6 +146,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
         });
         Object.assign(result, { status: outcome.status, counts: outcome.counts, detail: outcome.detail });
         files.push(...(outcome.files ?? []));
+        if (!definition.derived && outcome.status !== "unchanged") changed = true;
       } catch (error) {
         const { code, message } = describeError(error);
         Object.assign(result, { status: "error", error: { code, message } });
@@ -146,6 +156,15 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
         options.onEvent({ kind: "step-end", result });
       }
       recordStep(db, { runId, ...result, index: step.index });
+    }
+    if (!changed) {
+      // why: nothing to record but the fact that nothing changed; rewriting the whole file for that costs more than the run.
+      report.status = "unchanged";
+      report.runId = undefined;
+      report.detail = `nothing changed since run ${previous!.runId}; the database was not rewritten`;
+      report.ok = true;
+      report.exitCode = 0;
+      return report;
     }
     report.status = finishRun(db, runId, now().toISOString());
     checkForeignKeys(db);
@@ -176,6 +195,17 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     report.durationMs = performance.now() - started;
   }
   return report;
+}
+
+/** A hash of everything that decides what derived steps compute: the configuration and every SQL file it names. */
+function configFingerprint(plan: Plan): string {
+  const hash = createHash("sha256").update(JSON.stringify(plan.pipeline));
+  const files = plan.pipeline.steps.flatMap((step) => [
+    ...("file" in step && step.file ? [step.file] : []),
+    ...("sections" in step ? step.sections.flatMap((section) => (section.file ? [section.file] : [])) : []),
+  ]);
+  for (const file of files) hash.update(`\0${file}\0`).update(readFileSync(path.resolve(plan.config.baseDir, file)));
+  return hash.digest("hex");
 }
 
 async function refuseIfChanged(file: string, loaded: FileIdentity | undefined): Promise<void> {

@@ -67,6 +67,8 @@ export interface StepDefinition<S extends StepSpec = StepSpec> {
   details(step: S, pipeline: Pipeline): PlanDetail[];
   /** The tables the step writes. */
   writes(step: S): string[];
+  /** Whether the step only derives from what earlier steps loaded: skipped when no source and no configuration changed. */
+  derived: boolean;
   /** Meaning errors that the JSON Schema cannot see. */
   check(step: S, context: CheckContext): Diagnostic[];
   /** Runs the step inside the run's transaction. */

@@ -1,13 +1,12 @@
 -- Purpose: total revenue of the period (brief 4.a), with units, sales lines and the dates covered.
--- Reads:   sales, products
+-- Reads:   sales (the dates, through its unique index), sales_by_store_product
 -- Writes:  revenue_total (one row, replaced each run)
 -- Money is summed as integer cents; revenue in euros is derived once, at the end.
 SELECT
-  min(s.date)                           AS period_start,
-  max(s.date)                           AS period_end,
-  count(*)                              AS sales_lines,
-  coalesce(sum(s.quantity), 0)          AS quantity,
-  coalesce(sum(s.quantity * p.price_cents), 0)         AS revenue_cents,
-  coalesce(sum(s.quantity * p.price_cents), 0) / 100.0 AS revenue
-FROM sales AS s
-JOIN products AS p ON p.product_id = s.product_id;
+  (SELECT min(date) FROM sales)            AS period_start,
+  (SELECT max(date) FROM sales)            AS period_end,
+  coalesce(sum(sales_lines), 0)            AS sales_lines,
+  coalesce(sum(quantity), 0)               AS quantity,
+  coalesce(sum(revenue_cents), 0)          AS revenue_cents,
+  coalesce(sum(revenue_cents), 0) / 100.0  AS revenue
+FROM sales_by_store_product;

@@ -1,17 +1,16 @@
 -- Purpose: sales per city (brief 4.c, at the finest level the data has: one store per city today).
--- Reads:   stores, sales, products, city_regions
+-- Reads:   stores, sales_by_store_product, city_regions
 -- Writes:  sales_by_city (one row per city with a store, replaced each run)
 -- A city missing from data/city_regions.csv is kept, under the region "(région inconnue)".
 WITH per_city AS (
   SELECT
     st.city,
-    count(DISTINCT st.store_id)                  AS stores,
-    count(s.rowid)                               AS sales_lines,
-    coalesce(sum(s.quantity), 0)                 AS quantity,
-    coalesce(sum(s.quantity * p.price_cents), 0) AS revenue_cents
+    count(DISTINCT st.store_id)       AS stores,
+    coalesce(sum(a.sales_lines), 0)   AS sales_lines,
+    coalesce(sum(a.quantity), 0)      AS quantity,
+    coalesce(sum(a.revenue_cents), 0) AS revenue_cents
   FROM stores AS st
-  LEFT JOIN sales AS s ON s.store_id = st.store_id
-  LEFT JOIN products AS p ON p.product_id = s.product_id
+  LEFT JOIN sales_by_store_product AS a ON a.store_id = st.store_id
   GROUP BY st.city
 )
 SELECT

@@ -1,16 +1,16 @@
 -- Purpose: sales per product (brief 4.b): units, sales lines and revenue, with each product's share.
--- Reads:   products, sales
+-- Reads:   products, sales_by_store_product
 -- Writes:  sales_by_product (one row per product, products without sales included, replaced each run)
 WITH per_product AS (
   SELECT
     p.product_id,
     p.name,
     p.price_cents,
-    count(s.rowid)                          AS sales_lines,
-    coalesce(sum(s.quantity), 0)            AS quantity,
-    coalesce(sum(s.quantity * p.price_cents), 0) AS revenue_cents
+    coalesce(sum(a.sales_lines), 0)   AS sales_lines,
+    coalesce(sum(a.quantity), 0)      AS quantity,
+    coalesce(sum(a.revenue_cents), 0) AS revenue_cents
   FROM products AS p
-  LEFT JOIN sales AS s ON s.product_id = p.product_id
+  LEFT JOIN sales_by_store_product AS a ON a.product_id = p.product_id
   GROUP BY p.product_id
 )
 SELECT

@@ -1,18 +1,17 @@
 -- Purpose: sales per French administrative region (brief 4.c). The sheet has no region column:
 --          each store's city is mapped to its region through data/city_regions.csv.
--- Reads:   stores, sales, products, city_regions
+-- Reads:   stores, city_regions, sales_by_store_product
 -- Writes:  sales_by_region (one row per region with a store, replaced each run)
 WITH per_region AS (
   SELECT
-    coalesce(r.region, '(région inconnue)')      AS region,
-    count(DISTINCT st.city)                      AS cities,
-    count(s.rowid)                               AS sales_lines,
-    coalesce(sum(s.quantity), 0)                 AS quantity,
-    coalesce(sum(s.quantity * p.price_cents), 0) AS revenue_cents
+    coalesce(r.region, '(région inconnue)') AS region,
+    count(DISTINCT st.city)                 AS cities,
+    coalesce(sum(a.sales_lines), 0)         AS sales_lines,
+    coalesce(sum(a.quantity), 0)            AS quantity,
+    coalesce(sum(a.revenue_cents), 0)       AS revenue_cents
   FROM stores AS st
   LEFT JOIN city_regions AS r ON r.city = st.city
-  LEFT JOIN sales AS s ON s.store_id = st.store_id
-  LEFT JOIN products AS p ON p.product_id = s.product_id
+  LEFT JOIN sales_by_store_product AS a ON a.store_id = st.store_id
   GROUP BY 1
 )
 SELECT

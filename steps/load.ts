@@ -51,6 +51,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
   },
 
   writes: (step) => [step.table],
+  derived: false,
 
   check(step, context) {
     const problems: Diagnostic[] = [];

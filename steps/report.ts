@@ -32,6 +32,7 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
   },
 
   writes: () => [],
+  derived: true,
 
   check(step, context) {
     const problems: Diagnostic[] = [];

@@ -23,6 +23,7 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
   },
 
   writes: (step) => (step.into ? [step.into] : []),
+  derived: true,
 
   check(step, context) {
     const problems: Diagnostic[] = [];

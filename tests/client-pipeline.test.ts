@@ -50,19 +50,32 @@ describe("the client's pipeline over HTTP", () => {
     expect(sqlite(db, "SELECT revenue FROM sales_by_product WHERE product_id = 'REF003'")).toBe("449.85");
   });
 
-  test("a second run adds nothing and leaves every results table identical", async () => {
+  test("a second run adds nothing, leaves every results table identical, and does not rewrite the file", async () => {
     expect((await ws.cli(["run"], env)).code).toBe(0);
     const db = ws.path("output/sales.db");
     const before = results(db);
+    const bytes = ws.bytes();
     const second = await ws.cli(["run", "--json"], env);
     expect(second.code).toBe(0);
-    const report = JSON.parse(second.stdout) as { steps: { name: string; status: string; counts: { inserted?: number } }[] };
+    const report = JSON.parse(second.stdout) as { status: string; detail: string; steps: { name: string; status: string }[] };
+    expect(report.status).toBe("unchanged");
+    expect(report.detail).toBe("nothing changed since run 1; the database was not rewritten");
     for (const name of ["load_products", "load_stores", "load_sales"]) {
       expect(report.steps.find((s) => s.name === name)?.status).toBe("unchanged");
     }
-    expect(sqlite(db, "SELECT count(*) FROM sales")).toBe("30");
+    expect(report.steps.find((s) => s.name === "sales_by_city")?.status).toBe("skipped");
+    expect(ws.bytes()).toEqual(bytes);
     expect(results(db)).toBe(before);
-    expect(sqlite(db, "SELECT run_id, status FROM pipeline_runs")).toBe("1|succeeded\n2|succeeded");
+    expect(sqlite(db, "SELECT run_id, status FROM pipeline_runs")).toBe("1|succeeded");
+  });
+
+  test("a changed SQL file makes the analyses run again, even with unchanged sources", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    ws.write("sql/revenue_total.sql", readFileSync(ws.path("sql/revenue_total.sql"), "utf8") + "\n-- a comment changes the fingerprint\n");
+    const second = await ws.cli(["run", "--json"], env);
+    const report = JSON.parse(second.stdout) as { runId: number; steps: { name: string; status: string }[] };
+    expect(report.runId).toBe(2);
+    expect(report.steps.find((s) => s.name === "revenue_total")?.status).toBe("success");
   });
 
   test("new sales rows are imported, stored ones are not duplicated, and a changed quantity is kept aside", async () => {

@@ -30,8 +30,11 @@ describe("sql steps", () => {
       "pipeline.yaml",
       pipeline("  - { name: keep, type: sql, sql: 'SELECT :run_id AS run_id, sum(n) AS total FROM numbers', into: history, mode: append }"),
     );
-    for (let i = 0; i < 3; i++) expect((await ws.cli(["run"])).code).toBe(0);
-    expect(sqlite(ws.path("db.sqlite"), "SELECT run_id, total FROM history ORDER BY run_id")).toBe("1|3\n2|3\n3|3");
+    for (let i = 0; i < 3; i++) {
+      ws.write("n.csv", `n\n1\n2\n${10 + i}\n`);
+      expect((await ws.cli(["run"])).code).toBe(0);
+    }
+    expect(sqlite(ws.path("db.sqlite"), "SELECT run_id, total FROM history ORDER BY run_id")).toBe("1|13\n2|24\n3|36");
   });
 
   test("without into:, the statements run as they are (a view here)", async () => {

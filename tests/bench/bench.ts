@@ -26,7 +26,11 @@ const [productCount, storeCount] = [50, 20];
 function dataset(count: number, extra = 0) {
   const products = ["Nom,ID Référence produit,Prix,Stock"];
   for (let p = 1; p <= productCount; p++) products.push(`Produit ${p},REF${String(p).padStart(3, "0")},${(p % 90) + 9}.99,${p * 10}`);
-  const cities = readFileSync(path.join(root, "data/city_regions.csv"), "utf8").trim().split("\n").slice(1).map((l) => l.split(",")[0]!);
+  const cities = readFileSync(path.join(root, "data/city_regions.csv"), "utf8")
+    .trim()
+    .split("\n")
+    .slice(1)
+    .map((l) => l.split(",")[0]!);
   const stores = ["ID Magasin,Ville,Nombre de salariés"];
   for (let s = 1; s <= storeCount; s++) stores.push(`${s},${cities[s - 1]},${(s % 12) + 3}`);
   const lines = [header];
@@ -50,8 +54,16 @@ interface Measure {
 }
 
 /** Runs a command under /usr/bin/time: wall seconds and peak RSS. */
-async function measure(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string } = {}): Promise<Measure> {
-  const child = spawn("/usr/bin/time", ["-f", "%e %M", command, ...args], { env: options.env ?? process.env, cwd: options.cwd ?? root, stdio: ["pipe", "pipe", "pipe"] });
+async function measure(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string } = {},
+): Promise<Measure> {
+  const child = spawn("/usr/bin/time", ["-f", "%e %M", command, ...args], {
+    env: options.env ?? process.env,
+    cwd: options.cwd ?? root,
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   let stderr = "";
   let stdout = "";
   child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
@@ -66,9 +78,11 @@ async function measure(command: string, args: string[], options: { env?: NodeJS.
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const medianOf = (ms: Measure[]): Measure => ({ seconds: median(ms.map((m) => m.seconds)), maxRssMb: median(ms.map((m) => m.maxRssMb)) });
 
-const analysesSql = ["revenue_total", "sales_by_product", "sales_by_city", "sales_by_region"]
+const analysesSql = ["sales_by_store_product", "revenue_total", "sales_by_product", "sales_by_city", "sales_by_region"]
   .map((name) => {
-    const select = readFileSync(path.join(root, `sql/${name}.sql`), "utf8").trim().replace(/;\s*$/, "");
+    const select = readFileSync(path.join(root, `sql/${name}.sql`), "utf8")
+      .trim()
+      .replace(/;\s*$/, "");
     return `DELETE FROM ${name}; INSERT INTO ${name} ${select.replace(/^(--.*\n)+/, "")};`;
   })
   .join("\n");
@@ -82,6 +96,7 @@ CREATE TABLE products (product_id TEXT PRIMARY KEY, name TEXT NOT NULL, price_ce
 CREATE TABLE stores (store_id INTEGER PRIMARY KEY, city TEXT NOT NULL, employees INTEGER) STRICT;
 CREATE TABLE city_regions (city TEXT PRIMARY KEY, region TEXT NOT NULL, region_code TEXT) STRICT;
 CREATE TABLE sales (date TEXT NOT NULL, product_id TEXT NOT NULL REFERENCES products, store_id INTEGER NOT NULL REFERENCES stores, quantity INTEGER NOT NULL, UNIQUE (date, product_id, store_id)) STRICT;
+CREATE TABLE sales_by_store_product (store_id INTEGER, product_id TEXT, sales_lines INTEGER NOT NULL, quantity INTEGER NOT NULL, revenue_cents INTEGER NOT NULL, PRIMARY KEY (store_id, product_id)) STRICT;
 CREATE TABLE revenue_total (period_start TEXT, period_end TEXT, sales_lines INTEGER NOT NULL, quantity INTEGER NOT NULL, revenue_cents INTEGER NOT NULL, revenue REAL NOT NULL) STRICT;
 CREATE TABLE sales_by_product (product_id TEXT PRIMARY KEY, name TEXT NOT NULL, unit_price_cents INTEGER NOT NULL, sales_lines INTEGER NOT NULL, quantity INTEGER NOT NULL, revenue_cents INTEGER NOT NULL, revenue REAL NOT NULL, revenue_share_pct REAL NOT NULL) STRICT;
 CREATE TABLE sales_by_city (city TEXT PRIMARY KEY, region TEXT NOT NULL, stores INTEGER NOT NULL, sales_lines INTEGER NOT NULL, quantity INTEGER NOT NULL, revenue_cents INTEGER NOT NULL, revenue REAL NOT NULL, revenue_share_pct REAL NOT NULL) STRICT;
@@ -106,7 +121,8 @@ COMMIT;
 `;
 }
 
-const results = "SELECT count(*), sum(quantity) FROM sales; SELECT * FROM revenue_total; SELECT * FROM sales_by_product; SELECT * FROM sales_by_city; SELECT * FROM sales_by_region;";
+const results =
+  "SELECT count(*), sum(quantity) FROM sales; SELECT * FROM sales_by_store_product; SELECT * FROM revenue_total; SELECT * FROM sales_by_product; SELECT * FROM sales_by_city; SELECT * FROM sales_by_region;";
 const readBack = (db: string) => execFileSync("sqlite3", ["-batch", db, results], { encoding: "utf8", maxBuffer: 64 << 20 });
 
 const server = await startServer();
@@ -156,7 +172,13 @@ try {
     baseIncremental.push(await sqliteCli(path.join(work, "base.db"), baselineScript(work, path.join(work, "grown.csv"), true)));
   }
   const agree = readBack(path.join(work, "ours.db")) === readBack(path.join(work, "base.db"));
-  const [f, bf, inc, binc, un] = [full, baseFull, incremental, baseIncremental, unchanged].map(medianOf) as [Measure, Measure, Measure, Measure, Measure];
+  const [f, bf, inc, binc, un] = [full, baseFull, incremental, baseIncremental, unchanged].map(medianOf) as [
+    Measure,
+    Measure,
+    Measure,
+    Measure,
+    Measure,
+  ];
   const table = [
     ["measure", "ours", "sqlite3 CLI", "ratio"],
     ["full ingest + analyses (s)", f.seconds.toFixed(2), bf.seconds.toFixed(2), (f.seconds / bf.seconds).toFixed(2)],
@@ -181,7 +203,13 @@ try {
         ours: { full, incremental, unchanged, median: { full: f, incremental: inc, unchanged: un } },
         sqlite3: { full: baseFull, incremental: baseIncremental, median: { full: bf, incremental: binc } },
         ratios: { full: f.seconds / bf.seconds, incremental: inc.seconds / binc.seconds, rss: f.maxRssMb / bf.maxRssMb },
-        machine: { node: process.versions.node, sqliteCli: sqliteVersion, cpus: cpus().length, cpu: cpus()[0]?.model, memoryGb: Math.round(totalmem() / 2 ** 30) },
+        machine: {
+          node: process.versions.node,
+          sqliteCli: sqliteVersion,
+          cpus: cpus().length,
+          cpu: cpus()[0]?.model,
+          memoryGb: Math.round(totalmem() / 2 ** 30),
+        },
         date: new Date().toISOString(),
       },
       null,

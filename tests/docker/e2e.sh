@@ -72,12 +72,13 @@ check "the summary sheet is on the volume" 1 "$(docker compose exec -T sqlite3 g
 echo "a second run adds nothing"
 check "second run exits 0" 0 "$(rc "$work/run2.log" docker compose run --rm -T runner)"
 check "still 30 sales" 30 "$(q 'SELECT count(*) FROM sales')"
-check "two runs recorded" "1|succeeded 2|succeeded" "$(q 'SELECT run_id, status FROM pipeline_runs' | tr '\n' ' ' | sed 's/ $//')"
+check "nothing changed, so no second run recorded" "1|succeeded" "$(q 'SELECT run_id, status FROM pipeline_runs')"
+check "and the runner said so" 1 "$(grep -c 'nothing changed since run 1; the database was not rewritten' "$work/run2.log")"
 
 echo "--dry-run and validate through compose"
 check "--dry-run exits 0" 0 "$(rc "$work/plan.log" docker compose run --rm -T runner --dry-run)"
 check "--dry-run prints the plan" 1 "$(grep -c '^4. load_sales' "$work/plan.log")"
-check "validate" "pipeline.yaml is valid: 9 steps, 8 tables" "$(docker compose run --rm -T -e NO_COLOR=1 runner validate 2>/dev/null || true)"
+check "validate" "pipeline.yaml is valid: 10 steps, 9 tables" "$(docker compose run --rm -T -e NO_COLOR=1 runner validate 2>/dev/null || true)"
 check "doctor exits 0" 0 "$(rc "$work/doctor.log" docker compose run --rm -T runner doctor)"
 
 echo "killing the stack mid-run"
