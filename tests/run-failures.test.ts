@@ -70,7 +70,10 @@ describe("a failed run leaves the database byte-identical", () => {
       () =>
         writeFileSync(
           ws.path("sql/revenue_total.sql"),
-          readFileSync(ws.path("sql/revenue_total.sql"), "utf8").replace("coalesce(sum(sales_lines), 0)", "1 / 0 + abs(-9223372036854775808)"),
+          readFileSync(ws.path("sql/revenue_total.sql"), "utf8").replace(
+            "coalesce(sum(sales_lines), 0)",
+            "1 / 0 + abs(-9223372036854775808)",
+          ),
         ),
       /E_SQL sql\/revenue_total\.sql: integer overflow/,
     );
