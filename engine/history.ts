@@ -155,24 +155,26 @@ export interface SourceState {
   etag: string | null;
   lastModified: string | null;
   contentSha256: string;
+  bytes: number;
 }
 
 /** The remembered state of a step's source, if any. */
 export function readSourceState(db: SqlDatabase, step: string): SourceState | undefined {
-  const row = db.all("SELECT step_sha256, etag, last_modified, content_sha256 FROM pipeline_sources WHERE step = ?", [step])[0];
+  const row = db.all("SELECT step_sha256, etag, last_modified, content_sha256, bytes FROM pipeline_sources WHERE step = ?", [step])[0];
   if (!row) return undefined;
   return {
     stepSha256: String(row["step_sha256"]),
     etag: row["etag"] === null ? null : String(row["etag"]),
     lastModified: row["last_modified"] === null ? null : String(row["last_modified"]),
     contentSha256: String(row["content_sha256"]),
+    bytes: Number(row["bytes"]),
   };
 }
 
 /** Remembers what a step fetched. */
 export function writeSourceState(
   db: SqlDatabase,
-  state: SourceState & { step: string; source: string; bytes: number; fetchedAt: string; runId: number },
+  state: SourceState & { step: string; source: string; fetchedAt: string; runId: number },
 ): void {
   db.run(
     `INSERT INTO pipeline_sources (step, source, step_sha256, etag, last_modified, content_sha256, bytes, fetched_at, run_id)

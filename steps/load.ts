@@ -6,8 +6,8 @@ import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.
 import { quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
 import { didYouMean, PipelineError, throwIfAborted, type Diagnostic } from "../engine/errors.js";
-import { readSourceState, rejectionWriter, writeSourceState, type Rejection } from "../engine/history.js";
-import { decodeText, parseCsv, type CsvTable } from "../engine/sources/csv.js";
+import { readSourceState, rejectionWriter, writeSourceState, type Rejection, type SourceState } from "../engine/history.js";
+import { decodeText, parseCsv, readCsv } from "../engine/sources/csv.js";
 import { fetchSource, httpDefaults, isUrl } from "../engine/sources/fetch.js";
 import type { RunContext, StepCounts, StepDefinition, StepOutcome } from "../engine/step.js";
 
@@ -148,54 +148,40 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
       remember();
       return { status: "unchanged", counts: {}, detail: "source unchanged (same content as last run)" };
     }
-    const csv = parseCsv(decodeText(fetched.bytes, step.csv?.encoding, step.source), step.csv ?? {}, step.source);
-    const outcome = writeRows(step, table, csv, context);
+    const tail = validators ? grownTail(step, fetched.bytes, validators) : undefined;
+    const text = tail
+      ? decodeText(fetched.bytes.subarray(0, tail.headerEnd), step.csv?.encoding, step.source) +
+        decodeText(fetched.bytes.subarray(tail.from), step.csv?.encoding, step.source)
+      : decodeText(fetched.bytes, step.csv?.encoding, step.source);
+    const outcome = writeRows(step, table, text, tail?.firstLine ?? 1, context);
+    if (tail) {
+      const grew = `the file grew: only what follows its first ${tail.from} bytes (read by an earlier run) was parsed`;
+      outcome.detail = outcome.detail ? `${grew}; ${outcome.detail}` : grew;
+    }
     remember();
     return outcome;
   },
 };
 
-function writeRows(step: LoadStepSpec, table: TableSpec, csv: CsvTable, context: RunContext): StepOutcome {
+/** Rows per multi-row INSERT: fewer statements, while a batch that hits a conflict is redone row by row. */
+const batchRows = 128;
+
+function writeRows(step: LoadStepSpec, table: TableSpec, text: string, firstLine: number, context: RunContext): StepOutcome {
   const { db } = context;
   const source = step.source;
   const targets = Object.keys(step.columns);
-  const indexes = headerIndexes(step, csv.header, source);
   const casters: Caster[] = targets.map((target) =>
     makeCaster(table.columns[target]!, mappingOptions(step.columns[target]!), isRequired(table, target)),
   );
   const reject = rejectionWriter(db, context.runId, step.name, step.source);
   const references = referenceChecks(db, step, context.pipeline);
-  const counts: Required<StepCounts> = {
-    read: csv.records.length,
-    inserted: 0,
-    updated: 0,
-    unchanged: 0,
-    rejected: 0,
-    conflicting: 0,
-    deleted: 0,
-  };
+  const counts: Required<StepCounts> = { read: 0, inserted: 0, updated: 0, unchanged: 0, rejected: 0, conflicting: 0, deleted: 0 };
   const writer = rowWriter(db, step, table, targets);
+  const batch = batchWriter(db, step, targets);
+  const pending: { values: SqlValue[]; line: number; raw: () => string }[] = [];
 
-  if (step.mode === "replace") {
-    const stored = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(step.table)}`)[0]?.["n"] ?? 0);
-    guardReplace(step, context.force, csv.records.length, stored, source);
-    counts.deleted = db.run(`DELETE FROM ${quoteIdent(step.table)}`);
-  }
-
-  const values: SqlValue[] = new Array<SqlValue>(targets.length);
-  let processed = 0;
-  for (const record of csv.records) {
-    if (++processed % 50_000 === 0) {
-      context.progress(processed);
-      throwIfAborted(context.signal);
-    }
-    const rejection = castRecord(record.fields, csv.header.length, indexes, casters, targets, values);
-    const problem = rejection ?? references(targets, values);
-    if (problem) {
-      reject({ line: record.line, raw: record.raw, ...problem });
-      counts.rejected++;
-      continue;
-    }
+  /** Writes one row on its own: the path for rows whose batch did not go in whole. */
+  const writeOne = (values: SqlValue[], line: number, raw: () => string) => {
     const result = writer.write(values);
     if (result.kind === "conflict") {
       const policy = conflictPolicy(step);
@@ -204,25 +190,67 @@ function writeRows(step: LoadStepSpec, table: TableSpec, csv: CsvTable, context:
       if (policy === "fail") {
         throw new PipelineError(
           "E_CONFLICT",
-          `${source} line ${record.line}: key (${writer.key.join(", ")}) is already stored with other values: stored ${JSON.stringify(storedValues)}, new ${JSON.stringify(newValues)} (on_conflict: fail)`,
+          `${source} line ${line}: key (${writer.key.join(", ")}) is already stored with other values: stored ${JSON.stringify(storedValues)}, new ${JSON.stringify(newValues)} (on_conflict: fail)`,
         );
       }
       if (policy === "update") {
         writer.update(values);
         counts.updated++;
       } else {
-        reject({ line: record.line, raw: record.raw, reason: "key already stored with different values", storedValues, newValues });
+        reject({ line, raw: raw(), reason: "key already stored with different values", storedValues, newValues });
         counts.conflicting++;
       }
     } else if (result.kind === "error") {
-      reject({ line: record.line, raw: record.raw, reason: result.message });
+      reject({ line, raw: raw(), reason: result.message });
       counts.rejected++;
     } else {
       counts[result.kind]++;
     }
+  };
+  const flush = () => {
+    if (pending.length === 0) return;
+    if (batch.insertAll(pending.map((row) => row.values))) counts.inserted += pending.length;
+    else for (const row of pending) writeOne(row.values, row.line, row.raw);
+    pending.length = 0;
+  };
+
+  let indexes: number[] = [];
+  let width = 0;
+  const onHeader = (header: string[]) => {
+    indexes = headerIndexes(step, header, source);
+    width = header.length;
+  };
+  const onRecord = (fields: string[], line: number, raw: () => string) => {
+    if (++counts.read % 50_000 === 0) {
+      context.progress(counts.read);
+      throwIfAborted(context.signal);
+    }
+    const values: SqlValue[] = new Array<SqlValue>(targets.length);
+    const problem = castRecord(fields, width, indexes, casters, targets, values) ?? references(targets, values);
+    if (problem) {
+      reject({ line, raw: raw(), ...problem });
+      counts.rejected++;
+      return;
+    }
+    pending.push({ values, line, raw });
+    if (pending.length === batchRows) flush();
+  };
+
+  if (step.mode === "replace") {
+    // why: the guard needs the number of incoming rows before anything is deleted.
+    const csv = parseCsv(text, step.csv ?? {}, source);
+    onHeader(csv.header);
+    const stored = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(step.table)}`)[0]?.["n"] ?? 0);
+    guardReplace(step, context.force, csv.records.length, stored, source);
+    counts.deleted = db.run(`DELETE FROM ${quoteIdent(step.table)}`);
+    for (const record of csv.records) onRecord(record.fields, record.line, () => record.raw);
+  } else {
+    readCsv(text, step.csv ?? {}, source, { header: onHeader, record: onRecord }, firstLine);
   }
+  flush();
   writer.free();
-  context.progress(processed);
+  batch.free();
+  context.progress(counts.read);
 
   if (step.max_rejected !== undefined && counts.rejected > step.max_rejected) {
     throw new PipelineError(
@@ -233,6 +261,60 @@ function writeRows(step: LoadStepSpec, table: TableSpec, csv: CsvTable, context:
   const detail =
     counts.rejected + counts.conflicting > 0 ? `${counts.rejected + counts.conflicting} row(s) in pipeline_rejected_rows` : undefined;
   return { status: "success", counts: stepCounts(step, counts), ...(detail ? { detail } : {}) };
+}
+
+/**
+ * Inserts whole batches in one statement inside a savepoint. A batch goes in only if every row
+ * does (no key already stored, no constraint broken); otherwise it is rolled back and the caller
+ * writes its rows one by one, which decides each row's fate exactly as if there were no batches.
+ */
+function batchWriter(db: SqlDatabase, step: LoadStepSpec, targets: string[]): { insertAll(rows: SqlValue[][]): boolean; free(): void } {
+  const conflict = step.mode === "append" ? "" : " ON CONFLICT DO NOTHING";
+  const row = `(${targets.map(() => "?").join(", ")})`;
+  const sql = (n: number) =>
+    `INSERT INTO ${quoteIdent(step.table)} (${targets.map(quoteIdent).join(", ")}) VALUES ${Array.from({ length: n }, () => row).join(", ")}${conflict}`;
+  const full = db.prepare(sql(batchRows));
+  return {
+    insertAll(rows) {
+      const statement = rows.length === batchRows ? full : db.prepare(sql(rows.length));
+      db.exec("SAVEPOINT load_batch");
+      let whole = false;
+      try {
+        statement.run(rows.flat());
+        whole = db.changes() === rows.length;
+      } catch {
+        whole = false;
+      } finally {
+        db.exec(whole ? "RELEASE load_batch" : "ROLLBACK TO load_batch; RELEASE load_batch");
+        if (statement !== full) statement.free();
+      }
+      return whole;
+    },
+    free: () => full.free(),
+  };
+}
+
+/**
+ * When a source only grew since the last run (its old bytes are a prefix of the new ones, ending
+ * on a line break), the rows of that prefix were already read: only the tail needs parsing. Only
+ * for insert_new and upsert, where re-reading the prefix could not change anything.
+ */
+function grownTail(
+  step: LoadStepSpec,
+  bytes: Uint8Array,
+  previous: SourceState,
+): { from: number; headerEnd: number; firstLine: number } | undefined {
+  const from = previous.bytes;
+  if ((step.mode !== "insert_new" && step.mode !== "upsert") || (step.csv?.header_line ?? 1) > 1) return undefined;
+  if (from <= 0 || bytes.length <= from || (bytes[from] !== 0x0a && bytes[from] !== 0x0d && bytes[from - 1] !== 0x0a)) return undefined;
+  if (sha256(bytes.subarray(0, from)) !== previous.contentSha256) return undefined;
+  let headerEnd = 0;
+  while (headerEnd < from && bytes[headerEnd] !== 0x0a && bytes[headerEnd] !== 0x0d) headerEnd++;
+  let newlines = 0;
+  for (let i = bytes.indexOf(0x0a); i >= 0 && i < from; i = bytes.indexOf(0x0a, i + 1)) newlines++;
+  // why: the header and the tail are read as one text; the tail's first record then sits on line 2 of it.
+  const firstLine = bytes[from - 1] === 0x0a ? newlines : newlines + 1;
+  return { from: bytes[from - 1] === 0x0a ? from - 1 : from, headerEnd, firstLine };
 }
 
 function stepCounts(step: LoadStepSpec, counts: Required<StepCounts>): StepCounts {
@@ -328,6 +410,9 @@ function rowWriter(db: SqlDatabase, step: LoadStepSpec, table: TableSpec, target
   };
 }
 
+/** Parent tables larger than this are checked row by row with a statement instead of a key set in memory. */
+const maxParentKeysInMemory = 2_000_000;
+
 /** Per-row checks that each foreign key of the target table resolves, so a bad reference is a rejected row with a reason. */
 function referenceChecks(
   db: SqlDatabase,
@@ -336,23 +421,34 @@ function referenceChecks(
 ): (targets: string[], values: SqlValue[]) => Omit<Rejection, "line" | "raw"> | undefined {
   const checks = (pipeline.tables[step.table]?.foreign_keys ?? [])
     .filter((fk) => fk.references.table !== step.table && fk.columns.every((c) => c in step.columns))
-    .map((fk) => ({
-      fk,
-      statement: db.prepare(
-        `SELECT 1 FROM ${quoteIdent(fk.references.table)} WHERE ${fk.references.columns.map((c) => `${quoteIdent(c)} = ?`).join(" AND ")}`,
-      ),
-    }));
+    .map((fk) => {
+      const parent = quoteIdent(fk.references.table);
+      const count = Number(db.all(`SELECT count(*) AS n FROM ${parent}`)[0]?.["n"] ?? 0);
+      const keyOf = (values: SqlValue[]) => (values.length === 1 ? values[0] : JSON.stringify(values));
+      const known =
+        count <= maxParentKeysInMemory
+          ? new Set(
+              db
+                .all(`SELECT ${fk.references.columns.map(quoteIdent).join(", ")} FROM ${parent}`)
+                .map((row) => keyOf(fk.references.columns.map((c) => row[c] ?? null))),
+            )
+          : undefined;
+      const statement = known
+        ? undefined
+        : db.prepare(`SELECT 1 FROM ${parent} WHERE ${fk.references.columns.map((c) => `${quoteIdent(c)} = ?`).join(" AND ")}`);
+      return { fk, exists: (values: SqlValue[]) => (known ? known.has(keyOf(values)) : statement!.getValues(values) !== undefined) };
+    });
   if (checks.length === 0) return () => undefined;
   const positions = new Map<string, number>();
   return (targets, values) => {
-    for (const { fk, statement } of checks) {
+    for (const { fk, exists } of checks) {
       const keyValues = fk.columns.map((column) => {
         let position = positions.get(column);
         if (position === undefined) positions.set(column, (position = targets.indexOf(column)));
         return values[position]!;
       });
       if (keyValues.some((value) => value === null)) continue;
-      if (!statement.getValues(keyValues)) {
+      if (!exists(keyValues)) {
         return {
           column: fk.columns.join(", "),
           reason: `${fk.columns.join(", ")} ${keyValues.map((v) => JSON.stringify(v)).join(", ")} is not in ${fk.references.table} (${fk.references.columns.join(", ")})`,

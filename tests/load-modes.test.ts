@@ -247,3 +247,50 @@ describe("stored schema", () => {
     expect(ws.bytes("db.sqlite")).toEqual(before);
   });
 });
+
+describe("a source that only grew", () => {
+  const base = "Day,Item,Qty\r\n2024-01-01,1,3\r\n2024-01-02,2,4";
+  beforeEach(() => {
+    ws.write("items.csv", itemsComma);
+    ws.write("pipeline.yaml", pipeline());
+  });
+
+  test("only the new tail is parsed, and its rows keep their real line numbers", async () => {
+    ws.write("events.csv", base);
+    expect((await run()).code).toBe(0);
+    ws.write("events.csv", base + "\r\n2024-01-03,1,5\r\n2024-01-04,1,x");
+    const report = await run();
+    expect(counts(report, "load_events")).toEqual({ read: 2, inserted: 1, updated: 0, unchanged: 0, rejected: 1, conflicting: 0 });
+    expect(report.steps.find((s) => s.name === "load_events")).toMatchObject({ detail: expect.stringContaining("the file grew") });
+    expect(sqlite(db(), "SELECT line, raw FROM pipeline_rejected_rows")).toBe("5|2024-01-04,1,x");
+    expect(sqlite(db(), "SELECT count(*) FROM events")).toBe("3");
+  });
+
+  test("a file that ended with a newline grows the same way", async () => {
+    ws.write("events.csv", base + "\n");
+    expect((await run()).code).toBe(0);
+    ws.write("events.csv", base + "\n2024-01-03,1,x\n");
+    const report = await run();
+    expect(counts(report, "load_events")).toMatchObject({ read: 1, rejected: 1 });
+    expect(sqlite(db(), "SELECT line FROM pipeline_rejected_rows")).toBe("4");
+  });
+
+  test.each([
+    [
+      "a row changed before the end",
+      base.replace("2024-01-01,1,3", "2024-01-01,1,9") + "\r\n2024-01-03,1,5",
+      { read: 3, inserted: 1, unchanged: 1, conflicting: 1 },
+    ],
+    [
+      "the last row extended (no line break where the old file ended)",
+      base + "0\r\n2024-01-03,1,5",
+      { read: 3, inserted: 1, unchanged: 1, conflicting: 1 },
+    ],
+  ])("%s: the whole file is read again", async (_name, grown, expected) => {
+    ws.write("events.csv", base);
+    expect((await run()).code).toBe(0);
+    ws.write("events.csv", grown);
+    const report = await run();
+    expect(counts(report, "load_events")).toMatchObject(expected);
+  });
+});
