@@ -132,15 +132,17 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     const fetched = await fetchSource(step.source, { baseDir: context.config.baseDir, http, previous: validators, signal: context.signal });
     if (fetched.kind === "not_modified") return { status: "unchanged", counts: {}, detail: "source not modified (HTTP 304)" };
     const contentSha256 = sha256(fetched.bytes);
+    const { etag, lastModified } = fetched;
+    const byteLength = fetched.bytes.length;
     const remember = () =>
       writeSourceState(context.db, {
         step: step.name,
         source: step.source,
         stepSha256,
-        etag: fetched.etag,
-        lastModified: fetched.lastModified,
+        etag,
+        lastModified,
         contentSha256,
-        bytes: fetched.bytes.length,
+        bytes: byteLength,
         fetchedAt: new Date().toISOString(),
         runId: context.runId,
       });

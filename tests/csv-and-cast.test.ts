@@ -53,6 +53,8 @@ describe("casting", () => {
     [{ type: "real" }, "1e3", 1000],
     [{ type: "text" }, "  padded ", "padded"],
     [{ type: "date" }, "2023-06-25", "2023-06-25"],
+    [{ type: "date" }, "2024-02-29", "2024-02-29"],
+    [{ type: "date" }, "2000-02-29", "2000-02-29"],
     [{ type: "boolean" }, "Vrai", 1],
   ] as [ColumnSpec, string, unknown][])("%j %s -> %s", (column, field, value) => {
     expect(cast(column, field)).toEqual({ ok: true, value });
@@ -65,6 +67,9 @@ describe("casting", () => {
     [{ type: "integer" }, "12,5", '"12,5" is not an integer'],
     [{ type: "integer" }, "99999999999999999999", "99999999999999999999 is outside the exact integer range (±9007199254740991)"],
     [{ type: "date" }, "2023-02-29", '"2023-02-29" is not a real date (format yyyy-MM-dd)'],
+    [{ type: "date" }, "1900-02-29", '"1900-02-29" is not a real date (format yyyy-MM-dd)'],
+    [{ type: "date" }, "2023-04-31", '"2023-04-31" is not a real date (format yyyy-MM-dd)'],
+    [{ type: "date" }, "2023-6-25", '"2023-6-25" does not match the date format yyyy-MM-dd'],
     [{ type: "date" }, "25/06/2023", '"25/06/2023" does not match the date format yyyy-MM-dd'],
   ] as [ColumnSpec, string, string][])("%j %s is rejected", (column, field, reason) => {
     expect(cast(column, field)).toEqual({ ok: false, reason });

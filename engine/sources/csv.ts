@@ -92,10 +92,13 @@ function readQuoteFree(
   let line = firstLine;
   let start = 0;
   const length = text.length;
+  // why: indexOf finds line ends natively; the next LF and the next CR are tracked apart.
+  let nextLf = text.indexOf("\n");
+  let nextCr = text.indexOf("\r");
   while (start < length) {
-    let end = start;
-    let code = text.charCodeAt(end);
-    while (end < length && code !== 10 && code !== 13) code = text.charCodeAt(++end);
+    if (nextLf !== -1 && nextLf < start) nextLf = text.indexOf("\n", start);
+    if (nextCr !== -1 && nextCr < start) nextCr = text.indexOf("\r", start);
+    let end = nextLf === -1 ? (nextCr === -1 ? length : nextCr) : nextCr === -1 ? nextLf : Math.min(nextLf, nextCr);
     if (end > start) {
       const recordStart = start;
       const recordEnd = end;
@@ -106,7 +109,7 @@ function readQuoteFree(
       } else onRecord(fields, line, () => text.slice(recordStart, recordEnd));
     }
     // why: CRLF is one line ending; a lone CR or LF is one too.
-    if (code === 13 && text.charCodeAt(end + 1) === 10) end++;
+    if (end === nextCr && text.charCodeAt(end + 1) === 10) end++;
     if (end < length) line++;
     start = end + 1;
   }
