@@ -1,5 +1,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
 import { root } from "./helpers/workspace.js";
@@ -63,5 +64,31 @@ describe("npm run demo", () => {
     expect(out).toContain("= unchanged source not modified (HTTP 304)");
     expect(out).toContain("✓ 2 read, 2 inserted; the file grew: only what follows its first 738 bytes (read by an earlier run) was parsed");
     expect(out).toMatch(/│ 32 +│ 5548\.73 +│/);
+  });
+});
+
+describe("npm run bench (a small smoke run; timings belong to the benchmark, not to tests)", () => {
+  test("ours and the sqlite3 CLI agree, and the figures are written as JSON", () => {
+    const out = path.join(mkdtempSync(path.join(tmpdir(), "bench-smoke-")), "bench.json");
+    const result = spawnSync(
+      process.execPath,
+      [path.join(root, "dist/tests/bench/bench.js"), "--rows", "3000", "--repeat", "1", "--out", out],
+      {
+        cwd: root,
+        encoding: "utf8",
+      },
+    );
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain("results agree with the sqlite3 CLI: yes");
+    const figures = JSON.parse(readFileSync(out, "utf8")) as {
+      rows: number;
+      agree: boolean;
+      ratios: Record<string, number>;
+      machine: { node: string };
+    };
+    expect(figures).toMatchObject({ rows: 3000, agree: true });
+    expect(Object.keys(figures.ratios).sort()).toEqual(["full", "incremental", "rss"]);
+    expect(figures.machine.node.split(".")[0]).toBe("24");
   });
 });
