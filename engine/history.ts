@@ -5,15 +5,16 @@ import type { StepCounts } from "./step.js";
 /** The tables the engine keeps beside the pipeline's own: run history, rejected rows, source state. */
 export const systemTables = {
   pipeline_runs: {
-    description: "one row per successful run; a failed run leaves the database untouched, so it is not here",
+    description: "one row per run; a failed run is recorded by the next run that saves, as it leaves the database untouched",
     columns: {
       run_id: { type: "integer" },
       started_at: { type: "text", required: true },
       finished_at: { type: "text", required: true },
-      status: { type: "text", required: true, description: "succeeded, or succeeded_with_rejections" },
+      status: { type: "text", required: true, description: "succeeded, succeeded_with_rejections, failed or interrupted" },
       config_sha256: { type: "text", required: true },
       config_file: { type: "text", required: true },
       rejected_rows: { type: "integer", required: true },
+      error: { type: "text", description: "for a failed run, its error code and message" },
     },
     primary_key: ["run_id"],
   },
@@ -92,20 +93,20 @@ export function finishRun(db: SqlDatabase, runId: number, finishedAt: string): s
   return status;
 }
 
-/** Records one step of the run. */
-export function recordStep(
-  db: SqlDatabase,
-  step: {
-    runId: number;
-    index: number;
-    name: string;
-    type: string;
-    status: string;
-    counts: StepCounts;
-    durationMs: number;
-    detail?: string | undefined;
-  },
-): void {
+/** One step as the history records it. */
+export interface RecordedStep {
+  runId: number;
+  index: number;
+  name: string;
+  type: string;
+  status: string;
+  counts: StepCounts;
+  durationMs: number;
+  detail?: string | undefined;
+}
+
+/** Records one step of a run. */
+export function recordStep(db: SqlDatabase, step: RecordedStep): void {
   const c = step.counts;
   const values: SqlValue[] = [
     step.runId,
@@ -198,6 +199,6 @@ export function writeSourceState(
 
 /** The last successful run, if any. */
 export function lastRun(db: SqlDatabase): { runId: number; configSha256: string } | undefined {
-  const row = db.all("SELECT run_id, config_sha256 FROM pipeline_runs ORDER BY run_id DESC LIMIT 1")[0];
+  const row = db.all("SELECT run_id, config_sha256 FROM pipeline_runs WHERE status LIKE 'succeeded%' ORDER BY run_id DESC LIMIT 1")[0];
   return row ? { runId: Number(row["run_id"]), configSha256: String(row["config_sha256"]) } : undefined;
 }

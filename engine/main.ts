@@ -274,8 +274,8 @@ function resolveAgainst(baseDir: string, file: string): string {
 async function tablesToCreate(plan: Plan, database: string): Promise<string[]> {
   const db = await openDatabase(database);
   try {
-    ensureTables(db, systemTables as Record<string, TableSpec>);
-    return ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
+    ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
+    return ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>).created;
   } finally {
     db.close();
   }

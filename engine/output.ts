@@ -119,5 +119,6 @@ export function renderSummary(report: RunReport, c: ChalkInstance): string {
       : c.green(`Run ${report.runId} ${report.status.replaceAll("_", " ")} in ${formatMs(report.durationMs)}; saved ${report.database}`);
 
   const written = report.files.length > 0 ? [`wrote ${report.files.join(", ")}`] : [];
-  return ["", ...lines, "", verdict, ...written].join("\n") + "\n";
+  const notes = report.notes.map((note) => c.dim(note));
+  return ["", ...lines, "", verdict, ...written, ...notes].join("\n") + "\n";
 }

@@ -15,6 +15,14 @@ import {
 } from "./db/store.js";
 import { ensureTables } from "./db/tables.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
+import {
+  clearFailedRuns,
+  failedRunsJournal,
+  journalFailedRun,
+  readFailedRuns,
+  recordFailedRuns,
+  type JournalContents,
+} from "./failed-runs.js";
 import { finishRun, lastRun, recordStep, startRun, systemTables } from "./history.js";
 import type { Plan, PlannedStep } from "./plan.js";
 import type { StepCounts, StepDefinition } from "./step.js";
@@ -52,6 +60,8 @@ export interface RunReport {
   exitCode: number;
   /** A sentence on the outcome, when there is more to say than the status. */
   detail?: string | undefined;
+  /** What else the run did or could not do: columns added to the engine's tables, failed runs recorded. */
+  notes: string[];
 }
 
 /** What a run tells its caller as it goes. */
@@ -88,6 +98,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     createdTables: [],
     saved: false,
     files: [],
+    notes: [],
     exitCode: 1,
     durationMs: 0,
     steps: plan.steps.map((step) => ({
@@ -103,8 +114,11 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
   let db: SqlDatabase | undefined;
   let lock: DatabaseLock | undefined;
   const files: { path: string; content: string }[] = [];
+  let startedAt: string | undefined;
+  let configSha256 = "";
   try {
     lock = await acquireLock(plan.database, { timeoutMs: options.lockTimeoutMs, signal: options.signal });
+    startedAt = now().toISOString();
     await removeStrayTemporaryFiles(plan.database);
     await checkNoSqliteSidecars(plan.database);
     const loaded = await fileIdentity(plan.database);
@@ -112,12 +126,14 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     db.exec("BEGIN");
     // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
     db.exec("PRAGMA defer_foreign_keys = ON");
-    ensureTables(db, systemTables as Record<string, TableSpec>);
-    report.createdTables = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
+    const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
+    report.createdTables = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>).created;
+    if (system.addedColumns.length > 0) report.notes.push(`added the column(s) ${system.addedColumns.join(", ")}`);
     options.onEvent({ kind: "start", database: plan.database, createdTables: report.createdTables });
-    const startedAt = now().toISOString();
-    const configSha256 = configFingerprint(plan);
+    configSha256 = configFingerprint(plan);
     const previous = lastRun(db);
+    const failures = await readJournal(plan.database, report.notes);
+    const recordedFailures = failures ? recordFailedRuns(db, failures.runs) : 0;
     // why: when no source changed and neither did the configuration or its SQL, derived steps would recompute the same rows.
     let changed = previous === undefined || previous.configSha256 !== configSha256 || report.createdTables.length > 0;
     const runId = startRun(db, { startedAt, configSha256, configFile: plan.config.file });
@@ -157,13 +173,14 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       }
       recordStep(db, { runId, ...result, index: step.index });
     }
-    if (!changed) {
+    if (!changed && recordedFailures === 0 && system.addedColumns.length === 0) {
       // why: nothing to record but the fact that nothing changed; rewriting the whole file for that costs more than the run.
       report.status = "unchanged";
       report.runId = undefined;
       report.detail = `nothing changed since run ${previous!.runId}; the database was not rewritten`;
       report.ok = true;
       report.exitCode = 0;
+      await emptyJournal(plan.database, failures, report.notes);
       return report;
     }
     report.status = finishRun(db, runId, now().toISOString());
@@ -174,6 +191,8 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     await refuseIfChanged(plan.database, loaded);
     await saveDatabaseFile(plan.database, image);
     report.saved = true;
+    if (recordedFailures > 0) report.notes.push(`recorded ${recordedFailures} earlier failed run(s) in pipeline_runs`);
+    await emptyJournal(plan.database, failures, report.notes);
     for (const file of files) {
       const target = path.resolve(plan.config.baseDir, file.path);
       try {
@@ -189,12 +208,69 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     report.status = "failed";
     report.error = describeError(error);
     report.exitCode = error instanceof PipelineError ? error.exitCode : 1;
+    // why: only the lock holder may touch the journal, and a run that saved is already in the history.
+    if (lock && startedAt !== undefined && !report.saved) {
+      await journalFailure(plan, report, { startedAt, finishedAt: now().toISOString(), configSha256 });
+    }
   } finally {
     db?.close();
     await lock?.release();
     report.durationMs = performance.now() - started;
   }
   return report;
+}
+
+/** The journal of earlier failed runs; one that cannot be read is left for later, with a note. */
+async function readJournal(database: string, notes: string[]): Promise<JournalContents | undefined> {
+  try {
+    const journal = await readFailedRuns(database);
+    if (journal.unreadable > 0) notes.push(`skipped ${journal.unreadable} unreadable line(s) of ${failedRunsJournal(database)}`);
+    return journal;
+  } catch (error) {
+    notes.push(`could not read ${failedRunsJournal(database)} (${(error as Error).message}); its failed runs are recorded later`);
+    return undefined;
+  }
+}
+
+/** Empties the journal once every run in it is in the saved database (or was already there). */
+async function emptyJournal(database: string, journal: JournalContents | undefined, notes: string[]) {
+  if (!journal || journal.runs.length + journal.unreadable === 0) return;
+  try {
+    await clearFailedRuns(database);
+  } catch (error) {
+    notes.push(`could not empty ${failedRunsJournal(database)} (${(error as Error).message}); its runs are recorded once all the same`);
+  }
+}
+
+/** Appends a failed run to the journal; a journal that cannot be written is a note, never a second error. */
+async function journalFailure(
+  plan: Plan,
+  report: RunReport,
+  run: { startedAt: string; finishedAt: string; configSha256: string },
+): Promise<void> {
+  const journal = failedRunsJournal(plan.database);
+  try {
+    await journalFailedRun(plan.database, {
+      ...run,
+      status: report.exitCode === 130 ? "interrupted" : "failed",
+      configFile: plan.config.file,
+      error: `${report.error?.code ?? "E_RUN"} ${report.error?.message ?? ""}`.trim(),
+      steps: report.steps
+        .filter((step) => step.status !== "not_executed" && step.status !== "skipped")
+        .map(({ index, name, type, status, counts, durationMs, error }) => ({
+          index,
+          name,
+          type,
+          status,
+          counts,
+          durationMs,
+          detail: error?.message,
+        })),
+    });
+    report.notes.push(`this failure is kept in ${journal}; the next run that saves records it in pipeline_runs`);
+  } catch (error) {
+    report.notes.push(`this failure could not be kept in ${journal}: ${(error as Error).message}`);
+  }
 }
 
 /** A hash of everything that decides what derived steps compute: the configuration and every SQL file it names. */

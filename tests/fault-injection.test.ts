@@ -125,7 +125,9 @@ describe("saving fails", () => {
         /E_SAVE cannot save the database \S+mnt\/sales\.db: ENOSPC: no space left on device.*; the previous file is unchanged/,
       );
       expect(readFileSync(ws.path("mnt/sales.db"))).toEqual(before);
-      expect(execFileSync("ls", ["-A", mnt], { encoding: "utf8" }).trim()).toBe("sales.db");
+      // The temporary file is gone, which leaves room for the failure's line in the journal.
+      expect(execFileSync("ls", ["-A", mnt], { encoding: "utf8" }).trim().split("\n")).toEqual(["sales.db", "sales.db.failed-runs.jsonl"]);
+      expect(readFileSync(ws.path("mnt/sales.db.failed-runs.jsonl"), "utf8")).toMatch(/"error":"E_SAVE cannot save the database .*ENOSPC/);
     } finally {
       execFileSync("umount", [mnt]);
     }

@@ -1,8 +1,8 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { startServer, type TestServer } from "./helpers/http-server.js";
-import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
+import { clientFixtures, root, sqlite, Workspace } from "./helpers/workspace.js";
 
 let server: TestServer;
 let ws: Workspace;
@@ -96,5 +96,92 @@ describe("a database file that is not SQLite", () => {
     expect(run.stderr).toMatch(/^error E_DB \S*output\/sales\.db is not a readable SQLite database: file is not a database\n$/);
     expect(ws.bytes()).toEqual(garbage);
     expect((await ws.cli(["plan"], env)).code).toBe(1);
+  });
+});
+
+describe("failed runs are kept in the history", () => {
+  const journal = () => ws.path("output/sales.db.failed-runs.jsonl");
+
+  test("a failed run waits in a journal beside the database, and the next run that saves records it with its error", async () => {
+    const before = ws.bytes();
+    server.route("/ventes.csv", (_q, r) => void r.writeHead(404, "Not Found").end());
+    const failed = await ws.cli(["run"], env);
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toContain("this failure is kept in");
+    expect(ws.bytes()).toEqual(before);
+    const kept = readFileSync(journal(), "utf8").trim().split("\n");
+    expect(kept).toHaveLength(1);
+    expect(JSON.parse(kept[0]!)).toMatchObject({ status: "failed", error: expect.stringMatching(/^E_FETCH GET .*ventes\.csv -> 404/) });
+
+    server.file("/ventes.csv", readFileSync(path.join(clientFixtures, "ventes.csv")));
+    const next = await ws.cli(["run"], env);
+    expect(next.code).toBe(0);
+    expect(next.stdout).toContain("recorded 1 earlier failed run(s) in pipeline_runs");
+    expect(existsSync(journal())).toBe(false);
+    const db = ws.path("output/sales.db");
+    expect(sqlite(db, "SELECT run_id, status, error IS NULL FROM pipeline_runs ORDER BY run_id")).toBe(
+      ["1|succeeded|1", "2|failed|0", "3|succeeded|1"].join("\n"),
+    );
+    expect(sqlite(db, "SELECT error FROM pipeline_runs WHERE run_id = 2")).toMatch(/^E_FETCH GET .*ventes\.csv -> 404 Not Found/);
+    expect(sqlite(db, "SELECT step, status FROM pipeline_run_steps WHERE run_id = 2 ORDER BY step_index")).toBe(
+      ["load_products|unchanged", "load_stores|unchanged", "load_city_regions|unchanged", "load_sales|error"].join("\n"),
+    );
+    expect(sqlite(db, "PRAGMA integrity_check; PRAGMA foreign_key_check;")).toBe("ok");
+  });
+
+  test("failures are recorded even when the sources have not changed since, and only once", async () => {
+    const sql = ws.path("sql/revenue_total.sql");
+    writeFileSync(sql, readFileSync(sql, "utf8").replace("coalesce(sum(sales_lines), 0)", "1 / 0 + abs(-9223372036854775808)"));
+    await ws.cli(["run"], env);
+    await ws.cli(["run"], env);
+    expect(readFileSync(journal(), "utf8").trim().split("\n")).toHaveLength(2);
+    const kept = readFileSync(journal());
+    writeFileSync(sql, readFileSync(path.join(root, "sql/revenue_total.sql")));
+    const next = await ws.cli(["run"], env);
+    expect(next.code).toBe(0);
+    expect(next.stdout).toContain("recorded 2 earlier failed run(s)");
+    // A crash between saving the database and emptying the journal leaves both: nothing is recorded twice.
+    writeFileSync(journal(), kept);
+    const again = await ws.cli(["run"], env);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain("nothing changed since run 4");
+    expect(existsSync(journal())).toBe(false);
+    expect(sqlite(ws.path("output/sales.db"), "SELECT group_concat(status, ' ') FROM pipeline_runs ORDER BY run_id")).toBe(
+      "succeeded failed failed succeeded",
+    );
+  });
+
+  test("a line cut short in the journal is skipped with a note, the rest recorded", async () => {
+    server.route("/ventes.csv", (_q, r) => void r.writeHead(404, "Not Found").end());
+    await ws.cli(["run"], env);
+    writeFileSync(journal(), readFileSync(journal(), "utf8") + '{"startedAt":"2026-');
+    server.file("/ventes.csv", readFileSync(path.join(clientFixtures, "ventes.csv")));
+    const next = await ws.cli(["run"], env);
+    expect(next.code).toBe(0);
+    expect(next.stdout).toContain("skipped 1 unreadable line(s) of");
+    expect(next.stdout).toContain("recorded 1 earlier failed run(s)");
+    expect(sqlite(ws.path("output/sales.db"), "SELECT count(*) FROM pipeline_runs WHERE status = 'failed'")).toBe("1");
+  });
+
+  test("a database written before pipeline_runs had its error column gets it added, rows kept", async () => {
+    const db = ws.path("output/sales.db");
+    sqlite(db, "ALTER TABLE pipeline_runs DROP COLUMN error");
+    const run = await ws.cli(["run"], env);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain("added the column(s) pipeline_runs.error");
+    expect(sqlite(db, "SELECT run_id, status FROM pipeline_runs ORDER BY run_id")).toBe("1|succeeded\n2|succeeded");
+    expect((await ws.cli(["run"], env)).stdout).toContain("nothing changed since run 2");
+  });
+
+  test("a stored engine table that differs in more than a missing last column is still refused", async () => {
+    const db = ws.path("output/sales.db");
+    sqlite(db, "ALTER TABLE pipeline_runs DROP COLUMN error; ALTER TABLE pipeline_runs DROP COLUMN rejected_rows");
+    const before = ws.bytes();
+    const run = await ws.cli(["run"], env);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(
+      /E_DRIFT table pipeline_runs in the database does not match its declaration: column rejected_rows is declared but not stored/,
+    );
+    expect(ws.bytes()).toEqual(before);
   });
 });

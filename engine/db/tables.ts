@@ -47,13 +47,27 @@ export function existingTables(db: SqlDatabase): Set<string> {
   return new Set(db.all("SELECT name FROM sqlite_schema WHERE type = 'table'").map((row) => String(row["name"])));
 }
 
+/** What ensureTables did beyond checking: tables created, and columns added to existing tables. */
+export interface EnsuredTables {
+  created: string[];
+  /** `table.column` for each column added. */
+  addedColumns: string[];
+}
+
 /**
  * Creates each declared table that is absent, and checks that each present one was created
  * from the same declaration. A table whose stored schema differs is an error: the run stops
- * before touching any row, and the message says what differs.
+ * before touching any row, and the message says what differs. With `addColumns`, a table
+ * that lacks only nullable columns declared last gets them (used for the engine's own tables,
+ * whose rows mean the same with the new column empty; never for a pipeline's tables, whose
+ * stored rows would then differ from every new row).
  */
-export function ensureTables(db: SqlDatabase, tables: Readonly<Record<string, TableSpec>>): string[] {
-  const created: string[] = [];
+export function ensureTables(
+  db: SqlDatabase,
+  tables: Readonly<Record<string, TableSpec>>,
+  options: { addColumns?: boolean } = {},
+): EnsuredTables {
+  const result: EnsuredTables = { created: [], addedColumns: [] };
   const stored = new Map(
     db.all("SELECT name, sql FROM sqlite_schema WHERE type = 'table'").map((row) => [String(row["name"]), String(row["sql"])]),
   );
@@ -62,12 +76,40 @@ export function ensureTables(db: SqlDatabase, tables: Readonly<Record<string, Ta
     const actual = stored.get(name);
     if (actual === undefined) {
       db.exec(wanted);
-      created.push(name);
-    } else if (actual !== wanted) {
-      throw new PipelineError("E_DRIFT", `table ${name} in the database does not match its declaration: ${describeDrift(db, name, table)}`);
+      result.created.push(name);
+    } else if (!sameDefinition(actual, wanted)) {
+      const missing = options.addColumns ? missingLastColumns(name, table, actual) : undefined;
+      if (missing === undefined) {
+        throw new PipelineError(
+          "E_DRIFT",
+          `table ${name} in the database does not match its declaration: ${describeDrift(db, name, table)}`,
+        );
+      }
+      for (const column of missing) {
+        db.exec(`ALTER TABLE ${quoteIdent(name)} ADD COLUMN ${columnSql(table, column, table.columns[column]!)}`);
+        result.addedColumns.push(`${name}.${column}`);
+      }
     }
   }
-  return created;
+  return result;
+}
+
+/** Whether two CREATE TABLE statements are the same but for line breaks (ALTER TABLE ADD COLUMN writes none). */
+function sameDefinition(a: string, b: string): boolean {
+  const flat = (sql: string) => sql.replace(/\s*\n\s*/g, " ");
+  return flat(a) === flat(b);
+}
+
+/** The declared columns a stored table lacks, when they are nullable, come last, and the rest matches exactly. */
+function missingLastColumns(name: string, table: TableSpec, actual: string): string[] | undefined {
+  const names = Object.keys(table.columns);
+  for (let kept = names.length - 1; kept > 0; kept--) {
+    const missing = names.slice(kept);
+    if (missing.some((column) => isRequired(table, column))) return undefined;
+    const columns = Object.fromEntries(names.slice(0, kept).map((column) => [column, table.columns[column]!]));
+    if (sameDefinition(actual, createTableSql(name, { ...table, columns }))) return missing;
+  }
+  return undefined;
 }
 
 function describeDrift(db: SqlDatabase, name: string, table: TableSpec): string {

@@ -81,6 +81,10 @@ check "--dry-run prints the plan" 1 "$(grep -c '^4. load_sales' "$work/plan.log"
 check "validate" "pipeline.yaml is valid: 10 steps, 9 tables" "$(docker compose run --rm -T -e NO_COLOR=1 runner validate 2>/dev/null || true)"
 check "doctor exits 0" 0 "$(rc "$work/doctor.log" docker compose run --rm -T runner doctor)"
 
+echo "a failed run is kept on the volume, then recorded"
+check "a run whose sales source answers 404 exits 1" 1 "$(SALES_URL="http://127.0.0.1:$port/missing.csv" rc "$work/failed.log" docker compose run --rm -T runner)"
+check "its journal is beside the database" 1 "$(docker compose exec -T sqlite3 grep -c '"status":"failed"' /data/sales.db.failed-runs.jsonl)"
+
 echo "killing the stack mid-run"
 before=$(q 'SELECT count(*), (SELECT count(*) FROM pipeline_runs) FROM sales')
 { cat tests/fixtures/client/ventes.csv; printf '\r\n2023-06-26,REF001,1,1'; } >"$work/files/ventes-more.csv"
@@ -96,6 +100,7 @@ check "after the kill: integrity" "ok" "$(q 'PRAGMA integrity_check;')"
 check "after the kill: the state before the run" "$before" "$(q 'SELECT count(*), (SELECT count(*) FROM pipeline_runs) FROM sales')"
 check "the next run succeeds" 0 "$(SALES_URL="http://127.0.0.1:$port/ventes-more.csv" rc "$work/run3.log" docker compose run --rm -T runner)"
 check "and imports the new sale" 31 "$(q 'SELECT count(*) FROM sales')"
+check "and records the failed run, with its error" "2|failed" "$(q "SELECT run_id, status FROM pipeline_runs WHERE error LIKE 'E_FETCH GET %missing.csv -> 404%'")"
 
 echo "the runtime image"
 run_in() { docker run --rm --network none --entrypoint sh pipeline-runner:local -c "$1"; }
