@@ -1,6 +1,8 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { startServer, type TestServer } from "./helpers/http-server.js";
@@ -119,6 +121,11 @@ describe("crash safety", () => {
     expect(result.stderr).toMatch(/E_ABORTED interrupted/);
     expect(ws.bytes()).toEqual(before);
     expect(existsSync(lockFile())).toBe(false);
+    const kept = JSON.parse(readFileSync(ws.path("output/sales.db.failed-runs.jsonl"), "utf8")) as { status: string; error: string };
+    expect(kept).toMatchObject({
+      status: "interrupted",
+      error: expect.stringMatching(/^E_ABORTED interrupted while fetching .*ventes\.csv/),
+    });
   });
 
   test("temporary files left by a crash while saving are removed by the next run", async () => {
@@ -150,18 +157,49 @@ describe("long-running mode", () => {
 });
 
 describe.skipIf(!process.env["RELIABILITY_SOAK"])("soak (RELIABILITY_SOAK=1; .ci/run sets it)", () => {
-  test("run --every: memory stays flat over 300 runs", { timeout: 300_000 }, async () => {
+  /** A sales file that gains a row every 10th request, so loads happen and not only 304s. */
+  function growingSales(): void {
     let hits = 0;
-    // why: a sales file that changes every 10th run, so loads happen and not only 304s.
     server.route("/ventes.csv", (_q, r) => {
       hits++;
-      const extra = Math.floor(hits / 10);
       const rows = Array.from(
-        { length: extra },
+        { length: Math.floor(hits / 10) },
         (_, i) => `\r\n2024-01-${String((i % 28) + 1).padStart(2, "0")},REF00${(i % 5) + 1},1,${(i % 7) + 1}`,
       );
       r.writeHead(200).end(sales + rows.join(""));
     });
+  }
+  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+  test(
+    "no run leaves live objects behind: the heap and buffers after a full GC are flat over 1000 runs",
+    { timeout: 300_000 },
+    async () => {
+      setFlagsFromString("--expose-gc");
+      const gc = runInNewContext("gc") as () => void;
+      growingSales();
+      const heapAfterGc = (): number => {
+        gc();
+        gc();
+        const memory = process.memoryUsage();
+        return memory.heapUsed + memory.external;
+      };
+      const heap: number[] = [];
+      for (let run = 1; run <= 1000; run++) {
+        expect((await ws.cli(["run"], env)).code).toBe(0);
+        if (run % 100 === 0) heap.push(heapAfterGc());
+      }
+      const [first, last] = [heap[0]!, heap.at(-1)!];
+      console.log(
+        `soak: live heap and buffers after GC ${(first / 1e6).toFixed(1)} MB at run 100, ${(last / 1e6).toFixed(1)} MB at run 1000 (+${((last - first) / 1e6).toFixed(1)} MB)`,
+      );
+      // why: keeping the database image of each saving run (one run in ten here) was tried: +14 MB by run 1000.
+      expect(last - first).toBeLessThan(5e6);
+    },
+  );
+
+  test("run --every: 300 runs in one process all succeed, RSS bounded", { timeout: 300_000 }, async () => {
+    growingSales();
     const run = spawnCli(["run", "--every", "1ms", "--max-runs", "300", "--json"], ws.dir, env);
     const result = await run.done;
     expect(result.code).toBe(0);
@@ -171,12 +209,14 @@ describe.skipIf(!process.env["RELIABILITY_SOAK"])("soak (RELIABILITY_SOAK=1; .ci
       .map((line) => JSON.parse(line) as { ok: boolean; rssBytes: number });
     expect(runs).toHaveLength(300);
     expect(runs.every((r) => r.ok)).toBe(true);
-    const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const early = median(runs.slice(40, 60).map((r) => r.rssBytes));
     const late = median(runs.slice(280, 300).map((r) => r.rssBytes));
     console.log(
       `soak: RSS ${Math.round(early / 1e6)} MB around run 50, ${Math.round(late / 1e6)} MB around run 290 (${(late / early).toFixed(2)}x)`,
     );
-    expect(late / early).toBeLessThan(1.25);
+    // why: RSS also holds the heap V8 reserves as the allocation rate stays high (heapTotal grows from ~40
+    // to ~155 MB over the first ~600 runs while the live heap stays ~16 MB), so this is a coarse guard;
+    // the test above is the leak check.
+    expect(late / early).toBeLessThan(1.6);
   });
 });
