@@ -1,7 +1,8 @@
-import { cpSync } from "node:fs";
+import { cpSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { interpolate } from "../engine/config/interpolate.js";
+import { shapeValidatorFile, shapeValidatorSource } from "../engine/config/shape-validator-source.js";
 import { root, Workspace } from "./helpers/workspace.js";
 
 let ws: Workspace;
@@ -209,5 +210,11 @@ describe("${VAR} substitution", () => {
     ["${URL:-https://h/p?gid=0&x=1}", {}, "https://h/p?gid=0&x=1", []],
   ])("%s with %j", (text, env, value, missing) => {
     expect(interpolate(text, env)).toEqual({ value, missing });
+  });
+});
+
+describe("the JSON Schema validator generated at build time", () => {
+  test("matches the schema: after a change to engine/config/schema.ts, `npm run generate` rewrites it", () => {
+    expect(readFileSync(path.join(root, shapeValidatorFile), "utf8")).toBe(shapeValidatorSource());
   });
 });
