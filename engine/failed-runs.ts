@@ -1,6 +1,6 @@
 import { open, readFile, rm } from "node:fs/promises";
 import type { SqlDatabase } from "./db/database.js";
-import { recordStep, type RecordedStep } from "./history.js";
+import { insertRun, recordStep, type RecordedStep, type RunRow } from "./history.js";
 
 /**
  * A failed run leaves the database byte-identical, so it cannot record itself there. It is
@@ -9,12 +9,8 @@ import { recordStep, type RecordedStep } from "./history.js";
  * error) and `pipeline_run_steps`, committed with its own data, then empties the journal. Only a
  * run holding the database lock writes or empties the journal.
  */
-export interface FailedRun {
-  startedAt: string;
-  finishedAt: string;
+export interface FailedRun extends RunRow {
   status: "failed" | "interrupted";
-  configSha256: string;
-  configFile: string;
   error: string;
   steps: Omit<RecordedStep, "runId">[];
 }
@@ -81,11 +77,7 @@ export function recordFailedRuns(db: SqlDatabase, runs: readonly FailedRun[]): n
       [run.startedAt, run.finishedAt, run.status, run.configSha256, run.error],
     );
     if (seen.length > 0) continue;
-    db.run(
-      "INSERT INTO pipeline_runs (started_at, finished_at, status, config_sha256, config_file, rejected_rows, error) VALUES (?, ?, ?, ?, ?, 0, ?)",
-      [run.startedAt, run.finishedAt, run.status, run.configSha256, run.configFile, run.error],
-    );
-    const runId = Number(db.all("SELECT last_insert_rowid() AS id")[0]?.["id"]);
+    const runId = insertRun(db, run);
     for (const step of run.steps) recordStep(db, { ...step, runId });
     recorded++;
   }

@@ -76,13 +76,28 @@ export const systemTables = {
 /** Names of the engine's own tables. */
 export const systemTableNames: ReadonlySet<string> = new Set(Object.keys(systemTables));
 
-/** Inserts the run's row (finished_at is rewritten when the run ends); returns its id. */
-export function startRun(db: SqlDatabase, run: { startedAt: string; configSha256: string; configFile: string }): number {
+/** One row of pipeline_runs, as inserted. */
+export interface RunRow {
+  startedAt: string;
+  finishedAt: string;
+  status: string;
+  configSha256: string;
+  configFile: string;
+  error?: string | undefined;
+}
+
+/** Inserts a row of pipeline_runs; returns its id. */
+export function insertRun(db: SqlDatabase, run: RunRow): number {
   db.run(
-    "INSERT INTO pipeline_runs (started_at, finished_at, status, config_sha256, config_file, rejected_rows) VALUES (?, ?, 'running', ?, ?, 0)",
-    [run.startedAt, run.startedAt, run.configSha256, run.configFile],
+    "INSERT INTO pipeline_runs (started_at, finished_at, status, config_sha256, config_file, rejected_rows, error) VALUES (?, ?, ?, ?, ?, 0, ?)",
+    [run.startedAt, run.finishedAt, run.status, run.configSha256, run.configFile, run.error ?? null],
   );
   return Number(db.all("SELECT last_insert_rowid() AS id")[0]?.["id"]);
+}
+
+/** Inserts the run's row (finished_at and status are rewritten when the run ends); returns its id. */
+export function startRun(db: SqlDatabase, run: { startedAt: string; configSha256: string; configFile: string }): number {
+  return insertRun(db, { ...run, finishedAt: run.startedAt, status: "running" });
 }
 
 /** Marks the run finished, with its final status and rejected-row count. */

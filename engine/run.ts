@@ -208,8 +208,8 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     report.status = "failed";
     report.error = describeError(error);
     report.exitCode = error instanceof PipelineError ? error.exitCode : 1;
-    // why: only the lock holder may touch the journal, and a run that saved is already in the history.
-    if (lock && startedAt !== undefined && !report.saved) {
+    // why: only the lock holder (startedAt is set once the lock is held) may touch the journal, and a run that saved is already in the history.
+    if (startedAt !== undefined && !report.saved) {
       await journalFailure(plan, report, { startedAt, finishedAt: now().toISOString(), configSha256 });
     }
   } finally {
