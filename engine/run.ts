@@ -220,14 +220,19 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
   return report;
 }
 
+/** The journal's name as notes show it: it sits beside the database, whose path the report already shows. */
+function journalName(database: string): string {
+  return `${path.basename(failedRunsJournal(database))} (beside the database)`;
+}
+
 /** The journal of earlier failed runs; one that cannot be read is left for later, with a note. */
 async function readJournal(database: string, notes: string[]): Promise<JournalContents | undefined> {
   try {
     const journal = await readFailedRuns(database);
-    if (journal.unreadable > 0) notes.push(`skipped ${journal.unreadable} unreadable line(s) of ${failedRunsJournal(database)}`);
+    if (journal.unreadable > 0) notes.push(`skipped ${journal.unreadable} unreadable line(s) of ${journalName(database)}`);
     return journal;
   } catch (error) {
-    notes.push(`could not read ${failedRunsJournal(database)} (${(error as Error).message}); its failed runs are recorded later`);
+    notes.push(`could not read ${journalName(database)} (${(error as Error).message}); its failed runs are recorded later`);
     return undefined;
   }
 }
@@ -238,7 +243,7 @@ async function emptyJournal(database: string, journal: JournalContents | undefin
   try {
     await clearFailedRuns(database);
   } catch (error) {
-    notes.push(`could not empty ${failedRunsJournal(database)} (${(error as Error).message}); its runs are recorded once all the same`);
+    notes.push(`could not empty ${journalName(database)} (${(error as Error).message}); its runs are recorded once all the same`);
   }
 }
 
@@ -248,7 +253,7 @@ async function journalFailure(
   report: RunReport,
   run: { startedAt: string; finishedAt: string; configSha256: string },
 ): Promise<void> {
-  const journal = failedRunsJournal(plan.database);
+  const journal = journalName(plan.database);
   try {
     await journalFailedRun(plan.database, {
       ...run,

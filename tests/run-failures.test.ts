@@ -107,7 +107,7 @@ describe("failed runs are kept in the history", () => {
     server.route("/ventes.csv", (_q, r) => void r.writeHead(404, "Not Found").end());
     const failed = await ws.cli(["run"], env);
     expect(failed.code).toBe(1);
-    expect(failed.stdout).toContain("this failure is kept in");
+    expect(failed.stdout).toContain("this failure is kept in sales.db.failed-runs.jsonl (beside the database); the next run that saves");
     expect(ws.bytes()).toEqual(before);
     const kept = readFileSync(journal(), "utf8").trim().split("\n");
     expect(kept).toHaveLength(1);
