@@ -10,7 +10,7 @@ import { profileSources } from "./profile.js";
 import { renderProfile, replaceGenerated } from "./profile-report.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
 import { systemTables } from "./history.js";
-import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream } from "./output.js";
+import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream, type SchemaChanges } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
 import { executePlan, openDatabase } from "./run.js";
 import { parseDuration } from "./duration.js";
@@ -94,9 +94,9 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       return exitCodes.ok;
     }
     if (args.command === "plan" || args.dryRun) {
-      const created = await tablesToCreate(plan, database);
-      if (json) io.stdout.write(JSON.stringify(planJson(plan, created), null, 2) + "\n");
-      else io.stdout.write(renderPlan(plan, created, c));
+      const changes = await schemaChanges(plan, database);
+      if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
+      else io.stdout.write(renderPlan(plan, changes, c));
       return exitCodes.ok;
     }
     const runOnce = async (compact: boolean): Promise<number> => {
@@ -270,24 +270,26 @@ function resolveAgainst(baseDir: string, file: string): string {
   return path.isAbsolute(file) ? file : path.resolve(baseDir, file);
 }
 
-/** The tables a run would create; reads the database file, never writes it. */
-async function tablesToCreate(plan: Plan, database: string): Promise<string[]> {
+/** The tables a run would create and the columns it would add; reads the database file, never writes it. */
+async function schemaChanges(plan: Plan, database: string): Promise<SchemaChanges> {
   const db = await openDatabase(database);
   try {
-    ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
-    return ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>).created;
+    const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
+    const pipeline = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
+    return { createdTables: pipeline.created, addedColumns: system.addedColumns };
   } finally {
     db.close();
   }
 }
 
-function planJson(plan: Plan, createdTables: string[]) {
+function planJson(plan: Plan, { createdTables, addedColumns }: SchemaChanges) {
   return {
     ok: true,
     command: "plan",
     config: plan.config.file,
     database: plan.database,
     createdTables,
+    addedColumns,
     steps: plan.steps.map((s) => ({
       index: s.index,
       name: s.name,

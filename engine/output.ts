@@ -27,10 +27,18 @@ function formatMs(ms: number): string {
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
 }
 
+/** What a run would change in the database's schema before its steps. */
+export interface SchemaChanges {
+  createdTables: string[];
+  /** `table.column`, for the engine's own tables written by an older version. */
+  addedColumns: string[];
+}
+
 /** The plan as `run --dry-run` prints it. */
-export function renderPlan(plan: Plan, createdTables: string[], c: ChalkInstance): string {
+export function renderPlan(plan: Plan, changes: SchemaChanges, c: ChalkInstance): string {
   const lines = [c.bold(`Plan for ${plan.config.file} -> ${plan.database}`), ""];
-  if (createdTables.length > 0) lines.push(`would create tables: ${createdTables.join(", ")}`, "");
+  if (changes.createdTables.length > 0) lines.push(`would create tables: ${changes.createdTables.join(", ")}`, "");
+  if (changes.addedColumns.length > 0) lines.push(`would add columns: ${changes.addedColumns.join(", ")}`, "");
   for (const step of plan.steps) {
     lines.push(`${c.cyan(`${step.index + 1}.`)} ${c.bold(step.name)}  ${step.description}`);
     const width = Math.max(...step.details.map(([label]) => label.length));

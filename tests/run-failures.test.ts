@@ -166,6 +166,10 @@ describe("failed runs are kept in the history", () => {
   test("a database written before pipeline_runs had its error column gets it added, rows kept", async () => {
     const db = ws.path("output/sales.db");
     sqlite(db, "ALTER TABLE pipeline_runs DROP COLUMN error");
+    const before = ws.bytes();
+    const plan = await ws.cli(["run", "--dry-run"], env);
+    expect(plan.stdout).toContain("would add columns: pipeline_runs.error");
+    expect(ws.bytes()).toEqual(before);
     const run = await ws.cli(["run"], env);
     expect(run.code).toBe(0);
     expect(run.stdout).toContain("added the column(s) pipeline_runs.error");
