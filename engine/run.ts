@@ -257,19 +257,19 @@ async function journalFailure(
   try {
     await journalFailedRun(plan.database, {
       ...run,
-      status: report.exitCode === 130 ? "interrupted" : "failed",
+      status: report.error?.code === "E_ABORTED" ? "interrupted" : "failed",
       configFile: plan.config.file,
       error: `${report.error?.code ?? "E_RUN"} ${report.error?.message ?? ""}`.trim(),
       steps: report.steps
         .filter((step) => step.status !== "not_executed" && step.status !== "skipped")
-        .map(({ index, name, type, status, counts, durationMs, error }) => ({
+        .map(({ index, name, type, status, counts, durationMs, detail, error }) => ({
           index,
           name,
           type,
           status,
           counts,
           durationMs,
-          detail: error?.message,
+          detail: error?.message ?? detail,
         })),
     });
     report.notes.push(`this failure is kept in ${journal}; the next run that saves records it in pipeline_runs`);

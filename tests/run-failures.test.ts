@@ -123,6 +123,11 @@ describe("failed runs are kept in the history", () => {
       ["1|succeeded|1", "2|failed|0", "3|succeeded|1"].join("\n"),
     );
     expect(sqlite(db, "SELECT error FROM pipeline_runs WHERE run_id = 2")).toMatch(/^E_FETCH GET .*ventes\.csv -> 404 Not Found/);
+    // The steps that ran keep their detail as in a successful run; the failed one keeps its error.
+    expect(sqlite(db, "SELECT detail FROM pipeline_run_steps WHERE run_id = 2 AND step = 'load_products'")).toMatch(/^source /);
+    expect(sqlite(db, "SELECT detail FROM pipeline_run_steps WHERE run_id = 2 AND step = 'load_sales'")).toMatch(
+      /ventes\.csv -> 404 Not Found/,
+    );
     expect(sqlite(db, "SELECT step, status FROM pipeline_run_steps WHERE run_id = 2 ORDER BY step_index")).toBe(
       ["load_products|unchanged", "load_stores|unchanged", "load_city_regions|unchanged", "load_sales|error"].join("\n"),
     );
