@@ -4,7 +4,7 @@ import path from "node:path";
 import type { StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
 import { openSqlJs } from "./db/sqljs.js";
-import { acquireLock, removeStrayTemporaryFiles, type DatabaseLock } from "./db/lock.js";
+import { acquireLock, removeStrayFiles, type DatabaseLock } from "./db/lock.js";
 import {
   checkNoSqliteSidecars,
   fileIdentity,
@@ -119,7 +119,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
   try {
     lock = await acquireLock(plan.database, { timeoutMs: options.lockTimeoutMs, signal: options.signal });
     startedAt = now().toISOString();
-    await removeStrayTemporaryFiles(plan.database);
+    await removeStrayFiles(plan.database, lock);
     await checkNoSqliteSidecars(plan.database);
     const loaded = await fileIdentity(plan.database);
     db = await openDatabase(plan.database);

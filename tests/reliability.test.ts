@@ -5,6 +5,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { acquireLock, removeStrayFiles } from "../engine/db/lock.js";
 import { startServer, type TestServer } from "./helpers/http-server.js";
 import { spawnCli, waitFor } from "./helpers/spawn-cli.js";
 import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
@@ -133,6 +134,26 @@ describe("crash safety", () => {
     ws.write("output/.sales.db.tmp-0123456789ab", "half a database");
     expect((await ws.cli(["run"], env)).code).toBe(0);
     expect(readdirSync(ws.path("output")).filter((n) => n.includes(".tmp-"))).toEqual([]);
+  });
+
+  test("a stale lock moved aside by a run killed while taking it over is removed by the next run", async () => {
+    // why: SIGKILL between the take-over's rename and its rm left exactly this in CI (2026-11-23).
+    ws.write("output/sales.db.lock.stale-09e7dba3", JSON.stringify({ pid: 999_999, host: hostname(), started_at: "x" }) + "\n");
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    expect(readdirSync(ws.path("output")).filter((n) => n.includes(".lock"))).toEqual([]);
+  });
+
+  test("a lock moved aside holding the current holder's record is left for its mover to put back", async () => {
+    // why: a run that saw a stale lock may move the fresh lock of the run that took over first, then link it back.
+    const lock = await acquireLock(db(), { timeoutMs: 0 });
+    try {
+      writeFileSync(`${lockFile()}.stale-aaaaaaaa`, lock.holderText);
+      writeFileSync(`${lockFile()}.stale-bbbbbbbb`, JSON.stringify({ pid: 1, host: "gone", started_at: "x" }) + "\n");
+      expect(await removeStrayFiles(db(), lock)).toBe(1);
+      expect(readdirSync(ws.path("output")).filter((n) => n.includes(".stale-"))).toEqual(["sales.db.lock.stale-aaaaaaaa"]);
+    } finally {
+      await lock.release();
+    }
   });
 });
 

@@ -7,6 +7,8 @@ import { PipelineError } from "../errors.js";
 
 /** A held lock on a database file; release it once, in a finally. */
 export interface DatabaseLock {
+  /** What this run wrote in the lock file: who holds it. */
+  readonly holderText: string;
   release(): Promise<void>;
 }
 
@@ -36,7 +38,8 @@ export async function acquireLock(
   for (;;) {
     try {
       const handle = await open(file, "wx", 0o644);
-      await handle.writeFile(JSON.stringify(me) + "\n");
+      const holderText = JSON.stringify(me) + "\n";
+      await handle.writeFile(holderText);
       await handle.close();
       const heartbeat = setInterval(() => {
         const now = new Date();
@@ -44,6 +47,7 @@ export async function acquireLock(
       }, staleLockMs / 5);
       heartbeat.unref();
       return {
+        holderText,
         release: async () => {
           clearInterval(heartbeat);
           await rm(file, { force: true });
@@ -116,12 +120,25 @@ async function takeOver(file: string, staleText: string): Promise<void> {
   await rm(aside, { force: true });
 }
 
-/** Removes temporary files left by runs that crashed while saving; call while holding the lock. */
-export async function removeStrayTemporaryFiles(database: string): Promise<number> {
+/**
+ * Removes what runs killed at the wrong moment left beside the database: temporary files of a save
+ * (`.<db>.tmp-*`) and stale locks moved aside by a take-over (`<db>.lock.stale-*`). Call while
+ * holding `lock`. An aside lock holding this run's own record is kept: another run moved it by
+ * mistake and is about to put it back.
+ */
+export async function removeStrayFiles(database: string, lock: DatabaseLock): Promise<number> {
   const directory = path.dirname(path.resolve(database));
-  const prefix = `.${path.basename(database)}.tmp-`;
+  const temporary = `.${path.basename(database)}.tmp-`;
+  const aside = `${path.basename(database)}.lock.stale-`;
   const names = await readdir(directory).catch(() => [] as string[]);
-  const strays = names.filter((name) => name.startsWith(prefix));
+  const strays: string[] = [];
+  for (const name of names) {
+    if (name.startsWith(temporary)) strays.push(name);
+    else if (name.startsWith(aside)) {
+      const text = await readFile(path.join(directory, name), "utf8").catch(() => undefined);
+      if (text !== undefined && text !== lock.holderText) strays.push(name);
+    }
+  }
   await Promise.all(strays.map((name) => rm(path.join(directory, name), { force: true })));
   return strays.length;
 }
