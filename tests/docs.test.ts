@@ -34,3 +34,32 @@ describe("generated documents match what the tool generates now", () => {
     }
   });
 });
+
+describe("docs/reliability.md", () => {
+  test("every row of the fault table names tests that exist", () => {
+    const table = readFileSync(path.join(root, "docs/reliability.md"), "utf8")
+      .split("\n")
+      .filter((line) => line.startsWith("| ") && !line.startsWith("| fault ") && !line.startsWith("|---"));
+    expect(table.length).toBeGreaterThan(40);
+    const missing: string[] = [];
+    for (const row of table) {
+      const cell = row.split(" | ").at(-1)!.replace(/ \|$/, "");
+      for (const reference of cell.split("; ")) {
+        const match = /^([a-z-]+): (.+)$/.exec(reference);
+        if (!match) {
+          missing.push(`${reference} (not "file: test title")`);
+          continue;
+        }
+        const source = readFileSync(path.join(root, "tests", `${match[1]}.test.ts`), "utf8");
+        // why: a title may be shortened with "…"; each part left must be in the file, as a test or a table entry.
+        const parts = match[2]!
+          .replace(/ \(CI\)$/, "")
+          .split("…")
+          .map((part) => part.trim())
+          .filter((part) => part !== "");
+        for (const part of parts) if (!source.includes(part)) missing.push(`${reference}: "${part}" is not in tests/${match[1]}.test.ts`);
+      }
+    }
+    expect(missing).toEqual([]);
+  });
+});
