@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import path from "node:path";
 import type { StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
@@ -9,9 +10,11 @@ import {
   checkNoSqliteSidecars,
   fileIdentity,
   readDatabaseFile,
+  removeStrayTemporaries,
   saveDatabaseFile,
-  writeFileAtomically,
+  stageFile,
   type FileIdentity,
+  type StagedFile,
 } from "./db/store.js";
 import { ensureTables } from "./db/tables.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
@@ -53,7 +56,7 @@ export interface RunReport {
   steps: StepResult[];
   durationMs: number;
   saved: boolean;
-  /** Files written after the database was saved (reports), relative to the pipeline file. */
+  /** Files put in place after the database was saved (reports), relative to the pipeline file. */
   files: string[];
   error?: { code: string; message: string; expected: boolean } | undefined;
   /** The exit code this report calls for. */
@@ -114,6 +117,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
   let db: SqlDatabase | undefined;
   let lock: DatabaseLock | undefined;
   const files: { path: string; content: string }[] = [];
+  const staged: { path: string; file: StagedFile }[] = [];
   let startedAt: string | undefined;
   let configSha256 = "";
   try {
@@ -187,20 +191,26 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     checkForeignKeys(db);
     db.exec("COMMIT");
     throwIfAborted(options.signal);
+    // why: the files a run writes (reports) are written and fsynced before the database is saved, so
+    // that a file that cannot be written fails the run with nothing changed; after the save, only renames remain.
+    for (const file of files) staged.push({ path: file.path, file: await stageOutputFile(plan, file) });
     const image = db.export();
     await refuseIfChanged(plan.database, loaded);
     await saveDatabaseFile(plan.database, image);
     report.saved = true;
     if (recordedFailures > 0) report.notes.push(`recorded ${recordedFailures} earlier failed run(s) in pipeline_runs`);
     await emptyJournal(plan.database, failures, report.notes);
-    for (const file of files) {
-      const target = path.resolve(plan.config.baseDir, file.path);
+    const notPlaced: string[] = [];
+    for (const { path: file, file: output } of staged) {
       try {
-        await writeFileAtomically(target, file.content);
+        await output.commit();
+        report.files.push(file);
       } catch (error) {
-        throw new PipelineError("E_SAVE", `the database was saved, but ${target} could not be written: ${(error as Error).message}`);
+        notPlaced.push(`${file} (${(error as Error).message})`);
       }
-      report.files.push(file.path);
+    }
+    if (notPlaced.length > 0) {
+      throw new PipelineError("E_SAVE", `the database was saved, but these files could not be put in place: ${notPlaced.join(", ")}`);
     }
     report.ok = true;
     report.exitCode = 0;
@@ -213,11 +223,24 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       await journalFailure(plan, report, { startedAt, finishedAt: now().toISOString(), configSha256 });
     }
   } finally {
+    await Promise.all(staged.map(({ file }) => file.discard()));
     db?.close();
     await lock?.release();
     report.durationMs = performance.now() - started;
   }
   return report;
+}
+
+/** Writes a file a step produced beside its target, fsynced, for the rename after the database is saved. */
+async function stageOutputFile(plan: Plan, file: { path: string; content: string }): Promise<StagedFile> {
+  const target = path.resolve(plan.config.baseDir, file.path);
+  try {
+    if ((await stat(target).catch(() => undefined))?.isDirectory()) throw new Error("it is a directory");
+    await removeStrayTemporaries(target);
+    return await stageFile(target, file.content);
+  } catch (error) {
+    throw new PipelineError("E_SAVE", `cannot write ${target}: ${(error as Error).message}; nothing was saved`, { cause: error });
+  }
 }
 
 /** The journal's name as notes show it: it sits beside the database, whose path the report already shows. */

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { startServer, type TestServer } from "./helpers/http-server.js";
@@ -96,6 +97,37 @@ describe("a database file that is not SQLite", () => {
     expect(run.stderr).toMatch(/^error E_DB \S*output\/sales\.db is not a readable SQLite database: file is not a database\n$/);
     expect(ws.bytes()).toEqual(garbage);
     expect((await ws.cli(["plan"], env)).code).toBe(1);
+  });
+});
+
+describe("the files a run writes fail with it", () => {
+  const newSale = () =>
+    server.file("/ventes.csv", readFileSync(path.join(clientFixtures, "ventes.csv"), "utf8") + "\r\n2023-06-26,REF001,1,1");
+  const strays = () => execFileSync("find", [ws.dir, "-name", "*.tmp-*"], { encoding: "utf8" });
+
+  test("a report that cannot be written fails the run before the database is saved", async () => {
+    await expectFailedRun(
+      () => {
+        newSale();
+        ws.write("blocker", "a file where the report directory should be");
+      },
+      /E_SAVE cannot write \S*blocker\/reports\/fiche-synthese\.md: ENOTDIR: not a directory, mkdir \S*blocker\/reports\S*; nothing was saved/,
+      { REPORT_DIR: "blocker/reports" },
+    );
+    expect(strays()).toBe("");
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    expect(sqlite(ws.path("output/sales.db"), "SELECT count(*) FROM sales")).toBe("31");
+  });
+
+  test("a directory where a report should go fails the run before the database is saved, the other report untouched", async () => {
+    const html = ws.bytes("output/fiche-synthese.html");
+    await expectFailedRun(() => {
+      newSale();
+      rmSync(ws.path("output/fiche-synthese.md"));
+      mkdirSync(ws.path("output/fiche-synthese.md"));
+    }, /E_SAVE cannot write \S*output\/fiche-synthese\.md: it is a directory; nothing was saved/);
+    expect(ws.bytes("output/fiche-synthese.html")).toEqual(html);
+    expect(strays()).toBe("");
   });
 });
 

@@ -4,6 +4,7 @@ import { link, mkdir, open, readFile, readdir, rename, rm, stat, utimes } from "
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { PipelineError } from "../errors.js";
+import { removeStrayTemporaries } from "./store.js";
 
 /** A held lock on a database file; release it once, in a finally. */
 export interface DatabaseLock {
@@ -128,17 +129,13 @@ async function takeOver(file: string, staleText: string): Promise<void> {
  */
 export async function removeStrayFiles(database: string, lock: DatabaseLock): Promise<number> {
   const directory = path.dirname(path.resolve(database));
-  const temporary = `.${path.basename(database)}.tmp-`;
   const aside = `${path.basename(database)}.lock.stale-`;
   const names = await readdir(directory).catch(() => [] as string[]);
   const strays: string[] = [];
-  for (const name of names) {
-    if (name.startsWith(temporary)) strays.push(name);
-    else if (name.startsWith(aside)) {
-      const text = await readFile(path.join(directory, name), "utf8").catch(() => undefined);
-      if (text !== undefined && text !== lock.holderText) strays.push(name);
-    }
+  for (const name of names.filter((name) => name.startsWith(aside))) {
+    const text = await readFile(path.join(directory, name), "utf8").catch(() => undefined);
+    if (text !== undefined && text !== lock.holderText) strays.push(name);
   }
   await Promise.all(strays.map((name) => rm(path.join(directory, name), { force: true })));
-  return strays.length;
+  return strays.length + (await removeStrayTemporaries(database));
 }

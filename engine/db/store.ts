@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { PipelineError } from "../errors.js";
 
@@ -29,9 +29,30 @@ export async function saveDatabaseFile(file: string, image: Uint8Array): Promise
 }
 
 /** Writes a file by way of a fsynced temporary file in the same directory, renamed over it. */
-export async function writeFileAtomically(file: string, data: Uint8Array | string): Promise<void> {
+async function writeFileAtomically(file: string, data: Uint8Array | string): Promise<void> {
+  const staged = await stageFile(file, data);
+  try {
+    await staged.commit();
+  } catch (error) {
+    await staged.discard();
+    throw error;
+  }
+}
+
+/** A file written and fsynced under a temporary name beside its target, waiting to be put in place. */
+export interface StagedFile {
+  /** Renames it over the target and fsyncs the directory. */
+  commit(): Promise<void>;
+  /** Removes the temporary file if it is still there; harmless after commit. */
+  discard(): Promise<void>;
+}
+
+/** Writes `data` to a temporary file beside `file` (`.<name>.tmp-<random>`) and fsyncs it; nothing replaces `file` yet. */
+export async function stageFile(file: string, data: Uint8Array | string): Promise<StagedFile> {
   const directory = path.dirname(path.resolve(file));
-  const temporary = path.join(directory, `.${path.basename(file)}.tmp-${randomBytes(6).toString("hex")}`);
+  const temporary = path.join(directory, `${temporaryPrefix(file)}${randomBytes(6).toString("hex")}`);
+  // why: a failure to remove the temporary file must not hide the error that made us remove it.
+  const discard = () => rm(temporary, { force: true }).catch(() => undefined);
   try {
     await mkdir(directory, { recursive: true });
     const handle = await open(temporary, "wx", 0o644);
@@ -41,12 +62,31 @@ export async function writeFileAtomically(file: string, data: Uint8Array | strin
     } finally {
       await handle.close();
     }
-    await rename(temporary, file);
-    await syncDirectory(directory);
   } catch (error) {
-    await rm(temporary, { force: true });
+    await discard();
     throw error;
   }
+  return {
+    commit: async () => {
+      await rename(temporary, file);
+      await syncDirectory(directory);
+    },
+    discard,
+  };
+}
+
+/** How the temporary files of {@link stageFile} for `file` begin. */
+export function temporaryPrefix(file: string): string {
+  return `.${path.basename(file)}.tmp-`;
+}
+
+/** Removes temporary files for `file` left by a run killed while writing it; call while holding the lock. */
+export async function removeStrayTemporaries(file: string): Promise<number> {
+  const directory = path.dirname(path.resolve(file));
+  const names = await readdir(directory).catch(() => [] as string[]);
+  const strays = names.filter((name) => name.startsWith(temporaryPrefix(file)));
+  await Promise.all(strays.map((name) => rm(path.join(directory, name), { force: true })));
+  return strays.length;
 }
 
 async function syncDirectory(directory: string): Promise<void> {
