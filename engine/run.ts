@@ -124,6 +124,10 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     lock = await acquireLock(plan.database, { timeoutMs: options.lockTimeoutMs, signal: options.signal });
     startedAt = now().toISOString();
     await removeStrayFiles(plan.database, lock);
+    for (const step of plan.steps) {
+      for (const file of options.typeOf(step.spec).files?.(step.spec) ?? [])
+        await removeStrayTemporaries(path.resolve(plan.config.baseDir, file));
+    }
     await checkNoSqliteSidecars(plan.database);
     const loaded = await fileIdentity(plan.database);
     db = await openDatabase(plan.database);
@@ -236,7 +240,6 @@ async function stageOutputFile(plan: Plan, file: { path: string; content: string
   const target = path.resolve(plan.config.baseDir, file.path);
   try {
     if ((await stat(target).catch(() => undefined))?.isDirectory()) throw new Error("it is a directory");
-    await removeStrayTemporaries(target);
     return await stageFile(target, file.content);
   } catch (error) {
     throw new PipelineError("E_SAVE", `cannot write ${target}: ${(error as Error).message}; nothing was saved`, { cause: error });

@@ -20,7 +20,7 @@ export interface StepOutcome {
   counts: StepCounts;
   /** One human sentence added to the log line, e.g. "source unchanged (304)". */
   detail?: string;
-  /** Files to write (path relative to the pipeline file) once the database is saved, each atomically. */
+  /** Files to write (path relative to the pipeline file), among the step's `files`: staged before the database is saved, renamed into place after. */
   files?: { path: string; content: string }[];
 }
 
@@ -67,6 +67,8 @@ export interface StepDefinition<S extends StepSpec = StepSpec> {
   details(step: S, pipeline: Pipeline): PlanDetail[];
   /** The tables the step writes. */
   writes(step: S): string[];
+  /** The files the step may write, relative to the pipeline file; the run removes temporary files a killed run left for them. */
+  files?(step: S): string[];
   /** Whether the step only derives from what earlier steps loaded: skipped when no source and no configuration changed. */
   derived: boolean;
   /** Meaning errors that the JSON Schema cannot see. */

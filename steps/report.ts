@@ -19,8 +19,7 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
   type: "report",
 
   describe(step) {
-    const outputs = [step.markdown, step.html].filter(Boolean).join(", ");
-    return `report "${step.title}" -> ${outputs}`;
+    return `report "${step.title}" -> ${outputFiles(step).join(", ")}`;
   },
 
   details(step) {
@@ -32,6 +31,7 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
   },
 
   writes: () => [],
+  files: outputFiles,
   derived: true,
 
   check(step, context) {
@@ -103,6 +103,11 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
     return { status: "success", counts: {}, detail: `${sections.length} sections`, files };
   },
 };
+
+/** The files a report writes: its markdown and html, when set. */
+function outputFiles(step: ReportStepSpec): string[] {
+  return [step.markdown, step.html].filter((file): file is string => file !== undefined && file !== "");
+}
 
 const formats: ReportFormat[] = ["text", "integer", "number", "cents", "percent", "date"];
 
