@@ -1,24 +1,19 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { startServer, type TestServer } from "./helpers/http-server.js";
+import { serveClientData } from "./helpers/client-server.js";
+import type { TestServer } from "./helpers/http-server.js";
 import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
 
 let server: TestServer;
 let ws: Workspace;
 let env: Record<string, string>;
+let close: () => Promise<void>;
 
 beforeEach(async () => {
-  server = await startServer();
-  for (const name of ["produits", "magasins", "ventes"])
-    server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
-  ws = new Workspace();
-  env = { PRODUCTS_URL: server.url("/produits.csv"), STORES_URL: server.url("/magasins.csv"), SALES_URL: server.url("/ventes.csv") };
+  ({ server, ws, env, close } = await serveClientData());
 });
-afterEach(async () => {
-  ws.remove();
-  await server.close();
-});
+afterEach(() => close());
 
 const results = (db: string) =>
   sqlite(db, "SELECT * FROM revenue_total; SELECT * FROM sales_by_product; SELECT * FROM sales_by_city; SELECT * FROM sales_by_region;");

@@ -1,24 +1,18 @@
 import { readFileSync } from "node:fs";
-import path from "node:path";
 import { afterEach, beforeEach, expect, test } from "vitest";
-import { startServer, type TestServer } from "./helpers/http-server.js";
-import { clientFixtures, Workspace } from "./helpers/workspace.js";
+import { serveClientData } from "./helpers/client-server.js";
+import type { TestServer } from "./helpers/http-server.js";
+import type { Workspace } from "./helpers/workspace.js";
 
 let server: TestServer;
 let ws: Workspace;
 let env: Record<string, string>;
+let close: () => Promise<void>;
 
 beforeEach(async () => {
-  server = await startServer();
-  for (const name of ["produits", "magasins", "ventes"])
-    server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
-  ws = new Workspace();
-  env = { PRODUCTS_URL: server.url("/produits.csv"), STORES_URL: server.url("/magasins.csv"), SALES_URL: server.url("/ventes.csv") };
+  ({ server, ws, env, close } = await serveClientData());
 });
-afterEach(async () => {
-  ws.remove();
-  await server.close();
-});
+afterEach(() => close());
 
 test("doctor passes when every check passes, and writes nothing", async () => {
   const result = await ws.cli(["doctor"], env);

@@ -1,27 +1,18 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
 import { spawnCli } from "./helpers/spawn-cli.js";
-import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
+import { clientFileEnv, clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
 
 let ws: Workspace;
-const env = {
-  PRODUCTS_URL: "tests/fixtures/client/produits.csv",
-  STORES_URL: "tests/fixtures/client/magasins.csv",
-  SALES_URL: "tests/fixtures/client/ventes.csv",
-  REPORT_DIR: "reports",
-};
+const env = { ...clientFileEnv, REPORT_DIR: "reports" };
 const header = "Date,ID Référence produit,Quantité,ID Magasin";
 const sales = readFileSync(path.join(clientFixtures, "ventes.csv"), "utf8");
 
 beforeEach(() => {
   ws = new Workspace();
-  mkdirSync(ws.path("tests/fixtures"), { recursive: true });
-  for (const name of ["produits", "magasins", "ventes"]) {
-    mkdirSync(ws.path("tests/fixtures/client"), { recursive: true });
-    copyFileSync(path.join(clientFixtures, `${name}.csv`), ws.path(`tests/fixtures/client/${name}.csv`));
-  }
+  ws.copyClientFiles();
 });
 afterEach(() => ws.remove());
 

@@ -1,17 +1,13 @@
-import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { clientFixtures, root, Workspace } from "./helpers/workspace.js";
+import { clientFileEnv, clientFixtures, root, Workspace } from "./helpers/workspace.js";
 
 let ws: Workspace;
-const env = {
-  PRODUCTS_URL: "tests/fixtures/client/produits.csv",
-  STORES_URL: "tests/fixtures/client/magasins.csv",
-  SALES_URL: "tests/fixtures/client/ventes.csv",
-};
+const env = clientFileEnv;
 beforeEach(() => {
   ws = new Workspace();
-  cpSync(clientFixtures, ws.path("tests/fixtures/client"), { recursive: true });
+  ws.copyClientFiles();
 });
 afterEach(() => ws.remove());
 

@@ -6,26 +6,21 @@ import { runInNewContext } from "node:vm";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { acquireLock, removeStrayFiles } from "../engine/db/lock.js";
-import { startServer, type TestServer } from "./helpers/http-server.js";
+import { serveClientData } from "./helpers/client-server.js";
+import type { TestServer } from "./helpers/http-server.js";
 import { spawnCli, waitFor } from "./helpers/spawn-cli.js";
 import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
 
 let server: TestServer;
 let ws: Workspace;
 let env: Record<string, string>;
+let close: () => Promise<void>;
 const sales = readFileSync(path.join(clientFixtures, "ventes.csv"), "utf8");
 
 beforeEach(async () => {
-  server = await startServer();
-  for (const name of ["produits", "magasins", "ventes"])
-    server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
-  ws = new Workspace();
-  env = { PRODUCTS_URL: server.url("/produits.csv"), STORES_URL: server.url("/magasins.csv"), SALES_URL: server.url("/ventes.csv") };
+  ({ server, ws, env, close } = await serveClientData());
 });
-afterEach(async () => {
-  ws.remove();
-  await server.close();
-});
+afterEach(() => close());
 
 const db = () => ws.path("output/sales.db");
 const lockFile = () => `${db()}.lock`;

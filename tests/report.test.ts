@@ -1,20 +1,15 @@
-import { cpSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { formatValue } from "../steps/report.js";
 import { countPixels, findChromium, screenshot } from "./helpers/chromium.js";
-import { clientFixtures, root, Workspace } from "./helpers/workspace.js";
+import { clientFileEnv, root, Workspace } from "./helpers/workspace.js";
 
 let ws: Workspace;
-const env = {
-  PRODUCTS_URL: "tests/fixtures/client/produits.csv",
-  STORES_URL: "tests/fixtures/client/magasins.csv",
-  SALES_URL: "tests/fixtures/client/ventes.csv",
-  REPORT_DIR: "reports",
-};
+const env = { ...clientFileEnv, REPORT_DIR: "reports" };
 beforeEach(() => {
   ws = new Workspace();
-  cpSync(clientFixtures, ws.path("tests/fixtures/client"), { recursive: true });
+  ws.copyClientFiles();
 });
 afterEach(() => ws.remove());
 

@@ -2,25 +2,20 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { serveClientData } from "./helpers/client-server.js";
 import { startServer, type TestServer } from "./helpers/http-server.js";
 import { clientFixtures, root, sqlite, Workspace } from "./helpers/workspace.js";
 
 let server: TestServer;
 let ws: Workspace;
 let env: Record<string, string>;
+let close: () => Promise<void>;
 
 beforeEach(async () => {
-  server = await startServer();
-  for (const name of ["produits", "magasins", "ventes"])
-    server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
-  ws = new Workspace();
-  env = { PRODUCTS_URL: server.url("/produits.csv"), STORES_URL: server.url("/magasins.csv"), SALES_URL: server.url("/ventes.csv") };
+  ({ server, ws, env, close } = await serveClientData());
   expect((await ws.cli(["run"], env)).code).toBe(0);
 });
-afterEach(async () => {
-  ws.remove();
-  await server.close();
-});
+afterEach(() => close());
 
 /** Runs again after `breakIt`, and checks the run failed with `message` and left the file byte-identical. */
 async function expectFailedRun(breakIt: () => void, message: RegExp | string, extraEnv: Record<string, string> = {}) {

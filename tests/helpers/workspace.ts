@@ -10,6 +10,13 @@ export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 /** The client's files, byte-exact. */
 export const clientFixtures = path.join(root, "tests/fixtures/client");
 
+/** The pipeline's URL variables pointing at the client's files inside a workspace, once {@link Workspace.copyClientFiles} put them there. */
+export const clientFileEnv: Readonly<Record<string, string>> = {
+  PRODUCTS_URL: "tests/fixtures/client/produits.csv",
+  STORES_URL: "tests/fixtures/client/magasins.csv",
+  SALES_URL: "tests/fixtures/client/ventes.csv",
+};
+
 /** What one in-process CLI call printed and returned. */
 export interface CliResult {
   code: number;
@@ -28,6 +35,11 @@ export class Workspace {
       cpSync(path.join(root, "sql"), path.join(this.dir, "sql"), { recursive: true });
       cpSync(path.join(root, "data"), path.join(this.dir, "data"), { recursive: true });
     }
+  }
+
+  /** Copies the client's three files to tests/fixtures/client/ inside the workspace, where {@link clientFileEnv} points. */
+  copyClientFiles(): void {
+    cpSync(clientFixtures, this.path("tests/fixtures/client"), { recursive: true });
   }
 
   path(...parts: string[]): string {
