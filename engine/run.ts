@@ -5,7 +5,7 @@ import path from "node:path";
 import type { StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
 import { openSqlJs } from "./db/sqljs.js";
-import { acquireLock, removeStrayFiles, type DatabaseLock } from "./db/lock.js";
+import { acquireLock, removeLocksLeftAside, type DatabaseLock } from "./db/lock.js";
 import {
   checkNoSqliteSidecars,
   fileIdentity,
@@ -123,10 +123,11 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
   try {
     lock = await acquireLock(plan.database, { timeoutMs: options.lockTimeoutMs, signal: options.signal });
     startedAt = now().toISOString();
-    await removeStrayFiles(plan.database, lock);
-    for (const step of plan.steps) {
-      for (const file of options.typeOf(step.spec).files?.(step.spec) ?? [])
-        await removeStrayTemporaries(path.resolve(plan.config.baseDir, file));
+    // why: what runs killed at the wrong moment left: a lock moved aside, temporary files of the database or of a report.
+    await removeLocksLeftAside(plan.database, lock);
+    const outputs = plan.steps.flatMap((step) => options.typeOf(step.spec).files?.(step.spec) ?? []);
+    for (const file of [plan.database, ...outputs.map((output) => path.resolve(plan.config.baseDir, output))]) {
+      await removeStrayTemporaries(file);
     }
     await checkNoSqliteSidecars(plan.database);
     const loaded = await fileIdentity(plan.database);

@@ -5,7 +5,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { acquireLock, removeStrayFiles } from "../engine/db/lock.js";
+import { acquireLock, removeLocksLeftAside } from "../engine/db/lock.js";
 import { serveClientData } from "./helpers/client-server.js";
 import type { TestServer } from "./helpers/http-server.js";
 import { spawnCli, waitFor } from "./helpers/spawn-cli.js";
@@ -146,7 +146,7 @@ describe("crash safety", () => {
     try {
       writeFileSync(`${lockFile()}.stale-aaaaaaaa`, lock.holderText);
       writeFileSync(`${lockFile()}.stale-bbbbbbbb`, JSON.stringify({ pid: 1, host: "gone", started_at: "x" }) + "\n");
-      expect(await removeStrayFiles(db(), lock)).toBe(1);
+      expect(await removeLocksLeftAside(db(), lock)).toBe(1);
       expect(readdirSync(ws.path("output")).filter((n) => n.includes(".stale-"))).toEqual(["sales.db.lock.stale-aaaaaaaa"]);
     } finally {
       await lock.release();

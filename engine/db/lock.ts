@@ -4,7 +4,6 @@ import { link, mkdir, open, readFile, readdir, rename, rm, stat, utimes } from "
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { PipelineError } from "../errors.js";
-import { removeStrayTemporaries } from "./store.js";
 
 /** A held lock on a database file; release it once, in a finally. */
 export interface DatabaseLock {
@@ -122,12 +121,11 @@ async function takeOver(file: string, staleText: string): Promise<void> {
 }
 
 /**
- * Removes what runs killed at the wrong moment left beside the database: temporary files of a save
- * (`.<db>.tmp-*`) and stale locks moved aside by a take-over (`<db>.lock.stale-*`). Call while
- * holding `lock`. An aside lock holding this run's own record is kept: another run moved it by
- * mistake and is about to put it back.
+ * Removes stale locks that a run killed in the middle of a take-over left moved aside
+ * (`<db>.lock.stale-*`). Call while holding `lock`. One holding this run's own record is kept:
+ * another run moved it by mistake and is about to put it back.
  */
-export async function removeStrayFiles(database: string, lock: DatabaseLock): Promise<number> {
+export async function removeLocksLeftAside(database: string, lock: DatabaseLock): Promise<number> {
   const directory = path.dirname(path.resolve(database));
   const aside = `${path.basename(database)}.lock.stale-`;
   const names = await readdir(directory).catch(() => [] as string[]);
@@ -137,5 +135,5 @@ export async function removeStrayFiles(database: string, lock: DatabaseLock): Pr
     if (text !== undefined && text !== lock.holderText) strays.push(name);
   }
   await Promise.all(strays.map((name) => rm(path.join(directory, name), { force: true })));
-  return strays.length + (await removeStrayTemporaries(database));
+  return strays.length;
 }
