@@ -3,19 +3,16 @@ import { parseArgs } from "node:util";
 import { stepType } from "../steps/index.js";
 import { loadConfigFile } from "./config/load.js";
 import { validatePipeline } from "./config/validate.js";
-import { ensureTables } from "./db/tables.js";
 import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError } from "./errors.js";
 import { readSchema, renderSchemaMarkdown } from "./schema-diagram.js";
 import { profileSources } from "./profile.js";
 import { renderProfile, replaceGenerated } from "./profile-report.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
-import { systemTables } from "./history.js";
 import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream, type SchemaChanges } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
-import { executePlan, openDatabase } from "./run.js";
+import { ensureSchema, executePlan, openDatabase } from "./run.js";
 import { parseDuration } from "./duration.js";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { TableSpec } from "./config/schema.js";
 
 /** What main() may touch: injected so tests run it in-process. */
 export interface Io {
@@ -274,9 +271,7 @@ function resolveAgainst(baseDir: string, file: string): string {
 async function schemaChanges(plan: Plan, database: string): Promise<SchemaChanges> {
   const db = await openDatabase(database);
   try {
-    const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
-    const pipeline = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
-    return { createdTables: pipeline.created, addedColumns: system.addedColumns };
+    return ensureSchema(db, plan);
   } finally {
     db.close();
   }

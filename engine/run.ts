@@ -27,6 +27,7 @@ import {
   type JournalContents,
 } from "./failed-runs.js";
 import { finishRun, lastRun, recordStep, startRun, systemTables } from "./history.js";
+import type { SchemaChanges } from "./output.js";
 import type { Plan, PlannedStep } from "./plan.js";
 import type { StepCounts, StepDefinition } from "./step.js";
 
@@ -135,9 +136,9 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     db.exec("BEGIN");
     // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
     db.exec("PRAGMA defer_foreign_keys = ON");
-    const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
-    report.createdTables = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>).created;
-    if (system.addedColumns.length > 0) report.notes.push(`added the column(s) ${system.addedColumns.join(", ")}`);
+    const schema = ensureSchema(db, plan);
+    report.createdTables = schema.createdTables;
+    if (schema.addedColumns.length > 0) report.notes.push(`added the column(s) ${schema.addedColumns.join(", ")}`);
     options.onEvent({ kind: "start", database: plan.database, createdTables: report.createdTables });
     configSha256 = configFingerprint(plan);
     const previous = lastRun(db);
@@ -182,7 +183,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       }
       recordStep(db, { runId, ...result, index: step.index });
     }
-    if (!changed && recordedFailures === 0 && system.addedColumns.length === 0) {
+    if (!changed && recordedFailures === 0 && schema.addedColumns.length === 0) {
       // why: nothing to record but the fact that nothing changed; rewriting the whole file for that costs more than the run.
       report.status = "unchanged";
       report.runId = undefined;
@@ -234,6 +235,17 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     report.durationMs = performance.now() - started;
   }
   return report;
+}
+
+/**
+ * Creates the engine's tables and the pipeline's that are absent, and adds to the engine's tables
+ * the columns a newer version declares (never to the pipeline's; any other difference is E_DRIFT).
+ * Returns the pipeline tables created and the columns added.
+ */
+export function ensureSchema(db: SqlDatabase, plan: Plan): SchemaChanges {
+  const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
+  const pipeline = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
+  return { createdTables: pipeline.created, addedColumns: system.addedColumns };
 }
 
 /** Writes a file a step produced beside its target, fsynced, for the rename after the database is saved. */
