@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { stat } from "node:fs/promises";
 import path from "node:path";
 import type { StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
@@ -252,7 +251,6 @@ export function ensureSchema(db: SqlDatabase, plan: Plan): SchemaChanges {
 async function stageOutputFile(plan: Plan, file: { path: string; content: string }): Promise<StagedFile> {
   const target = path.resolve(plan.config.baseDir, file.path);
   try {
-    if ((await stat(target).catch(() => undefined))?.isDirectory()) throw new Error("it is a directory");
     return await stageFile(target, file.content);
   } catch (error) {
     throw new PipelineError("E_SAVE", `cannot write ${target}: ${(error as Error).message}; nothing was saved`, { cause: error });

@@ -56,6 +56,8 @@ export async function stageFile(file: string, data: Uint8Array | string): Promis
   // why: a failure to remove the temporary file must not hide the error that made us remove it.
   const discard = () => rm(temporary, { force: true }).catch(() => undefined);
   try {
+    // why: renaming over a directory fails, and only at commit; say so before anything is written.
+    if ((await stat(file).catch(() => undefined))?.isDirectory()) throw new Error("it is a directory");
     await mkdir(directory, { recursive: true });
     const handle = await open(temporary, "wx", 0o644);
     try {
