@@ -2,6 +2,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
+import { median } from "./helpers/median.js";
 import { spawnCli } from "./helpers/spawn-cli.js";
 import { clientFileEnv, clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
 
@@ -189,7 +190,7 @@ describe("SIGKILL at random moments of a large load", () => {
         seen[count === "30" ? "before" : "after"]++;
         if (count === "30") expect(readFileSync(ws.path("output/sales.db"))).toEqual(baseline);
       }
-      const typical = durations.sort((a, b) => a - b)[Math.floor(durations.length / 2)]!;
+      const typical = median(durations);
       console.log(
         `SIGKILL test: ${kills} kills over a ${Math.round(typical)} ms run (median of ${durations.length} timings): ${seen.before} left the state before, ${seen.after} the state after`,
       );

@@ -7,6 +7,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { acquireLock, removeLocksLeftAside } from "../engine/db/lock.js";
 import { serveClientData } from "./helpers/client-server.js";
+import { median } from "./helpers/median.js";
 import type { TestServer } from "./helpers/http-server.js";
 import { spawnCli, waitFor } from "./helpers/spawn-cli.js";
 import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
@@ -187,7 +188,6 @@ describe.skipIf(!process.env["RELIABILITY_SOAK"])("soak (RELIABILITY_SOAK=1; .ci
       r.writeHead(200).end(sales + rows.join(""));
     });
   }
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
   test(
     "no run leaves live objects behind: the heap and buffers after a full GC are flat over 1000 runs",

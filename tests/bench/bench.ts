@@ -5,6 +5,7 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { startServer } from "../helpers/http-server.js";
+import { median } from "../helpers/median.js";
 
 // npm run bench [-- --rows N --repeat K --out FILE]: our runner against the sqlite3 CLI on the same
 // machine, in the same run, on a synthetic data set in the client's format. Prints a table of
@@ -75,7 +76,6 @@ async function measure(
   return { seconds: seconds!, maxRssMb: kb! / 1024 };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const medianOf = (ms: Measure[]): Measure => ({ seconds: median(ms.map((m) => m.seconds)), maxRssMb: median(ms.map((m) => m.maxRssMb)) });
 
 const analysesSql = ["sales_by_store_product", "revenue_total", "sales_by_product", "sales_by_city", "sales_by_region"]
