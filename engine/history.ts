@@ -34,12 +34,15 @@ export const systemTables = {
       deleted: { type: "integer" },
       duration_ms: { type: "integer", required: true },
       detail: { type: "text" },
+      retried: { type: "integer", description: "pending rows of earlier runs tried again" },
+      pending: { type: "integer", description: "of those, the rows still pending after this run" },
     },
     primary_key: ["run_id", "step_index"],
     foreign_keys: [{ columns: ["run_id"], references: { table: "pipeline_runs", columns: ["run_id"] } }],
   },
   pipeline_rejected_rows: {
-    description: "rows that were not loaded, with the reason; nothing read is lost",
+    description:
+      "rows that were not loaded, with the reason; nothing read is lost: a pending row whose reference or value may pass later is retried by every run",
     columns: {
       rejection_id: { type: "integer" },
       run_id: { type: "integer", required: true },
@@ -51,6 +54,22 @@ export const systemTables = {
       reason: { type: "text", required: true },
       stored_values: { type: "text", description: "JSON, for a key conflict" },
       new_values: { type: "text", description: "JSON, for a key conflict" },
+      status: {
+        type: "text",
+        description:
+          "pending (not in the tables), resolved (loaded by resolved_run_id) or superseded (the source changed, or a later line with the same key won); empty for rows recorded by older versions",
+      },
+      kind: {
+        type: "text",
+        description: "reference or cast (retried by every run), shape, constraint or conflict (pending until the source changes)",
+      },
+      value: { type: "text", description: "the field that failed, clipped to 200 characters" },
+      fields: { type: "text", description: "JSON array of the record's fields, for the retry" },
+      key_values: { type: "text", description: "JSON array of the row's key, when its key columns could be read" },
+      last_run_id: { type: "integer", description: "the last run that tried this row" },
+      resolved_run_id: { type: "integer", description: "the run that loaded or superseded it" },
+      shadowed_line: { type: "integer", description: "a later line of the file with the same key, loaded while this row was pending" },
+      shadowed_raw: { type: "text" },
     },
     primary_key: ["rejection_id"],
     foreign_keys: [{ columns: ["run_id"], references: { table: "pipeline_runs", columns: ["run_id"] } }],
@@ -67,6 +86,7 @@ export const systemTables = {
       bytes: { type: "integer", required: true },
       fetched_at: { type: "text", required: true },
       run_id: { type: "integer", required: true },
+      header: { type: "text", description: "JSON array of the header last read, for retrying pending rows without the file" },
     },
     primary_key: ["step"],
     foreign_keys: [{ columns: ["run_id"], references: { table: "pipeline_runs", columns: ["run_id"] } }],
@@ -100,9 +120,11 @@ export function startRun(db: SqlDatabase, run: { startedAt: string; configSha256
   return insertRun(db, { ...run, finishedAt: run.startedAt, status: "running" });
 }
 
-/** Marks the run finished, with its final status and rejected-row count. */
+/** Marks the run finished, with its final status and the count of rows it leaves pending (read or retried by it). */
 export function finishRun(db: SqlDatabase, runId: number, finishedAt: string): string {
-  const rejected = Number(db.all("SELECT count(*) AS n FROM pipeline_rejected_rows WHERE run_id = ?", [runId])[0]?.["n"] ?? 0);
+  const rejected = Number(
+    db.all("SELECT count(*) AS n FROM pipeline_rejected_rows WHERE status = 'pending' AND last_run_id = ?", [runId])[0]?.["n"] ?? 0,
+  );
   const status = rejected > 0 ? "succeeded_with_rejections" : "succeeded";
   db.run("UPDATE pipeline_runs SET finished_at = ?, status = ?, rejected_rows = ? WHERE run_id = ?", [finishedAt, status, rejected, runId]);
   return status;
@@ -138,27 +160,168 @@ export function recordStep(db: SqlDatabase, step: RecordedStep): void {
     c.deleted ?? null,
     Math.round(step.durationMs),
     step.detail ?? null,
+    c.retried ?? null,
+    c.pending ?? null,
   ];
   db.run(`INSERT INTO pipeline_run_steps VALUES (${values.map(() => "?").join(", ")})`, values);
 }
+
+/** Why a row was not loaded: reference and cast rows may pass later and are retried by every run. */
+export type RejectionKind = "reference" | "cast" | "shape" | "constraint" | "conflict";
 
 /** One row that was read but not loaded. */
 export interface Rejection {
   line: number;
   raw: string;
+  kind: RejectionKind;
   column?: string | undefined;
+  /** The field that failed. */
+  value?: string | undefined;
   reason: string;
+  /** The record's fields, kept for a retry without the file. */
+  fields?: readonly string[] | undefined;
+  /** The row's key, when its key columns could be read. */
+  key?: readonly SqlValue[] | undefined;
   storedValues?: Record<string, SqlValue> | undefined;
   newValues?: Record<string, SqlValue> | undefined;
 }
 
-/** Prepares an insert into the rejected-rows table for one step. */
+/** Rejection kinds a later run retries from what is stored. */
+export const retriedKinds: ReadonlySet<RejectionKind> = new Set(["reference", "cast"]);
+
+/** Prepares an insert into the rejected-rows table for one step: each row is recorded pending. */
 export function rejectionWriter(db: SqlDatabase, runId: number, step: string, source: string): (rejection: Rejection) => void {
   const insert = db.prepare(
-    "INSERT INTO pipeline_rejected_rows (run_id, step, source, line, raw, column, reason, stored_values, new_values) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    `INSERT INTO pipeline_rejected_rows (run_id, step, source, line, raw, column, reason, stored_values, new_values,
+       status, kind, value, fields, key_values, last_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)`,
   );
-  const json = (values: Record<string, SqlValue> | undefined) => (values === undefined ? null : JSON.stringify(values, jsonSafe));
-  return (r) => insert.run([runId, step, source, r.line, r.raw, r.column ?? null, r.reason, json(r.storedValues), json(r.newValues)]);
+  const json = (values: unknown) => (values === undefined ? null : JSON.stringify(values, jsonSafe));
+  return (r) =>
+    insert.run([
+      runId,
+      step,
+      source,
+      r.line,
+      r.raw,
+      r.column ?? null,
+      r.reason,
+      json(r.storedValues),
+      json(r.newValues),
+      r.kind,
+      r.value === undefined ? null : clipValue(r.value),
+      json(r.fields),
+      json(r.key),
+      runId,
+    ]);
+}
+
+/** A value as the rejected-rows table keeps it: at most 200 characters. */
+export function clipValue(value: string): string {
+  return value.length <= 200 ? value : `${value.slice(0, 200)}… (${value.length} characters)`;
+}
+
+/** A rejection still open (pending, or recorded by an older version with no status). */
+export interface OpenRejection {
+  id: number;
+  line: number;
+  raw: string;
+  kind: RejectionKind | null;
+  fields: string[] | null;
+  shadowedLine: number | null;
+  shadowedRaw: string | null;
+}
+
+/** The open rejections of a step, in file order. */
+export function openRejections(db: SqlDatabase, step: string): OpenRejection[] {
+  return db
+    .all(
+      `SELECT rejection_id, line, raw, kind, fields, shadowed_line, shadowed_raw FROM pipeline_rejected_rows
+       WHERE step = ? AND (status = 'pending' OR status IS NULL) ORDER BY line, rejection_id`,
+      [step],
+    )
+    .map((row) => ({
+      id: Number(row["rejection_id"]),
+      line: Number(row["line"]),
+      raw: String(row["raw"]),
+      kind: row["kind"] === null ? null : (String(row["kind"]) as RejectionKind),
+      fields: row["fields"] === null ? null : (JSON.parse(String(row["fields"])) as string[]),
+      shadowedLine: row["shadowed_line"] === null ? null : Number(row["shadowed_line"]),
+      shadowedRaw: row["shadowed_raw"] === null ? null : String(row["shadowed_raw"]),
+    }));
+}
+
+/** Closes rejections: `resolved` when their row is now in the tables, `superseded` when it never will be from this source. */
+export function closeRejections(db: SqlDatabase, ids: readonly number[], status: "resolved" | "superseded", runId: number): void {
+  for (let i = 0; i < ids.length; i += 500) {
+    const chunk = ids.slice(i, i + 500);
+    db.run(`UPDATE pipeline_rejected_rows SET status = ?, resolved_run_id = ? WHERE rejection_id IN (${chunk.map(() => "?").join(", ")})`, [
+      status,
+      runId,
+      ...chunk,
+    ]);
+  }
+}
+
+/** A pending row tried again and still not loadable: the run that tried it, and today's reason. */
+export function keepPending(
+  db: SqlDatabase,
+  id: number,
+  runId: number,
+  problem: { kind: RejectionKind; column?: string | undefined; value?: string | undefined; reason: string },
+): void {
+  db.run("UPDATE pipeline_rejected_rows SET last_run_id = ?, kind = ?, column = ?, value = ?, reason = ? WHERE rejection_id = ?", [
+    runId,
+    problem.kind,
+    problem.column ?? null,
+    problem.value === undefined ? null : clipValue(problem.value),
+    problem.reason,
+    id,
+  ]);
+}
+
+/** Marks the pending rows of a step as seen by this run (they stay pending). */
+export function touchPending(db: SqlDatabase, step: string, runId: number): void {
+  db.run("UPDATE pipeline_rejected_rows SET last_run_id = ? WHERE step = ? AND status = 'pending'", [runId, step]);
+}
+
+/** Records that a later line of the file with the same key was loaded while a pending row waited: the first such line, or with `latest` the last. */
+export function shadowPending(db: SqlDatabase, step: string, line: number, shadow: { line: number; raw: string }, latest: boolean): void {
+  db.run(
+    `UPDATE pipeline_rejected_rows SET shadowed_line = ?, shadowed_raw = ?
+     WHERE step = ? AND line = ? AND status = 'pending' AND kind IN ('reference', 'cast')${latest ? "" : " AND shadowed_line IS NULL"}`,
+    [shadow.line, shadow.raw, step, line],
+  );
+}
+
+/** One pending rejection as the `rejections` command lists it. */
+export interface PendingRejection {
+  step: string;
+  line: number;
+  column: string | null;
+  value: string | null;
+  kind: string | null;
+  reason: string;
+  runId: number;
+  lastRunId: number | null;
+}
+
+/** Every pending rejection, by step and line. */
+export function pendingRejections(db: SqlDatabase): PendingRejection[] {
+  return db
+    .all(
+      `SELECT step, line, column, value, kind, reason, run_id, last_run_id FROM pipeline_rejected_rows
+       WHERE status = 'pending' OR status IS NULL ORDER BY step, line, rejection_id`,
+    )
+    .map((row) => ({
+      step: String(row["step"]),
+      line: Number(row["line"]),
+      column: row["column"] === null ? null : String(row["column"]),
+      value: row["value"] === null ? null : String(row["value"]),
+      kind: row["kind"] === null ? null : String(row["kind"]),
+      reason: String(row["reason"]),
+      runId: Number(row["run_id"]),
+      lastRunId: row["last_run_id"] === null ? null : Number(row["last_run_id"]),
+    }));
 }
 
 function jsonSafe(_key: string, value: unknown): unknown {
@@ -172,11 +335,15 @@ export interface SourceState {
   lastModified: string | null;
   contentSha256: string;
   bytes: number;
+  /** The header last read, when recorded. */
+  header?: string[] | null | undefined;
 }
 
 /** The remembered state of a step's source, if any. */
 export function readSourceState(db: SqlDatabase, step: string): SourceState | undefined {
-  const row = db.all("SELECT step_sha256, etag, last_modified, content_sha256, bytes FROM pipeline_sources WHERE step = ?", [step])[0];
+  const row = db.all("SELECT step_sha256, etag, last_modified, content_sha256, bytes, header FROM pipeline_sources WHERE step = ?", [
+    step,
+  ])[0];
   if (!row) return undefined;
   return {
     stepSha256: String(row["step_sha256"]),
@@ -184,6 +351,7 @@ export function readSourceState(db: SqlDatabase, step: string): SourceState | un
     lastModified: row["last_modified"] === null ? null : String(row["last_modified"]),
     contentSha256: String(row["content_sha256"]),
     bytes: Number(row["bytes"]),
+    header: row["header"] === null || row["header"] === undefined ? null : (JSON.parse(String(row["header"])) as string[]),
   };
 }
 
@@ -193,11 +361,11 @@ export function writeSourceState(
   state: SourceState & { step: string; source: string; fetchedAt: string; runId: number },
 ): void {
   db.run(
-    `INSERT INTO pipeline_sources (step, source, step_sha256, etag, last_modified, content_sha256, bytes, fetched_at, run_id)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    `INSERT INTO pipeline_sources (step, source, step_sha256, etag, last_modified, content_sha256, bytes, fetched_at, run_id, header)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT (step) DO UPDATE SET source = excluded.source, step_sha256 = excluded.step_sha256, etag = excluded.etag,
        last_modified = excluded.last_modified, content_sha256 = excluded.content_sha256, bytes = excluded.bytes,
-       fetched_at = excluded.fetched_at, run_id = excluded.run_id`,
+       fetched_at = excluded.fetched_at, run_id = excluded.run_id, header = coalesce(excluded.header, pipeline_sources.header)`,
     [
       state.step,
       state.source,
@@ -208,6 +376,7 @@ export function writeSourceState(
       state.bytes,
       state.fetchedAt,
       state.runId,
+      state.header ? JSON.stringify(state.header) : null,
     ],
   );
 }

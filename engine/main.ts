@@ -12,6 +12,9 @@ import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, typ
 import { planPipeline, type Plan } from "./plan.js";
 import { ensureSchema, executePlan, openDatabase } from "./run.js";
 import { parseDuration } from "./duration.js";
+import { existingTables } from "./db/tables.js";
+import { pendingRejections, type PendingRejection } from "./history.js";
+import { renderRejections } from "./rejections-report.js";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /** What main() may touch: injected so tests run it in-process. */
@@ -27,7 +30,7 @@ export interface Io {
 /** Exit codes, documented in the README. */
 export const exitCodes = { ok: 0, runFailed: 1, invalid: 2, busy: 3, interrupted: 130 } as const;
 
-const commands = ["run", "validate", "plan", "doctor", "schema", "profile", "help"] as const;
+const commands = ["run", "validate", "plan", "doctor", "schema", "profile", "rejections", "help"] as const;
 
 const usage = `Usage: pipeline <command> [options]
 
@@ -41,6 +44,8 @@ Commands:
   profile          fetch every source like a run would and report what it holds (data qualification);
                    --markdown for Markdown, --json for JSON, --update FILE to refresh the
                    <!-- generated:profile --> section of a document; writes nothing else
+  rejections       list the rows kept out of the tables and still pending (step, line, column, value,
+                   reason); --json for JSON; reads the database, writes nothing
 
 Options:
   -c, --config FILE   the pipeline file (default: pipeline.yaml)
@@ -80,6 +85,12 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       else if (args.update) await updateGenerated(path.resolve(io.cwd, args.update), "profile", renderProfile(profiles, "markdown", c));
       else io.stdout.write(renderProfile(profiles, args.markdown ? "markdown" : "text", c));
       return profiles.every((p) => !p.error) ? exitCodes.ok : exitCodes.runFailed;
+    }
+    if (args.command === "rejections") {
+      const rejections = await readPendingRejections(database);
+      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "rejections", database: plan.database, rejections }, null, 2) + "\n");
+      else io.stdout.write(renderRejections(plan.database, rejections, c));
+      return exitCodes.ok;
     }
     if (args.command === "schema") {
       io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline), config.file));
@@ -272,6 +283,16 @@ async function schemaChanges(plan: Plan, database: string): Promise<SchemaChange
   const db = await openDatabase(database);
   try {
     return ensureSchema(db, plan);
+  } finally {
+    db.close();
+  }
+}
+
+/** The pending rejections stored in the database file; none when it does not exist yet. Never writes. */
+async function readPendingRejections(database: string): Promise<PendingRejection[]> {
+  const db = await openDatabase(database);
+  try {
+    return existingTables(db).has("pipeline_rejected_rows") ? pendingRejections(db) : [];
   } finally {
     db.close();
   }

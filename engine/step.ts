@@ -12,6 +12,10 @@ export interface StepCounts {
   rejected?: number;
   conflicting?: number;
   deleted?: number;
+  /** Pending rows of earlier runs tried again. */
+  retried?: number;
+  /** Of those, the rows still pending. */
+  pending?: number;
 }
 
 /** What one executed step returns. */

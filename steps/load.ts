@@ -6,8 +6,21 @@ import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.
 import { quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
 import { didYouMean, PipelineError, throwIfAborted, type Diagnostic } from "../engine/errors.js";
-import { readSourceState, rejectionWriter, writeSourceState, type Rejection, type SourceState } from "../engine/history.js";
-import { decodeText, parseCsv, readCsv } from "../engine/sources/csv.js";
+import {
+  closeRejections,
+  keepPending,
+  openRejections,
+  readSourceState,
+  rejectionWriter,
+  retriedKinds,
+  shadowPending,
+  touchPending,
+  writeSourceState,
+  type OpenRejection,
+  type Rejection,
+  type SourceState,
+} from "../engine/history.js";
+import { countLineEnds, decodeText, headerSpan, parseCsv, readCsv } from "../engine/sources/csv.js";
 import { fetchSource, httpDefaults, isUrl } from "../engine/sources/fetch.js";
 import type { RunContext, StepCounts, StepDefinition, StepOutcome } from "../engine/step.js";
 
@@ -115,6 +128,18 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
         ]);
       }
     }
+    const index = Number(context.path[context.path.length - 1]);
+    (table.foreign_keys ?? []).forEach((fk) => {
+      const parent = fk.references.table;
+      if (parent === step.table || context.written.has(parent)) return;
+      const later = context.pipeline.steps.findIndex((other, i) => i > index && other.type === "load" && other.table === parent);
+      if (later >= 0) {
+        problem(
+          `table ${step.table} references ${parent}, which step ${context.pipeline.steps[later]!.name} (step ${later + 1}) loads later: on an empty database every row would be rejected. Move that step before this one`,
+          ["table"],
+        );
+      }
+    });
     if (step.on_conflict !== undefined && step.mode !== "insert_new")
       problem(`on_conflict applies to mode insert_new, not ${step.mode}`, [], "on_conflict");
     for (const option of ["min_replace_ratio", "force"] as const) {
@@ -124,18 +149,23 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
   },
 
   async execute(step, context) {
+    const { db } = context;
     const table = context.pipeline.tables[step.table]!;
     const stepSha256 = sha256(JSON.stringify({ step, table }));
-    const previous = readSourceState(context.db, step.name);
-    const validators = previous?.stepSha256 === stepSha256 ? previous : undefined;
+    const previous = readSourceState(db, step.name);
+    const open = openRejections(db, step.name);
+    // why: rows rejected by an older version were kept without what a retry needs; one full read settles them.
+    const legacy = open.some((rejection) => rejection.kind === null);
+    const validators = previous?.stepSha256 === stepSha256 && !legacy ? previous : undefined;
     const http = { ...httpDefaults, ...step.http };
     const fetched = await fetchSource(step.source, { baseDir: context.config.baseDir, http, previous: validators, signal: context.signal });
-    if (fetched.kind === "not_modified") return { status: "unchanged", counts: {}, detail: "source not modified (HTTP 304)" };
+    const loader = rowLoader(step, table, context, open);
+    if (fetched.kind === "not_modified") return loader.retryOnly(validators?.header, "source not modified (HTTP 304)");
     const contentSha256 = sha256(fetched.bytes);
     const { etag, lastModified } = fetched;
     const byteLength = fetched.bytes.length;
-    const remember = () =>
-      writeSourceState(context.db, {
+    const remember = (header: string[] | null) =>
+      writeSourceState(db, {
         step: step.name,
         source: step.source,
         stepSha256,
@@ -143,24 +173,26 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
         lastModified,
         contentSha256,
         bytes: byteLength,
+        header,
         fetchedAt: new Date().toISOString(),
         runId: context.runId,
       });
     if (validators?.contentSha256 === contentSha256) {
-      remember();
-      return { status: "unchanged", counts: {}, detail: "source unchanged (same content as last run)" };
+      remember(null);
+      return loader.retryOnly(validators.header, "source unchanged (same content as last run)");
     }
     const tail = validators ? grownTail(step, fetched.bytes, validators) : undefined;
     const text = tail
-      ? decodeText(fetched.bytes.subarray(0, tail.headerEnd), step.csv?.encoding, step.source) +
+      ? decodeText(fetched.bytes.subarray(tail.header.start, tail.header.end), step.csv?.encoding, step.source) +
+        "\n" +
         decodeText(fetched.bytes.subarray(tail.from), step.csv?.encoding, step.source)
       : decodeText(fetched.bytes, step.csv?.encoding, step.source);
-    const outcome = writeRows(step, table, text, tail?.firstLine ?? 1, context);
+    const outcome = loader.read(text, tail ? { firstLine: tail.firstLine } : undefined);
     if (tail) {
-      const grew = `the file grew: only what follows its first ${tail.from} bytes (read by an earlier run) was parsed`;
+      const grew = `the file grew: only what follows its first ${validators!.bytes} bytes (read by an earlier run) was parsed`;
       outcome.detail = outcome.detail ? `${grew}; ${outcome.detail}` : grew;
     }
-    remember();
+    remember(loader.header());
     return outcome;
   },
 };
@@ -168,27 +200,86 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
 /** Rows per multi-row INSERT: fewer statements, while a batch that hits a conflict is redone row by row. */
 const batchRows = 128;
 
-function writeRows(step: LoadStepSpec, table: TableSpec, text: string, firstLine: number, context: RunContext): StepOutcome {
-  const { db } = context;
+/** What became of one row written on its own. */
+type RowFate = "inserted" | "unchanged" | "updated" | "conflicting" | "rejected";
+
+/** A problem that keeps a row out of its table. */
+type Problem = Omit<Rejection, "line" | "raw" | "fields" | "key">;
+
+/**
+ * Loads one step's rows: the records of a read, and the pending rows of earlier runs, which are
+ * retried (in file order, before the rows a tail read appends) from what the rejected-rows table
+ * keeps, so that a run that skips the file (304, same content) loads them all the same.
+ */
+function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, open: OpenRejection[]) {
+  const { db, runId } = context;
   const source = step.source;
   const targets = Object.keys(step.columns);
   const casters: Caster[] = targets.map((target) =>
     makeCaster(table.columns[target]!, mappingOptions(step.columns[target]!), isRequired(table, target)),
   );
-  const reject = rejectionWriter(db, context.runId, step.name, step.source);
+  const reject = rejectionWriter(db, runId, step.name, step.source);
   const references = referenceChecks(db, step, context.pipeline);
-  const counts: Required<StepCounts> = { read: 0, inserted: 0, updated: 0, unchanged: 0, rejected: 0, conflicting: 0, deleted: 0 };
+  const counts: Required<StepCounts> = {
+    read: 0,
+    inserted: 0,
+    updated: 0,
+    unchanged: 0,
+    rejected: 0,
+    conflicting: 0,
+    deleted: 0,
+    retried: 0,
+    pending: 0,
+  };
   const writer = rowWriter(db, step, table, targets);
-  const batch = batchWriter(db, step, targets);
-  const pending: { values: SqlValue[]; line: number; raw: () => string }[] = [];
+  const keyPositions = writer.key.map((column) => targets.indexOf(column));
+  const policy = conflictPolicy(step);
+  let header: string[] | undefined;
+  let indexes: number[] = [];
+  let width = 0;
 
-  /** Writes one row on its own: the path for rows whose batch did not go in whole. */
-  const writeOne = (values: SqlValue[], line: number, raw: () => string) => {
+  // why: a pending row whose key a later line of the file took is settled by file order on its retry, as a fresh load would.
+  const pendingKeys = new Map<string, number>();
+  const keyOf = (values: readonly SqlValue[]) => values.map((v) => `${typeof v}:${String(v)}`).join("\u0000");
+  const trackPending = (line: number, key: readonly SqlValue[] | undefined) => {
+    if (key && writer.key.length > 0) pendingKeys.set(keyOf(key), line);
+  };
+  const noteLoaded = (values: SqlValue[], line: number, raw: () => string) => {
+    if (earlierByRaw.size > 0) {
+      const ids = earlierByRaw.get(raw());
+      if (ids) for (const id of ids) resolvedIds.add(id);
+    }
+    if (pendingKeys.size === 0) return;
+    const key = keyOf(keyPositions.map((i) => values[i]!));
+    const pendingLine = pendingKeys.get(key);
+    if (pendingLine === undefined || pendingLine >= line) return;
+    shadowPending(db, step.name, pendingLine, { line, raw: raw() }, step.mode === "upsert");
+    if (step.mode !== "upsert") pendingKeys.delete(key);
+  };
+  // The open rejections a full read settles: resolved when their row is loaded by it, superseded otherwise.
+  const earlierByRaw = new Map<string, number[]>();
+  const resolvedIds = new Set<number>();
+
+  /** The key of a record whose key columns can be read, else undefined. */
+  const recordKey = (fields: string[]): SqlValue[] | undefined => {
+    if (keyPositions.length === 0 || fields.length !== width) return undefined;
+    const key: SqlValue[] = [];
+    for (const position of keyPositions) {
+      const result = casters[position]!(fields[indexes[position]!]!);
+      if (!result.ok || result.value === null) return undefined;
+      key.push(result.value);
+    }
+    return key;
+  };
+
+  const valuesOf = (values: readonly SqlValue[]) => Object.fromEntries(targets.map((t, i) => [t, values[i] ?? null]));
+
+  /** Writes one row on its own: the path for retried rows and for rows whose batch did not go in whole. */
+  const writeOne = (values: SqlValue[], line: number, raw: () => string): RowFate => {
     const result = writer.write(values);
     if (result.kind === "conflict") {
-      const policy = conflictPolicy(step);
-      const storedValues = Object.fromEntries(targets.map((t, i) => [t, result.stored[i] ?? null]));
-      const newValues = Object.fromEntries(targets.map((t, i) => [t, values[i] ?? null]));
+      const storedValues = valuesOf(result.stored);
+      const newValues = valuesOf(values);
       if (policy === "fail") {
         throw new PipelineError(
           "E_CONFLICT",
@@ -198,71 +289,193 @@ function writeRows(step: LoadStepSpec, table: TableSpec, text: string, firstLine
       if (policy === "update") {
         writer.update(values);
         counts.updated++;
-      } else {
-        reject({ line, raw: raw(), reason: "key already stored with different values", storedValues, newValues });
-        counts.conflicting++;
+        noteLoaded(values, line, raw);
+        return "updated";
       }
-    } else if (result.kind === "error") {
-      reject({ line, raw: raw(), reason: result.message });
-      counts.rejected++;
-    } else {
-      counts[result.kind]++;
+      reject({ line, raw: raw(), kind: "conflict", reason: "key already stored with different values", storedValues, newValues });
+      counts.conflicting++;
+      return "conflicting";
     }
-  };
-  const flush = () => {
-    if (pending.length === 0) return;
-    if (batch.insertAll(pending.map((row) => row.values))) counts.inserted += pending.length;
-    else for (const row of pending) writeOne(row.values, row.line, row.raw);
-    pending.length = 0;
+    if (result.kind === "error") {
+      reject({ line, raw: raw(), kind: "constraint", reason: result.message });
+      counts.rejected++;
+      return "rejected";
+    }
+    counts[result.kind]++;
+    noteLoaded(values, line, raw);
+    return result.kind;
   };
 
-  let indexes: number[] = [];
-  let width = 0;
-  const onHeader = (header: string[]) => {
-    indexes = headerIndexes(step, header, source);
-    width = header.length;
+  const batch = batchWriter(db, step, targets);
+  const queued: { values: SqlValue[]; line: number; raw: () => string }[] = [];
+  const flush = () => {
+    if (queued.length === 0) return;
+    if (batch.insertAll(queued.map((row) => row.values))) {
+      counts.inserted += queued.length;
+      if (earlierByRaw.size > 0 || pendingKeys.size > 0) for (const row of queued) noteLoaded(row.values, row.line, row.raw);
+    } else for (const row of queued) writeOne(row.values, row.line, row.raw);
+    queued.length = 0;
   };
+
+  /** Casts a record and checks its references; the problem that keeps it out, if any. */
+  const check = (fields: string[], values: SqlValue[]): Problem | undefined =>
+    castRecord(fields, width, indexes, casters, targets, values) ?? references(targets, values);
+
+  const useHeader = (names: string[]) => {
+    header = names;
+    indexes = headerIndexes(step, names, source);
+    width = names.length;
+  };
+
+  /** Retries the pending rows that may pass now (a reference that arrived, a cast that today's configuration accepts). */
+  const retryPending = () => {
+    for (const rejection of open) {
+      if (rejection.kind === null || !retriedKinds.has(rejection.kind) || rejection.fields === null) continue;
+      counts.retried++;
+      const values: SqlValue[] = new Array<SqlValue>(targets.length);
+      const problem = check(rejection.fields, values);
+      if (problem) {
+        keepPending(db, rejection.id, runId, problem);
+        counts.pending++;
+        trackPending(rejection.line, recordKey(rejection.fields));
+        continue;
+      }
+      const raw = () => rejection.raw;
+      if (rejection.shadowedLine !== null && rejection.shadowedRaw !== null && writer.key.length > 0) {
+        if (step.mode === "upsert") {
+          // why: in file order the later line, already loaded, is applied after this one and wins.
+          closeRejections(db, [rejection.id], "superseded", runId);
+          continue;
+        }
+        const key = keyPositions.map((i) => values[i]!);
+        const stored = writer.lookup(key);
+        if (stored && !stored.every((value, i) => value === values[i])) {
+          // why: in file order this row comes first and takes the key; the later line is the one kept aside.
+          const storedValues = valuesOf(values);
+          const newValues = valuesOf(stored);
+          if (policy === "fail") {
+            throw new PipelineError(
+              "E_CONFLICT",
+              `${source} line ${rejection.shadowedLine}: key (${writer.key.join(", ")}) is taken by line ${rejection.line}, loadable now, with other values: line ${rejection.line} ${JSON.stringify(storedValues)}, line ${rejection.shadowedLine} ${JSON.stringify(newValues)} (on_conflict: fail)`,
+            );
+          }
+          writer.update(values);
+          counts.updated++;
+          reject({
+            line: rejection.shadowedLine,
+            raw: rejection.shadowedRaw,
+            kind: "conflict",
+            reason: `key already stored with different values (by line ${rejection.line}, which comes first in the file)`,
+            storedValues,
+            newValues,
+          });
+          counts.conflicting++;
+          closeRejections(db, [rejection.id], "resolved", runId);
+          continue;
+        }
+      }
+      const fate = writeOne(values, rejection.line, raw);
+      closeRejections(db, [rejection.id], fate === "conflicting" || fate === "rejected" ? "superseded" : "resolved", runId);
+    }
+    touchPending(db, step.name, runId);
+  };
+
   const onRecord = (fields: string[], line: number, raw: () => string) => {
     if (++counts.read % 50_000 === 0) {
       context.progress(counts.read);
       throwIfAborted(context.signal);
     }
     const values: SqlValue[] = new Array<SqlValue>(targets.length);
-    const problem = castRecord(fields, width, indexes, casters, targets, values) ?? references(targets, values);
+    const problem = check(fields, values);
     if (problem) {
-      reject({ line, raw: raw(), ...problem });
+      const retried = retriedKinds.has(problem.kind);
+      const key = retried ? recordKey(fields) : undefined;
+      reject({ line, raw: raw(), ...problem, ...(retried ? { fields, key } : {}) });
       counts.rejected++;
+      if (retried) trackPending(line, key);
       return;
     }
-    pending.push({ values, line, raw });
-    if (pending.length === batchRows) flush();
+    queued.push({ values, line, raw });
+    if (queued.length === batchRows) flush();
   };
 
-  if (step.mode === "replace") {
-    // why: the guard needs the number of incoming rows before anything is deleted.
-    const csv = parseCsv(text, step.csv ?? {}, source);
-    onHeader(csv.header);
-    const stored = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(step.table)}`)[0]?.["n"] ?? 0);
-    guardReplace(step, context.force, csv.records.length, stored, source);
-    counts.deleted = db.run(`DELETE FROM ${quoteIdent(step.table)}`);
-    for (const record of csv.records) onRecord(record.fields, record.line, () => record.raw);
-  } else {
-    readCsv(text, step.csv ?? {}, source, { header: onHeader, record: onRecord }, firstLine);
-  }
-  flush();
-  writer.free();
-  batch.free();
-  context.progress(counts.read);
+  const finish = (): StepOutcome => {
+    flush();
+    writer.free();
+    batch.free();
+    context.progress(counts.read);
+    if (step.max_rejected !== undefined && counts.rejected > step.max_rejected) {
+      throw new PipelineError(
+        "E_REJECTED",
+        `${source}: ${counts.rejected} rows rejected, more than max_rejected (${step.max_rejected}); see the reasons with --json or in pipeline_rejected_rows after a run that allows them`,
+      );
+    }
+    const loadedAgain = counts.retried - counts.pending;
+    const parts = [
+      counts.retried > 0 ? `retried ${counts.retried} pending row(s): ${loadedAgain} settled, ${counts.pending} still pending` : "",
+      counts.rejected + counts.conflicting > 0 ? `${counts.rejected + counts.conflicting} row(s) in pipeline_rejected_rows` : "",
+    ].filter((part) => part !== "");
+    return { status: "success", counts: stepCounts(step, counts), ...(parts.length > 0 ? { detail: parts.join("; ") } : {}) };
+  };
 
-  if (step.max_rejected !== undefined && counts.rejected > step.max_rejected) {
-    throw new PipelineError(
-      "E_REJECTED",
-      `${source}: ${counts.rejected} rows rejected, more than max_rejected (${step.max_rejected}); see the reasons with --json or in pipeline_rejected_rows after a run that allows them`,
-    );
-  }
-  const detail =
-    counts.rejected + counts.conflicting > 0 ? `${counts.rejected + counts.conflicting} row(s) in pipeline_rejected_rows` : undefined;
-  return { status: "success", counts: stepCounts(step, counts), ...(detail ? { detail } : {}) };
+  return {
+    header: () => header ?? null,
+
+    /** No new bytes to read (304, same content): only the pending rows are tried again. */
+    retryOnly(storedHeader: string[] | null | undefined, why: string): StepOutcome {
+      const retryable = open.some((r) => r.kind !== null && retriedKinds.has(r.kind) && r.fields !== null);
+      if (!retryable || !storedHeader) {
+        touchPending(db, step.name, runId);
+        writer.free();
+        batch.free();
+        return { status: "unchanged", counts: {}, detail: why };
+      }
+      useHeader(storedHeader);
+      retryPending();
+      const outcome = finish();
+      const changed = counts.inserted + counts.updated + counts.conflicting + counts.rejected > 0 || counts.pending < counts.retried;
+      return { ...outcome, status: changed ? "success" : "unchanged", detail: `${why}; ${outcome.detail ?? ""}`.replace(/; $/, "") };
+    },
+
+    /** Reads CSV text: the whole file, or (with `tail`) its header glued to what an earlier run had not read. */
+    read(text: string, tail: { firstLine: number } | undefined): StepOutcome {
+      if (!tail) {
+        for (const rejection of open) {
+          const ids = earlierByRaw.get(rejection.raw);
+          if (ids) ids.push(rejection.id);
+          else earlierByRaw.set(rejection.raw, [rejection.id]);
+        }
+      }
+      const onHeader = (names: string[]) => {
+        useHeader(names);
+        // why: the pending rows come before the appended ones in the file, so they are settled first.
+        if (tail) retryPending();
+      };
+      if (step.mode === "replace") {
+        // why: the guard needs the number of incoming rows before anything is deleted.
+        const csv = parseCsv(text, step.csv ?? {}, source);
+        onHeader(csv.header);
+        const stored = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(step.table)}`)[0]?.["n"] ?? 0);
+        guardReplace(step, context.force, csv.records.length, stored, source);
+        counts.deleted = db.run(`DELETE FROM ${quoteIdent(step.table)}`);
+        for (const record of csv.records) onRecord(record.fields, record.line, () => record.raw);
+      } else {
+        readCsv(text, step.csv ?? {}, source, { header: onHeader, record: onRecord }, tail?.firstLine ?? 1);
+      }
+      const outcome = finish();
+      if (!tail && open.length > 0) {
+        const resolved = open.filter((r) => resolvedIds.has(r.id)).map((r) => r.id);
+        closeRejections(db, resolved, "resolved", runId);
+        closeRejections(
+          db,
+          open.filter((r) => !resolvedIds.has(r.id)).map((r) => r.id),
+          "superseded",
+          runId,
+        );
+      }
+      return outcome;
+    },
+  };
 }
 
 /**
@@ -297,31 +510,40 @@ function batchWriter(db: SqlDatabase, step: LoadStepSpec, targets: string[]): { 
 }
 
 /**
- * When a source only grew since the last run (its old bytes are a prefix of the new ones, ending
- * on a line break), the rows of that prefix were already read: only the tail needs parsing. Only
- * for insert_new and upsert, where re-reading the prefix could not change anything.
+ * When a source only grew since the last run (its old bytes are a prefix of the new ones, and the
+ * old file ended on a record's end), the rows of that prefix were already read: only the header
+ * and the tail need parsing. Only for insert_new and upsert, where re-reading the prefix could not
+ * change anything. `firstLine` numbers the header so that every tail record keeps its line in the file.
  */
 function grownTail(
   step: LoadStepSpec,
   bytes: Uint8Array,
   previous: SourceState,
-): { from: number; headerEnd: number; firstLine: number } | undefined {
-  const from = previous.bytes;
+): { header: { start: number; end: number }; from: number; firstLine: number } | undefined {
+  const old = previous.bytes;
   if ((step.mode !== "insert_new" && step.mode !== "upsert") || (step.csv?.header_line ?? 1) > 1) return undefined;
-  if (from <= 0 || bytes.length <= from || (bytes[from] !== 0x0a && bytes[from] !== 0x0d && bytes[from - 1] !== 0x0a)) return undefined;
-  if (sha256(bytes.subarray(0, from)) !== previous.contentSha256) return undefined;
-  let headerEnd = 0;
-  while (headerEnd < from && bytes[headerEnd] !== 0x0a && bytes[headerEnd] !== 0x0d) headerEnd++;
-  let newlines = 0;
-  for (let i = bytes.indexOf(0x0a); i >= 0 && i < from; i = bytes.indexOf(0x0a, i + 1)) newlines++;
-  // why: the header and the tail are read as one text; the tail's first record then sits on line 2 of it.
-  const firstLine = bytes[from - 1] === 0x0a ? newlines : newlines + 1;
-  return { from: bytes[from - 1] === 0x0a ? from - 1 : from, headerEnd, firstLine };
+  if (old <= 0 || bytes.length <= old) return undefined;
+  const last = bytes[old - 1];
+  const next = bytes[old];
+  // why: the tail starts on a line of its own; a line end split between the two reads (CR | LF) belongs to the old last line.
+  let from: number;
+  if (last === 0x0a) from = old;
+  else if (last === 0x0d) from = next === 0x0a ? old + 1 : old;
+  else if (next === 0x0a) from = old + 1;
+  else if (next === 0x0d) from = bytes[old + 1] === 0x0a ? old + 2 : old + 1;
+  else return undefined;
+  if (sha256(bytes.subarray(0, old)) !== previous.contentSha256) return undefined;
+  const header = headerSpan(bytes, step.csv?.quote ?? '"', old);
+  if (!header) return undefined;
+  const headerLines = 1 + countLineEnds(bytes, header.start, header.end);
+  const tailLine = 1 + countLineEnds(bytes, 0, from);
+  return { header, from, firstLine: tailLine - headerLines };
 }
 
+/** The counts a step reports: `deleted` only for replace, the retry counts only when rows were retried. */
 function stepCounts(step: LoadStepSpec, counts: Required<StepCounts>): StepCounts {
-  const { deleted, ...rest } = counts;
-  return step.mode === "replace" ? counts : rest;
+  const { deleted, retried, pending, ...rest } = counts;
+  return { ...rest, ...(step.mode === "replace" ? { deleted } : {}), ...(retried > 0 ? { retried, pending } : {}) };
 }
 
 function headerIndexes(step: LoadStepSpec, header: string[], source: string): number[] {
@@ -351,11 +573,12 @@ function castRecord(
   casters: Caster[],
   targets: string[],
   values: SqlValue[],
-): Omit<Rejection, "line" | "raw"> | undefined {
-  if (fields.length !== width) return { reason: `expected ${width} fields as in the header, found ${fields.length}` };
+): Problem | undefined {
+  if (fields.length !== width) return { kind: "shape", reason: `expected ${width} fields as in the header, found ${fields.length}` };
   for (let i = 0; i < casters.length; i++) {
-    const result = casters[i]!(fields[indexes[i]!]!);
-    if (!result.ok) return { column: targets[i], reason: result.reason };
+    const field = fields[indexes[i]!]!;
+    const result = casters[i]!(field);
+    if (!result.ok) return { kind: "cast", column: targets[i], value: field, reason: result.reason };
     values[i] = result.value;
   }
   return undefined;
@@ -366,6 +589,8 @@ type WriteResult = { kind: "inserted" | "unchanged" } | { kind: "conflict"; stor
 interface RowWriter {
   key: readonly string[];
   write(values: SqlValue[]): WriteResult;
+  /** The stored row with this key (values in the order of the step's columns), if any. */
+  lookup(key: SqlValue[]): SqlValue[] | undefined;
   update(values: SqlValue[]): void;
   free(): void;
 }
@@ -384,7 +609,7 @@ function rowWriter(db: SqlDatabase, step: LoadStepSpec, table: TableSpec, target
     }
   };
   const key = step.mode === "append" ? undefined : loadKey(step, table);
-  if (!key) return { key: [], write: tryInsert, update: () => undefined, free: () => insert.free() };
+  if (!key) return { key: [], write: tryInsert, lookup: () => undefined, update: () => undefined, free: () => insert.free() };
 
   const keyPositions = key.map((column) => targets.indexOf(column));
   const otherPositions = targets.map((_, i) => i).filter((i) => !keyPositions.includes(i));
@@ -401,6 +626,7 @@ function rowWriter(db: SqlDatabase, step: LoadStepSpec, table: TableSpec, target
       if (!stored) return tryInsert(values);
       return stored.every((value, i) => value === values[i]) ? { kind: "unchanged" } : { kind: "conflict", stored };
     },
+    lookup: (keyValues) => lookup.getValues(keyValues),
     update(values) {
       update?.run([...otherPositions.map((i) => values[i]!), ...keyPositions.map((i) => values[i]!)]);
     },
@@ -420,7 +646,7 @@ function referenceChecks(
   db: SqlDatabase,
   step: LoadStepSpec,
   pipeline: Pipeline,
-): (targets: string[], values: SqlValue[]) => Omit<Rejection, "line" | "raw"> | undefined {
+): (targets: string[], values: SqlValue[]) => Problem | undefined {
   const checks = (pipeline.tables[step.table]?.foreign_keys ?? [])
     .filter((fk) => fk.references.table !== step.table && fk.columns.every((c) => c in step.columns))
     .map((fk) => {
@@ -452,7 +678,9 @@ function referenceChecks(
       if (keyValues.some((value) => value === null)) continue;
       if (!exists(keyValues)) {
         return {
+          kind: "reference",
           column: fk.columns.join(", "),
+          value: keyValues.map((v) => String(v)).join(", "),
           reason: `${fk.columns.join(", ")} ${keyValues.map((v) => JSON.stringify(v)).join(", ")} is not in ${fk.references.table} (${fk.references.columns.join(", ")})`,
         };
       }

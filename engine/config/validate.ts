@@ -1,5 +1,5 @@
 import type { ErrorObject } from "ajv";
-import { ensureTables } from "../db/tables.js";
+import { ensureTables, isRequired } from "../db/tables.js";
 import { openSqlJs } from "../db/sqljs.js";
 import { didYouMean, ConfigError, type Diagnostic } from "../errors.js";
 import { systemTables, systemTableNames } from "../history.js";
@@ -143,7 +143,16 @@ function tableDiagnostics(config: LoadedConfig, pipeline: Pipeline): Diagnostic[
         problem(`scale applies to decimal columns; ${name}.${column} is ${spec.type}`, [...base, "columns", column], "scale");
     }
     if (table.primary_key) checkColumns(table.primary_key, [...base, "primary_key"], name, columns);
-    (table.unique ?? []).forEach((unique, i) => checkColumns(unique, [...base, "unique", i], name, columns));
+    (table.unique ?? []).forEach((unique, i) => {
+      checkColumns(unique, [...base, "unique", i], name, columns);
+      unique.forEach((column, j) => {
+        if (column in table.columns && !isRequired(table, column))
+          problem(
+            `unique key (${unique.join(", ")}) of table ${name} includes ${name}.${column}, which may be empty: SQLite counts empty keys as distinct, so such a row would be stored again on every re-read. Declare ${column} with required: true (a row with it empty is then rejected), or take it out of the key`,
+            [...base, "unique", i, j],
+          );
+      });
+    });
     (table.foreign_keys ?? []).forEach((fk, i) => {
       const path = [...base, "foreign_keys", i];
       checkColumns(fk.columns, [...path, "columns"], name, columns);

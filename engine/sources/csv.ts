@@ -30,7 +30,7 @@ export function decodeText(bytes: Uint8Array, encoding: CsvOptions["encoding"], 
     return new TextDecoder(label, { fatal: true }).decode(bytes);
   } catch {
     const offset = firstInvalidUtf8(bytes);
-    const line = 1 + countNewlines(bytes, 0, offset);
+    const line = 1 + countLineEnds(bytes, 0, offset);
     throw new PipelineError(
       "E_DECODE",
       `${source} is not valid UTF-8 (line ${line}, byte ${offset}); if the file is Latin-1, set csv.encoding: latin1 on this step`,
@@ -75,7 +75,7 @@ export function readCsv(
   };
   const result =
     text.includes(quote) || (options.header_line ?? 1) > 1
-      ? readWithCsvParse(text, options, source, onHeader, handlers.record)
+      ? readWithCsvParse(text, options, source, onHeader, handlers.record, firstLine)
       : readQuoteFree(text, options.delimiter ?? ",", onHeader, handlers.record, firstLine);
   if (result === undefined || !seen) throw new PipelineError("E_HEADER", `${source} is empty: no header line`);
   return result;
@@ -122,6 +122,7 @@ function readWithCsvParse(
   source: string,
   onHeader: (header: string[]) => void,
   onRecord: RecordHandler,
+  firstLine: number,
 ): { header: string[]; headerLine: number } | undefined {
   const buffer = Buffer.from(text, "utf8");
   let parsed: { record: string[]; info: { bytes: number } }[];
@@ -144,7 +145,7 @@ function readWithCsvParse(
   }
   let header: { header: string[]; headerLine: number } | undefined;
   let offset = 0;
-  let line = 1;
+  let line = firstLine;
   if (options.header_line !== undefined && options.header_line > 1) {
     offset = lineStart(buffer, options.header_line);
     line = options.header_line;
@@ -153,7 +154,7 @@ function readWithCsvParse(
     // why: blank lines skipped by the parser sit between the previous record and this one.
     let start = offset;
     while (start < info.bytes && (buffer[start] === 0x0a || buffer[start] === 0x0d)) {
-      if (buffer[start] === 0x0a) line++;
+      line += countLineEnds(buffer, start, start + 1);
       start++;
     }
     const recordStart = start;
@@ -162,16 +163,37 @@ function readWithCsvParse(
       header = { header: record, headerLine: line };
       onHeader(record);
     } else onRecord(record, line, () => buffer.toString("utf8", recordStart, recordEnd));
-    line += countNewlines(buffer, start, info.bytes);
+    line += countLineEnds(buffer, start, info.bytes);
     offset = info.bytes;
   }
   return header;
 }
 
-function countNewlines(bytes: Uint8Array, from: number, to: number): number {
+/** Line ends in `bytes[from, to)`: LF, CRLF (counted once, at its LF) and a lone CR, as every reader here splits lines. */
+export function countLineEnds(bytes: Uint8Array, from: number, to: number): number {
   let count = 0;
-  for (let i = from; i < to; i++) if (bytes[i] === 0x0a) count++;
+  for (let i = from; i < to; i++) {
+    const b = bytes[i];
+    if (b === 0x0a || (b === 0x0d && bytes[i + 1] !== 0x0a)) count++;
+  }
   return count;
+}
+
+/**
+ * Where the header record lies in a file's first `limit` bytes: after any blank lines, up to its
+ * line end, quoted line breaks included. Undefined when no complete header ends before `limit`.
+ */
+export function headerSpan(bytes: Uint8Array, quote: string, limit: number): { start: number; end: number } | undefined {
+  const q = quote.charCodeAt(0);
+  let start = 0;
+  while (start < limit && (bytes[start] === 0x0a || bytes[start] === 0x0d)) start++;
+  let quoted = false;
+  for (let i = start; i < limit; i++) {
+    const b = bytes[i];
+    if (b === q) quoted = !quoted;
+    else if (!quoted && (b === 0x0a || b === 0x0d)) return { start, end: i };
+  }
+  return undefined;
 }
 
 function lineStart(bytes: Uint8Array, line: number): number {
