@@ -115,6 +115,18 @@ describe("a sale typed before its product", () => {
     expect(sqlite(db(), "SELECT count(*) FROM pipeline_rejected_rows WHERE status = 'pending'")).toBe("0");
   });
 
+  test("a pending row that a full read of a changed file loads is marked resolved, not left pending", async () => {
+    client.server.file("/ventes.csv", sales + lateSale);
+    await run();
+    client.server.file("/produits.csv", productsWithRef006);
+    // An edit above the pending row (a space the cast trims): the file did not only grow, so it is read in full.
+    client.server.file("/ventes.csv", sales.replace("\r\n2023-05-27,", "\r\n2023-05-27 ,") + lateSale);
+    const second = await run();
+    expect(step(second, "load_sales").detail ?? "").not.toMatch(/file grew/);
+    expect(sqlite(db(), "SELECT status, resolved_run_id FROM pipeline_rejected_rows WHERE raw LIKE '%REF006%'")).toBe("resolved|2");
+    expect(sqlite(db(), "SELECT count(*) FROM pipeline_rejected_rows WHERE status = 'pending'")).toBe("0");
+  });
+
   test("a price fixed after its product was rejected brings back that product's sales, though the sales file is unchanged", async () => {
     client.server.file("/produits.csv", products.replace("49.99", "49,99"));
     const first = await run();
@@ -211,5 +223,62 @@ steps:
     const result = await ws.cli(["validate"]);
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/pipeline\.yaml:12:\d+ error E_CONFIG .*load_p.*later/);
+  });
+});
+
+describe("a pending row and a later line with the same key", () => {
+  let ws: Workspace;
+  beforeEach(() => {
+    ws = new Workspace({ withClientPipeline: false });
+  });
+  afterEach(() => ws.remove());
+
+  const yaml = (mode: string) => `version: 1
+database: db.sqlite
+tables:
+  items:
+    columns: { id: { type: integer } }
+    primary_key: [id]
+  events:
+    columns:
+      day: { type: date, required: true }
+      slot: { type: integer, required: true }
+      item_id: { type: integer, required: true }
+      qty: { type: integer, required: true }
+    unique: [[day, slot]]
+    foreign_keys: [{ columns: [item_id], references: { table: items, columns: [id] } }]
+steps:
+  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: Id } }
+  - name: load_events
+    type: load
+    source: events.csv
+    table: events
+    mode: ${mode}
+    key: [day, slot]
+    columns: { day: Day, slot: Slot, item_id: Item, qty: Qty }
+`;
+  const events = "Day,Slot,Item,Qty\n2024-01-01,1,9,1\n2024-01-01,1,1,2\n";
+
+  /** The events table and its pending rejections after the runs, for comparison with a fresh load. */
+  const state = (file: string) =>
+    [
+      sqlite(file, "SELECT day, slot, item_id, qty FROM events ORDER BY day, slot"),
+      sqlite(file, "SELECT line, kind FROM pipeline_rejected_rows WHERE status = 'pending' ORDER BY line"),
+    ].join("\n--\n");
+
+  test.each([
+    ["insert_new", "2024-01-01|1|9|1\n--\n3|conflict"],
+    ["upsert", "2024-01-01|1|1|2\n--\n"],
+  ])("under %s, loading it later gives what file order gives on a fresh load", async (mode, expected) => {
+    ws.write("pipeline.yaml", yaml(mode));
+    ws.write("items.csv", "Id\n1\n");
+    ws.write("events.csv", events);
+    expect((await ws.cli(["run"])).code).toBe(0);
+    ws.write("items.csv", "Id\n1\n9\n");
+    expect((await ws.cli(["run"])).code).toBe(0);
+    const incremental = state(ws.path("db.sqlite"));
+    expect(incremental).toBe(expected);
+    expect((await ws.cli(["run", "--db", "fresh.sqlite"])).code).toBe(0);
+    expect(incremental).toBe(state(ws.path("fresh.sqlite")));
   });
 });
