@@ -6,12 +6,22 @@ import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.
 import { quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
 import { didYouMean, PipelineError, throwIfAborted, type Diagnostic } from "../engine/errors.js";
-import { readSourceState, rejectionWriter, writeSourceState, type Rejection, type SourceState } from "../engine/history.js";
+import {
+  readSourceState,
+  rejectionSamples,
+  rejectionWriter,
+  writeSourceState,
+  type Rejection,
+  type SourceState,
+} from "../engine/history.js";
+import { describeRejection } from "../engine/output.js";
 import { decodeText, parseCsv, readCsv } from "../engine/sources/csv.js";
 import { fetchSource, httpDefaults, isUrl } from "../engine/sources/fetch.js";
 import type { RunContext, StepCounts, StepDefinition, StepOutcome } from "../engine/step.js";
 
 const defaultMinReplaceRatio = 0.5;
+/** The most rows one load step may reject in a run when it declares no max_rejected: beyond it the source is not what the step expects (garbage appended, a wrong file). */
+const defaultMaxRejected = 10_000;
 
 /** The key a keyed load matches rows on: `key:`, else the table's primary key, else its only unique key. */
 export function loadKey(step: LoadStepSpec, table: TableSpec | undefined): readonly string[] | undefined {
@@ -127,7 +137,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     const table = context.pipeline.tables[step.table]!;
     const stepSha256 = sha256(JSON.stringify({ step, table }));
     const previous = readSourceState(context.db, step.name);
-    const validators = previous?.stepSha256 === stepSha256 ? previous : undefined;
+    const validators = !context.fullRefresh && previous?.stepSha256 === stepSha256 ? previous : undefined;
     const http = { ...httpDefaults, ...step.http };
     const fetched = await fetchSource(step.source, { baseDir: context.config.baseDir, http, previous: validators, signal: context.signal });
     if (fetched.kind === "not_modified") return { status: "unchanged", counts: {}, detail: "source not modified (HTTP 304)" };
@@ -254,15 +264,42 @@ function writeRows(step: LoadStepSpec, table: TableSpec, text: string, firstLine
   batch.free();
   context.progress(counts.read);
 
-  if (step.max_rejected !== undefined && counts.rejected > step.max_rejected) {
-    throw new PipelineError(
-      "E_REJECTED",
-      `${source}: ${counts.rejected} rows rejected, more than max_rejected (${step.max_rejected}); see the reasons with --json or in pipeline_rejected_rows after a run that allows them`,
-    );
-  }
+  checkRejected(step, counts, firstLine > 1, context);
   const detail =
     counts.rejected + counts.conflicting > 0 ? `${counts.rejected + counts.conflicting} row(s) in pipeline_rejected_rows` : undefined;
   return { status: "success", counts: stepCounts(step, counts), ...(detail ? { detail } : {}) };
+}
+
+/**
+ * Fails the step (so the run, which then saves nothing) when it rejected every row it read from the
+ * whole source, or more rows than `max_rejected` allows: a count, or a percentage of the rows read
+ * (10 000 when not declared). Key conflicts kept aside under `on_conflict: reject` are a declared
+ * policy and count for neither. After a file only grew, its new rows alone were read: one late row
+ * rejected there is a rejection, not a failure, but max_rejected still applies to them.
+ */
+function checkRejected(step: LoadStepSpec, counts: Required<StepCounts>, tailOnly: boolean, context: RunContext): void {
+  const { read, rejected } = counts;
+  if (rejected === 0) return;
+  const allowed = maxRejected(step.max_rejected, read);
+  const all = rejected === read && !tailOnly;
+  if (!all && rejected <= allowed.count) return;
+  const first = rejectionSamples(context.db, context.runId, step.name, 3).map(describeRejection).join("; ");
+  throw new PipelineError(
+    "E_REJECTED",
+    all
+      ? `${step.source}: all ${read} rows read were rejected; first: ${first}. Fix the source or the step's columns and types, then run again`
+      : `${step.source}: ${rejected} of ${read} rows rejected, more than max_rejected (${allowed.text}); first: ${first}`,
+  );
+}
+
+/** How many rejected rows `max_rejected` allows out of `read`, and how to say it. */
+function maxRejected(declared: number | string | undefined, read: number): { count: number; text: string } {
+  if (declared === undefined) {
+    return { count: defaultMaxRejected, text: `${defaultMaxRejected} by default; declare max_rejected on the step to allow more` };
+  }
+  if (typeof declared === "number") return { count: declared, text: String(declared) };
+  const count = Math.floor((read * Number.parseFloat(declared)) / 100);
+  return { count, text: `${declared} of the rows read, that is ${count}` };
 }
 
 /**
