@@ -236,6 +236,7 @@ function writeRows(step: LoadStepSpec, table: TableSpec, text: string, firstLine
     if (++counts.read % 50_000 === 0) {
       context.progress(counts.read);
       throwIfAborted(context.signal);
+      checkRejected(step, counts, { tailOnly: firstLine > 1, partial: true }, context);
     }
     const values: SqlValue[] = new Array<SqlValue>(targets.length);
     const problem = castRecord(fields, width, indexes, casters, targets, values) ?? references(targets, values);
@@ -264,7 +265,7 @@ function writeRows(step: LoadStepSpec, table: TableSpec, text: string, firstLine
   batch.free();
   context.progress(counts.read);
 
-  checkRejected(step, counts, firstLine > 1, context);
+  checkRejected(step, counts, { tailOnly: firstLine > 1, partial: false }, context);
   const detail =
     counts.rejected + counts.conflicting > 0 ? `${counts.rejected + counts.conflicting} row(s) in pipeline_rejected_rows` : undefined;
   return { status: "success", counts: stepCounts(step, counts), ...(detail ? { detail } : {}) };
@@ -275,20 +276,30 @@ function writeRows(step: LoadStepSpec, table: TableSpec, text: string, firstLine
  * whole source, or more rows than `max_rejected` allows: a count, or a percentage of the rows read
  * (10 000 when not declared). Key conflicts kept aside under `on_conflict: reject` are a declared
  * policy and count for neither. After a file only grew, its new rows alone were read: one late row
- * rejected there is a rejection, not a failure, but max_rejected still applies to them.
+ * rejected there is a rejection, not a failure, but max_rejected still applies to them. While the
+ * source is still being read (`partial`), a count already passed stops the read, so garbage costs
+ * memory up to the limit, not up to its size; a percentage is judged at the end only.
  */
-function checkRejected(step: LoadStepSpec, counts: Required<StepCounts>, tailOnly: boolean, context: RunContext): void {
-  const { read, rejected } = counts;
-  if (rejected === 0) return;
-  const allowed = maxRejected(step.max_rejected, read);
-  const all = rejected === read && !tailOnly;
-  if (!all && rejected <= allowed.count) return;
+function checkRejected(
+  step: LoadStepSpec,
+  counts: Required<StepCounts>,
+  read: { tailOnly: boolean; partial: boolean },
+  context: RunContext,
+): void {
+  if (counts.rejected === 0 || (read.partial && typeof step.max_rejected === "string")) return;
+  const allowed = maxRejected(step.max_rejected, counts.read);
+  const all = counts.rejected === counts.read && !read.tailOnly && !read.partial;
+  if (!all && counts.rejected <= allowed.count) return;
   const first = rejectionSamples(context.db, context.runId, step.name, 3).map(describeRejection).join("; ");
+  // why: the periodic check runs when a row is counted as read, before it is cast.
+  const problem = read.partial
+    ? `${counts.rejected} of the first ${counts.read - 1} rows rejected, more than max_rejected (${allowed.text}); reading stopped there`
+    : `${counts.rejected} of ${counts.read} rows rejected, more than max_rejected (${allowed.text})`;
   throw new PipelineError(
     "E_REJECTED",
     all
-      ? `${step.source}: all ${read} rows read were rejected; first: ${first}. Fix the source or the step's columns and types, then run again`
-      : `${step.source}: ${rejected} of ${read} rows rejected, more than max_rejected (${allowed.text}); first: ${first}`,
+      ? `${step.source}: all ${counts.read} rows read were rejected; first: ${first}. Fix the source or the step's columns and types, then run again`
+      : `${step.source}: ${problem}; first: ${first}`,
   );
 }
 

@@ -199,6 +199,23 @@ describe("garbage lines", () => {
   });
 });
 
+describe("garbage lines stop the read", () => {
+  test("past the cap, the source is not read to its end: memory stays bounded by the cap, not by the garbage", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    const lines = 120_000;
+    server.file("/ventes.csv", sales + "\r\n" + "x\n".repeat(lines));
+    const report = await runJson();
+    expect(report.code).toBe(1);
+    const match =
+      /ventes\.csv: (\d+) of the first (\d+) rows rejected, more than max_rejected \(10000 by default; .*\); reading stopped there; first: line 32: /.exec(
+        report.error?.message ?? "",
+      );
+    expect(match, report.error?.message).not.toBeNull();
+    expect(Number(match![2])).toBeLessThan(lines);
+    expect(Number(match![1])).toBe(Number(match![2]));
+  });
+});
+
 describe("run --strict", () => {
   test("a run that saved with rejected rows exits 4, having saved exactly what a plain run saves", async () => {
     const plain = new Workspace();
