@@ -96,13 +96,13 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       else io.stdout.write(c.green(`${config.file} is valid: ${plan.steps.length} steps, ${Object.keys(pipeline.tables).length} tables\n`));
       return exitCodes.ok;
     }
+    const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : checkRefreshSteps(args.steps, plan));
     if (args.command === "plan" || args.dryRun) {
       const changes = await schemaChanges(plan, database);
       if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
       else io.stdout.write(renderPlan(plan, changes, c));
       return exitCodes.ok;
     }
-    const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : checkRefreshSteps(args.steps, plan));
     const runOnce = async (compact: boolean): Promise<number> => {
       const report = await executePlan(
         { ...plan, database },

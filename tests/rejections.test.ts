@@ -299,6 +299,7 @@ describe("run --full-refresh", () => {
   test.each([
     [["run", "--full-refresh", "load_sale"], 'unknown step "load_sale" (did you mean "load_sales"?)'],
     [["run", "--full-refresh", "revenue_total"], "revenue_total derives from earlier steps"],
+    [["run", "--dry-run", "--full-refresh", "load_sale"], 'unknown step "load_sale" (did you mean "load_sales"?)'],
     [["validate", "--full-refresh"], "--full-refresh goes with the run command"],
     [["run", "load_sales"], 'unexpected argument "load_sales"'],
   ])("%j is a usage error", async (argv, message) => {
