@@ -386,3 +386,34 @@ export function lastRun(db: SqlDatabase): { runId: number; configSha256: string 
   const row = db.all("SELECT run_id, config_sha256 FROM pipeline_runs WHERE status LIKE 'succeeded%' ORDER BY run_id DESC LIMIT 1")[0];
   return row ? { runId: Number(row["run_id"]), configSha256: String(row["config_sha256"]) } : undefined;
 }
+
+/** One rejected row as a run shows it: its line, column and reason, its raw text clipped. */
+export interface RejectionSample {
+  line: number;
+  column: string | null;
+  reason: string;
+  raw: string;
+}
+
+/** Longest reason and raw text a sample keeps, in characters: the middle of longer text is cut. */
+const sampleChars = 160;
+
+/**
+ * The first rows a step rejected in a run, by line (key conflicts included), at most `limit`; each text
+ * is clipped in SQL, so a huge raw line is never read whole. Without `step`, those of every step.
+ */
+export function rejectionSamples(db: SqlDatabase, runId: number, step: string | undefined, limit: number): RejectionSample[] {
+  const clip = (column: string) =>
+    `CASE WHEN length(${column}) > ${sampleChars} THEN substr(${column}, 1, ${sampleChars - 41}) || '…' || substr(${column}, -40) ELSE ${column} END`;
+  const rows = db.all(
+    `SELECT line, "column", ${clip("reason")} AS reason, ${clip("raw")} AS raw FROM pipeline_rejected_rows
+     WHERE (run_id = ? OR (last_run_id = ? AND status = 'pending')) AND (? IS NULL OR step = ?) ORDER BY line, rejection_id LIMIT ?`,
+    [runId, runId, step ?? null, step ?? null, limit],
+  );
+  return rows.map((row) => ({
+    line: Number(row["line"]),
+    column: row["column"] === null ? null : String(row["column"]),
+    reason: String(row["reason"]),
+    raw: String(row["raw"]),
+  }));
+}

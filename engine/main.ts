@@ -28,7 +28,7 @@ export interface Io {
 }
 
 /** Exit codes, documented in the README. */
-export const exitCodes = { ok: 0, runFailed: 1, invalid: 2, busy: 3, interrupted: 130 } as const;
+export const exitCodes = { ok: 0, runFailed: 1, invalid: 2, busy: 3, savedWithRejections: 4, interrupted: 130 } as const;
 
 const commands = ["run", "validate", "plan", "doctor", "schema", "profile", "rejections", "help"] as const;
 
@@ -37,6 +37,9 @@ const usage = `Usage: pipeline <command> [options]
 Commands:
   run              validate, then run every step and save the database (default)
   run --dry-run    validate and print the plan; nothing is fetched or written
+  run --full-refresh [STEP...]
+                   read every source (or those of the named load steps) in full: no conditional GET,
+                   no same-content or grown-file shortcut; the derived steps run again
   plan             same as run --dry-run
   validate         check pipeline.yaml and report every problem with its line:col
   doctor           check the runtime, the configuration, the database directory and every source
@@ -53,6 +56,8 @@ Options:
       --json          print a machine-readable summary on stdout instead of the log
       --dry-run       with run: print the plan only
       --force         allow a replace that would empty or shrink a table
+      --strict        with run: exit 4 when the run saved with rejected rows (or, unchanged, the run it
+                      leaves unchanged did); what is saved is the same as without --strict
       --lock-timeout D  with run: how long to wait while another run holds the database (default 60s)
       --every D       with run: run again every D (e.g. 15m) until stopped with Ctrl-C or SIGTERM;
                       a failed run is reported and the next one still happens
@@ -61,7 +66,8 @@ Options:
 
 Durations: 500ms, 30s, 15m, 1h (a bare number is seconds).
 Exit codes: 0 success, 1 the run failed (nothing was saved), 2 invalid configuration or usage,
-3 the database is in use by another run (--lock-timeout passed), 130 interrupted (nothing was saved).
+3 the database is in use by another run (--lock-timeout passed), 4 with --strict: saved with rejected rows,
+130 interrupted (nothing was saved).
 `;
 
 /** Runs one CLI invocation; returns the exit code. */
@@ -101,6 +107,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       else io.stdout.write(c.green(`${config.file} is valid: ${plan.steps.length} steps, ${Object.keys(pipeline.tables).length} tables\n`));
       return exitCodes.ok;
     }
+    const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : checkRefreshSteps(args.steps, plan));
     if (args.command === "plan" || args.dryRun) {
       const changes = await schemaChanges(plan, database);
       if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
@@ -112,6 +119,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         { ...plan, database },
         {
           force: args.force,
+          fullRefresh: fullRefresh || undefined,
           lockTimeoutMs: args.lockTimeoutMs,
           signal: io.signal,
           typeOf: stepType,
@@ -126,7 +134,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         io.stdout.write(renderSummary(report, c));
         if (report.error) io.stderr.write(errorColors.red(`error ${report.error.code} ${report.error.message}`) + "\n");
       }
-      return report.ok ? exitCodes.ok : report.exitCode;
+      if (!report.ok) return report.exitCode;
+      return args.strict && report.rejectedRows > 0 ? exitCodes.savedWithRejections : exitCodes.ok;
     };
     if (args.everyMs === undefined) return await runOnce(false);
     return await runEvery(runOnce, args.everyMs, args.maxRuns, io, c);
@@ -201,6 +210,10 @@ interface CommandLine {
   db: string | undefined;
   dryRun: boolean;
   force: boolean;
+  strict: boolean;
+  fullRefresh: boolean;
+  /** The load steps named after `run --full-refresh`. */
+  steps: string[];
   lockTimeoutMs: number;
   everyMs: number | undefined;
   maxRuns: number | undefined;
@@ -217,6 +230,8 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     json: { type: "boolean", default: false },
     "dry-run": { type: "boolean", default: false },
     force: { type: "boolean", default: false },
+    strict: { type: "boolean", default: false },
+    "full-refresh": { type: "boolean", default: false },
     "lock-timeout": { type: "string", default: "60s" },
     every: { type: "string" },
     "max-runs": { type: "string" },
@@ -235,9 +250,11 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   }
   const [command = "run", ...rest] = parsed.positionals;
   if (!(commands as readonly string[]).includes(command)) throw usageError(`unknown command "${command}"${didYouMean(command, commands)}`);
-  if (rest.length > 0) throw usageError(`unexpected argument "${rest[0]}"`);
   const v = parsed.values;
-  if (v["dry-run"] && command !== "run") throw usageError("--dry-run goes with the run command");
+  if (rest.length > 0 && !(command === "run" && v["full-refresh"])) throw usageError(`unexpected argument "${rest[0]}"`);
+  for (const option of ["dry-run", "strict", "full-refresh"] as const) {
+    if (v[option] && command !== "run") throw usageError(`--${option} goes with the run command`);
+  }
   const duration = (option: string, text: string | undefined) => {
     if (text === undefined) return undefined;
     const ms = parseDuration(text);
@@ -255,6 +272,9 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     db: v.db,
     dryRun: v["dry-run"],
     force: v.force,
+    strict: v.strict,
+    fullRefresh: v["full-refresh"],
+    steps: rest,
     lockTimeoutMs: duration("lock-timeout", v["lock-timeout"])!,
     everyMs,
     maxRuns,
@@ -263,6 +283,25 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     help: v.help || command === "help",
     version: v.version,
   };
+}
+
+/** The step names given to `run --full-refresh`: each must be a step that reads a source (derived steps run again anyway). */
+function checkRefreshSteps(names: readonly string[], plan: Plan): readonly string[] {
+  const steps = new Map(plan.steps.map((step) => [step.name, step]));
+  const sources = plan.steps.filter((step) => !stepType(step.spec).derived).map((step) => step.name);
+  for (const name of names) {
+    const step = steps.get(name);
+    if (!step)
+      throw usageError(
+        `--full-refresh: unknown step "${name}"${didYouMean(name, steps.keys()) || `; the steps that read a source: ${sources.join(", ")}`}`,
+      );
+    if (stepType(step.spec).derived) {
+      throw usageError(
+        `--full-refresh: ${name} derives from earlier steps and runs again with any --full-refresh; name the steps that read a source: ${sources.join(", ")}`,
+      );
+    }
+  }
+  return names;
 }
 
 function usageError(message: string): PipelineError {

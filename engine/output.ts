@@ -1,5 +1,6 @@
 import { Chalk, type ChalkInstance } from "chalk";
 import { formatDiagnostic, type Diagnostic } from "./errors.js";
+import type { RejectionSample } from "./history.js";
 import type { Plan } from "./plan.js";
 import type { RunEvent, RunReport, StepResult } from "./run.js";
 import type { StepCounts } from "./step.js";
@@ -16,7 +17,17 @@ export function colorsFor(stream: OutputStream, env: Readonly<Record<string, str
   return new Chalk({ level: on ? 1 : 0 });
 }
 
-const countNames: (keyof StepCounts)[] = ["read", "inserted", "updated", "unchanged", "rejected", "conflicting", "deleted"];
+const countNames: (keyof StepCounts)[] = [
+  "read",
+  "inserted",
+  "updated",
+  "unchanged",
+  "rejected",
+  "conflicting",
+  "deleted",
+  "retried",
+  "pending",
+];
 
 /** Formats a number with thin grouping: 1 234 567. */
 export function formatCount(n: number): string {
@@ -94,10 +105,28 @@ function stepLine(result: StepResult, c: ChalkInstance): string {
   const time = c.dim(`(${formatMs(result.durationMs)})`);
   if (result.status === "error") return `${c.red("✗ failed")} ${time}: ${result.error?.message ?? ""}`;
   if (result.status === "skipped") return `${c.dim("- skipped")}: ${result.detail ?? ""}`;
-  const mark = result.status === "unchanged" ? c.yellow("= unchanged") : c.green("✓");
-  const warn = (result.counts.rejected ?? 0) + (result.counts.conflicting ?? 0) > 0;
+  const kept = (result.counts.rejected ?? 0) + (result.counts.conflicting ?? 0) + (result.counts.pending ?? 0);
+  const mark = result.status === "unchanged" ? c.yellow("= unchanged") : kept > 0 ? c.yellow("⚠") : c.green("✓");
   const text = [countsText(result.counts), result.detail].filter(Boolean).join("; ");
-  return `${mark} ${warn ? c.yellow(text) : text} ${time}`.replace(/ +/g, " ");
+  const line = `${mark} ${kept > 0 ? c.yellow(text) : text} ${time}`.replace(/ +/g, " ");
+  const samples = result.rejections ?? [];
+  const more = kept > samples.length ? [c.dim(`… and ${formatCount(kept - samples.length)} more in pipeline_rejected_rows`)] : [];
+  return [line, ...samples.map(describeRejection), ...more].join("\n        ");
+}
+
+/** A rejected row in one line: `line 4, qty: "12.5" is not an integer — 2024-01-02,1,12.5`, control characters escaped, long text clipped. */
+export function describeRejection(sample: RejectionSample): string {
+  const where = sample.column ? `line ${sample.line}, ${sample.column}` : `line ${sample.line}`;
+  return `${where}: ${clipForDisplay(sample.reason, 100)} — ${clipForDisplay(sample.raw, 60)}`;
+}
+
+function clipForDisplay(text: string, max: number): string {
+  // why: raw lines come from the source: an escape sequence or a line break must not reach the terminal as such.
+  const shown = text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (ch) => {
+    const code = ch.charCodeAt(0);
+    return code > 0xff ? `\\u${code.toString(16).padStart(4, "0")}` : `\\x${code.toString(16).padStart(2, "0")}`;
+  });
+  return shown.length <= max ? shown : `${shown.slice(0, max - 21)}…${shown.slice(-20)}`;
 }
 
 /** The end-of-run table and verdict. */
@@ -123,8 +152,10 @@ export function renderSummary(report: RunReport, c: ChalkInstance): string {
   const verdict = !report.ok
     ? c.red(`Run failed in ${formatMs(report.durationMs)}; ${report.database} was not changed`)
     : report.runId === undefined
-      ? c.green(`Done in ${formatMs(report.durationMs)}: ${report.detail ?? "nothing to do"}`)
-      : c.green(`Run ${report.runId} ${report.status.replaceAll("_", " ")} in ${formatMs(report.durationMs)}; saved ${report.database}`);
+      ? (report.rejectedRows > 0 ? c.yellow : c.green)(`Done in ${formatMs(report.durationMs)}: ${report.detail ?? "nothing to do"}`)
+      : (report.status === "succeeded" ? c.green : c.yellow)(
+          `Run ${report.runId} ${report.status.replaceAll("_", " ")} in ${formatMs(report.durationMs)}; saved ${report.database}`,
+        );
 
   const written = report.files.length > 0 ? [`wrote ${report.files.join(", ")}`] : [];
   const notes = report.notes.map((note) => c.dim(note));

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import type { StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
@@ -25,7 +25,7 @@ import {
   recordFailedRuns,
   type JournalContents,
 } from "./failed-runs.js";
-import { finishRun, lastRun, recordStep, startRun, systemTables } from "./history.js";
+import { finishRun, lastRun, recordStep, rejectionSamples, startRun, systemTables, type RejectionSample } from "./history.js";
 import type { SchemaChanges } from "./output.js";
 import type { Plan, PlannedStep } from "./plan.js";
 import type { StepCounts, StepDefinition } from "./step.js";
@@ -44,7 +44,12 @@ export interface StepResult {
   durationMs: number;
   detail?: string | undefined;
   error?: { code: string; message: string } | undefined;
+  /** The first rows the step rejected or kept aside in this run, by line. */
+  rejections?: RejectionSample[] | undefined;
 }
+
+/** How many rejected rows a step shows in the log and the JSON report. */
+const rejectionSamplesShown = 3;
 
 /** The report of a whole run. */
 export interface RunReport {
@@ -65,6 +70,8 @@ export interface RunReport {
   detail?: string | undefined;
   /** What else the run did or could not do: columns added to the engine's tables, failed runs recorded. */
   notes: string[];
+  /** Rows rejected or kept aside by the run that saved; for an unchanged run, by the run whose result it leaves unchanged. */
+  rejectedRows: number;
 }
 
 /** What a run tells its caller as it goes. */
@@ -77,6 +84,8 @@ export type RunEvent =
 /** Options of a run. */
 export interface RunOptions {
   force: boolean;
+  /** `--full-refresh`: every load step (true) or the named ones read their source in full; derived steps run again. */
+  fullRefresh?: true | readonly string[] | undefined;
   /** How long to wait for another run's lock on the database. */
   lockTimeoutMs: number;
   /** Aborts the run (SIGINT, SIGTERM): it stops between steps or rows, and saves nothing. */
@@ -102,6 +111,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     saved: false,
     files: [],
     notes: [],
+    rejectedRows: 0,
     exitCode: 1,
     durationMs: 0,
     steps: plan.steps.map((step) => ({
@@ -143,8 +153,16 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     const previous = lastRun(db);
     const failures = await readJournal(plan.database, report.notes);
     const recordedFailures = failures ? recordFailedRuns(db, failures.runs) : 0;
+    // why: a report deleted on disk is written again, so the derived steps run even when nothing else changed.
+    const missing = previous === undefined ? [] : outputs.filter((output) => !existsSync(path.resolve(plan.config.baseDir, output)));
+    if (missing.length > 0) report.notes.push(`${missing.join(", ")} missing on disk: written again`);
     // why: when no source changed and neither did the configuration or its SQL, derived steps would recompute the same rows.
-    let changed = previous === undefined || previous.configSha256 !== configSha256 || report.createdTables.length > 0;
+    let changed =
+      previous === undefined ||
+      previous.configSha256 !== configSha256 ||
+      report.createdTables.length > 0 ||
+      options.fullRefresh !== undefined ||
+      missing.length > 0;
     const runId = startRun(db, { startedAt, configSha256, configFile: plan.config.file });
     report.runId = runId;
     for (const step of plan.steps) {
@@ -166,15 +184,19 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
           runId,
           startedAt,
           force: options.force,
+          fullRefresh: options.fullRefresh === true || (options.fullRefresh?.includes(step.name) ?? false),
           signal: options.signal,
           progress: (rows) => options.onEvent({ kind: "progress", step, rows, elapsedMs: performance.now() - stepStarted }),
         });
         Object.assign(result, { status: outcome.status, counts: outcome.counts, detail: outcome.detail });
+        if ((outcome.counts.rejected ?? 0) + (outcome.counts.conflicting ?? 0) + (outcome.counts.pending ?? 0) > 0)
+          showRejections(db, runId, result);
         files.push(...(outcome.files ?? []));
         if (!definition.derived && outcome.status !== "unchanged") changed = true;
       } catch (error) {
         const { code, message } = describeError(error);
         Object.assign(result, { status: "error", error: { code, message } });
+        if (code === "E_REJECTED") showRejections(db, runId, result);
         throw error;
       } finally {
         result.durationMs = performance.now() - stepStarted;
@@ -186,13 +208,16 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       // why: nothing to record but the fact that nothing changed; rewriting the whole file for that costs more than the run.
       report.status = "unchanged";
       report.runId = undefined;
-      report.detail = `nothing changed since run ${previous!.runId}; the database was not rewritten`;
+      report.rejectedRows = pendingRowsIn(db);
+      const left = report.rejectedRows > 0 ? `; ${report.rejectedRows} rejected row(s) still pending (see the rejections command)` : "";
+      report.detail = `nothing changed since run ${previous!.runId}${left}; the database was not rewritten`;
       report.ok = true;
       report.exitCode = 0;
       await emptyJournal(plan.database, failures, report.notes);
       return report;
     }
     report.status = finishRun(db, runId, now().toISOString());
+    report.rejectedRows = rejectedRowsOf(db, runId);
     checkForeignKeys(db);
     db.exec("COMMIT");
     throwIfAborted(options.signal);
@@ -349,6 +374,22 @@ export async function openDatabase(file: string): Promise<SqlDatabase> {
   } catch (error) {
     throw new PipelineError("E_DB", `${file} is not a readable SQLite database: ${(error as Error).message}`, { cause: error });
   }
+}
+
+/** Puts a step's first rejected rows on its report, for the log and the JSON report. */
+function showRejections(db: SqlDatabase, runId: number, result: StepResult): void {
+  const samples = rejectionSamples(db, runId, result.name, rejectionSamplesShown);
+  if (samples.length > 0) result.rejections = samples;
+}
+
+/** How many rejected rows are pending in the database, whichever run read them. */
+function pendingRowsIn(db: SqlDatabase): number {
+  return Number(db.all("SELECT count(*) AS n FROM pipeline_rejected_rows WHERE status = 'pending'")[0]?.["n"] ?? 0);
+}
+
+/** How many rows a saved run left pending (read or retried by it), as pipeline_runs records it. */
+function rejectedRowsOf(db: SqlDatabase, runId: number): number {
+  return Number(db.all("SELECT rejected_rows FROM pipeline_runs WHERE run_id = ?", [runId])[0]?.["rejected_rows"] ?? 0);
 }
 
 function checkForeignKeys(db: SqlDatabase): void {

@@ -57,6 +57,8 @@ export interface RunContext {
   startedAt: string;
   /** `--force`: allow a replace that would shrink a table. */
   force: boolean;
+  /** `--full-refresh` names this step (or names none): read the source in full, with no conditional GET, same-hash or tail shortcut. */
+  fullRefresh: boolean;
   /** Fires when the run is interrupted; long steps check it. */
   signal?: AbortSignal | undefined;
   progress: ProgressReporter;

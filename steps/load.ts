@@ -19,12 +19,16 @@ import {
   type OpenRejection,
   type Rejection,
   type SourceState,
+  rejectionSamples,
 } from "../engine/history.js";
+import { describeRejection } from "../engine/output.js";
 import { countLineEnds, decodeText, headerSpan, parseCsv, readCsv } from "../engine/sources/csv.js";
 import { fetchSource, httpDefaults, isUrl } from "../engine/sources/fetch.js";
 import type { RunContext, StepCounts, StepDefinition, StepOutcome } from "../engine/step.js";
 
 const defaultMinReplaceRatio = 0.5;
+/** The most rows one load step may reject in a run when it declares no max_rejected: beyond it the source is not what the step expects (garbage appended, a wrong file). */
+const defaultMaxRejected = 10_000;
 
 /** The key a keyed load matches rows on: `key:`, else the table's primary key, else its only unique key. */
 export function loadKey(step: LoadStepSpec, table: TableSpec | undefined): readonly string[] | undefined {
@@ -156,7 +160,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     const open = openRejections(db, step.name);
     // why: rows rejected by an older version were kept without what a retry needs; one full read settles them.
     const legacy = open.some((rejection) => rejection.kind === null);
-    const validators = previous?.stepSha256 === stepSha256 && !legacy ? previous : undefined;
+    const validators = !context.fullRefresh && previous?.stepSha256 === stepSha256 && !legacy ? previous : undefined;
     const http = { ...httpDefaults, ...step.http };
     const fetched = await fetchSource(step.source, { baseDir: context.config.baseDir, http, previous: validators, signal: context.signal });
     const loader = rowLoader(step, table, context, open);
@@ -235,6 +239,8 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   const keyPositions = writer.key.map((column) => targets.indexOf(column));
   const policy = conflictPolicy(step);
   let header: string[] | undefined;
+  // why: after a file only grew, one late row rejected among the new ones is a rejection, not a source gone wrong.
+  let tailRead = false;
   let indexes: number[] = [];
   let width = 0;
 
@@ -384,6 +390,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     if (++counts.read % 50_000 === 0) {
       context.progress(counts.read);
       throwIfAborted(context.signal);
+      checkRejected(step, counts, { tailOnly: tailRead, partial: true }, context);
     }
     const values: SqlValue[] = new Array<SqlValue>(targets.length);
     const problem = check(fields, values);
@@ -404,12 +411,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     writer.free();
     batch.free();
     context.progress(counts.read);
-    if (step.max_rejected !== undefined && counts.rejected > step.max_rejected) {
-      throw new PipelineError(
-        "E_REJECTED",
-        `${source}: ${counts.rejected} rows rejected, more than max_rejected (${step.max_rejected}); see the reasons with --json or in pipeline_rejected_rows after a run that allows them`,
-      );
-    }
+    checkRejected(step, counts, { tailOnly: tailRead, partial: false }, context);
     const loadedAgain = counts.retried - counts.pending;
     const parts = [
       counts.retried > 0 ? `retried ${counts.retried} pending row(s): ${loadedAgain} settled, ${counts.pending} still pending` : "",
@@ -439,6 +441,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
 
     /** Reads CSV text: the whole file, or (with `tail`) its header glued to what an earlier run had not read. */
     read(text: string, tail: { firstLine: number } | undefined): StepOutcome {
+      tailRead = tail !== undefined;
       if (!tail) {
         for (const rejection of open) {
           const ids = earlierByRaw.get(rejection.raw);
@@ -476,6 +479,48 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       return outcome;
     },
   };
+}
+
+/**
+ * Fails the step (so the run, which then saves nothing) when it rejected every row it read from the
+ * whole source, or more rows than `max_rejected` allows: a count, or a percentage of the rows read
+ * (10 000 when not declared). Key conflicts kept aside under `on_conflict: reject` are a declared
+ * policy and count for neither. After a file only grew, its new rows alone were read: one late row
+ * rejected there is a rejection, not a failure, but max_rejected still applies to them. While the
+ * source is still being read (`partial`), a count already passed stops the read, so garbage costs
+ * memory up to the limit, not up to its size; a percentage is judged at the end only.
+ */
+function checkRejected(
+  step: LoadStepSpec,
+  counts: Required<StepCounts>,
+  read: { tailOnly: boolean; partial: boolean },
+  context: RunContext,
+): void {
+  if (counts.rejected === 0 || (read.partial && typeof step.max_rejected === "string")) return;
+  const allowed = maxRejected(step.max_rejected, counts.read);
+  const all = counts.rejected === counts.read && !read.tailOnly && !read.partial;
+  if (!all && counts.rejected <= allowed.count) return;
+  const first = rejectionSamples(context.db, context.runId, step.name, 3).map(describeRejection).join("; ");
+  // why: the periodic check runs when a row is counted as read, before it is cast.
+  const problem = read.partial
+    ? `${counts.rejected} of the first ${counts.read - 1} rows rejected, more than max_rejected (${allowed.text}); reading stopped there`
+    : `${counts.rejected} of ${counts.read} rows rejected, more than max_rejected (${allowed.text})`;
+  throw new PipelineError(
+    "E_REJECTED",
+    all
+      ? `${step.source}: all ${counts.read} rows read were rejected; first: ${first}. Fix the source or the step's columns and types, then run again`
+      : `${step.source}: ${problem}; first: ${first}`,
+  );
+}
+
+/** How many rejected rows `max_rejected` allows out of `read`, and how to say it. */
+function maxRejected(declared: number | string | undefined, read: number): { count: number; text: string } {
+  if (declared === undefined) {
+    return { count: defaultMaxRejected, text: `${defaultMaxRejected} by default; declare max_rejected on the step to allow more` };
+  }
+  if (typeof declared === "number") return { count: declared, text: String(declared) };
+  const count = Math.floor((read * Number.parseFloat(declared)) / 100);
+  return { count, text: `${declared} of the rows read, that is ${count}` };
 }
 
 /**

@@ -113,10 +113,10 @@ describe("casting and rejected rows", () => {
   test("more rejected rows than max_rejected fails the run and saves nothing", async () => {
     ws.write("pipeline.yaml", pipeline({ itemsExtra: '    csv: { delimiter: ";" }', eventsExtra: "    max_rejected: 1" }));
     ws.write("items.csv", items);
-    ws.write("events.csv", "Day,Item,Qty\n2024-01-01,1,x\n2024-01-02,1,y\n");
+    ws.write("events.csv", "Day,Item,Qty\n2024-01-01,1,x\n2024-01-02,1,y\n2024-01-03,1,3\n");
     const report = await run();
     expect(report.code).toBe(1);
-    expect(report.error?.message).toContain("events.csv: 2 rows rejected, more than max_rejected (1)");
+    expect(report.error?.message).toContain("events.csv: 2 of 3 rows rejected, more than max_rejected (1); first: line 2, qty:");
     expect(ws.bytes("db.sqlite")).toBeUndefined();
   });
 

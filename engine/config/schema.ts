@@ -104,7 +104,13 @@ const loadStepSchema = {
     key: identifierList,
     on_conflict: { enum: ["update", "reject", "fail"] },
     columns: { type: "object", propertyNames: identifier, additionalProperties: mappingSchema, minProperties: 1 },
-    max_rejected: { type: "integer", minimum: 0 },
+    max_rejected: {
+      type: ["integer", "string"],
+      minimum: 0,
+      pattern: "^(100(\\.0+)?|[0-9]{1,2}(\\.[0-9]+)?)%$",
+      description:
+        'a count (e.g. 100) or a percentage of the rows read (e.g. "5%"): more rejected rows than this fail the run, nothing saved; default 10000',
+    },
     min_replace_ratio: { type: "number", minimum: 0, maximum: 1 },
     force: { type: "boolean" },
   },

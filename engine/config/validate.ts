@@ -10,6 +10,7 @@ import generatedValidator from "./shape-validator.generated.js";
 
 // why: generated from the schema by ajv (npm run generate); compiling it at start-up cost ~100 ms per command.
 const validateShape = generatedValidator as unknown as { (data: unknown): boolean; errors?: ErrorObject[] | null };
+const namePattern = "^[A-Za-z_][A-Za-z0-9_]*$";
 
 /**
  * Validates a loaded config: its shape against the JSON Schema, then its meaning (tables, keys,
@@ -103,12 +104,18 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
           : `${where}/type must be a string: one of ${types.join(", ")}`;
       return { code: "E_SCHEMA", message, place: config.locate([...path, "type"]) };
     }
-    case "pattern":
+    case "pattern": {
+      // why: a value with its own pattern (max_rejected's percentage) says what it expects in its description.
+      const expected = (error.parentSchema as { description?: string }).description;
+      if (params["pattern"] !== namePattern && expected !== undefined) {
+        return { code: "E_SCHEMA", message: `${error.instancePath} is "${String(error.data)}"; expected ${expected}`, place };
+      }
       return {
         code: "E_SCHEMA",
         message: `${error.instancePath} "${String(error.data)}" is not a valid name (letters, digits and _, not starting with a digit)`,
         place,
       };
+    }
     case "propertyName": {
       const name = String(params["propertyName"]);
       return {
