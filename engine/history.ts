@@ -1,5 +1,6 @@
 import type { TableSpec } from "./config/schema.js";
 import type { SqlDatabase, SqlValue } from "./db/database.js";
+import { redactCredentials } from "./errors.js";
 import type { StepCounts } from "./step.js";
 
 /** The tables the engine keeps beside the pipeline's own: run history, rejected rows, source state. */
@@ -90,7 +91,14 @@ export interface RunRow {
 export function insertRun(db: SqlDatabase, run: RunRow): number {
   db.run(
     "INSERT INTO pipeline_runs (started_at, finished_at, status, config_sha256, config_file, rejected_rows, error) VALUES (?, ?, ?, ?, ?, 0, ?)",
-    [run.startedAt, run.finishedAt, run.status, run.configSha256, run.configFile, run.error ?? null],
+    [
+      run.startedAt,
+      run.finishedAt,
+      run.status,
+      run.configSha256,
+      run.configFile,
+      run.error === undefined ? null : redactCredentials(run.error),
+    ],
   );
   return Number(db.all("SELECT last_insert_rowid() AS id")[0]?.["id"]);
 }
@@ -158,7 +166,8 @@ export function rejectionWriter(db: SqlDatabase, runId: number, step: string, so
     "INSERT INTO pipeline_rejected_rows (run_id, step, source, line, raw, column, reason, stored_values, new_values) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
   );
   const json = (values: Record<string, SqlValue> | undefined) => (values === undefined ? null : JSON.stringify(values, jsonSafe));
-  return (r) => insert.run([runId, step, source, r.line, r.raw, r.column ?? null, r.reason, json(r.storedValues), json(r.newValues)]);
+  const shown = redactCredentials(source);
+  return (r) => insert.run([runId, step, shown, r.line, r.raw, r.column ?? null, r.reason, json(r.storedValues), json(r.newValues)]);
 }
 
 function jsonSafe(_key: string, value: unknown): unknown {
@@ -200,7 +209,7 @@ export function writeSourceState(
        fetched_at = excluded.fetched_at, run_id = excluded.run_id`,
     [
       state.step,
-      state.source,
+      redactCredentials(state.source),
       state.stepSha256,
       state.etag,
       state.lastModified,

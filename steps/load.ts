@@ -5,7 +5,7 @@ import { checkDateFormat, makeCaster, mappingOptions, type Caster } from "../eng
 import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.js";
 import { quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
-import { didYouMean, PipelineError, throwIfAborted, type Diagnostic } from "../engine/errors.js";
+import { clip, didYouMean, PipelineError, redactCredentials, throwIfAborted, type Diagnostic } from "../engine/errors.js";
 import { readSourceState, rejectionWriter, writeSourceState, type Rejection, type SourceState } from "../engine/history.js";
 import { decodeText, parseCsv, readCsv } from "../engine/sources/csv.js";
 import { fetchSource, httpDefaults, isUrl } from "../engine/sources/fetch.js";
@@ -37,7 +37,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
   details(step, pipeline) {
     const table = pipeline.tables[step.table];
     const details: [string, string][] = [
-      ["source", step.source],
+      ["source", redactCredentials(step.source)],
       ["table", step.table],
       ["mode", step.mode],
     ];
@@ -131,13 +131,14 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     const http = { ...httpDefaults, ...step.http };
     const fetched = await fetchSource(step.source, { baseDir: context.config.baseDir, http, previous: validators, signal: context.signal });
     if (fetched.kind === "not_modified") return { status: "unchanged", counts: {}, detail: "source not modified (HTTP 304)" };
+    const source = redactCredentials(step.source);
     const contentSha256 = sha256(fetched.bytes);
     const { etag, lastModified } = fetched;
     const byteLength = fetched.bytes.length;
     const remember = () =>
       writeSourceState(context.db, {
         step: step.name,
-        source: step.source,
+        source,
         stepSha256,
         etag,
         lastModified,
@@ -152,13 +153,17 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     }
     const tail = validators ? grownTail(step, fetched.bytes, validators) : undefined;
     const text = tail
-      ? decodeText(fetched.bytes.subarray(0, tail.headerEnd), step.csv?.encoding, step.source) +
-        decodeText(fetched.bytes.subarray(tail.from), step.csv?.encoding, step.source)
-      : decodeText(fetched.bytes, step.csv?.encoding, step.source);
+      ? decodeText(fetched.bytes.subarray(0, tail.headerEnd), step.csv?.encoding, source) +
+        decodeText(fetched.bytes.subarray(tail.from), step.csv?.encoding, source)
+      : decodeText(fetched.bytes, step.csv?.encoding, source);
     const outcome = writeRows(step, table, text, tail?.firstLine ?? 1, context);
     if (tail) {
       const grew = `the file grew: only what follows its first ${tail.from} bytes (read by an earlier run) was parsed`;
       outcome.detail = outcome.detail ? `${grew}; ${outcome.detail}` : grew;
+    }
+    if (fetched.redirectedTo) {
+      const redirected = `redirected to ${fetched.redirectedTo} (http.allow_redirect_hosts)`;
+      outcome.detail = outcome.detail ? `${redirected}; ${outcome.detail}` : redirected;
     }
     remember();
     return outcome;
@@ -170,12 +175,12 @@ const batchRows = 128;
 
 function writeRows(step: LoadStepSpec, table: TableSpec, text: string, firstLine: number, context: RunContext): StepOutcome {
   const { db } = context;
-  const source = step.source;
+  const source = redactCredentials(step.source);
   const targets = Object.keys(step.columns);
   const casters: Caster[] = targets.map((target) =>
     makeCaster(table.columns[target]!, mappingOptions(step.columns[target]!), isRequired(table, target)),
   );
-  const reject = rejectionWriter(db, context.runId, step.name, step.source);
+  const reject = rejectionWriter(db, context.runId, step.name, source);
   const references = referenceChecks(db, step, context.pipeline);
   const counts: Required<StepCounts> = { read: 0, inserted: 0, updated: 0, unchanged: 0, rejected: 0, conflicting: 0, deleted: 0 };
   const writer = rowWriter(db, step, table, targets);
@@ -192,7 +197,7 @@ function writeRows(step: LoadStepSpec, table: TableSpec, text: string, firstLine
       if (policy === "fail") {
         throw new PipelineError(
           "E_CONFLICT",
-          `${source} line ${line}: key (${writer.key.join(", ")}) is already stored with other values: stored ${JSON.stringify(storedValues)}, new ${JSON.stringify(newValues)} (on_conflict: fail)`,
+          `${source} line ${line}: key (${writer.key.join(", ")}) is already stored with other values: stored ${clip(JSON.stringify(storedValues), 1000)}, new ${clip(JSON.stringify(newValues), 1000)} (on_conflict: fail)`,
         );
       }
       if (policy === "update") {
@@ -219,6 +224,7 @@ function writeRows(step: LoadStepSpec, table: TableSpec, text: string, firstLine
   let indexes: number[] = [];
   let width = 0;
   const onHeader = (header: string[]) => {
+    checkHeaderLength(header, step.csv?.delimiter ?? ",", source);
     indexes = headerIndexes(step, header, source);
     width = header.length;
   };
@@ -324,6 +330,18 @@ function stepCounts(step: LoadStepSpec, counts: Required<StepCounts>): StepCount
   return step.mode === "replace" ? counts : rest;
 }
 
+/** The longest header line accepted, in characters: no real header is near it, and every message quoting it stays short. */
+const maxHeaderLength = 64 * 1024;
+
+function checkHeaderLength(header: string[], delimiter: string, source: string): void {
+  const length = header.reduce((sum, name) => sum + name.length, header.length - 1);
+  if (length <= maxHeaderLength) return;
+  throw new PipelineError(
+    "E_HEADER",
+    `${source}: the header line is ${length} characters long, more than ${maxHeaderLength}; is this really a CSV file with a header? It starts with ${JSON.stringify(clip(header.slice(0, 10).join(delimiter), 80))}`,
+  );
+}
+
 function headerIndexes(step: LoadStepSpec, header: string[], source: string): number[] {
   const clean = header.map((name) => name.trim());
   const missing: string[] = [];
@@ -338,7 +356,7 @@ function headerIndexes(step: LoadStepSpec, header: string[], source: string): nu
     const expected = Object.values(step.columns).map((m) => mappingOptions(m).from);
     throw new PipelineError(
       "E_HEADER",
-      `${source}: the header does not have the expected columns: missing ${missing.join(", ")}. Expected ${JSON.stringify(expected)}; got ${JSON.stringify(header.slice(0, 20))}`,
+      `${source}: the header does not have the expected columns: missing ${missing.join(", ")}. Expected ${JSON.stringify(expected)}; got ${JSON.stringify(header.slice(0, 20).map((name) => clip(name, 100)))}${header.length > 20 ? ` and ${header.length - 20} more` : ""}`,
     );
   }
   return indexes;
@@ -488,6 +506,7 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
 
 /** A source as shown in logs: a path as written, a URL as is, or its host and tail when long. */
 export function shortSource(source: string): string {
-  if (!isUrl(source) || source.length <= 72) return source;
-  return `${new URL(source).host}/...${source.slice(-40)}`;
+  if (!isUrl(source)) return source;
+  const shown = redactCredentials(source);
+  return shown.length <= 72 ? shown : `${new URL(shown).host}/...${shown.slice(-40)}`;
 }
