@@ -237,6 +237,23 @@ describe("huge headers", () => {
     expect(result.stderr.length).toBeLessThan(1500);
   });
 
+  test("a huge value that cannot be cast, or that holds a stray quote, is quoted clipped", async () => {
+    ws.write("items.csv", `id,name\n${"9".repeat(5000)},a\n${"8".repeat(4000)}x,b\n3,c\n`);
+    usePipeline("items.csv");
+    expect((await ws.cli(["run"])).code).toBe(0);
+    const reasons = sqlite(ws.path("out.db"), "SELECT line, reason FROM pipeline_rejected_rows ORDER BY line").split("\n");
+    expect(reasons).toHaveLength(2);
+    expect(reasons[0]).toMatch(/^2\|9+… \(5000 characters\) is outside the exact integer range/);
+    expect(reasons[1]).toMatch(/^3\|"8+x?… \(4001 characters\)" is not an integer$/);
+    for (const reason of reasons) expect(reason.length).toBeLessThan(300);
+
+    ws.write("items.csv", `id,name\n1,${"a".repeat(5000)}"b\n`);
+    const result = await ws.cli(["run"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/E_CSV items\.csv line 2: .*value is "a+… \(5000 characters\)"/);
+    expect(result.stderr.length).toBeLessThan(1000);
+  });
+
   test("didYouMean gives up on huge inputs instead of computing a quadratic distance", () => {
     const started = performance.now();
     expect(didYouMean("a".repeat(20_000), ["b".repeat(20_000), "a".repeat(20_001)])).toBe("");

@@ -1,6 +1,6 @@
 import { parse, CsvError } from "csv-parse/sync";
 import type { CsvOptions } from "../config/schema.js";
-import { PipelineError } from "../errors.js";
+import { clip, PipelineError } from "../errors.js";
 
 /** One data record of a CSV file. */
 export interface CsvRecord {
@@ -154,7 +154,11 @@ function readWithCsvParse(
     }
     if (error instanceof CsvError) {
       const line = (error as CsvError & { lines?: number }).lines;
-      throw new PipelineError("E_CSV", `${source}${line ? ` line ${line}` : ""}: ${error.message.replace(/^[^:]*: /, "")}`);
+      // why: csv-parse quotes the field it stopped in, whatever its size.
+      const reason = error.message
+        .replace(/^[^:]*: /, "")
+        .replace(/value is "([\s\S]*)"$/, (_, value: string) => `value is "${clip(value)}"`);
+      throw new PipelineError("E_CSV", `${source}${line ? ` line ${line}` : ""}: ${reason}`);
     }
     throw error;
   }
