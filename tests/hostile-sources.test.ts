@@ -90,7 +90,7 @@ describe("source files that are not regular files", () => {
   test("/dev/zero and /dev/urandom as sources are refused as devices before a byte is read", async () => {
     for (const device of ["/dev/zero", "/dev/urandom"]) {
       usePipeline(device);
-      const result = await runBounded(["run"], 4_000);
+      const result = await runBounded(["run"], 8_000);
       expect(result.code).toBe(1);
       expect(result.stderr).toContain(`E_FETCH ${device} is a character device, not a regular file`);
     }
