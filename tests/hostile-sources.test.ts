@@ -248,10 +248,22 @@ describe("huge headers", () => {
     for (const reason of reasons) expect(reason.length).toBeLessThan(300);
 
     ws.write("items.csv", `id,name\n1,${"a".repeat(5000)}"b\n`);
-    const result = await ws.cli(["run"]);
+    let result = await ws.cli(["run"]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/E_CSV items\.csv line 2: .*value is "a+… \(5000 characters\)"/);
     expect(result.stderr.length).toBeLessThan(1000);
+
+    ws.write(
+      "pipeline.yaml",
+      readFileSync(ws.path("pipeline.yaml"), "utf8").replace("mode: upsert", "mode: insert_new\n    on_conflict: fail"),
+    );
+    ws.write("items.csv", `id,name\n3,${"b".repeat(5000)}\n`);
+    result = await ws.cli(["run"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(
+      /E_CONFLICT items\.csv line 2: .*stored \{"id":3,"name":"c"\}, new \{"id":3,"name":"b+… \(5018 characters\) \(on_conflict: fail\)/,
+    );
+    expect(result.stderr.length).toBeLessThan(1500);
   });
 
   test("didYouMean gives up on huge inputs instead of computing a quadratic distance", () => {
