@@ -1,5 +1,6 @@
 import type { ColumnMapping, ColumnSpec } from "./config/schema.js";
 import type { SqlValue } from "./db/database.js";
+import { clip } from "./errors.js";
 
 /** The result of casting one field: a stored value, or why it cannot be stored. */
 export type CastResult = { ok: true; value: SqlValue } | { ok: false; reason: string };
@@ -55,7 +56,7 @@ function converter(column: ColumnSpec, options: MappingOptions): (text: string) 
         const value = Number(text);
         return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text) && Number.isFinite(value)
           ? { ok: true, value }
-          : { ok: false, reason: `${JSON.stringify(text)} is not a number` };
+          : { ok: false, reason: `${JSON.stringify(clip(text))} is not a number` };
       };
     case "date":
       return dateCaster(options.format ?? "yyyy-MM-dd");
@@ -66,7 +67,10 @@ function converter(column: ColumnSpec, options: MappingOptions): (text: string) 
         const key = text.toLowerCase();
         if (yes.has(key)) return { ok: true, value: 1 };
         if (no.has(key)) return { ok: true, value: 0 };
-        return { ok: false, reason: `${JSON.stringify(text)} is not a boolean (true: ${[...yes].join("/")}; false: ${[...no].join("/")})` };
+        return {
+          ok: false,
+          reason: `${JSON.stringify(clip(text))} is not a boolean (true: ${[...yes].join("/")}; false: ${[...no].join("/")})`,
+        };
       };
     }
   }
@@ -84,10 +88,10 @@ function castInteger(text: string): CastResult {
     }
     if (i === text.length && i > 0) return { ok: true, value };
   }
-  if (!/^[+-]?\d+$/.test(text)) return { ok: false, reason: `${JSON.stringify(text)} is not an integer` };
+  if (!/^[+-]?\d+$/.test(text)) return { ok: false, reason: `${JSON.stringify(clip(text))} is not an integer` };
   const value = Number(text);
   if (!Number.isSafeInteger(value))
-    return { ok: false, reason: `${text} is outside the exact integer range (±${Number.MAX_SAFE_INTEGER})` };
+    return { ok: false, reason: `${clip(text)} is outside the exact integer range (±${Number.MAX_SAFE_INTEGER})` };
   return { ok: true, value };
 }
 
@@ -96,14 +100,14 @@ function decimalCaster(scale: number, separator: "." | ","): (text: string) => C
   const pattern = separator === "." ? /^([+-]?)(\d+)(?:\.(\d*))?$/ : /^([+-]?)(\d+)(?:,(\d*))?$/;
   return (text) => {
     const match = pattern.exec(text);
-    if (!match) return { ok: false, reason: `${JSON.stringify(text)} is not a decimal number (separator "${separator}")` };
+    if (!match) return { ok: false, reason: `${JSON.stringify(clip(text))} is not a decimal number (separator "${separator}")` };
     const [, sign, whole, fraction = ""] = match;
     if (fraction.length > scale) {
-      return { ok: false, reason: `${JSON.stringify(text)} has more than ${scale} decimal place${scale === 1 ? "" : "s"}` };
+      return { ok: false, reason: `${JSON.stringify(clip(text))} has more than ${scale} decimal place${scale === 1 ? "" : "s"}` };
     }
     const digits = (whole! + fraction.padEnd(scale, "0")).replace(/^0+(?=\d)/, "");
     const value = Number(digits);
-    if (!Number.isSafeInteger(value)) return { ok: false, reason: `${text} is too large to store exactly` };
+    if (!Number.isSafeInteger(value)) return { ok: false, reason: `${clip(text)} is too large to store exactly` };
     return { ok: true, value: sign === "-" && value !== 0 ? -value : value };
   };
 }
@@ -155,13 +159,13 @@ function generalDateCaster(format: string): (text: string) => CastResult {
   const pattern = new RegExp(`^${source}$`);
   return (text) => {
     const match = pattern.exec(text);
-    if (!match) return { ok: false, reason: `${JSON.stringify(text)} does not match the date format ${format}` };
+    if (!match) return { ok: false, reason: `${JSON.stringify(clip(text))} does not match the date format ${format}` };
     const part = (kind: string) => Number(match[order.indexOf(kind) + 1]);
     const [year, month, day] = [part("y"), part("M"), part("d")];
     const date = new Date(0);
     date.setUTCFullYear(year, month - 1, day);
     if (month < 1 || month > 12 || date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day) {
-      return { ok: false, reason: `${JSON.stringify(text)} is not a real date (format ${format})` };
+      return { ok: false, reason: `${JSON.stringify(clip(text))} is not a real date (format ${format})` };
     }
     return { ok: true, value: `${String(year).padStart(4, "0")}-${String(month).padStart(2, "0")}-${String(day).padStart(2, "0")}` };
   };

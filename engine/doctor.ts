@@ -4,7 +4,8 @@ import path from "node:path";
 import fetch from "node-fetch";
 import type { Pipeline } from "./config/schema.js";
 import { sqlJsVersion } from "./db/sqljs.js";
-import { isUrl, networkReason } from "./sources/fetch.js";
+import { redactCredentials } from "./errors.js";
+import { isUrl, networkReason, requestTarget } from "./sources/fetch.js";
 
 /** One line of `doctor`: what was checked, whether it passed, and what was seen. */
 export interface Check {
@@ -51,17 +52,20 @@ export async function sourceChecks(pipeline: Pipeline, baseDir: string, timeoutM
           .then(() => ({ name, ok: true, detail: `${file} exists` }))
           .catch(() => ({ name, ok: false, detail: `${file} does not exist` }));
       }
+      const shown = redactCredentials(step.source);
       try {
-        let response = await fetch(step.source, { method: "HEAD", signal: AbortSignal.timeout(timeoutMs), follow: 5 });
+        const { url, authorization } = requestTarget(step.source);
+        const headers = authorization ? { authorization } : {};
+        let response = await fetch(url, { method: "HEAD", headers, signal: AbortSignal.timeout(timeoutMs), follow: 5 });
         if (response.status === 405 || response.status === 501) {
-          response = await fetch(step.source, { signal: AbortSignal.timeout(timeoutMs), follow: 5 });
+          response = await fetch(url, { headers, signal: AbortSignal.timeout(timeoutMs), follow: 5 });
           response.body?.resume();
         }
-        const line = `${step.source} -> ${response.status} ${response.statusText}`;
+        const line = `${shown} -> ${response.status} ${response.statusText}`;
         return { name, ok: response.ok, detail: line };
       } catch (error) {
         const reason = (error as Error).name === "AbortError" ? `no answer within ${timeoutMs} ms` : networkReason(error);
-        return { name, ok: false, detail: `${step.source}: ${reason}` };
+        return { name, ok: false, detail: `${shown}: ${reason}` };
       }
     }),
   );

@@ -70,14 +70,34 @@ export function formatDiagnostic(d: Diagnostic): string {
   return `${d.place ? formatPlace(d.place) + " " : ""}error ${d.code} ${d.message}`;
 }
 
-/** Turns anything thrown into a message; unknown errors keep their stack (they are bugs). */
+/**
+ * Turns anything thrown into a message; unknown errors keep their stack (they are bugs). Credentials
+ * in URLs are masked and the message is clipped, since it is printed, journaled and stored.
+ */
 export function describeError(error: unknown): { code: string; message: string; expected: boolean } {
   if (error instanceof PipelineError) {
     const where = error.place ? formatPlace(error.place) + " " : "";
-    return { code: error.code, message: `${where}${error.message}`, expected: true };
+    return { code: error.code, message: clip(redactCredentials(`${where}${error.message}`), maxMessageLength), expected: true };
   }
-  if (error instanceof Error) return { code: "E_INTERNAL", message: error.stack ?? error.message, expected: false };
-  return { code: "E_INTERNAL", message: String(error), expected: false };
+  if (error instanceof Error) return { code: "E_INTERNAL", message: redactCredentials(error.stack ?? error.message), expected: false };
+  return { code: "E_INTERNAL", message: redactCredentials(String(error)), expected: false };
+}
+
+/** The longest error message kept whole; longer ones are clipped (a usage text is about 2 KB). */
+const maxMessageLength = 16_384;
+
+/** `text` cut to `max` characters, saying how long it was: for quoting input (a header, a value) in a message. */
+export function clip(text: string, max = 200): string {
+  if (text.length <= max) return text;
+  // why: never cut between the two halves of a surrogate pair.
+  const end = /[\uD800-\uDBFF]/.test(text.charAt(max - 1)) ? max - 1 : max;
+  return `${text.slice(0, end)}… (${text.length} characters)`;
+}
+
+/** `text` with the credentials of every URL in it (`https://user:password@host`) replaced by `***`. */
+export function redactCredentials(text: string): string {
+  // why: the user information ends at the last "@" before the path, so a raw "@" in a password is masked too.
+  return text.includes("@") ? text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#"'\\<>]*@/gi, "$1***@") : text;
 }
 
 /** Levenshtein distance, for "did you mean" hints. */
@@ -95,15 +115,21 @@ export function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
+/** Words longer than this get no "did you mean": the distance costs the product of the two lengths. */
+const maxSuggestedLength = 256;
+
 /** A ` (did you mean "x"?)` suffix when one candidate is close enough, else "". */
 export function didYouMean(word: string, candidates: Iterable<string>): string {
+  if (word.length > maxSuggestedLength) return "";
+  const limit = Math.max(2, Math.floor(word.length / 3));
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of candidates) {
+    // why: two words whose lengths differ by more than the limit are further apart than it; a huge candidate costs nothing.
+    if (Math.abs(candidate.length - word.length) > limit) continue;
     const distance = editDistance(word.toLowerCase(), candidate.toLowerCase());
     if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
   }
-  const limit = Math.max(2, Math.floor(word.length / 3));
   return best !== undefined && bestDistance <= limit ? ` (did you mean "${best}"?)` : "";
 }
 

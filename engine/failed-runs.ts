@@ -1,5 +1,6 @@
 import { open, readFile, rm } from "node:fs/promises";
 import type { SqlDatabase } from "./db/database.js";
+import { redactCredentials } from "./errors.js";
 import { insertRun, recordStep, type RecordedStep, type RunRow } from "./history.js";
 
 /**
@@ -24,7 +25,7 @@ export function failedRunsJournal(database: string): string {
 export async function journalFailedRun(database: string, run: FailedRun): Promise<void> {
   const handle = await open(failedRunsJournal(database), "a", 0o644);
   try {
-    await handle.appendFile(JSON.stringify(run) + "\n");
+    await handle.appendFile(redactCredentials(JSON.stringify(run)) + "\n");
     await handle.sync();
   } finally {
     await handle.close();
@@ -47,7 +48,7 @@ export async function readFailedRuns(database: string): Promise<JournalContents>
   let unreadable = 0;
   for (const line of text.split("\n")) {
     if (line.trim() === "") continue;
-    const run = parseFailedRun(line);
+    const run = parseFailedRun(redactCredentials(line));
     if (run) runs.push(run);
     else unreadable++;
   }

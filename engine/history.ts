@@ -1,5 +1,6 @@
 import type { TableSpec } from "./config/schema.js";
 import type { SqlDatabase, SqlValue } from "./db/database.js";
+import { redactCredentials } from "./errors.js";
 import type { StepCounts } from "./step.js";
 
 /** The tables the engine keeps beside the pipeline's own: run history, rejected rows, source state. */
@@ -110,7 +111,14 @@ export interface RunRow {
 export function insertRun(db: SqlDatabase, run: RunRow): number {
   db.run(
     "INSERT INTO pipeline_runs (started_at, finished_at, status, config_sha256, config_file, rejected_rows, error) VALUES (?, ?, ?, ?, ?, 0, ?)",
-    [run.startedAt, run.finishedAt, run.status, run.configSha256, run.configFile, run.error ?? null],
+    [
+      run.startedAt,
+      run.finishedAt,
+      run.status,
+      run.configSha256,
+      run.configFile,
+      run.error === undefined ? null : redactCredentials(run.error),
+    ],
   );
   return Number(db.all("SELECT last_insert_rowid() AS id")[0]?.["id"]);
 }
@@ -196,11 +204,12 @@ export function rejectionWriter(db: SqlDatabase, runId: number, step: string, so
        status, kind, value, fields, key_values, last_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)`,
   );
   const json = (values: unknown) => (values === undefined ? null : JSON.stringify(values, jsonSafe));
+  const shown = redactCredentials(source);
   return (r) =>
     insert.run([
       runId,
       step,
-      source,
+      shown,
       r.line,
       r.raw,
       r.column ?? null,
@@ -368,7 +377,7 @@ export function writeSourceState(
        fetched_at = excluded.fetched_at, run_id = excluded.run_id, header = coalesce(excluded.header, pipeline_sources.header)`,
     [
       state.step,
-      state.source,
+      redactCredentials(state.source),
       state.stepSha256,
       state.etag,
       state.lastModified,

@@ -4,7 +4,7 @@ import type { SqlValue } from "./db/database.js";
 import { isRequired } from "./db/tables.js";
 import { decodeText, parseCsv } from "./sources/csv.js";
 import { fetchSource, httpDefaults } from "./sources/fetch.js";
-import { describeError } from "./errors.js";
+import { describeError, redactCredentials } from "./errors.js";
 
 /** A value that does not fit, with where it stands. */
 export interface Finding {
@@ -82,13 +82,14 @@ export async function profileSources(pipeline: Pipeline, baseDir: string): Promi
 }
 
 async function profileOne(step: LoadStepSpec, table: TableSpec, baseDir: string): Promise<Loaded> {
-  const profile: SourceProfile = { step: step.name, source: step.source, table: step.table };
+  const source = redactCredentials(step.source);
+  const profile: SourceProfile = { step: step.name, source, table: step.table };
   try {
     const fetched = await fetchSource(step.source, { baseDir, http: { ...httpDefaults, ...step.http } });
     if (fetched.kind !== "body") throw new Error("unexpected 304");
     const bytes = fetched.bytes;
     const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf;
-    const text = decodeText(bytes, step.csv?.encoding, step.source);
+    const text = decodeText(bytes, step.csv?.encoding, source);
     Object.assign(profile, {
       bytes: bytes.length,
       encoding: step.csv?.encoding ?? (/^[\x00-\x7f]*$/.test(text) ? "ASCII (valid UTF-8)" : "UTF-8"),
@@ -97,7 +98,7 @@ async function profileOne(step: LoadStepSpec, table: TableSpec, baseDir: string)
       finalNewline: /[\r\n]$/.test(text),
       delimiter: sniffDelimiter(text),
     });
-    const csv = parseCsv(text, step.csv ?? {}, step.source);
+    const csv = parseCsv(text, step.csv ?? {}, source);
     profile.header = csv.header;
     profile.rows = csv.records.length;
     const targetOf = new Map(Object.entries(step.columns).map(([target, m]) => [mappingOptions(m).from, target]));

@@ -5,7 +5,7 @@ import { checkDateFormat, makeCaster, mappingOptions, type Caster } from "../eng
 import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.js";
 import { quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
-import { didYouMean, PipelineError, throwIfAborted, type Diagnostic } from "../engine/errors.js";
+import { clip, didYouMean, PipelineError, redactCredentials, throwIfAborted, type Diagnostic } from "../engine/errors.js";
 import {
   closeRejections,
   keepPending,
@@ -54,7 +54,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
   details(step, pipeline) {
     const table = pipeline.tables[step.table];
     const details: [string, string][] = [
-      ["source", step.source],
+      ["source", redactCredentials(step.source)],
       ["table", step.table],
       ["mode", step.mode],
     ];
@@ -163,6 +163,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     const validators = !context.fullRefresh && previous?.stepSha256 === stepSha256 && !legacy ? previous : undefined;
     const http = { ...httpDefaults, ...step.http };
     const fetched = await fetchSource(step.source, { baseDir: context.config.baseDir, http, previous: validators, signal: context.signal });
+    const source = redactCredentials(step.source);
     const loader = rowLoader(step, table, context, open);
     if (fetched.kind === "not_modified") return loader.retryOnly(validators?.header, "source not modified (HTTP 304)");
     const contentSha256 = sha256(fetched.bytes);
@@ -171,7 +172,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     const remember = (header: string[] | null) =>
       writeSourceState(db, {
         step: step.name,
-        source: step.source,
+        source,
         stepSha256,
         etag,
         lastModified,
@@ -187,14 +188,18 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     }
     const tail = validators ? grownTail(step, fetched.bytes, validators) : undefined;
     const text = tail
-      ? decodeText(fetched.bytes.subarray(tail.header.start, tail.header.end), step.csv?.encoding, step.source) +
+      ? decodeText(fetched.bytes.subarray(tail.header.start, tail.header.end), step.csv?.encoding, source) +
         "\n" +
-        decodeText(fetched.bytes.subarray(tail.from), step.csv?.encoding, step.source)
-      : decodeText(fetched.bytes, step.csv?.encoding, step.source);
+        decodeText(fetched.bytes.subarray(tail.from), step.csv?.encoding, source)
+      : decodeText(fetched.bytes, step.csv?.encoding, source);
     const outcome = loader.read(text, tail ? { firstLine: tail.firstLine } : undefined);
     if (tail) {
       const grew = `the file grew: only what follows its first ${validators!.bytes} bytes (read by an earlier run) was parsed`;
       outcome.detail = outcome.detail ? `${grew}; ${outcome.detail}` : grew;
+    }
+    if (fetched.redirectedTo) {
+      const redirected = `redirected to ${fetched.redirectedTo} (http.allow_redirect_hosts)`;
+      outcome.detail = outcome.detail ? `${redirected}; ${outcome.detail}` : redirected;
     }
     remember(loader.header());
     return outcome;
@@ -217,7 +222,7 @@ type Problem = Omit<Rejection, "line" | "raw" | "fields" | "key">;
  */
 function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, open: OpenRejection[]) {
   const { db, runId } = context;
-  const source = step.source;
+  const source = redactCredentials(step.source);
   const targets = Object.keys(step.columns);
   const casters: Caster[] = targets.map((target) =>
     makeCaster(table.columns[target]!, mappingOptions(step.columns[target]!), isRequired(table, target)),
@@ -289,7 +294,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       if (policy === "fail") {
         throw new PipelineError(
           "E_CONFLICT",
-          `${source} line ${line}: key (${writer.key.join(", ")}) is already stored with other values: stored ${JSON.stringify(storedValues)}, new ${JSON.stringify(newValues)} (on_conflict: fail)`,
+          `${source} line ${line}: key (${writer.key.join(", ")}) is already stored with other values: stored ${clip(JSON.stringify(storedValues), 1000)}, new ${clip(JSON.stringify(newValues), 1000)} (on_conflict: fail)`,
         );
       }
       if (policy === "update") {
@@ -328,6 +333,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     castRecord(fields, width, indexes, casters, targets, values) ?? references(targets, values);
 
   const useHeader = (names: string[]) => {
+    checkHeaderLength(names, step.csv?.delimiter ?? ",", source);
     header = names;
     indexes = headerIndexes(step, names, source);
     width = names.length;
@@ -362,7 +368,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
           if (policy === "fail") {
             throw new PipelineError(
               "E_CONFLICT",
-              `${source} line ${rejection.shadowedLine}: key (${writer.key.join(", ")}) is taken by line ${rejection.line}, loadable now, with other values: line ${rejection.line} ${JSON.stringify(storedValues)}, line ${rejection.shadowedLine} ${JSON.stringify(newValues)} (on_conflict: fail)`,
+              `${source} line ${rejection.shadowedLine}: key (${writer.key.join(", ")}) is taken by line ${rejection.line}, loadable now, with other values: line ${rejection.line} ${clip(JSON.stringify(storedValues), 1000)}, line ${rejection.shadowedLine} ${clip(JSON.stringify(newValues), 1000)} (on_conflict: fail)`,
             );
           }
           writer.update(values);
@@ -508,8 +514,8 @@ function checkRejected(
   throw new PipelineError(
     "E_REJECTED",
     all
-      ? `${step.source}: all ${counts.read} rows read were rejected; first: ${first}. Fix the source or the step's columns and types, then run again`
-      : `${step.source}: ${problem}; first: ${first}`,
+      ? `${redactCredentials(step.source)}: all ${counts.read} rows read were rejected; first: ${first}. Fix the source or the step's columns and types, then run again`
+      : `${redactCredentials(step.source)}: ${problem}; first: ${first}`,
   );
 }
 
@@ -591,6 +597,18 @@ function stepCounts(step: LoadStepSpec, counts: Required<StepCounts>): StepCount
   return { ...rest, ...(step.mode === "replace" ? { deleted } : {}), ...(retried > 0 ? { retried, pending } : {}) };
 }
 
+/** The longest header line accepted, in characters: no real header is near it, and every message quoting it stays short. */
+const maxHeaderLength = 64 * 1024;
+
+function checkHeaderLength(header: string[], delimiter: string, source: string): void {
+  const length = header.reduce((sum, name) => sum + name.length, header.length - 1);
+  if (length <= maxHeaderLength) return;
+  throw new PipelineError(
+    "E_HEADER",
+    `${source}: the header line is ${length} characters long, more than ${maxHeaderLength}; is this really a CSV file with a header? It starts with ${JSON.stringify(clip(header.slice(0, 10).join(delimiter), 80))}`,
+  );
+}
+
 function headerIndexes(step: LoadStepSpec, header: string[], source: string): number[] {
   const clean = header.map((name) => name.trim());
   const missing: string[] = [];
@@ -605,7 +623,7 @@ function headerIndexes(step: LoadStepSpec, header: string[], source: string): nu
     const expected = Object.values(step.columns).map((m) => mappingOptions(m).from);
     throw new PipelineError(
       "E_HEADER",
-      `${source}: the header does not have the expected columns: missing ${missing.join(", ")}. Expected ${JSON.stringify(expected)}; got ${JSON.stringify(header.slice(0, 20))}`,
+      `${source}: the header does not have the expected columns: missing ${missing.join(", ")}. Expected ${JSON.stringify(expected)}; got ${JSON.stringify(header.slice(0, 20).map((name) => clip(name, 100)))}${header.length > 20 ? ` and ${header.length - 20} more` : ""}`,
     );
   }
   return indexes;
@@ -761,6 +779,7 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
 
 /** A source as shown in logs: a path as written, a URL as is, or its host and tail when long. */
 export function shortSource(source: string): string {
-  if (!isUrl(source) || source.length <= 72) return source;
-  return `${new URL(source).host}/...${source.slice(-40)}`;
+  if (!isUrl(source)) return source;
+  const shown = redactCredentials(source);
+  return shown.length <= 72 ? shown : `${new URL(shown).host}/...${shown.slice(-40)}`;
 }

@@ -74,15 +74,50 @@ const csvSchema = {
   },
 } as const;
 
-const httpSchema = {
+/** The `http:` options of a load step; every option has its default here. */
+export const httpSchema = {
   type: "object",
   additionalProperties: false,
   properties: {
-    timeout_ms: { type: "integer", minimum: 1 },
-    retries: { type: "integer", minimum: 0, maximum: 20 },
-    backoff_ms: { type: "integer", minimum: 0 },
-    max_backoff_ms: { type: "integer", minimum: 0 },
-    max_bytes: { type: "integer", minimum: 1 },
+    timeout_ms: {
+      type: "integer",
+      minimum: 1,
+      default: 30_000,
+      description: "longest wait for the server's answer, and for each next chunk of the body",
+    },
+    total_timeout_ms: {
+      type: "integer",
+      minimum: 1,
+      default: 300_000,
+      description: "longest time for the whole fetch of the source, retries and their waits included; past it the run fails",
+    },
+    retries: {
+      type: "integer",
+      minimum: 0,
+      maximum: 20,
+      default: 3,
+      description: "how many times an attempt that failed (no answer, connection error, 429, 5xx) is made again",
+    },
+    backoff_ms: { type: "integer", minimum: 0, default: 500, description: "wait before the first retry, doubled for each next one" },
+    max_backoff_ms: {
+      type: "integer",
+      minimum: 0,
+      default: 10_000,
+      description: "longest wait between two attempts, and the longest Retry-After honoured",
+    },
+    max_bytes: {
+      type: "integer",
+      minimum: 1,
+      default: 512 * 1024 * 1024,
+      description: "largest source accepted, in bytes (a body after gzip decoding, or a local file); checked while reading",
+    },
+    allow_redirect_hosts: {
+      type: "array",
+      items: { type: "string", minLength: 1 },
+      default: [],
+      description:
+        "other hosts a redirect may lead to (host names such as cdn.example.com); by default only redirects on the source's own host are followed",
+    },
   },
 } as const;
 
@@ -204,8 +239,8 @@ export const pipelineSchema = {
   },
 } as const;
 
-/** A validated pipeline.yaml. */
-export type Pipeline = FromSchema<typeof pipelineSchema>;
+/** A validated pipeline.yaml (ajv does not fill in defaults: a defaulted option may be absent). */
+export type Pipeline = FromSchema<typeof pipelineSchema, { keepDefaultedPropertiesOptional: true }>;
 /** One declared table. */
 export type TableSpec = FromSchema<typeof tableSchema>;
 /** One declared column. */
@@ -217,7 +252,7 @@ export type ColumnMapping = FromSchema<typeof mappingSchema>;
 /** Any step. */
 export type StepSpec = Pipeline["steps"][number];
 /** A `type: load` step. */
-export type LoadStepSpec = FromSchema<typeof loadStepSchema>;
+export type LoadStepSpec = FromSchema<typeof loadStepSchema, { keepDefaultedPropertiesOptional: true }>;
 /** A `type: sql` step. */
 export type SqlStepSpec = FromSchema<typeof sqlStepSchema>;
 /** A `type: report` step. */
@@ -229,4 +264,4 @@ export type ReportFormat = FromSchema<typeof reportFormat>;
 /** CSV reading options. */
 export type CsvOptions = FromSchema<typeof csvSchema>;
 /** HTTP fetching options. */
-export type HttpOptions = FromSchema<typeof httpSchema>;
+export type HttpOptions = FromSchema<typeof httpSchema, { keepDefaultedPropertiesOptional: true }>;

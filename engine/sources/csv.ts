@@ -1,6 +1,6 @@
 import { parse, CsvError } from "csv-parse/sync";
 import type { CsvOptions } from "../config/schema.js";
-import { PipelineError } from "../errors.js";
+import { clip, PipelineError } from "../errors.js";
 
 /** One data record of a CSV file. */
 export interface CsvRecord {
@@ -23,6 +23,13 @@ export interface CsvTable {
  * or the configured single-byte encoding. Invalid UTF-8 is an error, not replacement characters.
  */
 export function decodeText(bytes: Uint8Array, encoding: CsvOptions["encoding"], source: string): string {
+  const utf16 = utf16ByteOrder(bytes);
+  if (utf16) {
+    throw new PipelineError(
+      "E_DECODE",
+      `${source} looks like UTF-16 (${utf16}) text, not UTF-8: re-export it as UTF-8 (in Excel, "CSV UTF-8"; or iconv -f UTF-16 -t UTF-8)`,
+    );
+  }
   const nul = bytes.subarray(0, 8192).indexOf(0);
   if (nul >= 0) throw new PipelineError("E_DECODE", `${source} looks like a binary file, not CSV text (a NUL byte at byte ${nul})`);
   const label = encoding === undefined || encoding === "utf8" ? "utf-8" : encoding;
@@ -137,9 +144,25 @@ function readWithCsvParse(
       info: true,
     }) as unknown as { record: string[]; info: { bytes: number } }[];
   } catch (error) {
+    if (error instanceof CsvError && error.code === "CSV_QUOTE_NOT_CLOSED") {
+      const found = unclosedQuoteLine(text, options.quote ?? '"', options.delimiter ?? ",");
+      // why: a tail read parses the header glued to the appended part; firstLine numbers that text's first line.
+      const opened = found === undefined ? undefined : found + firstLine - 1;
+      if (opened !== undefined) {
+        throw new PipelineError(
+          "E_CSV",
+          `${source} line ${opened}: a quote opened on line ${opened} is never closed (the file ends inside it); close it, or double a quote meant as text`,
+        );
+      }
+    }
     if (error instanceof CsvError) {
-      const line = (error as CsvError & { lines?: number }).lines;
-      throw new PipelineError("E_CSV", `${source}${line ? ` line ${line}` : ""}: ${error.message.replace(/^[^:]*: /, "")}`);
+      const parsedLine = (error as CsvError & { lines?: number }).lines;
+      const line = parsedLine === undefined ? undefined : parsedLine + firstLine - 1;
+      // why: csv-parse quotes the field it stopped in, whatever its size.
+      const reason = error.message
+        .replace(/^[^:]*: /, "")
+        .replace(/value is "([\s\S]*)"$/, (_, value: string) => `value is "${clip(value)}"`);
+      throw new PipelineError("E_CSV", `${source}${line ? ` line ${line}` : ""}: ${reason}`);
     }
     throw error;
   }
@@ -167,6 +190,46 @@ function readWithCsvParse(
     offset = info.bytes;
   }
   return header;
+}
+
+/** "LE" or "BE" when the bytes start with a UTF-16 BOM, or have a NUL in every other byte as UTF-16 text in Latin script does. */
+function utf16ByteOrder(bytes: Uint8Array): "LE" | "BE" | undefined {
+  if (bytes[0] === 0xff && bytes[1] === 0xfe) return "LE";
+  if (bytes[0] === 0xfe && bytes[1] === 0xff) return "BE";
+  const pairs = Math.floor(Math.min(bytes.length, 8192) / 2);
+  if (pairs < 2) return undefined;
+  let evenNul = 0;
+  let oddNul = 0;
+  for (let i = 0; i < pairs * 2; i += 2) {
+    if (bytes[i] === 0) evenNul++;
+    if (bytes[i + 1] === 0) oddNul++;
+  }
+  if (oddNul >= pairs * 0.9 && evenNul <= pairs * 0.1) return "LE";
+  if (evenNul >= pairs * 0.9 && oddNul <= pairs * 0.1) return "BE";
+  return undefined;
+}
+
+/** The line where the quote that csv-parse found unclosed was opened: a quote at the start of a field, outside any quoted field. */
+function unclosedQuoteLine(text: string, quote: string, delimiter: string): number | undefined {
+  let line = 1;
+  let opened: number | undefined;
+  let fieldStart = true;
+  for (let i = 0; i < text.length; i++) {
+    const char = text[i];
+    const lineEnd = char === "\n" || (char === "\r" && text[i + 1] !== "\n");
+    if (opened !== undefined) {
+      if (char === quote && text[i + 1] === quote) i++;
+      else if (char === quote) opened = undefined;
+      else if (lineEnd) line++;
+      fieldStart = false;
+    } else if (char === quote && fieldStart) {
+      opened = line;
+    } else {
+      if (lineEnd) line++;
+      fieldStart = lineEnd || char === "\r" || char === delimiter;
+    }
+  }
+  return opened;
 }
 
 /** Line ends in `bytes[from, to)`: LF, CRLF (counted once, at its LF) and a lone CR, as every reader here splits lines. */

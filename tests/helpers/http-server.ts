@@ -13,11 +13,13 @@ export interface TestServer {
   route(path: string, handler: Route): void;
   /** Requests seen per path, with their headers. */
   requests(path: string): IncomingMessage["headers"][];
+  /** How many connections are open on the server side now. */
+  openConnections(): Promise<number>;
   close(): Promise<void>;
 }
 
-/** Starts a server on 127.0.0.1, port 0. Unknown paths answer 404. */
-export async function startServer(): Promise<TestServer> {
+/** Starts a server on `host` (127.0.0.1 unless told; any 127.x.y.z is local on Linux), port 0. Unknown paths answer 404. */
+export async function startServer(host = "127.0.0.1"): Promise<TestServer> {
   const routes = new Map<string, Route>();
   const seen = new Map<string, IncomingMessage["headers"][]>();
   const server = createServer((request, response) => {
@@ -32,10 +34,10 @@ export async function startServer(): Promise<TestServer> {
     }
     route(request, response, list.length - 1);
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    url: (path) => `http://127.0.0.1:${port}${path}`,
+    url: (path) => `http://${host}:${port}${path}`,
     file(path, body, contentType = "text/csv") {
       const bytes = typeof body === "string" ? Buffer.from(body, "utf8") : Buffer.from(body);
       const etag = `"${createHash("sha1").update(bytes).digest("hex")}"`;
@@ -49,6 +51,8 @@ export async function startServer(): Promise<TestServer> {
     },
     route: (path, handler) => void routes.set(path, handler),
     requests: (path) => seen.get(path) ?? [],
+    openConnections: () =>
+      new Promise((resolve, reject) => server.getConnections((error, count) => (error ? reject(error) : resolve(count)))),
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
