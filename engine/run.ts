@@ -15,6 +15,7 @@ import {
   type FileIdentity,
   type StagedFile,
 } from "./db/store.js";
+import { refuseForeignObjects } from "./db/schema-objects.js";
 import { ensureTables } from "./db/tables.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
 import {
@@ -237,11 +238,13 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
 }
 
 /**
- * Creates the engine's tables and the pipeline's that are absent, and adds to the engine's tables
+ * Refuses triggers, views and indexes the runner did not create on the tables it declares, then
+ * creates the engine's tables and the pipeline's that are absent, and adds to the engine's tables
  * the columns a newer version declares (never to the pipeline's; any other difference is E_DRIFT).
  * Returns the pipeline tables created and the columns added.
  */
 export function ensureSchema(db: SqlDatabase, plan: Plan): SchemaChanges {
+  refuseForeignObjects(db, [...Object.keys(systemTables), ...Object.keys(plan.pipeline.tables)], plan.database);
   const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
   const pipeline = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
   return { createdTables: pipeline.created, addedColumns: system.addedColumns };
