@@ -15,6 +15,7 @@ import {
   type FileIdentity,
   type StagedFile,
 } from "./db/store.js";
+import { refuseDamage } from "./db/integrity.js";
 import { refuseForeignObjects } from "./db/schema-objects.js";
 import { ensureTables } from "./db/tables.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
@@ -194,6 +195,8 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       return report;
     }
     report.status = finishRun(db, runId, now().toISOString());
+    // why: an index that disagrees with its table (a damaged file) lets duplicates in and hides rows from lookups; never save on top of it.
+    refuseDamage(db, declaredTables(plan), plan.database);
     checkForeignKeys(db);
     db.exec("COMMIT");
     throwIfAborted(options.signal);
@@ -244,10 +247,15 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
  * Returns the pipeline tables created and the columns added.
  */
 export function ensureSchema(db: SqlDatabase, plan: Plan): SchemaChanges {
-  refuseForeignObjects(db, [...Object.keys(systemTables), ...Object.keys(plan.pipeline.tables)], plan.database);
+  refuseForeignObjects(db, declaredTables(plan), plan.database);
   const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
   const pipeline = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
   return { createdTables: pipeline.created, addedColumns: system.addedColumns };
+}
+
+/** The tables the runner declares: the engine's and the pipeline's. */
+function declaredTables(plan: Plan): string[] {
+  return [...Object.keys(systemTables), ...Object.keys(plan.pipeline.tables)];
 }
 
 /** Writes a file a step produced beside its target, fsynced, for the rename after the database is saved. */

@@ -116,3 +116,49 @@ describe("objects planted in the stored database", () => {
     expect(sqlite(db(), "SELECT count(*) FROM top_cities; SELECT name FROM sqlite_schema WHERE type = 'trigger'")).toBe("3\nnotes_stamp");
   });
 });
+
+describe("a damaged database", () => {
+  /** Gives sales an empty UNIQUE index: swaps its root page with that of a new, empty table's same index (PRAGMA writable_schema). */
+  function emptySalesIndex(): void {
+    sqlite(
+      db(),
+      "CREATE TABLE shadow (date TEXT NOT NULL, product_id TEXT NOT NULL, store_id INTEGER NOT NULL, UNIQUE (date, product_id, store_id))",
+    );
+    const page = (name: string) => sqlite(db(), `SELECT rootpage FROM sqlite_schema WHERE name = '${name}'`);
+    const [salesPage, shadowPage] = [page("sqlite_autoindex_sales_1"), page("sqlite_autoindex_shadow_1")];
+    sqlite(
+      db(),
+      `PRAGMA writable_schema = ON;
+       UPDATE sqlite_schema SET rootpage = ${shadowPage} WHERE name = 'sqlite_autoindex_sales_1';
+       UPDATE sqlite_schema SET rootpage = ${salesPage} WHERE name = 'sqlite_autoindex_shadow_1';`,
+    );
+  }
+
+  test("a UNIQUE index that disagrees with its table (integrity_check fails) is refused: no duplicate is saved", async () => {
+    emptySalesIndex();
+    expect(sqlite(db(), "PRAGMA integrity_check(sales)")).toMatch(/missing from index sqlite_autoindex_sales_1/);
+    // why: the same sales in another order, so the source did not only grow and every row is looked up again.
+    const [header, ...lines] = readFileSync(ws.path(sales), "utf8").trim().split(/\r?\n/);
+    ws.write(sales, [header, ...lines.reverse()].join("\r\n"));
+    const before = ws.bytes();
+    const run = await ws.cli(["run"], env);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^error E_DB /);
+    expect(run.stderr).toMatch(/table sales: .*index sqlite_autoindex_sales_1/);
+    expect(run.stderr).toMatch(/sqlite3 \S*output\/sales\.db 'REINDEX "sales";'/);
+    expect(run.stderr).toMatch(/backup/);
+    expect(run.stderr).not.toMatch(/\n\s+at /);
+    expect(ws.bytes()).toEqual(before);
+    expect(sqlite(db(), "SELECT count(*) FROM sales NOT INDEXED")).toBe("30");
+  });
+
+  test("after the REINDEX the message gives, the run goes on and imports nothing twice", async () => {
+    emptySalesIndex();
+    sqlite(db(), 'REINDEX "sales";');
+    addSale();
+    const run = await ws.cli(["run"], env);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(sqlite(db(), "SELECT count(*), count(DISTINCT date || product_id || store_id) FROM sales")).toBe("31|31");
+  });
+});
