@@ -15,7 +15,7 @@ import {
   type FileIdentity,
   type StagedFile,
 } from "./db/store.js";
-import { refuseDamage } from "./db/integrity.js";
+import { explainDamage, refuseDamage } from "./db/integrity.js";
 import { refuseForeignObjects } from "./db/schema-objects.js";
 import { ensureTables } from "./db/tables.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
@@ -223,7 +223,8 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     }
     report.ok = true;
     report.exitCode = 0;
-  } catch (error) {
+  } catch (thrown) {
+    const error = explainDamage(thrown, db, declaredTables(plan), plan.database);
     report.status = "failed";
     report.error = describeError(error);
     report.exitCode = error instanceof PipelineError ? error.exitCode : 1;

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { clientFileEnv, sqlite, Workspace } from "./helpers/workspace.js";
 
@@ -160,5 +160,29 @@ describe("a damaged database", () => {
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
     expect(sqlite(db(), "SELECT count(*), count(DISTINCT date || product_id || store_id) FROM sales")).toBe("31|31");
+  });
+
+  test("a damaged page met during a step is reported as a damaged database, not as a crash", async () => {
+    const root = Number(sqlite(db(), "SELECT rootpage FROM sqlite_schema WHERE name = 'sqlite_autoindex_sales_1'"));
+    const pageSize = Number(sqlite(db(), "PRAGMA page_size"));
+    const bytes = readFileSync(db());
+    // why: garbles cell bytes of the index's root page and leaves its header, so the file opens and the damage shows on the first lookup.
+    for (let i = root * pageSize - 200; i < root * pageSize - 100; i++) bytes[i]! ^= 0x5a;
+    writeFileSync(db(), bytes);
+    const check = () => {
+      try {
+        return sqlite(db(), "PRAGMA integrity_check");
+      } catch (error) {
+        return (error as Error).message;
+      }
+    };
+    expect(check()).toMatch(/malformed|Multiple uses|corrupt/);
+    const [header, ...lines] = readFileSync(ws.path(sales), "utf8").trim().split(/\r?\n/);
+    ws.write(sales, [header, ...lines.reverse()].join("\r\n"));
+    const run = await ws.cli(["run"], env);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^error E_DB \S*output\/sales\.db is damaged .*table sales: /);
+    expect(run.stderr).not.toMatch(/\n\s+at /);
+    expect(ws.bytes()).toEqual(bytes);
   });
 });
