@@ -62,6 +62,28 @@ describe("objects planted in the stored database", () => {
     );
   });
 
+  test("a trigger given a reserved sqlite_ name through PRAGMA writable_schema is refused too", async () => {
+    await expectRefused(
+      `PRAGMA writable_schema = ON;
+       INSERT INTO sqlite_schema VALUES ('trigger', 'sqlite_x100', 'sales', 0,
+         'CREATE TRIGGER sqlite_x100 AFTER INSERT ON sales BEGIN UPDATE sales SET quantity = quantity * 100 WHERE rowid = new.rowid; END');`,
+      'trigger "sqlite_x100" on table sales',
+    );
+  });
+
+  test("a table stored under a declared name in another case is refused, with the renames that fix it", async () => {
+    const run = await expectRefused(
+      'ALTER TABLE stores RENAME TO "Stores_x"; ALTER TABLE "Stores_x" RENAME TO "Stores";',
+      'table "Stores" named like the declared table stores in another case',
+    );
+    const fix = /'(ALTER TABLE "Stores" RENAME TO .*;)'/.exec(run.stderr)?.[1];
+    expect(fix).toBeDefined();
+    sqlite(db(), fix!);
+    const again = await ws.cli(["run"], env);
+    expect(again.stderr).toBe("");
+    expect(again.code).toBe(0);
+  });
+
   test("a view in place of a declared table is refused", async () => {
     await expectRefused(
       "DROP TABLE sales_by_region; CREATE VIEW sales_by_region AS SELECT 'Nowhere' AS region, 1 AS cities, 1 AS sales_lines, 1 AS quantity, 100 AS revenue_cents, 1.0 AS revenue, 100.0 AS revenue_share_pct;",

@@ -23,7 +23,8 @@ export interface ForeignObject {
 export function findForeignObjects(db: SqlDatabase, declared: Iterable<string>): ForeignObject[] {
   const tables = new Map([...declared].map((name) => [foldCase(name), name]));
   const found: ForeignObject[] = [];
-  const rows = db.all("SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid");
+  // why: no filter on the reserved sqlite_ prefix: PRAGMA writable_schema can plant a trigger under such a name, and SQLite loads it.
+  const rows = db.all("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY rowid");
   for (const row of rows) {
     const [type, name, on, sql] = [String(row["type"]), String(row["name"]), String(row["tbl_name"]), row["sql"]];
     const onDeclared = tables.get(foldCase(on));
@@ -36,7 +37,8 @@ export function findForeignObjects(db: SqlDatabase, declared: Iterable<string>):
       found.push({ type, name, table: sameName, reason: `in place of the declared table ${sameName}` });
     } else if (type === "table" && sameName !== undefined && sameName !== name) {
       found.push({ type, name, table: sameName, reason: `named like the declared table ${sameName} in another case` });
-    } else if (type === "index" && onDeclared !== undefined) {
+    } else if (type === "index" && onDeclared !== undefined && sql !== null) {
+      // why: an index without SQL is one a PRIMARY KEY or UNIQUE clause creates; SQLite refuses to load any other.
       found.push({ type, name, table: onDeclared, reason: `on table ${onDeclared}, not created by the runner` });
     }
   }
@@ -50,12 +52,19 @@ export function findForeignObjects(db: SqlDatabase, declared: Iterable<string>):
 export function refuseForeignObjects(db: SqlDatabase, declared: Iterable<string>, database: string): void {
   const found = findForeignObjects(db, declared);
   if (found.length === 0) return;
-  const drops = found.map((object) => `DROP ${object.type.toUpperCase()} ${quoteIdent(object.name)};`);
+  const drops = found.map(fixFor);
   const list = found.map((object, i) => `${object.type} ${quoteIdent(object.name)} ${object.reason} (${drops[i]})`);
   throw new PipelineError(
     "E_DRIFT",
-    `${database} holds ${found.length} object(s) the runner did not create, which would run on or stand in for the tables it declares: ${list.join("; ")}. Nothing was changed. If you did not put them there, find out who did; to keep your data as the runner wrote it, remove them with the sqlite3 CLI, e.g. sqlite3 ${database} '${drops.join(" ").replaceAll("'", "'\\''")}' (or start from a backup), then run again.`,
+    `${database} holds ${found.length} object(s) the runner did not create, which would run on or stand in for the tables it declares: ${list.join("; ")}. Nothing was changed. If you did not put them there, find out who did; to keep your data as the runner wrote it, remove them (or rename a table) with the sqlite3 CLI, e.g. sqlite3 ${database} '${drops.join(" ").replaceAll("'", "'\\''")}' (or start from a backup), then run again.`,
   );
+}
+
+/** The statement that removes the object, or (a table named in another case) gives it the declared name in two renames. */
+function fixFor(object: ForeignObject): string {
+  if (object.type !== "table") return `DROP ${object.type.toUpperCase()} ${quoteIdent(object.name)};`;
+  const step = quoteIdent(`${object.name}_renaming`);
+  return `ALTER TABLE ${quoteIdent(object.name)} RENAME TO ${step}; ALTER TABLE ${step} RENAME TO ${quoteIdent(object.table)};`;
 }
 
 /**
