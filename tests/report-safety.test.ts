@@ -29,6 +29,7 @@ const hostile = [
   "![img](x.png) *bold* _it_ `code` ~~del~~ &lt;b&gt; \\",
   "    indented\r\n\r\n===",
   "[ref]: javascript:alert(3)",
+  "see https://example.com/x and www.example.com",
 ];
 
 function csv(names: string[]): string {
@@ -116,6 +117,12 @@ describe("the Markdown sheet with hostile values", () => {
     const paragraphs = [...html.matchAll(/<p>([\s\S]*?)<\/p>/g)].map((p) => textOf(p[1]!));
     expect(paragraphs).toEqual([...hostile.map((name) => `Best seller: ${shown(name)}.`), ...hostile.map(shown)]);
     expect(textOf(html)).toContain(`Top : ${shown(hostile[2]!)}`);
+    // why: renderers that autolink bare URLs (GFM) still may; such a link shows its own address, and only http(s) ones exist.
+    const linked = new MarkdownIt({ html: true, linkify: true }).render(markdown);
+    const anchors = [...linked.matchAll(/<a href="([^"]*)">([^<]*)<\/a>/g)];
+    expect(anchors.length).toBeGreaterThan(0);
+    expect(anchors.filter(([, href, text]) => !href!.endsWith(text!))).toEqual([]);
+    expect(linked).not.toMatch(/href="(?!https?:)/);
   });
 });
 
