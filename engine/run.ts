@@ -15,6 +15,8 @@ import {
   type FileIdentity,
   type StagedFile,
 } from "./db/store.js";
+import { explainDamage, refuseDamage } from "./db/integrity.js";
+import { refuseForeignObjects } from "./db/schema-objects.js";
 import { ensureTables } from "./db/tables.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
 import {
@@ -218,6 +220,8 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     }
     report.status = finishRun(db, runId, now().toISOString());
     report.rejectedRows = rejectedRowsOf(db, runId);
+    // why: an index that disagrees with its table (a damaged file) lets duplicates in and hides rows from lookups; never save on top of it.
+    refuseDamage(db, declaredTables(plan), plan.database);
     checkForeignKeys(db);
     db.exec("COMMIT");
     throwIfAborted(options.signal);
@@ -244,7 +248,8 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     }
     report.ok = true;
     report.exitCode = 0;
-  } catch (error) {
+  } catch (thrown) {
+    const error = explainDamage(thrown, db, declaredTables(plan), plan.database);
     report.status = "failed";
     report.error = describeError(error);
     report.exitCode = error instanceof PipelineError ? error.exitCode : 1;
@@ -262,14 +267,21 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
 }
 
 /**
- * Creates the engine's tables and the pipeline's that are absent, and adds to the engine's tables
+ * Refuses triggers, views and indexes the runner did not create on the tables it declares, then
+ * creates the engine's tables and the pipeline's that are absent, and adds to the engine's tables
  * the columns a newer version declares (never to the pipeline's; any other difference is E_DRIFT).
  * Returns the pipeline tables created and the columns added.
  */
 export function ensureSchema(db: SqlDatabase, plan: Plan): SchemaChanges {
+  refuseForeignObjects(db, declaredTables(plan), plan.database);
   const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
   const pipeline = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
   return { createdTables: pipeline.created, addedColumns: system.addedColumns };
+}
+
+/** The tables the runner declares: the engine's and the pipeline's. */
+function declaredTables(plan: Plan): string[] {
+  return [...Object.keys(systemTables), ...Object.keys(plan.pipeline.tables)];
 }
 
 /** Writes a file a step produced beside its target, fsynced, for the rename after the database is saved. */

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import type { SqlValue } from "./db/database.js";
+import type { SqlDatabase, SqlValue } from "./db/database.js";
 import { didYouMean } from "./errors.js";
 import { systemTableNames } from "./history.js";
 import type { CheckContext } from "./step.js";
@@ -49,6 +49,35 @@ export function compileQuery(context: CheckContext, sql: string, label: string):
   } catch (error) {
     return { error: explainCompileError(context, (error as Error).message) };
   }
+}
+
+/** Opcodes only a statement that changes the database compiles to: b-tree, schema, journal and virtual-table writes. */
+const writeOpcodes = new Set([
+  "OpenWrite",
+  "JournalMode",
+  "Vacuum",
+  "Checkpoint",
+  "VUpdate",
+  "VCreate",
+  "VDestroy",
+  "CreateBtree",
+  "Destroy",
+  "Clear",
+  "ParseSchema",
+  "SetCookie",
+]);
+
+/**
+ * Whether one statement would change the database, read from its compiled program (EXPLAIN): a
+ * write transaction (`Transaction` with P2 > 0, as sqlite3_stmt_readonly reads it; sql.js does not
+ * expose that call) or a writing opcode. Nothing runs. A SELECT's temporary b-trees (ORDER BY,
+ * DISTINCT) are not the database and do not count.
+ */
+export function writesDatabase(db: SqlDatabase, statement: string): boolean {
+  if (/^\s*EXPLAIN\b/i.test(statement)) return false; // why: an EXPLAIN only describes its statement; it never runs it.
+  return db
+    .all(`EXPLAIN ${statement}`)
+    .some((op) => (op["opcode"] === "Transaction" && op["p2"] !== 0) || writeOpcodes.has(String(op["opcode"])));
 }
 
 /** Checks a script by running it on the scratch database, then rolling it back. */

@@ -2,8 +2,8 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import type { ReportFormat, ReportSection, ReportStepSpec } from "../engine/config/schema.js";
 import type { Row, SqlValue } from "../engine/db/database.js";
-import { didYouMean, type Diagnostic } from "../engine/errors.js";
-import { compileQuery, parametersHint, parametersOf, readSqlText, unknownParameters } from "../engine/sql-source.js";
+import { didYouMean, PipelineError, type Diagnostic } from "../engine/errors.js";
+import { compileQuery, parametersHint, parametersOf, readSqlText, unknownParameters, writesDatabase } from "../engine/sql-source.js";
 import type { StepDefinition } from "../engine/step.js";
 
 type Locale = NonNullable<ReportStepSpec["locale"]>;
@@ -58,6 +58,10 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
         if (compiled.error) problem(`${label}: ${compiled.error}`, where, undefined, "E_SQL");
         return;
       }
+      if (writesDatabase(context.scratch, sql)) {
+        problem(`${label}: ${readOnlyRule}`, where, undefined, "E_SQL");
+        return;
+      }
       const known = compiled.columns;
       const need = (column: string, subpath: (string | number)[], key?: string) => {
         if (!known.includes(column))
@@ -88,6 +92,8 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
     const values = { run_id: context.runId, run_started_at: context.startedAt };
     const sections: RenderedSection[] = step.sections.map((section) => {
       const sql = readSqlText(section, context.config.baseDir);
+      if (writesDatabase(context.db, sql))
+        throw new PipelineError("E_SQL", `${section.file ?? "sql"} of section "${section.title}": ${readOnlyRule}`);
       const statement = context.db.prepare(sql);
       try {
         const rows = statement.all(parametersOf(sql, values));
@@ -103,6 +109,9 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
     return { status: "success", counts: {}, detail: `${sections.length} sections`, files };
   },
 };
+
+const readOnlyRule =
+  "a report section must only read: this statement writes to the database (INSERT, UPDATE, DELETE, DDL or a PRAGMA that sets something, RETURNING or not); change data in a sql step and read it here with SELECT";
 
 /** The files a report writes: its markdown and html, when set. */
 function outputFiles(step: ReportStepSpec): string[] {
@@ -186,34 +195,50 @@ function barLength(value: number, max: number, width: number): number {
 }
 
 function renderMarkdown(step: ReportStepSpec, sections: RenderedSection[], locale: Locale): string {
-  const out = [`# ${step.title}`, ""];
-  if (step.subtitle) out.push(step.subtitle, "");
+  const md = escapeMarkdown;
+  const out = [`# ${md(step.title)}`, ""];
+  if (step.subtitle) out.push(md(step.subtitle), "");
   for (const rendered of sections) {
     const { section } = rendered;
-    out.push(`## ${section.title}`, "");
+    out.push(`## ${md(section.title)}`, "");
     if (section.show === "figures") {
       const row = rendered.rows[0] ?? {};
-      for (const column of shownColumns(rendered)) out.push(`- **${label(section, column)}** : ${cell(rendered, row, column, locale)}`);
+      for (const column of shownColumns(rendered))
+        out.push(`- **${md(label(section, column))}** : ${md(cell(rendered, row, column, locale))}`);
       out.push("");
     } else if (section.show === "table") {
       const columns = shownColumns(rendered);
       const chart = section.chart;
       const max = chart ? Math.max(0, ...rendered.rows.map((r) => Number(r[chart.value] ?? 0))) : 0;
-      const head = [...columns.map((c) => label(section, c)), ...(chart ? [""] : [])];
+      const head = [...columns.map((c) => md(label(section, c))), ...(chart ? [""] : [])];
       const align = [...columns.map((c) => (isNumeric(section, c) ? "--:" : "---")), ...(chart ? ["---"] : [])];
       out.push(`| ${head.join(" | ")} |`, `|${align.join("|")}|`);
       for (const row of rendered.rows) {
-        const cells = columns.map((c) => cell(rendered, row, c, locale).replaceAll("|", "\\|"));
+        const cells = columns.map((c) => md(cell(rendered, row, c, locale)));
         if (chart) cells.push("█".repeat(Math.round(barLength(Number(row[chart.value] ?? 0), max, 20))));
         out.push(`| ${cells.join(" | ")} |`);
       }
       out.push("");
     } else {
-      for (const paragraph of paragraphs(rendered, locale)) out.push(paragraph, "");
+      for (const paragraph of paragraphs(rendered, locale)) out.push(md(paragraph), "");
     }
-    if (section.note) out.push(`_${section.note}_`, "");
+    if (section.note) out.push(`_${md(section.note)}_`, "");
   }
   return out.join("\n").replace(/\n+$/, "\n");
+}
+
+/**
+ * Text as Markdown shows it, literally, on one line: line breaks become spaces (so a value cannot
+ * end a table row or start a heading, quote, list or code block), and every character that can
+ * open markup (HTML and comments, links and images, emphasis, code, tables, entities) is
+ * backslash-escaped, as are the list, quote and heading-underline markers a line can start with.
+ */
+export function escapeMarkdown(text: string): string {
+  const line = text
+    .replace(/\r\n?|[\n\u2028\u2029]/g, " ")
+    .trim()
+    .replace(/[\\`*_[\]<>|~&#]/g, "\\$&");
+  return line.replace(/^[-+=]/, "\\$&").replace(/^(\d+)([.)])/, "$1\\$2");
 }
 
 const escapeHtml = (text: string) =>

@@ -58,7 +58,8 @@ q() { docker compose exec -T sqlite3 sqlite3 -batch /data/sales.db "$1"; }
 echo "the brief's demo order: storage first, with an empty database"
 docker compose up -d --wait sqlite3 >/dev/null 2>&1
 check "the sqlite3 service is healthy" "healthy" "$(docker inspect --format '{{.State.Health.Status}}' "$(docker compose ps -q sqlite3)")"
-check "the database starts empty" "" "$(q '.tables')"
+# why: the sqlite3 service mounts the volume read-only, so it cannot create the file either: the runner's first run does.
+check "there is no database yet" 1 "$(rc "$work/empty.log" docker compose exec -T sqlite3 test -e /data/sales.db)"
 
 echo "the runner fills it"
 t3=$(now); code=$(rc "$work/run1.log" docker compose run --rm -T runner); t4=$(now)
@@ -101,6 +102,29 @@ check "after the kill: the state before the run" "$before" "$(q 'SELECT count(*)
 check "the next run succeeds" 0 "$(SALES_URL="http://127.0.0.1:$port/ventes-more.csv" rc "$work/run3.log" docker compose run --rm -T runner)"
 check "and imports the new sale" 31 "$(q 'SELECT count(*) FROM sales')"
 check "and records the failed run, with its error" "2|failed" "$(q "SELECT run_id, status FROM pipeline_runs WHERE error LIKE 'E_FETCH GET %missing.csv -> 404%'")"
+
+echo "the sqlite3 service only reads; deliberate changes go through sqlite3-admin (profile admin)"
+schema_before=$(q "SELECT count(*) FROM sqlite_schema")
+# why: 8 is SQLITE_READONLY, which the sqlite3 CLI returns as its exit code.
+check "the sqlite3 service cannot plant a trigger" "8|$schema_before" "$(rc "$work/plant.log" docker compose exec -T sqlite3 sqlite3 -batch /data/sales.db 'CREATE TRIGGER x100 AFTER INSERT ON sales BEGIN UPDATE sales SET quantity = quantity * 100 WHERE rowid = new.rowid; END;')|$(q "SELECT count(*) FROM sqlite_schema")"
+check "and says the database is read-only" 1 "$(grep -c 'readonly database' "$work/plant.log")"
+check "the sqlite3 service cannot create or touch the lock" 1 "$(rc "$work/lock.log" docker compose exec -T sqlite3 touch /data/sales.db.lock)"
+check "the sqlite3 service cannot replace the database" 1 "$(rc "$work/mv.log" docker compose exec -T sqlite3 sh -c 'cp /data/sales.db /tmp/x.db && mv /tmp/x.db /data/sales.db')"
+check "nor write its own file system, even its home" 1 "$(rc "$work/rootfs.log" docker compose exec -T sqlite3 touch /home/sqlite/x)"
+# why: CapBnd, the bounding set: a uid-1000 process has no effective capability anyway; cap_drop empties what it could ever gain.
+caps='grep -E "^(CapBnd|NoNewPrivs)" /proc/self/status | cut -f2 | paste -sd"|"'
+check "the sqlite3 service has no capability and no way to gain one" "0000000000000000|1" "$(docker compose exec -T sqlite3 sh -c "$caps")"
+check "the runner has no capability and no way to gain one" "0000000000000000|1" "$(docker compose run --rm -T --entrypoint sh runner -c "$caps" 2>/dev/null)"
+check "the runner cannot write outside the volume, even its home" 1 "$(rc "$work/runner-rootfs.log" docker compose run --rm -T --entrypoint sh runner -c 'touch /home/node/x')"
+check "the sqlite3 service has its memory and pid limits and a read-only root" "536870912|64|true" "$(docker inspect --format '{{.HostConfig.Memory}}|{{.HostConfig.PidsLimit}}|{{.HostConfig.ReadonlyRootfs}}' "$(docker compose ps -q sqlite3)")"
+check "a query still works through it" 31 "$(q 'SELECT count(*) FROM sales')"
+check "sqlite3-admin plants the trigger (a deliberate write)" 0 "$(rc "$work/admin.log" docker compose run --rm -T sqlite3-admin sqlite3 -batch /data/sales.db 'CREATE TRIGGER x100 AFTER INSERT ON sales BEGIN UPDATE sales SET quantity = quantity * 100 WHERE rowid = new.rowid; END;')"
+{ cat "$work/files/ventes-more.csv"; printf '\r\n2023-06-27,REF002,1,1'; } >"$work/files/ventes-trigger.csv"
+check "the runner refuses a database with a trigger on its tables" 1 "$(SALES_URL="http://127.0.0.1:$port/ventes-trigger.csv" rc "$work/drift.log" docker compose run --rm -T runner)"
+check "naming it and how to remove it" 1 "$(grep -c 'E_DRIFT .*trigger "x100" on table sales.*DROP TRIGGER "x100";' "$work/drift.log")"
+check "sqlite3-admin removes it" 0 "$(rc "$work/admin2.log" docker compose run --rm -T sqlite3-admin sqlite3 -batch /data/sales.db 'DROP TRIGGER "x100";')"
+check "then the run goes on, quantities as sent" 0 "$(SALES_URL="http://127.0.0.1:$port/ventes-trigger.csv" rc "$work/run4.log" docker compose run --rm -T runner)"
+check "the new sale, stored once, quantity 1" "32|1" "$(q "SELECT count(*), (SELECT quantity FROM sales WHERE date = '2023-06-27') FROM sales")"
 
 echo "the runtime image"
 run_in() { docker run --rm --network none --entrypoint sh pipeline-runner:local -c "$1"; }

@@ -1,0 +1,88 @@
+import { PipelineError } from "../errors.js";
+import { quoteIdent, type SqlDatabase } from "./database.js";
+
+/** An object stored in the database that would run on, stand in for, or change a declared table. */
+export interface ForeignObject {
+  type: "trigger" | "view" | "index" | "table";
+  name: string;
+  /** The declared table it is on, stands in for or names. */
+  table: string;
+  /** Why it is refused, e.g. `on table sales`. */
+  reason: string;
+}
+
+/**
+ * Lists the objects of the stored schema that the runner did not create and that touch a declared
+ * table (the pipeline's or the engine's; names compared as SQLite does, ignoring ASCII case):
+ * - any trigger on a declared table, and any trigger elsewhere whose text names one (it could write
+ *   into it when the runner's statements fire it, e.g. through a `sql` script step);
+ * - a view or a table whose name is a declared table's in another case (it would stand in for it);
+ * - any index on a declared table other than those its PRIMARY KEY and UNIQUE clauses create.
+ * Objects of the user's own tables that name no declared table are left alone.
+ */
+export function findForeignObjects(db: SqlDatabase, declared: Iterable<string>): ForeignObject[] {
+  const tables = new Map([...declared].map((name) => [foldCase(name), name]));
+  const found: ForeignObject[] = [];
+  // why: no filter on the reserved sqlite_ prefix: PRAGMA writable_schema can plant a trigger under such a name, and SQLite loads it.
+  const rows = db.all("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY rowid");
+  for (const row of rows) {
+    const [type, name, on, sql] = [String(row["type"]), String(row["name"]), String(row["tbl_name"]), row["sql"]];
+    const onDeclared = tables.get(foldCase(on));
+    const sameName = tables.get(foldCase(name));
+    if (type === "trigger") {
+      const named = onDeclared ?? namedTables(typeof sql === "string" ? sql : "", tables)[0];
+      if (onDeclared !== undefined) found.push({ type, name, table: onDeclared, reason: `on table ${onDeclared}` });
+      else if (named !== undefined) found.push({ type, name, table: named, reason: `on table ${on} names the declared table ${named}` });
+    } else if (type === "view" && sameName !== undefined) {
+      found.push({ type, name, table: sameName, reason: `in place of the declared table ${sameName}` });
+    } else if (type === "table" && sameName !== undefined && sameName !== name) {
+      found.push({ type, name, table: sameName, reason: `named like the declared table ${sameName} in another case` });
+    } else if (type === "index" && onDeclared !== undefined && sql !== null) {
+      // why: an index without SQL is one a PRIMARY KEY or UNIQUE clause creates; SQLite refuses to load any other.
+      found.push({ type, name, table: onDeclared, reason: `on table ${onDeclared}, not created by the runner` });
+    }
+  }
+  return found;
+}
+
+/**
+ * Refuses a database holding objects that would run on or stand in for the declared tables
+ * (see {@link findForeignObjects}): E_DRIFT, naming each one and the statement that removes it.
+ */
+export function refuseForeignObjects(db: SqlDatabase, declared: Iterable<string>, database: string): void {
+  const found = findForeignObjects(db, declared);
+  if (found.length === 0) return;
+  const drops = found.map(fixFor);
+  const list = found.map((object, i) => `${object.type} ${quoteIdent(object.name)} ${object.reason} (${drops[i]})`);
+  throw new PipelineError(
+    "E_DRIFT",
+    `${database} holds ${found.length} object(s) the runner did not create, which would run on or stand in for the tables it declares: ${list.join("; ")}. Nothing was changed. If you did not put them there, find out who did; to keep your data as the runner wrote it, remove them (or rename a table) with the sqlite3 CLI, e.g. sqlite3 ${database} '${drops.join(" ").replaceAll("'", "'\\''")}' (or start from a backup), then run again.`,
+  );
+}
+
+/** The statement that removes the object, or (a table named in another case) gives it the declared name in two renames. */
+function fixFor(object: ForeignObject): string {
+  if (object.type !== "table") return `DROP ${object.type.toUpperCase()} ${quoteIdent(object.name)};`;
+  const step = quoteIdent(`${object.name}_renaming`);
+  return `ALTER TABLE ${quoteIdent(object.name)} RENAME TO ${step}; ALTER TABLE ${step} RENAME TO ${quoteIdent(object.table)};`;
+}
+
+/**
+ * The declared tables a piece of SQL text may name: every run of identifier characters, wherever it
+ * stands (bare, "quoted", [bracketed], `backticked`, 'string', even in a comment), that is a declared
+ * name. It finds more than a parser would (a comment naming a table counts), never less: a table
+ * name is made of identifier characters only, so no quoting can hide it from this scan.
+ */
+function namedTables(sql: string, tables: ReadonlyMap<string, string>): string[] {
+  const names = new Set<string>();
+  for (const [word] of sql.matchAll(/[A-Za-z0-9_$\u0080-\uffff]+/g)) {
+    const table = tables.get(foldCase(word));
+    if (table !== undefined) names.add(table);
+  }
+  return [...names];
+}
+
+/** Lower-cases ASCII letters only, as SQLite compares identifiers. */
+function foldCase(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => c.toLowerCase());
+}
