@@ -1,7 +1,9 @@
-import { readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { open } from "node:fs/promises";
 import path from "node:path";
 import { Document, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Node, type Pair } from "yaml";
 import { ConfigError, PipelineError, type Diagnostic, type SourcePlace } from "../errors.js";
+import { fileKind } from "../paths.js";
 import { interpolate } from "./interpolate.js";
 
 /** A parsed pipeline file: its plain value, and a way back from any path in it to line:col. */
@@ -19,7 +21,15 @@ export interface LoadedConfig {
 export async function loadConfigFile(file: string, env: Readonly<Record<string, string | undefined>>, cwd: string): Promise<LoadedConfig> {
   let text: string;
   try {
-    text = await readFile(path.resolve(cwd, file), "utf8");
+    // why: opened without blocking and checked before reading: a FIFO or a device would hang or never end.
+    const handle = await open(path.resolve(cwd, file), constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      const info = await handle.stat();
+      if (!info.isFile()) throw new Error(`it is ${fileKind(info)}, not a regular file`);
+      text = await handle.readFile("utf8");
+    } finally {
+      await handle.close();
+    }
   } catch (error) {
     const reason = (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (error as Error).message;
     throw new PipelineError("E_USAGE", `cannot read the configuration ${file}: ${reason}`, { exitCode: 2 });

@@ -5,6 +5,7 @@ import { didYouMean, ConfigError, type Diagnostic } from "../errors.js";
 import { systemTables, systemTableNames } from "../history.js";
 import type { StepDefinition } from "../step.js";
 import type { LoadedConfig } from "./load.js";
+import { outputPathDiagnostics } from "./output-paths.js";
 import type { Pipeline, StepSpec, TableSpec } from "./schema.js";
 import generatedValidator from "./shape-validator.generated.js";
 
@@ -20,6 +21,7 @@ export async function validatePipeline(config: LoadedConfig, typeOf: (step: Step
   const pipeline = config.value as Pipeline;
   const diagnostics = [...tableDiagnostics(config, pipeline)];
   diagnostics.push(...(await stepDiagnostics(config, pipeline, typeOf)));
+  diagnostics.push(...outputPathDiagnostics(config, pipeline, typeOf));
   if (diagnostics.length > 0) throw new ConfigError(diagnostics);
   return pipeline;
 }
