@@ -72,13 +72,53 @@ export function parseConfig(
   });
   if (diagnostics.length > 0) throw new ConfigError(diagnostics);
 
+  let value: unknown;
+  try {
+    value = withoutPrototypes(doc.toJS());
+  } catch (error) {
+    // why: yaml refuses to expand more than 100 aliases (a "billion laughs" defence) with a bare ReferenceError.
+    if (!(error instanceof ReferenceError)) throw error;
+    const alias = firstAliasOffset(doc);
+    throw new ConfigError([
+      {
+        code: "E_YAML",
+        message: `too many aliases (*name) to expand: ${error.message.split("\n")[0]}; write the values out, or use fewer aliases`,
+        place: at(alias),
+      },
+    ]);
+  }
+
   return {
     file: shown,
     baseDir: path.dirname(path.resolve(file)),
     text,
-    value: doc.toJS(),
+    value,
     locate: (p, key) => at(findOffset(doc, p, key)),
   };
+}
+
+/**
+ * The same value with every mapping as an object without prototype, so that a name such as
+ * `constructor`, `toString` or `__proto__` is only ever an own key: `tables[name]` and
+ * `name in columns` never find Object.prototype's members.
+ */
+function withoutPrototypes(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutPrototypes);
+  if (typeof value !== "object" || value === null) return value;
+  const copy = Object.create(null) as Record<string, unknown>;
+  for (const [key, item] of Object.entries(value)) copy[key] = withoutPrototypes(item);
+  return copy;
+}
+
+function firstAliasOffset(doc: Document): number {
+  let offset = 0;
+  visit(doc, {
+    Alias(_key, node) {
+      offset = node.range?.[0] ?? 0;
+      return visit.BREAK;
+    },
+  });
+  return offset;
 }
 
 function findOffset(doc: Document, p: readonly (string | number)[], key?: string): number {

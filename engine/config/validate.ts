@@ -39,7 +39,8 @@ function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[]): Diagnost
   // why: an anyOf reports one error per branch; keep the branch whose type matches the value.
   const anyOfPaths = new Map(errors.filter((e) => e.keyword === "anyOf").map((e) => [e.instancePath, e]));
   const kept = errors.filter((e) => {
-    if (e.keyword === "anyOf") return false;
+    // why: a bad key also fails `pattern` (with its propertyName), which says which key; this one would only repeat it.
+    if (e.keyword === "anyOf" || e.keyword === "propertyNames") return false;
     const union = anyOfPaths.get(e.instancePath) ?? [...anyOfPaths.values()].find((u) => e.instancePath.startsWith(u.instancePath + "/"));
     if (!union || !e.schemaPath.startsWith(union.schemaPath)) return true;
     const actual = Array.isArray(union.data)
@@ -87,7 +88,7 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
       return { code: "E_SCHEMA", message: `${where} is missing the required key "${String(params["missingProperty"])}"`, place };
     case "enum": {
       const allowed = (params["allowedValues"] as unknown[]).map(String);
-      const value = String(error.data);
+      const value = shown(error.data);
       return {
         code: "E_SCHEMA",
         message: `${error.instancePath} is "${value}", expected one of: ${allowed.join(", ")}${didYouMean(value, allowed)}`,
@@ -106,22 +107,32 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
       return { code: "E_SCHEMA", message, place: config.locate([...path, "type"]) };
     }
     case "pattern":
+      if (error.propertyName !== undefined) return invalidKey(config, path, where, error.propertyName);
       return {
         code: "E_SCHEMA",
-        message: `${error.instancePath} "${String(error.data)}" is not a valid name (letters, digits and _, not starting with a digit)`,
+        message: `${error.instancePath} "${shown(error.data)}" is not a valid name (letters, digits and _, not starting with a digit)`,
         place,
       };
-    case "propertyName": {
-      const name = String(params["propertyName"]);
-      return {
-        code: "E_SCHEMA",
-        message: `"${name}" in ${where} is not a valid name (letters, digits and _, not starting with a digit)`,
-        place: config.locate(path, name),
-      };
-    }
     default:
       return { code: "E_SCHEMA", message: `${where} ${error.message ?? "is invalid"}`, place };
   }
+}
+
+/** A value from the configuration, for a message: mappings come without prototype (see load.ts), so String() cannot print them. */
+function shown(value: unknown): string {
+  if (typeof value !== "object" || value === null) return String(value);
+  if (Array.isArray(value) && value.every((item) => typeof item !== "object" || item === null)) return String(value);
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+/** A key of a mapping that is not a valid name, placed on that key (not on the mapping's first one). */
+function invalidKey(config: LoadedConfig, path: string[], where: string, name: string): Diagnostic {
+  return {
+    code: "E_SCHEMA",
+    message: `"${name}" in ${where} is not a valid name (letters, digits and _, not starting with a digit)`,
+    place: config.locate(path, name),
+  };
 }
 
 function tableDiagnostics(config: LoadedConfig, pipeline: Pipeline): Diagnostic[] {
@@ -129,10 +140,24 @@ function tableDiagnostics(config: LoadedConfig, pipeline: Pipeline): Diagnostic[
   const problem = (message: string, path: (string | number)[], key?: string) =>
     diagnostics.push({ code: "E_CONFIG", message, place: config.locate(path, key) });
   const tables = pipeline.tables as Record<string, TableSpec>;
+  // why: SQLite compares names without case, so `sales` and `Sales` are one table, `qty` and `QTY` one column.
+  const sameToSqlite = (names: string[], path: (string | number)[], describe: (name: string) => string) => {
+    const seen = new Map<string, string>();
+    for (const name of names) {
+      const first = seen.get(name.toLowerCase());
+      if (first === undefined) seen.set(name.toLowerCase(), name);
+      else problem(`${describe(name)} is the same as ${describe(first)} to SQLite, which ignores case in names; rename one`, path, name);
+    }
+  };
+  sameToSqlite(Object.keys(tables), ["tables"], (name) => `table ${name}`);
+  const reserved = new Set([...systemTableNames].map((name) => name.toLowerCase()));
   for (const [name, table] of Object.entries(tables)) {
     const base = ["tables", name];
-    if (systemTableNames.has(name)) problem(`table name ${name} is reserved for the runner's own tables`, ["tables"], name);
+    if (reserved.has(name.toLowerCase())) problem(`table name ${name} is reserved for the runner's own tables`, ["tables"], name);
+    else if (name.toLowerCase().startsWith("sqlite_"))
+      problem(`table name ${name} is reserved: names starting with sqlite_ belong to SQLite`, ["tables"], name);
     const columns = Object.keys(table.columns);
+    sameToSqlite(columns, [...base, "columns"], (column) => `column ${name}.${column}`);
     const checkColumns = (list: readonly string[], path: (string | number)[], owner: string, ownerColumns: string[]) =>
       list.forEach((column, i) => {
         if (!ownerColumns.includes(column))

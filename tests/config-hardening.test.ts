@@ -1,0 +1,122 @@
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { sqlite, Workspace } from "./helpers/workspace.js";
+
+let ws: Workspace;
+beforeEach(() => {
+  ws = new Workspace({ withClientPipeline: false });
+  ws.write("data.csv", "a,b\nx,1\n");
+});
+afterEach(() => ws.remove());
+
+/** A pipeline of one table `t` (columns a, b) loaded from data.csv, with `extra` tables appended under tables:. */
+const pipeline = (extra = "", table = "t") => `version: 1
+database: out.db
+tables:
+  ${table}:
+    columns:
+      a: { type: text }
+      b: { type: integer }
+${extra}steps:
+  - name: load
+    type: load
+    source: data.csv
+    table: ${table}
+    mode: append
+    columns: { a: a, b: b }
+`;
+
+async function validate(yaml: string) {
+  ws.write("p.yaml", yaml);
+  return ws.cli(["validate", "-c", "p.yaml"]);
+}
+
+describe("names SQLite would confuse are refused by validate, at their key", () => {
+  test.each([
+    [
+      "two tables that differ only in case",
+      pipeline("  T:\n    columns:\n      a: { type: text }\n"),
+      "p.yaml:8:3 error E_CONFIG table T is the same as table t to SQLite, which ignores case in names; rename one",
+    ],
+    [
+      "two columns that differ only in case",
+      pipeline().replace("      b: { type: integer }\n", "      b: { type: integer }\n      B: { type: text }\n"),
+      "p.yaml:8:7 error E_CONFIG column t.B is the same as column t.b to SQLite, which ignores case in names; rename one",
+    ],
+    [
+      "a table named like SQLite's own",
+      pipeline("  sqlite_stat1:\n    columns:\n      a: { type: text }\n"),
+      "p.yaml:8:3 error E_CONFIG table name sqlite_stat1 is reserved: names starting with sqlite_ belong to SQLite",
+    ],
+    [
+      "a table named like SQLite's own, in another case",
+      pipeline("  SQLite_Master2:\n    columns:\n      a: { type: text }\n"),
+      "p.yaml:8:3 error E_CONFIG table name SQLite_Master2 is reserved: names starting with sqlite_ belong to SQLite",
+    ],
+    [
+      "a table named like the runner's own, in another case",
+      pipeline("  Pipeline_Runs:\n    columns:\n      a: { type: text }\n"),
+      "p.yaml:8:3 error E_CONFIG table name Pipeline_Runs is reserved for the runner's own tables",
+    ],
+    [
+      "a step writing an undeclared table named like an object method",
+      pipeline().replace("    table: t\n", "    table: toString\n"),
+      'p.yaml:12:12 error E_CONFIG table "toString" is not declared under tables:',
+    ],
+    [
+      "a step writing an undeclared table named constructor",
+      pipeline().replace("    table: t\n", "    table: constructor\n"),
+      'p.yaml:12:12 error E_CONFIG table "constructor" is not declared under tables:',
+    ],
+    [
+      "a mapped column named like an object method",
+      pipeline().replace("columns: { a: a, b: b }", "columns: { a: a, b: b, hasOwnProperty: c }"),
+      'p.yaml:14:28 error E_CONFIG column "hasOwnProperty" is not a column of table t',
+    ],
+    [
+      "a table name that is not a valid name",
+      pipeline("  bad-name:\n    columns:\n      a: { type: text }\n"),
+      'p.yaml:8:3 error E_SCHEMA "bad-name" in /tables is not a valid name',
+    ],
+  ])("%s", async (_what, yaml, expected) => {
+    const result = await validate(yaml);
+    expect(result.stderr).not.toContain("E_INTERNAL");
+    expect(result.code).toBe(2);
+    const lines = result.stderr.trimEnd().split("\n");
+    expect(lines[0]).toContain(expected);
+    expect(lines).toHaveLength(2);
+  });
+
+  test("tables and columns named constructor, toString and __proto__ are plain names: they validate, load and read back", async () => {
+    const yaml = pipeline("", "constructor")
+      .replace(
+        "      a: { type: text }\n      b: { type: integer }\n",
+        "      toString: { type: text }\n      __proto__: { type: integer }\n",
+      )
+      .replace("columns: { a: a, b: b }", "columns: { toString: a, __proto__: b }");
+    ws.write("p.yaml", yaml);
+    expect(await ws.cli(["validate", "-c", "p.yaml"])).toMatchObject({ code: 0, stderr: "" });
+    const run = await ws.cli(["run", "-c", "p.yaml"]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(sqlite(ws.path("out.db"), 'SELECT "toString", "__proto__" FROM "constructor"')).toBe("x|1");
+  });
+});
+
+test("a mapping where a name or a choice is expected is named, not a crash", async () => {
+  const result = await validate(pipeline().replace("mode: append", "mode: { x: 1 }").replace("    table: t\n", "    table: { y: 2 }\n"));
+  expect(result.stderr).not.toContain("E_INTERNAL");
+  expect(result.code).toBe(2);
+  expect(result.stderr).toContain(
+    'p.yaml:13:11 error E_SCHEMA /steps/0/mode is "{"x":1}", expected one of: replace, upsert, insert_new, append',
+  );
+});
+
+describe("YAML", () => {
+  test("more than 100 aliases is a YAML error with a line, exit 2", async () => {
+    const aliases = Array.from({ length: 120 }, (_, i) => `  - *anchor # ${i}`).join("\n");
+    const result = await validate(`${pipeline()}x_anchor: &anchor [1, 2, 3]\nx_aliases:\n${aliases}\n`);
+    expect(result.stderr).not.toContain("E_INTERNAL");
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/^p\.yaml:\d+:\d+ error E_YAML too many aliases/m);
+  });
+});
