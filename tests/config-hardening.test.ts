@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { sqlite, Workspace } from "./helpers/workspace.js";
 
@@ -118,5 +119,41 @@ describe("YAML", () => {
     expect(result.stderr).not.toContain("E_INTERNAL");
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/^p\.yaml:\d+:\d+ error E_YAML too many aliases/m);
+  });
+});
+
+describe("${VAR:-default} with a variable in the default", () => {
+  const nested = pipeline().replace("database: out.db", "database: ${DB:-${BASE}/x.db}");
+
+  test("the default's variable is substituted, not left as a directory named ${BASE", async () => {
+    ws.write("p.yaml", nested);
+    const run = await ws.cli(["run", "-c", "p.yaml"], { BASE: ws.path("base") });
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(sqlite(ws.path("base/x.db"), "SELECT count(*) FROM t")).toBe("1");
+    expect(existsSync(ws.path("${BASE"))).toBe(false);
+  });
+
+  test("a default that is not used needs none of its variables", async () => {
+    ws.write("p.yaml", nested);
+    const run = await ws.cli(["run", "-c", "p.yaml"], { DB: ws.path("chosen.db") });
+    expect(run.code).toBe(0);
+    expect(sqlite(ws.path("chosen.db"), "SELECT count(*) FROM t")).toBe("1");
+  });
+
+  test("an unset variable inside the default used is named at its place", async () => {
+    const result = await validate(nested);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("p.yaml:2:17 error E_ENV environment variable BASE is not set and has no default");
+  });
+
+  test.each([
+    ["a reference that is not closed", 'database: "${DB:-${BASE}/x.db"', "p.yaml:2:12 error E_ENV ${DB is not closed"],
+    ["a form the runner does not know", "database: ${DB:=x.db}", "p.yaml:2:11 error E_ENV ${DB:=x.db} is not a form the runner knows"],
+  ])("%s is refused with E_ENV at its place", async (_what, line, expected) => {
+    const result = await validate(pipeline().replace("database: out.db", line));
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(expected);
+    expect(existsSync(ws.path("${DB"))).toBe(false);
   });
 });

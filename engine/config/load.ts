@@ -59,14 +59,24 @@ export function parseConfig(
   visit(doc, {
     Scalar(key, node) {
       if (key === "key" || typeof node.value !== "string") return;
-      const { value, missing } = interpolate(node.value, env);
+      const { value, missing, malformed } = interpolate(node.value, env);
+      const [start, end] = [node.range?.[0] ?? 0, node.range?.[1] ?? 0];
+      // why: the n-th "${" of the value is the n-th of its source text, whatever quotes or escapes surround it.
+      const referenceAt = (n: number) => {
+        let offset = -1;
+        for (let k = 0; k <= n; k++) offset = text.indexOf("${", offset + 1);
+        return offset >= start && offset < end ? offset : start;
+      };
+      const occurrence = (index: number) => (node.value as string).slice(0, index).split("${").length - 1;
       for (const name of missing) {
         diagnostics.push({
           code: "E_ENV",
           message: `environment variable ${name} is not set and has no default (write \${${name}:-default} to give one)`,
-          place: at(node.range?.[0] ?? 0),
+          place: at(referenceAt(occurrence((node.value as string).indexOf(`\${${name}`)))),
         });
       }
+      for (const problem of malformed ?? [])
+        diagnostics.push({ code: "E_ENV", message: problem.message, place: at(referenceAt(occurrence(problem.index))) });
       node.value = value;
     },
   });
