@@ -72,7 +72,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     if (args.version) return (io.stdout.write(`pipeline-runner ${await version()}\n`), exitCodes.ok);
     if (args.command === "doctor") return await doctor(args, io, json);
     const config = await loadConfigFile(args.config, io.env, io.cwd);
-    const pipeline = await validatePipeline(config, stepType);
+    const pipeline = await validatePipeline(config, stepType, io.signal);
     const database = await resolveDatabasePath(path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database)));
     if (args.db !== undefined) {
       const clashes = outputPathDiagnostics(config, pipeline, stepType, { file: database, label: `${database} (--db)` });

@@ -1,4 +1,5 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { spawnCli, waitFor } from "./helpers/spawn-cli.js";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { sqlite, Workspace } from "./helpers/workspace.js";
 
@@ -155,5 +156,44 @@ describe("${VAR:-default} with a variable in the default", () => {
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(expected);
     expect(existsSync(ws.path("${DB"))).toBe(false);
+  });
+});
+
+describe("a configuration with thousands of problems", () => {
+  /** A load step mapping `n` columns, each with a misspelt key: two problems each (no `from`, unknown `form`). */
+  const badMappings = (n: number) =>
+    pipeline().replace(
+      "columns: { a: a, b: b }",
+      "columns:\n" + Array.from({ length: n }, (_, i) => `      c${i}: { form: x }`).join("\n"),
+    );
+
+  test("validate prints the first 100 problems and how many more, --json lists them all", { timeout: 120_000 }, async () => {
+    const n = 20_000;
+    const result = await validate(badMappings(n));
+    expect(result.code).toBe(2);
+    const lines = result.stderr.trimEnd().split("\n");
+    expect(lines).toHaveLength(102);
+    expect(lines[0]).toBe('p.yaml:15:11 error E_SCHEMA /steps/0/columns/c0 is missing the required key "from"');
+    expect(lines[100]).toBe(`… and ${2 * n - 100} more (the first 100 are shown; --json lists them all)`);
+    expect(lines[101]).toBe(`${2 * n} problems found; nothing was run`);
+    const json = JSON.parse((await ws.cli(["validate", "-c", "p.yaml", "--json"])).stdout) as { diagnostics: unknown[] };
+    expect(json.diagnostics).toHaveLength(2 * n);
+  });
+
+  test("SIGTERM stops a long validation: exit 130", { timeout: 120_000 }, async () => {
+    ws.write("p.yaml", badMappings(100_000));
+    const run = spawnCli(["validate", "-c", "p.yaml"], ws.dir);
+    // why: the signal must come once the CLI handles it (during start-up it would end node outright), while validation runs:
+    // after 1.5 s of CPU time (start-up takes a fraction of that; the whole validation several seconds), however loaded the machine.
+    const cpuTicks = () => {
+      const fields = readFileSync(`/proc/${run.child.pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+      return Number(fields[11]) + Number(fields[12]);
+    };
+    await waitFor(() => cpuTicks() >= 150, 60_000);
+    run.child.kill("SIGTERM");
+    const result = await run.done;
+    expect(result.stderr).toContain("SIGTERM: stopping");
+    expect(result.stderr).toMatch(/E_ABORTED interrupted \(SIGTERM\)/);
+    expect(result.code).toBe(130);
   });
 });

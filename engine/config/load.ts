@@ -1,7 +1,7 @@
 import { constants } from "node:fs";
 import { open } from "node:fs/promises";
 import path from "node:path";
-import { Document, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Node, type Pair } from "yaml";
+import { Document, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Node, type Pair, type YAMLMap } from "yaml";
 import { ConfigError, PipelineError, type Diagnostic, type SourcePlace } from "../errors.js";
 import { fileKind } from "../paths.js";
 import { interpolate } from "./interpolate.js";
@@ -48,12 +48,17 @@ export function parseConfig(
   shown: string = path.basename(file),
 ): LoadedConfig {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  // why: yaml's own unique-key check compares each key with every earlier one (quadratic: 40k keys took seconds); duplicateKeys does it with a Set.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
   const at = (offset: number): SourcePlace => {
     const { line, col } = lineCounter.linePos(offset);
     return { file: shown, line, col };
   };
   const diagnostics: Diagnostic[] = doc.errors.map((e) => ({ code: "E_YAML", message: e.message.split("\n")[0]!, place: at(e.pos[0]) }));
+  if (diagnostics.length === 0)
+    diagnostics.push(
+      ...duplicateKeys(doc).map((offset) => ({ code: "E_YAML" as const, message: "Map keys must be unique", place: at(offset) })),
+    );
   if (diagnostics.length > 0) throw new ConfigError(diagnostics);
 
   visit(doc, {
@@ -98,12 +103,13 @@ export function parseConfig(
     ]);
   }
 
+  const index = pairIndex();
   return {
     file: shown,
     baseDir: path.dirname(path.resolve(file)),
     text,
     value,
-    locate: (p, key) => at(findOffset(doc, p, key)),
+    locate: (p, key) => at(findOffset(doc, p, key, index)),
   };
 }
 
@@ -131,19 +137,52 @@ function firstAliasOffset(doc: Document): number {
   return offset;
 }
 
-function findOffset(doc: Document, p: readonly (string | number)[], key?: string): number {
+/** The offsets of keys that repeat an earlier key of the same mapping. */
+function duplicateKeys(doc: Document): number[] {
+  const offsets: number[] = [];
+  visit(doc, {
+    Map(_key, map) {
+      const seen = new Set<unknown>();
+      for (const pair of map.items) {
+        if (!isScalar(pair.key)) continue;
+        // why: as yaml compares them: 1 and "1" are different keys.
+        const key = pair.key.value;
+        if (seen.has(key)) offsets.push(pair.key.range?.[0] ?? 0);
+        seen.add(key);
+      }
+    },
+  });
+  return offsets;
+}
+
+function findOffset(doc: Document, p: readonly (string | number)[], key: string | undefined, index: PairIndex): number {
   let node: unknown = doc.contents;
   let offset = (node as Node | null)?.range?.[0] ?? 0;
   for (const segment of p) {
-    const child = isMap(node) ? findPair(node.items, String(segment))?.value : isSeq(node) ? node.items[Number(segment)] : undefined;
+    const child = isMap(node) ? index(node).get(String(segment))?.value : isSeq(node) ? node.items[Number(segment)] : undefined;
     if (!child) return offset;
     node = child;
     offset = (child as Node).range?.[0] ?? offset;
   }
-  if (key !== undefined && isMap(node)) return (findPair(node.items, key)?.key as Node | undefined)?.range?.[0] ?? offset;
+  if (key !== undefined && isMap(node)) return (index(node).get(key)?.key as Node | undefined)?.range?.[0] ?? offset;
   return offset;
 }
 
-function findPair(items: readonly Pair<unknown, unknown>[], key: string): Pair<unknown, unknown> | undefined {
-  return items.find((item) => isScalar(item.key) && String(item.key.value) === key);
+type PairIndex = (map: YAMLMap) => Map<string, Pair<unknown, unknown>>;
+
+/** Finds a mapping's pair by key in constant time: each mapping is indexed once, the first time it is searched. */
+function pairIndex(): PairIndex {
+  const indexes = new WeakMap<YAMLMap, Map<string, Pair<unknown, unknown>>>();
+  return (map) => {
+    let index = indexes.get(map);
+    if (!index) {
+      index = new Map();
+      for (const item of map.items as Pair<unknown, unknown>[]) {
+        const key = isScalar(item.key) ? String(item.key.value) : undefined;
+        if (key !== undefined && !index.has(key)) index.set(key, item);
+      }
+      indexes.set(map, index);
+    }
+    return index;
+  };
 }

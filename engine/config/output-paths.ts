@@ -2,7 +2,7 @@ import path from "node:path";
 import { failedRunsJournal } from "../failed-runs.js";
 import { temporaryPrefix } from "../db/store.js";
 import type { Diagnostic } from "../errors.js";
-import { isNamedLike, sameFile } from "../paths.js";
+import { fileKeys, isNamedLike } from "../paths.js";
 import type { StepDefinition } from "../step.js";
 import type { LoadedConfig } from "./load.js";
 import type { Pipeline, StepSpec } from "./schema.js";
@@ -42,7 +42,11 @@ export function outputPathDiagnostics(
     });
   }
   const diagnostics: Diagnostic[] = [];
-  const written: { file: string; step: string; key: string }[] = [];
+  // why: each path is resolved once and found through a Map, so many steps cost linear time, not steps × steps.
+  const known = new Map<string, Guarded>();
+  for (const g of guarded) if (g.prefix === undefined) for (const key of fileKeys(g.file)) if (!known.has(key)) known.set(key, g);
+  const families = guarded.filter((g) => g.prefix !== undefined);
+  const written = new Map<string, { step: string; key: string }>();
   pipeline.steps.forEach((step, index) => {
     const keys = new Set<string>();
     for (const output of typeOf(step).files?.(step) ?? []) {
@@ -51,9 +55,10 @@ export function outputPathDiagnostics(
       keys.add(key);
       const file = resolve(output);
       const place = config.locate(["steps", index, key]);
-      const clash = guarded.find((g) =>
-        g.prefix === undefined ? sameFile(file, g.file) : isNamedLike(file, path.dirname(g.file), g.prefix),
-      );
+      const keysOfFile = fileKeys(file);
+      const clash =
+        keysOfFile.map((k) => known.get(k)).find((g) => g !== undefined) ??
+        families.find((g) => isNamedLike(file, path.dirname(g.file), g.prefix!));
       if (clash) {
         diagnostics.push({
           code: "E_CONFIG",
@@ -62,7 +67,7 @@ export function outputPathDiagnostics(
         });
         continue;
       }
-      const twice = database ? undefined : written.find((w) => sameFile(file, w.file));
+      const twice = database ? undefined : keysOfFile.map((k) => written.get(k)).find((w) => w !== undefined);
       if (twice) {
         diagnostics.push({
           code: "E_CONFIG",
@@ -71,7 +76,7 @@ export function outputPathDiagnostics(
         });
         continue;
       }
-      written.push({ file, step: step.name, key });
+      for (const k of keysOfFile) written.set(k, { step: step.name, key });
     }
   });
   return diagnostics;

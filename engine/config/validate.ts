@@ -1,7 +1,7 @@
 import type { ErrorObject } from "ajv";
 import { ensureTables } from "../db/tables.js";
 import { openSqlJs } from "../db/sqljs.js";
-import { didYouMean, ConfigError, type Diagnostic } from "../errors.js";
+import { didYouMean, ConfigError, throwIfAborted, type Diagnostic } from "../errors.js";
 import { systemTables, systemTableNames } from "../history.js";
 import type { StepDefinition } from "../step.js";
 import type { LoadedConfig } from "./load.js";
@@ -16,14 +16,34 @@ const validateShape = generatedValidator as unknown as { (data: unknown): boolea
  * Validates a loaded config: its shape against the JSON Schema, then its meaning (tables, keys,
  * files, SQL compiled against the tables earlier steps write). Throws every problem at once.
  */
-export async function validatePipeline(config: LoadedConfig, typeOf: (step: StepSpec) => StepDefinition): Promise<Pipeline> {
-  if (!validateShape(config.value)) throw new ConfigError(shapeDiagnostics(config, validateShape.errors ?? []));
+export async function validatePipeline(
+  config: LoadedConfig,
+  typeOf: (step: StepSpec) => StepDefinition,
+  signal?: AbortSignal | undefined,
+): Promise<Pipeline> {
+  const checkpoint = checkpoints(signal);
+  await checkpoint(true);
+  if (!validateShape(config.value)) throw new ConfigError(await shapeDiagnostics(config, validateShape.errors ?? [], checkpoint));
+  await checkpoint(true);
   const pipeline = config.value as Pipeline;
-  const diagnostics = [...tableDiagnostics(config, pipeline)];
-  diagnostics.push(...(await stepDiagnostics(config, pipeline, typeOf)));
-  diagnostics.push(...outputPathDiagnostics(config, pipeline, typeOf));
+  const diagnostics = tableDiagnostics(config, pipeline)
+    .concat(await stepDiagnostics(config, pipeline, typeOf, checkpoint))
+    .concat(outputPathDiagnostics(config, pipeline, typeOf));
   if (diagnostics.length > 0) throw new ConfigError(diagnostics);
   return pipeline;
+}
+
+/** Called in long loops: every few thousand calls (or when `now`), lets SIGINT/SIGTERM in and stops when they fired. */
+type Checkpoint = (now?: boolean) => Promise<void>;
+
+function checkpoints(signal: AbortSignal | undefined): Checkpoint {
+  let calls = 0;
+  return async (now = false) => {
+    if (!now && ++calls % 2000 !== 0) return;
+    // why: validation is CPU-bound; without giving the event loop a turn, the signal handler never runs.
+    await new Promise((resolve) => setImmediate(resolve));
+    throwIfAborted(signal);
+  };
 }
 
 function pointer(path: string): string[] {
@@ -35,13 +55,21 @@ function pointer(path: string): string[] {
         .map((p) => p.replaceAll("~1", "/").replaceAll("~0", "~"));
 }
 
-function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[]): Diagnostic[] {
+async function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[], checkpoint: Checkpoint): Promise<Diagnostic[]> {
   // why: an anyOf reports one error per branch; keep the branch whose type matches the value.
   const anyOfPaths = new Map(errors.filter((e) => e.keyword === "anyOf").map((e) => [e.instancePath, e]));
+  // why: looked up by walking up the error's own path, so the work grows with the errors, not errors × unions.
+  const unionOf = (instancePath: string): ErrorObject | undefined => {
+    for (let p = instancePath; ; p = p.slice(0, p.lastIndexOf("/"))) {
+      const union = anyOfPaths.get(p);
+      if (union || p === "") return union;
+    }
+  };
+  const explained = new Set<string>();
   const kept = errors.filter((e) => {
     // why: a bad key also fails `pattern` (with its propertyName), which says which key; this one would only repeat it.
     if (e.keyword === "anyOf" || e.keyword === "propertyNames") return false;
-    const union = anyOfPaths.get(e.instancePath) ?? [...anyOfPaths.values()].find((u) => e.instancePath.startsWith(u.instancePath + "/"));
+    const union = unionOf(e.instancePath);
     if (!union || !e.schemaPath.startsWith(union.schemaPath)) return true;
     const actual = Array.isArray(union.data)
       ? "array"
@@ -51,10 +79,18 @@ function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[]): Diagnost
     const branch = Number(e.schemaPath.slice(union.schemaPath.length + 1).split("/")[0]);
     return (union.schema as { type?: string }[])[branch]?.type === actual;
   });
-  const unionOnly = [...anyOfPaths.values()].filter(
-    (u) => !kept.some((e) => e.instancePath === u.instancePath || e.instancePath.startsWith(u.instancePath + "/")),
-  );
-  const diagnostics = kept.map((e) => shapeDiagnostic(config, e));
+  for (const e of kept) {
+    for (let p = e.instancePath; ; p = p.slice(0, p.lastIndexOf("/"))) {
+      explained.add(p);
+      if (p === "") break;
+    }
+  }
+  const unionOnly = [...anyOfPaths.values()].filter((u) => !explained.has(u.instancePath));
+  const diagnostics: Diagnostic[] = [];
+  for (const e of kept) {
+    diagnostics.push(shapeDiagnostic(config, e));
+    await checkpoint();
+  }
   for (const union of unionOnly) {
     diagnostics.push({
       code: "E_SCHEMA",
@@ -198,6 +234,7 @@ async function stepDiagnostics(
   config: LoadedConfig,
   pipeline: Pipeline,
   typeOf: (step: StepSpec) => StepDefinition,
+  checkpoint: Checkpoint,
 ): Promise<Diagnostic[]> {
   const diagnostics: Diagnostic[] = [];
   const names = new Map<string, number>();
@@ -205,7 +242,8 @@ async function stepDiagnostics(
   try {
     ensureTables(scratch, systemTables as Record<string, TableSpec>);
     const written = new Set<string>();
-    pipeline.steps.forEach((step, index) => {
+    for (const [index, step] of pipeline.steps.entries()) {
+      await checkpoint();
       const path = ["steps", index];
       const earlier = names.get(step.name);
       if (earlier !== undefined)
@@ -217,14 +255,14 @@ async function stepDiagnostics(
       names.set(step.name, index);
       const definition = typeOf(step);
       const at = (subpath: readonly (string | number)[], key?: string) => config.locate([...path, ...subpath], key);
-      diagnostics.push(...definition.check(step, { pipeline, config, path, scratch, written, at }));
+      for (const problem of definition.check(step, { pipeline, config, path, scratch, written, at })) diagnostics.push(problem);
       for (const table of definition.writes(step)) {
         const spec = pipeline.tables[table];
         // why: a table whose declaration is broken is already reported by tableDiagnostics.
         if (spec && !written.has(table)) tryQuietly(() => ensureTables(scratch, { [table]: spec }));
         written.add(table);
       }
-    });
+    }
   } finally {
     scratch.close();
   }
