@@ -74,6 +74,13 @@ describe("paths that are not regular files are refused, never waited on", () => 
     }
   });
 
+  test("doctor fails its database check for a FIFO", async () => {
+    execFileSync("mkfifo", [ws.path("pipe.db")]);
+    const result = await runBounded(["doctor", "--db", "pipe.db"]);
+    expect(result.signal).toBeNull();
+    expect(result.stdout).toContain(`✗ database: ${ws.path("pipe.db")} is a FIFO, not a regular SQLite file`);
+  });
+
   test.each([
     ["a FIFO", () => execFileSync("mkfifo", [ws.path("sql/revenue_total.sql")]), "is a FIFO"],
     ["a directory", () => mkdirSync(ws.path("sql/revenue_total.sql")), "is a directory"],
