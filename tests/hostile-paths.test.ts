@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, truncateSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { acquireLock } from "../engine/db/lock.js";
 import { spawnCli } from "./helpers/spawn-cli.js";
@@ -91,6 +91,14 @@ describe("paths that are not regular files are refused, never waited on", () => 
     expect(result.signal).toBeNull();
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(new RegExp(`pipeline\\.yaml:\\d+:\\d+ error E_CONFIG SQL file sql/revenue_total\\.sql ${message}`));
+  });
+
+  test("a configuration file larger than 16 MiB is refused before it is read", async () => {
+    ws.write("p.yaml", "");
+    truncateSync(ws.path("p.yaml"), 1024 * 1024 * 1024);
+    const result = await runBounded(["validate", "-c", "p.yaml"]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("cannot read the configuration p.yaml: it is 1024 MiB; a pipeline file is at most 16 MiB");
   });
 
   test("a configuration file that is a FIFO is refused", async () => {

@@ -17,6 +17,9 @@ export interface LoadedConfig {
   locate(path: readonly (string | number)[], key?: string): SourcePlace;
 }
 
+/** The largest pipeline file read: a real one is a few KB, and parsing holds many times its size in memory. */
+const maxConfigBytes = 16 * 2 ** 20;
+
 /** Reads a pipeline file from disk; see {@link parseConfig}. */
 export async function loadConfigFile(file: string, env: Readonly<Record<string, string | undefined>>, cwd: string): Promise<LoadedConfig> {
   let text: string;
@@ -26,6 +29,8 @@ export async function loadConfigFile(file: string, env: Readonly<Record<string, 
     try {
       const info = await handle.stat();
       if (!info.isFile()) throw new Error(`it is ${fileKind(info)}, not a regular file`);
+      if (info.size > maxConfigBytes)
+        throw new Error(`it is ${Math.ceil(info.size / 2 ** 20)} MiB; a pipeline file is at most ${maxConfigBytes / 2 ** 20} MiB`);
       text = await handle.readFile("utf8");
     } finally {
       await handle.close();
