@@ -133,7 +133,14 @@ async function takeOver(file: string, staleText: string): Promise<void> {
     return;
   }
   const moved = await readFile(aside, "utf8").catch(() => "");
-  if (moved !== staleText) {
+  // why: a lock with no readable record is told from another run's lock created a moment ago (empty until written) by its age, not its text.
+  const fresh =
+    parseHolder(staleText) === undefined &&
+    (await stat(aside).then(
+      (info) => Date.now() - info.mtimeMs <= staleLockMs,
+      () => true,
+    ));
+  if (moved !== staleText || fresh) {
     // why: we moved a fresh lock another run had just taken; put it back unless a newer one is there (link never overwrites).
     await link(aside, file).catch(() => undefined);
   }
