@@ -93,12 +93,12 @@ describe("paths that are not regular files are refused, never waited on", () => 
     expect(result.stderr).toMatch(new RegExp(`pipeline\\.yaml:\\d+:\\d+ error E_CONFIG SQL file sql/revenue_total\\.sql ${message}`));
   });
 
-  test("a configuration file larger than 16 MiB is refused before it is read", async () => {
+  test("a configuration file larger than 1 MiB is refused before it is read", async () => {
     ws.write("p.yaml", "");
     truncateSync(ws.path("p.yaml"), 1024 * 1024 * 1024);
     const result = await runBounded(["validate", "-c", "p.yaml"]);
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain("cannot read the configuration p.yaml: it is 1024 MiB; a pipeline file is at most 16 MiB");
+    expect(result.stderr).toContain("cannot read the configuration p.yaml: it is 1024 MiB; a pipeline file is at most 1 MiB");
   });
 
   test("a configuration file that is a FIFO is refused", async () => {

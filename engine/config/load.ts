@@ -17,8 +17,8 @@ export interface LoadedConfig {
   locate(path: readonly (string | number)[], key?: string): SourcePlace;
 }
 
-/** The largest pipeline file read: a real one is a few KB, and parsing holds many times its size in memory. */
-const maxConfigBytes = 16 * 2 ** 20;
+/** The largest pipeline file read: a real one is a few KB (the client's, 8 KB), and parsing holds about 45 times its size in memory, its errors as much again. */
+const maxConfigBytes = 2 ** 20;
 
 /** Reads a pipeline file from disk; see {@link parseConfig}. */
 export async function loadConfigFile(file: string, env: Readonly<Record<string, string | undefined>>, cwd: string): Promise<LoadedConfig> {
