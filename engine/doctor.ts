@@ -5,6 +5,7 @@ import fetch from "node-fetch";
 import type { Pipeline } from "./config/schema.js";
 import { sqlJsVersion } from "./db/sqljs.js";
 import { redactCredentials } from "./errors.js";
+import { fileKind } from "./paths.js";
 import { isUrl, networkReason, requestTarget } from "./sources/fetch.js";
 
 /** One line of `doctor`: what was checked, whether it passed, and what was seen. */
@@ -33,6 +34,8 @@ export async function databaseCheck(database: string): Promise<Check> {
     await writeFile(probe, "", { flag: "wx" });
     await rm(probe);
     const existing = await stat(database).catch(() => undefined);
+    if (existing && !existing.isFile())
+      return { name: "database", ok: false, detail: `${database} is ${fileKind(existing)}, not a regular SQLite file` };
     const what = existing ? `${existing.size} bytes` : "not created yet";
     return { name: "database", ok: true, detail: `${database} (${what}); ${directory} is writable` };
   } catch (error) {

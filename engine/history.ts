@@ -92,6 +92,16 @@ export const systemTables = {
     primary_key: ["step"],
     foreign_keys: [{ columns: ["run_id"], references: { table: "pipeline_runs", columns: ["run_id"] } }],
   },
+  pipeline_outputs: {
+    description: "the files (reports) this database's runs wrote: a run against another database does not replace them",
+    columns: {
+      path: { type: "text", description: "relative to the database's directory" },
+      sha256: { type: "text", required: true, description: "of the content written" },
+      run_id: { type: "integer", required: true },
+    },
+    primary_key: ["path"],
+    foreign_keys: [{ columns: ["run_id"], references: { table: "pipeline_runs", columns: ["run_id"] } }],
+  },
 } as const satisfies Record<string, TableSpec>;
 
 /** Names of the engine's own tables. */

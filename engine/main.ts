@@ -2,6 +2,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { stepType } from "../steps/index.js";
 import { loadConfigFile } from "./config/load.js";
+import { outputPathDiagnostics } from "./config/output-paths.js";
 import { validatePipeline } from "./config/validate.js";
 import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError } from "./errors.js";
 import { readSchema, renderSchemaMarkdown } from "./schema-diagram.js";
@@ -11,6 +12,7 @@ import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor
 import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream, type SchemaChanges } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
 import { ensureSchema, executePlan, openDatabase } from "./run.js";
+import { resolveDatabasePath } from "./db/store.js";
 import { parseDuration } from "./duration.js";
 import { existingTables } from "./db/tables.js";
 import { pendingRejections, type PendingRejection } from "./history.js";
@@ -81,8 +83,12 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     if (args.version) return (io.stdout.write(`pipeline-runner ${await version()}\n`), exitCodes.ok);
     if (args.command === "doctor") return await doctor(args, io, json);
     const config = await loadConfigFile(args.config, io.env, io.cwd);
-    const pipeline = await validatePipeline(config, stepType);
-    const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database));
+    const pipeline = await validatePipeline(config, stepType, io.signal);
+    const database = await resolveDatabasePath(path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database)));
+    if (args.db !== undefined) {
+      const clashes = outputPathDiagnostics(config, pipeline, stepType, { file: database, label: `${database} (--db)` });
+      if (clashes.length > 0) throw new ConfigError(clashes);
+    }
     const plan = planPipeline(pipeline, config, displayPath(io.cwd, database), stepType);
 
     if (args.command === "profile") {

@@ -61,10 +61,15 @@ export function renderPlan(plan: Plan, changes: SchemaChanges, c: ChalkInstance)
 
 /** Diagnostics, one per line, then a count. */
 export function renderDiagnostics(diagnostics: readonly Diagnostic[], c: ChalkInstance): string {
-  const lines = diagnostics.map((d) => c.red(formatDiagnostic(d)));
+  const lines = diagnostics.slice(0, shownDiagnostics).map((d) => c.red(formatDiagnostic(d)));
+  const more = diagnostics.length - shownDiagnostics;
+  if (more > 0) lines.push(c.red(`… and ${more} more (the first ${shownDiagnostics} are shown; --json lists them all)`));
   lines.push(`${diagnostics.length} problem${diagnostics.length === 1 ? "" : "s"} found; nothing was run`);
   return lines.join("\n") + "\n";
 }
+
+/** How many problems `validate` prints; a configuration with thousands shows the first ones and a count of the rest. */
+export const shownDiagnostics = 100;
 
 /** Prints run events as they come: one line per step, and live progress on a terminal. */
 export function runLogger(out: OutputStream, c: ChalkInstance, database: string): (event: RunEvent) => void {

@@ -27,6 +27,7 @@ import {
   recordFailedRuns,
   type JournalContents,
 } from "./failed-runs.js";
+import { recordOutputs, refuseOutputsOfAnotherDatabase } from "./outputs.js";
 import { finishRun, lastRun, recordStep, rejectionSamples, startRun, systemTables, type RejectionSample } from "./history.js";
 import type { SchemaChanges } from "./output.js";
 import type { Plan, PlannedStep } from "./plan.js";
@@ -149,6 +150,15 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     db.exec("PRAGMA defer_foreign_keys = ON");
     const schema = ensureSchema(db, plan);
     report.createdTables = schema.createdTables;
+    await refuseOutputsOfAnotherDatabase(db, {
+      database: plan.database,
+      configured: path.resolve(plan.config.baseDir, plan.pipeline.database),
+      configuredAs: plan.pipeline.database,
+      baseDir: plan.config.baseDir,
+      outputs: plan.steps.flatMap((step) =>
+        (options.typeOf(step.spec).files?.(step.spec) ?? []).map((file) => ({ path: file, step: step.name })),
+      ),
+    });
     if (schema.addedColumns.length > 0) report.notes.push(`added the column(s) ${schema.addedColumns.join(", ")}`);
     options.onEvent({ kind: "start", database: plan.database, createdTables: report.createdTables });
     configSha256 = configFingerprint(plan);
@@ -218,6 +228,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       await emptyJournal(plan.database, failures, report.notes);
       return report;
     }
+    recordOutputs(db, plan.database, plan.config.baseDir, runId, files);
     report.status = finishRun(db, runId, now().toISOString());
     report.rejectedRows = rejectedRowsOf(db, runId);
     // why: an index that disagrees with its table (a damaged file) lets duplicates in and hides rows from lookups; never save on top of it.
@@ -253,8 +264,9 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     report.status = "failed";
     report.error = describeError(error);
     report.exitCode = error instanceof PipelineError ? error.exitCode : 1;
-    // why: only the lock holder (startedAt is set once the lock is held) may touch the journal, and a run that saved is already in the history.
-    if (startedAt !== undefined && !report.saved) {
+    // why: only the lock holder (startedAt is set once the lock is held) may touch the journal, and a run that saved is already in the history;
+    // a run refused for its configuration (exit 2) did not run.
+    if (startedAt !== undefined && !report.saved && report.exitCode !== 2) {
       await journalFailure(plan, report, { startedAt, finishedAt: now().toISOString(), configSha256 });
     }
   } finally {

@@ -1,8 +1,9 @@
-import { readFileSync } from "node:fs";
+import { statSync } from "node:fs";
 import path from "node:path";
 import type { SqlDatabase, SqlValue } from "./db/database.js";
 import { didYouMean } from "./errors.js";
 import { systemTableNames } from "./history.js";
+import { fileKind, readRegularFileSync } from "./paths.js";
 import type { CheckContext } from "./step.js";
 
 /** Named parameters SQL in a step may use. */
@@ -13,7 +14,19 @@ export type SqlParameterValues = Record<(typeof sqlParameters)[number], SqlValue
 
 /** The SQL of a step: from `file` (relative to the pipeline file) or inline `sql`. */
 export function readSqlText(spec: { file?: string | undefined; sql?: string | undefined }, baseDir: string): string {
-  return spec.file === undefined ? (spec.sql ?? "") : readFileSync(path.resolve(baseDir, spec.file), "utf8");
+  return spec.file === undefined ? (spec.sql ?? "") : readRegularFileSync(path.resolve(baseDir, spec.file));
+}
+
+/** Why a step's SQL file cannot be read (missing, a FIFO, a directory...), or undefined when it is a regular file. */
+export function sqlFileProblem(file: string, baseDir: string): string | undefined {
+  try {
+    // why: stat never blocks, even on a FIFO; reading one would wait for a writer forever.
+    const info = statSync(path.resolve(baseDir, file));
+    return info.isFile() ? undefined : `SQL file ${file} is ${fileKind(info)}, not a regular file; name a .sql file`;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return `SQL file ${file} does not exist (relative paths start at ${baseDir})`;
+    return `SQL file ${file} cannot be read: ${(error as Error).message}`;
+  }
 }
 
 /** The parameters a statement uses, with their values. */

@@ -75,6 +75,8 @@ export interface StepDefinition<S extends StepSpec = StepSpec> {
   writes(step: S): string[];
   /** The files the step may write, relative to the pipeline file; the run removes temporary files a killed run left for them. */
   files?(step: S): string[];
+  /** The files the step reads (a source, SQL files), relative to the pipeline file, each with what it is to the step; no output may replace them. */
+  inputs?(step: S): { file: string; what: string }[];
   /** Whether the step only derives from what earlier steps loaded: skipped when no source and no configuration changed. */
   derived: boolean;
   /** Meaning errors that the JSON Schema cannot see. */

@@ -68,6 +68,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
   },
 
   writes: (step) => [step.table],
+  inputs: (step) => (isUrl(step.source) ? [] : [{ file: step.source, what: "the source" }]),
   derived: false,
 
   check(step, context) {

@@ -1,9 +1,15 @@
-import { existsSync } from "node:fs";
-import path from "node:path";
 import type { ReportFormat, ReportSection, ReportStepSpec } from "../engine/config/schema.js";
 import type { Row, SqlValue } from "../engine/db/database.js";
 import { didYouMean, PipelineError, type Diagnostic } from "../engine/errors.js";
-import { compileQuery, parametersHint, parametersOf, readSqlText, unknownParameters, writesDatabase } from "../engine/sql-source.js";
+import {
+  compileQuery,
+  parametersHint,
+  parametersOf,
+  readSqlText,
+  sqlFileProblem,
+  unknownParameters,
+  writesDatabase,
+} from "../engine/sql-source.js";
 import type { StepDefinition } from "../engine/step.js";
 
 type Locale = NonNullable<ReportStepSpec["locale"]>;
@@ -32,6 +38,7 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
 
   writes: () => [],
   files: outputFiles,
+  inputs: (step) => step.sections.flatMap((section) => (section.file ? [{ file: section.file, what: "the SQL file" }] : [])),
   derived: true,
 
   check(step, context) {
@@ -45,8 +52,9 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
         problem("a report section needs exactly one of file: or sql:", at);
         return;
       }
-      if (section.file !== undefined && !existsSync(path.resolve(context.config.baseDir, section.file))) {
-        problem(`SQL file ${section.file} does not exist (relative paths start at ${context.config.baseDir})`, [...at, "file"]);
+      const unreadable = section.file === undefined ? undefined : sqlFileProblem(section.file, context.config.baseDir);
+      if (unreadable) {
+        problem(unreadable, [...at, "file"]);
         return;
       }
       const where = [...at, section.file ? "file" : "sql"];

@@ -1,10 +1,16 @@
-import { existsSync } from "node:fs";
-import path from "node:path";
 import type { SqlStepSpec } from "../engine/config/schema.js";
 import { quoteIdent, type SqlDatabase } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
 import { didYouMean, PipelineError, type Diagnostic } from "../engine/errors.js";
-import { checkScript, compileQuery, parametersHint, parametersOf, readSqlText, unknownParameters } from "../engine/sql-source.js";
+import {
+  checkScript,
+  compileQuery,
+  parametersHint,
+  parametersOf,
+  readSqlText,
+  sqlFileProblem,
+  unknownParameters,
+} from "../engine/sql-source.js";
 import type { CheckContext, StepDefinition } from "../engine/step.js";
 
 /** `type: sql`: runs a query from sql/ (or inline) and stores its rows `into:` a declared table. */
@@ -23,6 +29,7 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
   },
 
   writes: (step) => (step.into ? [step.into] : []),
+  inputs: (step) => (step.file ? [{ file: step.file, what: "the SQL file" }] : []),
   derived: true,
 
   check(step, context) {
@@ -33,8 +40,9 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
       problem("a sql step needs exactly one of file: or sql:", []);
       return problems;
     }
-    if (step.file !== undefined && !existsSync(path.resolve(context.config.baseDir, step.file))) {
-      problem(`SQL file ${step.file} does not exist (relative paths start at ${context.config.baseDir})`, ["file"]);
+    const unreadable = step.file === undefined ? undefined : sqlFileProblem(step.file, context.config.baseDir);
+    if (unreadable) {
+      problem(unreadable, ["file"]);
       return problems;
     }
     if (step.mode !== undefined && step.into === undefined) problem("mode applies only with into:", [], "mode");

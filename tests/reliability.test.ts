@@ -63,6 +63,22 @@ describe("one writer at a time", () => {
     expect((await ws.cli(["run", "--lock-timeout", "0s"], env)).code).toBe(0);
   });
 
+  test.each([
+    ["empty", ""],
+    ["cut short", '{"pid": 12, "ho'],
+  ])("an %s lock file is taken over once not touched for the heartbeat timeout, and waited for before", async (_what, text) => {
+    ws.write("output/sales.db.lock", text);
+    const fresh = await ws.cli(["run", "--lock-timeout", "300ms"], env);
+    expect(fresh.code).toBe(3);
+    expect(fresh.stderr).toContain("the lock file holds no readable record");
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(lockFile(), old, old);
+    const run = await ws.cli(["run", "--lock-timeout", "0s"], env);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(existsSync(lockFile())).toBe(false);
+  });
+
   test("two runs started together both land: neither loses the other's rows", async () => {
     expect((await ws.cli(["run"], env)).code).toBe(0);
     server.file("/a.csv", sales + "\r\n2023-06-26,REF001,1,1");

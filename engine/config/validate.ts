@@ -1,10 +1,11 @@
 import type { ErrorObject } from "ajv";
 import { ensureTables, isRequired } from "../db/tables.js";
 import { openSqlJs } from "../db/sqljs.js";
-import { didYouMean, ConfigError, type Diagnostic } from "../errors.js";
+import { didYouMean, ConfigError, throwIfAborted, type Diagnostic } from "../errors.js";
 import { systemTables, systemTableNames } from "../history.js";
 import type { StepDefinition } from "../step.js";
 import type { LoadedConfig } from "./load.js";
+import { outputPathDiagnostics } from "./output-paths.js";
 import type { Pipeline, StepSpec, TableSpec } from "./schema.js";
 import generatedValidator from "./shape-validator.generated.js";
 
@@ -16,13 +17,34 @@ const namePattern = "^[A-Za-z_][A-Za-z0-9_]*$";
  * Validates a loaded config: its shape against the JSON Schema, then its meaning (tables, keys,
  * files, SQL compiled against the tables earlier steps write). Throws every problem at once.
  */
-export async function validatePipeline(config: LoadedConfig, typeOf: (step: StepSpec) => StepDefinition): Promise<Pipeline> {
-  if (!validateShape(config.value)) throw new ConfigError(shapeDiagnostics(config, validateShape.errors ?? []));
+export async function validatePipeline(
+  config: LoadedConfig,
+  typeOf: (step: StepSpec) => StepDefinition,
+  signal?: AbortSignal | undefined,
+): Promise<Pipeline> {
+  const checkpoint = checkpoints(signal);
+  await checkpoint(true);
+  if (!validateShape(config.value)) throw new ConfigError(await shapeDiagnostics(config, validateShape.errors ?? [], checkpoint));
+  await checkpoint(true);
   const pipeline = config.value as Pipeline;
-  const diagnostics = [...tableDiagnostics(config, pipeline)];
-  diagnostics.push(...(await stepDiagnostics(config, pipeline, typeOf)));
+  const diagnostics = tableDiagnostics(config, pipeline)
+    .concat(await stepDiagnostics(config, pipeline, typeOf, checkpoint))
+    .concat(outputPathDiagnostics(config, pipeline, typeOf));
   if (diagnostics.length > 0) throw new ConfigError(diagnostics);
   return pipeline;
+}
+
+/** Called in long loops: every few thousand calls (or when `now`), lets SIGINT/SIGTERM in and stops when they fired. */
+type Checkpoint = (now?: boolean) => Promise<void>;
+
+function checkpoints(signal: AbortSignal | undefined): Checkpoint {
+  let calls = 0;
+  return async (now = false) => {
+    if (!now && ++calls % 2000 !== 0) return;
+    // why: validation is CPU-bound; without giving the event loop a turn, the signal handler never runs.
+    await new Promise((resolve) => setImmediate(resolve));
+    throwIfAborted(signal);
+  };
 }
 
 function pointer(path: string): string[] {
@@ -34,12 +56,21 @@ function pointer(path: string): string[] {
         .map((p) => p.replaceAll("~1", "/").replaceAll("~0", "~"));
 }
 
-function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[]): Diagnostic[] {
+async function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[], checkpoint: Checkpoint): Promise<Diagnostic[]> {
   // why: an anyOf reports one error per branch; keep the branch whose type matches the value.
   const anyOfPaths = new Map(errors.filter((e) => e.keyword === "anyOf").map((e) => [e.instancePath, e]));
+  // why: looked up by walking up the error's own path, so the work grows with the errors, not errors × unions.
+  const unionOf = (instancePath: string): ErrorObject | undefined => {
+    for (let p = instancePath; ; p = p.slice(0, p.lastIndexOf("/"))) {
+      const union = anyOfPaths.get(p);
+      if (union || p === "") return union;
+    }
+  };
+  const explained = new Set<string>();
   const kept = errors.filter((e) => {
-    if (e.keyword === "anyOf") return false;
-    const union = anyOfPaths.get(e.instancePath) ?? [...anyOfPaths.values()].find((u) => e.instancePath.startsWith(u.instancePath + "/"));
+    // why: a bad key also fails `pattern` (with its propertyName), which says which key; this one would only repeat it.
+    if (e.keyword === "anyOf" || e.keyword === "propertyNames") return false;
+    const union = unionOf(e.instancePath);
     if (!union || !e.schemaPath.startsWith(union.schemaPath)) return true;
     const actual = Array.isArray(union.data)
       ? "array"
@@ -49,10 +80,18 @@ function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[]): Diagnost
     const branch = Number(e.schemaPath.slice(union.schemaPath.length + 1).split("/")[0]);
     return (union.schema as { type?: string }[])[branch]?.type === actual;
   });
-  const unionOnly = [...anyOfPaths.values()].filter(
-    (u) => !kept.some((e) => e.instancePath === u.instancePath || e.instancePath.startsWith(u.instancePath + "/")),
-  );
-  const diagnostics = kept.map((e) => shapeDiagnostic(config, e));
+  for (const e of kept) {
+    for (let p = e.instancePath; ; p = p.slice(0, p.lastIndexOf("/"))) {
+      explained.add(p);
+      if (p === "") break;
+    }
+  }
+  const unionOnly = [...anyOfPaths.values()].filter((u) => !explained.has(u.instancePath));
+  const diagnostics: Diagnostic[] = [];
+  for (const e of kept) {
+    diagnostics.push(shapeDiagnostic(config, e));
+    await checkpoint();
+  }
   for (const union of unionOnly) {
     diagnostics.push({
       code: "E_SCHEMA",
@@ -86,7 +125,7 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
       return { code: "E_SCHEMA", message: `${where} is missing the required key "${String(params["missingProperty"])}"`, place };
     case "enum": {
       const allowed = (params["allowedValues"] as unknown[]).map(String);
-      const value = String(error.data);
+      const value = shown(error.data);
       return {
         code: "E_SCHEMA",
         message: `${error.instancePath} is "${value}", expected one of: ${allowed.join(", ")}${didYouMean(value, allowed)}`,
@@ -105,23 +144,16 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
       return { code: "E_SCHEMA", message, place: config.locate([...path, "type"]) };
     }
     case "pattern": {
+      if (error.propertyName !== undefined) return invalidKey(config, path, where, error.propertyName);
       // why: a value with its own pattern (max_rejected's percentage) says what it expects in its description.
       const expected = (error.parentSchema as { description?: string }).description;
       if (params["pattern"] !== namePattern && expected !== undefined) {
-        return { code: "E_SCHEMA", message: `${error.instancePath} is "${String(error.data)}"; expected ${expected}`, place };
+        return { code: "E_SCHEMA", message: `${error.instancePath} is "${shown(error.data)}"; expected ${expected}`, place };
       }
       return {
         code: "E_SCHEMA",
-        message: `${error.instancePath} "${String(error.data)}" is not a valid name (letters, digits and _, not starting with a digit)`,
+        message: `${error.instancePath} "${shown(error.data)}" is not a valid name (letters, digits and _, not starting with a digit)`,
         place,
-      };
-    }
-    case "propertyName": {
-      const name = String(params["propertyName"]);
-      return {
-        code: "E_SCHEMA",
-        message: `"${name}" in ${where} is not a valid name (letters, digits and _, not starting with a digit)`,
-        place: config.locate(path, name),
       };
     }
     default:
@@ -129,15 +161,46 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
   }
 }
 
+/** A value from the configuration, for a message: mappings come without prototype (see load.ts), so String() cannot print them. */
+function shown(value: unknown): string {
+  if (typeof value !== "object" || value === null) return String(value);
+  if (Array.isArray(value) && value.every((item) => typeof item !== "object" || item === null)) return String(value);
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+/** A key of a mapping that is not a valid name, placed on that key (not on the mapping's first one). */
+function invalidKey(config: LoadedConfig, path: string[], where: string, name: string): Diagnostic {
+  return {
+    code: "E_SCHEMA",
+    message: `"${name}" in ${where} is not a valid name (letters, digits and _, not starting with a digit)`,
+    place: config.locate(path, name),
+  };
+}
+
 function tableDiagnostics(config: LoadedConfig, pipeline: Pipeline): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
   const problem = (message: string, path: (string | number)[], key?: string) =>
     diagnostics.push({ code: "E_CONFIG", message, place: config.locate(path, key) });
   const tables = pipeline.tables as Record<string, TableSpec>;
+  // why: SQLite compares names without case, so `sales` and `Sales` are one table, `qty` and `QTY` one column.
+  const sameToSqlite = (names: string[], path: (string | number)[], describe: (name: string) => string) => {
+    const seen = new Map<string, string>();
+    for (const name of names) {
+      const first = seen.get(name.toLowerCase());
+      if (first === undefined) seen.set(name.toLowerCase(), name);
+      else problem(`${describe(name)} is the same as ${describe(first)} to SQLite, which ignores case in names; rename one`, path, name);
+    }
+  };
+  sameToSqlite(Object.keys(tables), ["tables"], (name) => `table ${name}`);
+  const reserved = new Set([...systemTableNames].map((name) => name.toLowerCase()));
   for (const [name, table] of Object.entries(tables)) {
     const base = ["tables", name];
-    if (systemTableNames.has(name)) problem(`table name ${name} is reserved for the runner's own tables`, ["tables"], name);
+    if (reserved.has(name.toLowerCase())) problem(`table name ${name} is reserved for the runner's own tables`, ["tables"], name);
+    else if (name.toLowerCase().startsWith("sqlite_"))
+      problem(`table name ${name} is reserved: names starting with sqlite_ belong to SQLite`, ["tables"], name);
     const columns = Object.keys(table.columns);
+    sameToSqlite(columns, [...base, "columns"], (column) => `column ${name}.${column}`);
     const checkColumns = (list: readonly string[], path: (string | number)[], owner: string, ownerColumns: string[]) =>
       list.forEach((column, i) => {
         if (!ownerColumns.includes(column))
@@ -187,6 +250,7 @@ async function stepDiagnostics(
   config: LoadedConfig,
   pipeline: Pipeline,
   typeOf: (step: StepSpec) => StepDefinition,
+  checkpoint: Checkpoint,
 ): Promise<Diagnostic[]> {
   const diagnostics: Diagnostic[] = [];
   const names = new Map<string, number>();
@@ -194,7 +258,8 @@ async function stepDiagnostics(
   try {
     ensureTables(scratch, systemTables as Record<string, TableSpec>);
     const written = new Set<string>();
-    pipeline.steps.forEach((step, index) => {
+    for (const [index, step] of pipeline.steps.entries()) {
+      await checkpoint();
       const path = ["steps", index];
       const earlier = names.get(step.name);
       if (earlier !== undefined)
@@ -206,14 +271,14 @@ async function stepDiagnostics(
       names.set(step.name, index);
       const definition = typeOf(step);
       const at = (subpath: readonly (string | number)[], key?: string) => config.locate([...path, ...subpath], key);
-      diagnostics.push(...definition.check(step, { pipeline, config, path, scratch, written, at }));
+      for (const problem of definition.check(step, { pipeline, config, path, scratch, written, at })) diagnostics.push(problem);
       for (const table of definition.writes(step)) {
         const spec = pipeline.tables[table];
         // why: a table whose declaration is broken is already reported by tableDiagnostics.
         if (spec && !written.has(table)) tryQuietly(() => ensureTables(scratch, { [table]: spec }));
         written.add(table);
       }
-    });
+    }
   } finally {
     scratch.close();
   }

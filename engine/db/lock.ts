@@ -64,7 +64,11 @@ export async function acquireLock(
       continue;
     }
     if (Date.now() >= deadline) {
-      const who = holder ? `pid ${holder.holder.pid} on ${holder.holder.host}, since ${holder.holder.started_at}` : "another run";
+      const who = holder?.holder
+        ? `pid ${holder.holder.pid} on ${holder.holder.host}, since ${holder.holder.started_at}`
+        : holder
+          ? `the lock file holds no readable record; it is taken over once not touched for ${staleLockMs / 1000} s`
+          : "another run";
       throw new PipelineError(
         "E_LOCK",
         `${database} is in use by another run (${who}); waited ${Math.round(options.timeoutMs / 1000)} s (--lock-timeout). Nothing was changed.`,
@@ -79,18 +83,34 @@ export async function acquireLock(
   }
 }
 
-async function readHolder(file: string): Promise<{ holder: Holder; text: string } | undefined> {
+/** The lock's text and its holder; `holder` is undefined when the text is not a complete record (empty, cut short). */
+async function readHolder(file: string): Promise<{ holder: Holder | undefined; text: string } | undefined> {
+  let text: string;
   try {
-    const text = await readFile(file, "utf8");
-    return { holder: JSON.parse(text) as Holder, text };
+    text = await readFile(file, "utf8");
   } catch {
-    // why: a lock being written (empty) or removed right now; look again on the next turn.
+    // why: a lock removed right now; look again on the next turn.
+    return undefined;
+  }
+  return { holder: parseHolder(text), text };
+}
+
+function parseHolder(text: string): Holder | undefined {
+  try {
+    const value = JSON.parse(text) as Partial<Holder> | null;
+    return typeof value?.pid === "number" && typeof value.host === "string" ? (value as Holder) : undefined;
+  } catch {
     return undefined;
   }
 }
 
-async function isStale(file: string, holder: Holder): Promise<boolean> {
-  if (holder.host === hostname() && !isAlive(holder.pid)) return true;
+/**
+ * Whether a lock's holder is gone: on this host with a dead pid, or no heartbeat for {@link staleLockMs}.
+ * why: a lock with no readable record (ENOSPC while writing it, a kill right after creating it) has only the heartbeat rule;
+ * one being written right now is fresh, so it is never taken from a run that is starting.
+ */
+async function isStale(file: string, holder: Holder | undefined): Promise<boolean> {
+  if (holder && holder.host === hostname() && !isAlive(holder.pid)) return true;
   const info = await stat(file).catch(() => undefined);
   return info !== undefined && Date.now() - info.mtimeMs > staleLockMs;
 }
@@ -113,7 +133,14 @@ async function takeOver(file: string, staleText: string): Promise<void> {
     return;
   }
   const moved = await readFile(aside, "utf8").catch(() => "");
-  if (moved !== staleText) {
+  // why: a lock with no readable record is told from another run's lock created a moment ago (empty until written) by its age, not its text.
+  const fresh =
+    parseHolder(staleText) === undefined &&
+    (await stat(aside).then(
+      (info) => Date.now() - info.mtimeMs <= staleLockMs,
+      () => true,
+    ));
+  if (moved !== staleText || fresh) {
     // why: we moved a fresh lock another run had just taken; put it back unless a newer one is there (link never overwrites).
     await link(aside, file).catch(() => undefined);
   }

@@ -1,12 +1,41 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { PipelineError } from "../errors.js";
+import { canonicalPath, fileKind } from "../paths.js";
+
+/**
+ * The real path of a database, resolved once, up front: symlinks followed, so the save writes
+ * through a link to its target and the lock is on the real file. A path that exists and is not a
+ * regular file (a FIFO, a device, a directory) is refused without being opened.
+ */
+export async function resolveDatabasePath(file: string): Promise<string> {
+  const real = canonicalPath(file);
+  const info = await stat(real).catch(() => undefined);
+  if (info && !info.isFile()) {
+    throw new PipelineError(
+      "E_DB",
+      `${file} is ${fileKind(info)}: the database must be a regular SQLite file (or a path where none exists yet); name another with --db or database:`,
+      { exitCode: 2 },
+    );
+  }
+  return real;
+}
 
 /** Reads the database file image, or undefined when there is no file yet. */
 export async function readDatabaseFile(file: string): Promise<Uint8Array | undefined> {
   try {
-    const bytes = await readFile(file);
+    // why: O_NONBLOCK and fstat before reading, so that a FIFO or a device is refused instead of waited on or read forever.
+    const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    let bytes: Buffer;
+    try {
+      const info = await handle.stat();
+      if (!info.isFile()) throw new Error(`it is ${fileKind(info)}, not a regular file`);
+      bytes = await handle.readFile();
+    } finally {
+      await handle.close();
+    }
     // why: a view of the bytes read, not a copy: a 60 MB database would otherwise be held twice while it opens.
     return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   } catch (error) {
