@@ -419,12 +419,10 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     batch.free();
     context.progress(counts.read);
     checkRejected(step, counts, { tailOnly: tailRead, partial: false }, context);
-    const loadedAgain = counts.retried - counts.pending;
-    const parts = [
-      counts.retried > 0 ? `retried ${counts.retried} pending row(s): ${loadedAgain} settled, ${counts.pending} still pending` : "",
-      counts.rejected + counts.conflicting > 0 ? `${counts.rejected + counts.conflicting} row(s) in pipeline_rejected_rows` : "",
-    ].filter((part) => part !== "");
-    return { status: "success", counts: stepCounts(step, counts), ...(parts.length > 0 ? { detail: parts.join("; ") } : {}) };
+    // why: the counts say how many pending rows were retried and how many still wait; the detail says where they are.
+    const kept = counts.rejected + counts.conflicting + counts.pending;
+    const detail = kept > 0 ? `${kept} row(s) pending in pipeline_rejected_rows (see the rejections command)` : undefined;
+    return { status: "success", counts: stepCounts(step, counts), ...(detail ? { detail } : {}) };
   };
 
   return {
