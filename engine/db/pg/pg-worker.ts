@@ -1,0 +1,81 @@
+import { parentPort, workerData } from "node:worker_threads";
+import type { MessagePort } from "node:worker_threads";
+import pg from "pg";
+import copyStreams from "pg-copy-streams";
+
+// The PostgreSQL client's own thread: it runs `pg` (asynchronous) and answers the runner's
+// thread, which waits on a shared flag (see sync-connection.ts). Self-contained on purpose: it is
+// loaded as TypeScript by Node's type stripping under the tests, and compiled in dist/.
+
+interface Request {
+  kind: "connect" | "query" | "copy" | "close";
+  url?: string;
+  sql?: string;
+  params?: unknown[];
+  data?: string;
+  connectTimeoutMs?: number;
+}
+
+const { flag, port } = workerData as { flag: SharedArrayBuffer; port: MessagePort };
+const signal = new Int32Array(flag);
+let client: pg.Client | undefined;
+
+// why: int8 (count, sums of bigint columns) fits a JS number in practice; numeric is a decimal the
+// engine only ever stores into real columns; a date stays the ISO text SQLite holds.
+pg.types.setTypeParser(20, (text: string) => {
+  const value = Number(text);
+  return Number.isSafeInteger(value) ? value : BigInt(text);
+});
+pg.types.setTypeParser(1700, (text: string) => Number(text));
+pg.types.setTypeParser(1082, (text: string) => text);
+pg.types.setTypeParser(1114, (text: string) => text);
+pg.types.setTypeParser(1184, (text: string) => text);
+
+function answer(message: unknown): void {
+  port.postMessage(message);
+  Atomics.store(signal, 0, 1);
+  Atomics.notify(signal, 0);
+}
+
+function describe(error: unknown) {
+  const e = error as Error & { code?: string; position?: string; detail?: string; hint?: string };
+  return { message: e.message, code: e.code, position: e.position, detail: e.detail, hint: e.hint };
+}
+
+async function handle(request: Request): Promise<unknown> {
+  switch (request.kind) {
+    case "connect": {
+      client = new pg.Client({ connectionString: request.url, connectionTimeoutMillis: request.connectTimeoutMs ?? 10_000 });
+      client.on("error", () => undefined);
+      await client.connect();
+      return null;
+    }
+    case "query": {
+      const result = await client!.query({ text: request.sql!, values: request.params ?? [], rowMode: "array" });
+      const last = Array.isArray(result) ? result[result.length - 1] : result;
+      return { rows: last.rows ?? [], fields: (last.fields ?? []).map((f: { name: string }) => f.name), rowCount: last.rowCount ?? 0 };
+    }
+    case "copy": {
+      const stream = client!.query(copyStreams.from(request.sql!));
+      await new Promise<void>((resolve, reject) => {
+        stream.on("error", reject);
+        stream.on("finish", () => resolve());
+        stream.end(request.data ?? "");
+      });
+      return { rowCount: Number((stream as unknown as { rowCount?: number }).rowCount ?? 0) };
+    }
+    case "close": {
+      await client?.end();
+      client = undefined;
+      return null;
+    }
+  }
+}
+
+port.on("message", (request: Request) => {
+  handle(request).then(
+    (result) => answer({ ok: true, result }),
+    (error: unknown) => answer({ ok: false, error: describe(error) }),
+  );
+});
+parentPort?.postMessage("ready");
