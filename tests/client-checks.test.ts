@@ -48,7 +48,12 @@ describe("the client's checks", () => {
   test.each([
     ["a sale of 0 units", (csv: string) => `${csv.trimEnd()}\n2023-06-26,REF001,0,1\n`, "quantities_positive", 1],
     ["a sale dated after the day of the run", (csv: string) => `${csv.trimEnd()}\n2023-07-02,REF001,1,1\n`, "no_sale_in_the_future", 1],
-    ["a sale dated before the period", (csv: string) => `${csv.trimEnd()}\n2022-12-31,REF001,1,1\n`, "sale_dates_from_period_start", 1],
+    [
+      "a sale typed with a wrong year, before the period",
+      (csv: string) => `${csv.trimEnd()}\n1023-06-01,REF001,1,1\n`,
+      "sale_dates_from_period_start",
+      1,
+    ],
   ])("%s fails the run and saves nothing", async (_what, change, check, failing) => {
     expect((await run()).code).toBe(0);
     const before = ws.bytes()!;
