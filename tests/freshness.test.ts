@@ -67,7 +67,7 @@ describe("freshness from the source's Last-Modified", () => {
     expect(sqlite(ws.path("db.sqlite"), "SELECT status FROM pipeline_check_results")).toBe("warned");
   });
 
-  test("past the limit with severity error, the run fails with E_STALE and saves nothing; an unchanged run too", async () => {
+  test("past the limit with severity error, the run fails with E_STALE and saves nothing, after a 304 too", async () => {
     ws.write("pipeline.yaml", pipeline("{ max_age: 2d }"));
     expect((await ws.cli(["run"], {}, { now: daysAfter(1) })).code).toBe(0);
     const before = ws.bytes("db.sqlite")!;

@@ -100,7 +100,7 @@ describe("a step that rejects every row fails the run", () => {
     expect(run.stderr).toContain(
       `error E_REJECTED ${env["PRODUCTS_URL"]}: all 5 rows read were rejected; first: line 2, price_cents: "49.99" is not an integer — Produit A,REF001,49.99,100; line 3, price_cents: "19.99" is not an integer — `,
     );
-    expect(run.stdout).toMatch(/\[1\/10\] load_products .*\n {6}✗ failed/);
+    expect(run.stdout).toMatch(/\[1\/11\] load_products .*\n {6}✗ failed/);
     expect(ws.bytes()).toBeUndefined();
     expect(existsSync(ws.path("output/fiche-synthese.html"))).toBe(false);
     expect(existsSync(ws.path("output/fiche-synthese.md"))).toBe(false);
