@@ -4,7 +4,7 @@ import { quoteIdent, type Row, type SqlDatabase, type SqlValue } from "./db/data
 import { openSqlJs } from "./db/sqljs.js";
 import { ensureTables } from "./db/tables.js";
 import { didYouMean, PipelineError, type Diagnostic } from "./errors.js";
-import { freshnessDiagnostics, freshnessOf, type FreshnessResult } from "./freshness.js";
+import { freshnessDiagnostics, freshnessOf } from "./freshness.js";
 import { systemTables } from "./history.js";
 import {
   compileQuery,
@@ -242,7 +242,7 @@ export class CheckRun {
     for (const step of steps) {
       const spec = step.spec as { freshness?: unknown };
       if (spec.freshness === undefined) continue;
-      entries.push({ after: step.index, run: (d) => freshnessOf(d, step.spec, pipeline, config.baseDir, this.now()) });
+      entries.push({ after: step.index, run: (d) => freshnessOf(d, step.spec, config.baseDir, this.now()) });
     }
     return entries.sort((a, b) => a.after - b.after);
   }
@@ -392,5 +392,3 @@ export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline)
   }
   return diagnostics;
 }
-
-export type { FreshnessResult };

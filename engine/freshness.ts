@@ -102,7 +102,7 @@ function lastModified(header: string | null): { at: Date; what: string } | { unk
 }
 
 /** A load step's freshness, judged inside a run or by `test`. */
-export function freshnessOf(db: SqlDatabase, spec: StepSpec, _pipeline: Pipeline, baseDir: string, now: Date): FreshnessResult {
+export function freshnessOf(db: SqlDatabase, spec: StepSpec, baseDir: string, now: Date): FreshnessResult {
   const step = freshStep(spec)!;
   return judgeFreshness(step, datedFromDatabase(db, step, baseDir), now);
 }

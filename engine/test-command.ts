@@ -8,9 +8,8 @@ import { systemTables } from "./history.js";
 import { checkLine, renderCheckTable } from "./check-report.js";
 import type { OutputStream } from "./output.js";
 import type { Plan } from "./plan.js";
-import type { TableSpec } from "./config/schema.js";
+import type { StepSpec, TableSpec } from "./config/schema.js";
 import type { StepDefinition } from "./step.js";
-import type { StepSpec } from "./config/schema.js";
 
 /** What `test` reports: every check and freshness limit against the stored database. */
 export interface TestReport {
