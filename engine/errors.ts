@@ -14,6 +14,8 @@ export type ErrorCode =
   | "E_CONFLICT"
   | "E_REPLACE"
   | "E_SQL"
+  | "E_CHECK"
+  | "E_STALE"
   | "E_DRIFT"
   | "E_DB"
   | "E_SAVE"

@@ -102,6 +102,28 @@ export const systemTables = {
     primary_key: ["path"],
     foreign_keys: [{ columns: ["run_id"], references: { table: "pipeline_runs", columns: ["run_id"] } }],
   },
+  pipeline_check_results: {
+    description:
+      "one row per check and saved run: its status, the failing rows counted and the first few (a failing error check saves nothing)",
+    columns: {
+      run_id: { type: "integer" },
+      check_name: { type: "text" },
+      table_name: { type: "text", required: true },
+      column_name: { type: "text" },
+      kind: {
+        type: "text",
+        required: true,
+        description: "not_null, unique, relationships, accepted_values, range, expression, row_count, sql or freshness",
+      },
+      severity: { type: "text", required: true, description: "error or warn" },
+      status: { type: "text", required: true, description: "passed or warned" },
+      failing_rows: { type: "integer", required: true },
+      samples: { type: "text", description: "JSON array of the first failing rows" },
+      detail: { type: "text", description: "for a freshness limit, the age found" },
+    },
+    primary_key: ["run_id", "check_name"],
+    foreign_keys: [{ columns: ["run_id"], references: { table: "pipeline_runs", columns: ["run_id"] } }],
+  },
 } as const satisfies Record<string, TableSpec>;
 
 /** Names of the engine's own tables. */

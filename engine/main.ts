@@ -18,6 +18,8 @@ import { existingTables } from "./db/tables.js";
 import { pendingRejections, type PendingRejection } from "./history.js";
 import { renderRejections } from "./rejections-report.js";
 import { setTimeout as sleep } from "node:timers/promises";
+import { freshnessChecks } from "./freshness.js";
+import { testStoredDatabase } from "./test-command.js";
 
 /** What main() may touch: injected so tests run it in-process. */
 export interface Io {
@@ -27,12 +29,14 @@ export interface Io {
   cwd: string;
   /** Fires on SIGINT or SIGTERM: a run stops cleanly and saves nothing. */
   signal?: AbortSignal | undefined;
+  /** The clock (tests fix it): run times, freshness limits. */
+  now?: (() => Date) | undefined;
 }
 
 /** Exit codes, documented in the README. */
 export const exitCodes = { ok: 0, runFailed: 1, invalid: 2, busy: 3, savedWithRejections: 4, interrupted: 130 } as const;
 
-const commands = ["run", "validate", "plan", "doctor", "schema", "profile", "rejections", "help"] as const;
+const commands = ["run", "validate", "plan", "doctor", "schema", "profile", "rejections", "test", "help"] as const;
 
 const usage = `Usage: pipeline <command> [options]
 
@@ -51,6 +55,8 @@ Commands:
                    <!-- generated:profile --> section of a document; writes nothing else
   rejections       list the rows kept out of the tables and still pending (step, line, column, value,
                    reason); --json for JSON; reads the database, writes nothing
+  test             run every check and freshness limit against the stored database; loads nothing,
+                   never writes the file; exit 1 when a check with severity error fails
 
 Options:
   -c, --config FILE   the pipeline file (default: pipeline.yaml)
@@ -104,6 +110,14 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       else io.stdout.write(renderRejections(plan.database, rejections, c));
       return exitCodes.ok;
     }
+    if (args.command === "test")
+      return await testStoredDatabase(plan, database, {
+        json,
+        stdout: io.stdout,
+        colors: c,
+        typeOf: stepType,
+        now: io.now ?? (() => new Date()),
+      });
     if (args.command === "schema") {
       io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline), config.file));
       return exitCodes.ok;
@@ -129,6 +143,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
           lockTimeoutMs: args.lockTimeoutMs,
           signal: io.signal,
           typeOf: stepType,
+          ...(io.now ? { now: io.now } : {}),
           onEvent: json ? () => undefined : runLogger(io.stdout, c, plan.database),
         },
       );
@@ -174,6 +189,7 @@ async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number>
     const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database));
     checks.push(await databaseCheck(database));
     checks.push(...(await sourceChecks(pipeline, config.baseDir)));
+    checks.push(...(await freshnessChecks(pipeline, config.baseDir, database, (io.now ?? (() => new Date()))())));
   } catch (error) {
     invalid = error instanceof ConfigError || (error instanceof PipelineError && error.exitCode === exitCodes.invalid);
     const detail = error instanceof ConfigError ? error.diagnostics.map(formatDiagnostic).join("\n    ") : describeError(error).message;

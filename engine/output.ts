@@ -1,4 +1,5 @@
 import { Chalk, type ChalkInstance } from "chalk";
+import { checkLine, renderCheckTable } from "./check-report.js";
 import { formatDiagnostic, type Diagnostic } from "./errors.js";
 import type { RejectionSample } from "./history.js";
 import type { Plan } from "./plan.js";
@@ -95,6 +96,10 @@ export function runLogger(out: OutputStream, c: ChalkInstance, database: string)
         progressShown = false;
         out.write(`      ${stepLine(event.result, c)}\n`);
         break;
+      case "check":
+        // why: a passing check is a row of the end-of-run table; the log names only what needs reading.
+        if (event.result.status !== "passed" || event.result.detail !== undefined) out.write(`      ${checkLine(event.result, c)}\n`);
+        break;
     }
   };
 }
@@ -164,5 +169,6 @@ export function renderSummary(report: RunReport, c: ChalkInstance): string {
 
   const written = report.files.length > 0 ? [`wrote ${report.files.join(", ")}`] : [];
   const notes = report.notes.map((note) => c.dim(note));
-  return ["", ...lines, "", verdict, ...written, ...notes].join("\n") + "\n";
+  const checks = renderCheckTable(report.checks ?? [], c);
+  return ["", ...lines, ...(checks.length > 0 ? ["", ...checks] : []), "", verdict, ...written, ...notes].join("\n") + "\n";
 }

@@ -32,6 +32,7 @@ import { finishRun, lastRun, recordStep, rejectionSamples, startRun, systemTable
 import type { SchemaChanges } from "./output.js";
 import type { Plan, PlannedStep } from "./plan.js";
 import type { StepCounts, StepDefinition } from "./step.js";
+import { CheckRun, type CheckResult } from "./checks.js";
 
 /** Where a step stands in a run report. */
 export type StepStatus = "not_executed" | "success" | "unchanged" | "skipped" | "error";
@@ -75,6 +76,8 @@ export interface RunReport {
   notes: string[];
   /** Rows rejected or kept aside by the run that saved; for an unchanged run, by the run whose result it leaves unchanged. */
   rejectedRows: number;
+  /** The checks that ran, in order: passed, warned or failed. */
+  checks?: CheckResult[] | undefined;
 }
 
 /** What a run tells its caller as it goes. */
@@ -82,7 +85,8 @@ export type RunEvent =
   | { kind: "start"; database: string; createdTables: string[] }
   | { kind: "step-start"; step: PlannedStep; total: number }
   | { kind: "step-end"; result: StepResult }
-  | { kind: "progress"; step: PlannedStep; rows: number; elapsedMs: number };
+  | { kind: "progress"; step: PlannedStep; rows: number; elapsedMs: number }
+  | { kind: "check"; result: CheckResult };
 
 /** Options of a run. */
 export interface RunOptions {
@@ -177,7 +181,10 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       missing.length > 0;
     const runId = startRun(db, { startedAt, configSha256, configFile: plan.config.file });
     report.runId = runId;
+    const checks = new CheckRun(plan, options.typeOf, now, (result) => options.onEvent({ kind: "check", result }));
+    report.checks = checks.results;
     for (const step of plan.steps) {
+      checks.runDue(db, runId, startedAt, step.index);
       throwIfAborted(options.signal);
       const result = report.steps[step.index]!;
       const definition = options.typeOf(step.spec);
@@ -216,6 +223,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       }
       recordStep(db, { runId, ...result, index: step.index });
     }
+    checks.runDue(db, runId, startedAt, plan.steps.length);
     if (!changed && recordedFailures === 0 && schema.addedColumns.length === 0) {
       // why: nothing to record but the fact that nothing changed; rewriting the whole file for that costs more than the run.
       report.status = "unchanged";

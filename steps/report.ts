@@ -11,6 +11,7 @@ import {
   writesDatabase,
 } from "../engine/sql-source.js";
 import type { StepDefinition } from "../engine/step.js";
+import { trendMarkdown, trendSvg, type TrendPoint } from "./report-trend.js";
 
 type Locale = NonNullable<ReportStepSpec["locale"]>;
 
@@ -83,7 +84,7 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
       if (section.chart) {
         need(section.chart.label, [...at, "chart", "label"]);
         need(section.chart.value, [...at, "chart", "value"]);
-      }
+      } else if (section.show === "trend") problem(`a trend section needs chart: { label: <column>, value: <column> }`, at, "show");
       for (const [, column] of (section.text ?? "").matchAll(/\{(\w+)(?:\|\w+)?\}/g)) need(column!, [...at, "text"]);
       for (const [, , format] of (section.text ?? "").matchAll(/\{(\w+)\|(\w+)\}/g)) {
         if (!formats.includes(format as ReportFormat))
@@ -198,6 +199,23 @@ function paragraphs(rendered: RenderedSection, locale: Locale): string[] {
   return rendered.rows.flatMap((row) => blocks.map((block) => fill(block, row)));
 }
 
+/** The rows of a trend section as points: the chart's label and value, formatted, with the change from the row before. */
+function trendPoints(rendered: RenderedSection, locale: Locale): TrendPoint[] {
+  const chart = rendered.section.chart!;
+  const format = (column: string) => rendered.section.columns?.[column]?.format;
+  return rendered.rows.map((row, i) => {
+    const value = Number(row[chart.value] ?? 0);
+    const before = i === 0 ? undefined : Number(rendered.rows[i - 1]![chart.value] ?? 0);
+    const change = before === undefined ? "" : `${value > before ? "+" : ""}${formatValue(value - before, format(chart.value), locale)}`;
+    return {
+      label: formatValue(row[chart.label] ?? null, format(chart.label), locale),
+      value,
+      shown: formatValue(value, format(chart.value), locale),
+      change,
+    };
+  });
+}
+
 function barLength(value: number, max: number, width: number): number {
   return max <= 0 ? 0 : (Math.max(0, value) / max) * width;
 }
@@ -208,6 +226,7 @@ function renderMarkdown(step: ReportStepSpec, sections: RenderedSection[], local
   if (step.subtitle) out.push(md(step.subtitle), "");
   for (const rendered of sections) {
     const { section } = rendered;
+    if (section.show === "trend" && rendered.rows.length < 2) continue; // why: one point is no trend.
     out.push(`## ${md(section.title)}`, "");
     if (section.show === "figures") {
       const row = rendered.rows[0] ?? {};
@@ -227,6 +246,10 @@ function renderMarkdown(step: ReportStepSpec, sections: RenderedSection[], local
         out.push(`| ${cells.join(" | ")} |`);
       }
       out.push("");
+    } else if (section.show === "trend") {
+      out.push(
+        ...trendMarkdown(trendPoints(rendered, locale), [label(section, section.chart!.label), label(section, section.chart!.value)], md),
+      );
     } else {
       for (const paragraph of paragraphs(rendered, locale)) out.push(md(paragraph), "");
     }
@@ -280,6 +303,7 @@ function renderHtml(step: ReportStepSpec, sections: RenderedSection[], locale: L
   if (step.subtitle) body.push(`<p class="subtitle">${escapeHtml(step.subtitle)}</p>`);
   for (const rendered of sections) {
     const { section } = rendered;
+    if (section.show === "trend" && rendered.rows.length < 2) continue;
     body.push(`<section>`, `<h2>${escapeHtml(section.title)}</h2>`);
     if (section.show === "figures") {
       const row = rendered.rows[0] ?? {};
@@ -301,6 +325,12 @@ function renderHtml(step: ReportStepSpec, sections: RenderedSection[], locale: L
       }
       body.push(`</tbody></table>`);
       if (section.chart) body.push(svgChart(rendered, locale));
+    } else if (section.show === "trend") {
+      const points = trendPoints(rendered, locale);
+      body.push(trendSvg(points, section.title, escapeHtml));
+      body.push(
+        `<table><tbody>${points.map((p) => `<tr><td>${escapeHtml(p.label)}</td><td class="num">${escapeHtml(p.shown)}</td><td class="num">${escapeHtml(p.change)}</td></tr>`).join("")}</tbody></table>`,
+      );
     } else {
       for (const paragraph of paragraphs(rendered, locale)) body.push(`<p>${escapeHtml(paragraph)}</p>`);
     }

@@ -11,7 +11,7 @@ import {
   sqlFileProblem,
   unknownParameters,
 } from "../engine/sql-source.js";
-import type { CheckContext, StepDefinition } from "../engine/step.js";
+import type { CheckContext, StepDefinition, StepOutcome } from "../engine/step.js";
 
 /** `type: sql`: runs a query from sql/ (or inline) and stores its rows `into:` a declared table. */
 export const sqlStep: StepDefinition<SqlStepSpec> = {
@@ -55,7 +55,16 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
     const sql = readSqlText(step, context.config.baseDir);
     for (const name of unknownParameters(sql)) problem(`unknown parameter :${name} in ${step.file ?? "sql"}; ${parametersHint()}`, where);
     if (sql.trim() === "") problem(`${step.file ?? "sql"} holds no SQL`, where);
-    const message = into ? checkQuery(context, sql, step.into!, step.file ?? "sql") : checkScript(context, sql);
+    if (into && step.mode === "history") {
+      for (const [column, type] of Object.entries(historyStamps)) {
+        if (into.columns[column]?.type !== type)
+          problem(
+            `with mode: history, table ${step.into} needs a column ${column} of type ${type}: the step fills it for every row it keeps`,
+            ["into"],
+          );
+      }
+    }
+    const message = into ? checkQuery(context, sql, step.into!, step.file ?? "sql", step.mode === "history") : checkScript(context, sql);
     if (message) problem(`${step.file ?? "sql"}: ${message}`, where, undefined, "E_SQL");
     return problems;
   },
@@ -69,6 +78,7 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
         db.runScript(sql, values);
         return { status: "success", counts: {} };
       }
+      if (step.mode === "history") return keepHistory(db, step.into, sql, values);
       const deleted = (step.mode ?? "replace") === "replace" ? db.run(`DELETE FROM ${quoteIdent(step.into)}`) : undefined;
       const inserted = db.run(insertSelect(db, step.into, sql), parametersOf(sql, values));
       return { status: "success", counts: deleted === undefined ? { inserted } : { deleted, inserted } };
@@ -88,17 +98,49 @@ function insertSelect(db: SqlDatabase, into: string, select: string): string {
   return `INSERT INTO ${quoteIdent(into)} (${columns.map(quoteIdent).join(", ")}) ${body}`;
 }
 
-/** Checks that a query for into: compiles and returns the target table's columns. */
-function checkQuery(context: CheckContext, sql: string, into: string, label: string): string | undefined {
+/** The columns a `mode: history` step fills itself, with their declared type. */
+const historyStamps = { run_id: "integer", run_started_at: "text" } as const;
+
+/**
+ * `mode: history`: adds the query's rows stamped with the run and its start time, only when they
+ * differ from the rows the last stamped run kept (compared as sets, column by column), so the table
+ * holds one snapshot per run that changed the figures.
+ */
+function keepHistory(db: SqlDatabase, into: string, sql: string, values: { run_id: number; run_started_at: string }): StepOutcome {
+  const statement = db.prepare(sql);
+  const columns = statement.columnNames();
+  statement.free();
+  const query = `SELECT * FROM (\n${sql.trim().replace(/;\s*$/, "")}\n)`;
+  const table = quoteIdent(into);
+  const last = db.all(`SELECT max(run_id) AS last FROM ${table}`)[0]?.["last"];
+  if (last !== null && last !== undefined) {
+    const stored = `SELECT ${columns.map(quoteIdent).join(", ")} FROM ${table} WHERE run_id = ${Number(last)}`;
+    const compare = `SELECT (SELECT count(*) FROM (${query})) = (SELECT count(*) FROM (${stored}))
+      AND NOT EXISTS (${query} EXCEPT ${stored}) AND NOT EXISTS (${stored} EXCEPT ${query}) AS same`;
+    if (db.all(compare, parametersOf(compare, values))[0]?.["same"] === 1)
+      return { status: "unchanged", counts: { inserted: 0 }, detail: `figures unchanged since run ${Number(last)}` };
+  }
+  const insert = `INSERT INTO ${table} ("run_id", "run_started_at", ${columns.map(quoteIdent).join(", ")})
+    SELECT :run_id, :run_started_at, * FROM (${query})`;
+  return { status: "success", counts: { inserted: db.run(insert, parametersOf(insert, values)) } };
+}
+
+/** Checks that a query for into: compiles and returns the target table's columns (with `stamped`, all but run_id and run_started_at, which the step fills). */
+function checkQuery(context: CheckContext, sql: string, into: string, label: string, stamped = false): string | undefined {
   const compiled = compileQuery(context, sql, `with into:, ${label}`);
   if ("error" in compiled) return compiled.error;
   const { columns } = compiled;
   const table = context.pipeline.tables[into]!;
+  const stamps = stamped ? columns.filter((c) => c in historyStamps) : [];
+  if (stamps.length > 0)
+    return `with mode: history, the step fills ${stamps.join(" and ")} itself; do not select ${stamps.length > 1 ? "them" : "it"}`;
   const unknown = columns.filter((c) => !(c in table.columns));
   if (unknown.length > 0) {
     return `the query returns column${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}, not in table ${into}${didYouMean(unknown[0]!, Object.keys(table.columns))}`;
   }
-  const missing = Object.keys(table.columns).filter((c) => isRequired(table, c) && !columns.includes(c));
+  const missing = Object.keys(table.columns).filter(
+    (c) => isRequired(table, c) && !columns.includes(c) && !(stamped && c in historyStamps),
+  );
   if (missing.length > 0)
     return `the query does not return required column${missing.length > 1 ? "s" : ""} ${missing.join(", ")} of table ${into}`;
   return undefined;

@@ -16,7 +16,7 @@ describe("the built CLI", () => {
   test("validates the client's pipeline and exits 0, and exits 2 on a usage error", () => {
     expect(existsSync(cli), "run `npm run build` first (npm test does)").toBe(true);
     const ok = spawnSync(process.execPath, [cli, "validate"], { cwd: root, encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } });
-    expect(ok.stdout).toBe("pipeline.yaml is valid: 10 steps, 9 tables\n");
+    expect(ok.stdout).toBe("pipeline.yaml is valid: 11 steps, 10 tables\n");
     expect(ok.status).toBe(0);
     const bad = spawnSync(process.execPath, [cli, "nonsense"], { cwd: root, encoding: "utf8" });
     expect(bad.status).toBe(2);

@@ -71,7 +71,7 @@ describe("loud rejections", () => {
     expect(lines[at + 3]).toMatch(/^ {8}line 33, quantity: "y{10,}….*" is not an integer — 2023-06-27,REF002,y{10,}…y+,1$/);
     expect(lines[at + 4]).toMatch(/^ {8}line 34, quantity: ".*" is not an integer — 2023-06-28,REF001,\\x1b\[31m,1$/);
     expect(lines[at + 5]).toMatch(/^ {8}… and 1 more in pipeline_rejected_rows$/);
-    expect(lines[at + 6]).toMatch(/^\[5\/10\]/);
+    expect(lines[at + 6]).toMatch(/^\[5\/11\]/);
     expect(run.stdout).not.toContain("\x1b");
     for (const line of lines) expect(line.length).toBeLessThan(220);
     expect(run.stdout).toMatch(/\nRun 2 succeeded with rejections in /);
@@ -100,7 +100,7 @@ describe("a step that rejects every row fails the run", () => {
     expect(run.stderr).toContain(
       `error E_REJECTED ${env["PRODUCTS_URL"]}: all 5 rows read were rejected; first: line 2, price_cents: "49.99" is not an integer — Produit A,REF001,49.99,100; line 3, price_cents: "19.99" is not an integer — `,
     );
-    expect(run.stdout).toMatch(/\[1\/10\] load_products .*\n {6}✗ failed/);
+    expect(run.stdout).toMatch(/\[1\/11\] load_products .*\n {6}✗ failed/);
     expect(ws.bytes()).toBeUndefined();
     expect(existsSync(ws.path("output/fiche-synthese.html"))).toBe(false);
     expect(existsSync(ws.path("output/fiche-synthese.md"))).toBe(false);

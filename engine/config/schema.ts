@@ -15,6 +15,119 @@ const columnSchema = {
   },
 } as const;
 
+const checkSeverity = {
+  enum: ["error", "warn"],
+  default: "error",
+  description: "error: a failing check fails the run and nothing is saved; warn: it is recorded and shown, the run goes on",
+} as const;
+
+/** What every check may say besides its kind: its name, severity and description. */
+const checkCommon = {
+  name: { ...identifier, description: "the check's name in the results (default: kind, table and column, e.g. not_null_sales_quantity)" },
+  severity: checkSeverity,
+  description: { type: "string" },
+} as const;
+
+const checkValue = { type: ["string", "number", "boolean"] } as const;
+
+/** The checks a table may declare, discriminated on `check`; each compiles to one query whose rows are the failures. */
+const checkSchema = {
+  type: "object",
+  required: ["check"],
+  properties: { check: { type: "string" } },
+  discriminator: { propertyName: "check" },
+  oneOf: [
+    {
+      type: "object",
+      additionalProperties: false,
+      required: ["check", "column"],
+      description: "every row has a value in column",
+      examples: [{ check: "not_null", column: "quantity" }],
+      properties: { check: { const: "not_null" }, column: identifier, ...checkCommon },
+    },
+    {
+      type: "object",
+      additionalProperties: false,
+      required: ["check", "columns"],
+      description: "no two rows share the same values in columns (rows with an empty column are not compared)",
+      examples: [{ check: "unique", columns: ["date", "product_id", "store_id"] }],
+      properties: { check: { const: "unique" }, columns: identifierList, ...checkCommon },
+    },
+    {
+      type: "object",
+      additionalProperties: false,
+      required: ["check", "column", "to", "field"],
+      description: "every value of column is found in table to, column field (empty values are not checked)",
+      examples: [{ check: "relationships", column: "product_id", to: "products", field: "product_id" }],
+      properties: { check: { const: "relationships" }, column: identifier, to: identifier, field: identifier, ...checkCommon },
+    },
+    {
+      type: "object",
+      additionalProperties: false,
+      required: ["check", "column", "values"],
+      description: "every value of column is one of values (empty values are not checked)",
+      examples: [{ check: "accepted_values", column: "status", values: ["open", "closed"] }],
+      properties: {
+        check: { const: "accepted_values" },
+        column: identifier,
+        values: { type: "array", items: checkValue, minItems: 1 },
+        ...checkCommon,
+      },
+    },
+    {
+      type: "object",
+      additionalProperties: false,
+      required: ["check", "column"],
+      description:
+        "every value of column is at least min and at most max, as stored (a decimal column holds integers of its smallest unit; a date, text YYYY-MM-DD); inclusive: false excludes the bounds",
+      examples: [{ check: "range", column: "price_cents", min: 0, inclusive: false }],
+      properties: {
+        check: { const: "range" },
+        column: identifier,
+        min: { type: ["number", "string"] },
+        max: { type: ["number", "string"] },
+        inclusive: { type: "boolean", default: true },
+        ...checkCommon,
+      },
+    },
+    {
+      type: "object",
+      additionalProperties: false,
+      required: ["check", "expression"],
+      description:
+        "a boolean SQL expression over the table's columns that every row satisfies (a row where it is NULL passes, as in a CHECK constraint)",
+      examples: [{ check: "expression", expression: "quantity > 0 AND quantity < 1000" }],
+      properties: { check: { const: "expression" }, expression: { type: "string", minLength: 1 }, column: identifier, ...checkCommon },
+    },
+    {
+      type: "object",
+      additionalProperties: false,
+      required: ["check"],
+      description: "the table holds at least min and at most max rows",
+      examples: [{ check: "row_count", min: 1 }],
+      properties: {
+        check: { const: "row_count" },
+        min: { type: "integer", minimum: 0 },
+        max: { type: "integer", minimum: 0 },
+        ...checkCommon,
+      },
+    },
+    {
+      type: "object",
+      additionalProperties: false,
+      required: ["check"],
+      description: "a query (file: or sql:) whose returned rows are the failures; it may read any table and only reads",
+      examples: [{ check: "sql", file: "sql/check_reconciliation.sql" }],
+      properties: {
+        check: { const: "sql" },
+        file: { type: "string", minLength: 1 },
+        sql: { type: "string", minLength: 1 },
+        ...checkCommon,
+      },
+    },
+  ],
+} as const;
+
 const tableSchema = {
   type: "object",
   additionalProperties: false,
@@ -40,6 +153,11 @@ const tableSchema = {
           },
         },
       },
+    },
+    checks: {
+      type: "array",
+      items: checkSchema,
+      description: "assertions on the table's data, run after the last step that writes a table they read, inside the run's transaction",
     },
   },
 } as const;
@@ -121,6 +239,27 @@ export const httpSchema = {
   },
 } as const;
 
+/** How old a load step's source may be: from its Last-Modified (a local file: its modification time), or from the newest value of a date column once loaded. */
+const freshnessSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["max_age"],
+  description: "how old the source may be before a run, test or doctor says so",
+  examples: [{ max_age: "2d", column: "date", severity: "warn" }],
+  properties: {
+    max_age: {
+      type: "string",
+      pattern: "^[0-9]+(\\.[0-9]+)?(m|h|d)$",
+      description: "a duration such as 90m, 36h or 2d",
+    },
+    column: {
+      ...identifier,
+      description: "a date column of the step's table: its newest value is the data's age; without it, the source's Last-Modified",
+    },
+    severity: checkSeverity,
+  },
+} as const;
+
 const stepName = { ...identifier, description: "unique step name, used in logs and run history" } as const;
 
 const loadStepSchema = {
@@ -148,6 +287,7 @@ const loadStepSchema = {
     },
     min_replace_ratio: { type: "number", minimum: 0, maximum: 1 },
     force: { type: "boolean" },
+    freshness: freshnessSchema,
   },
 } as const;
 
@@ -162,7 +302,11 @@ const sqlStepSchema = {
     file: { type: "string", minLength: 1 },
     sql: { type: "string", minLength: 1 },
     into: identifier,
-    mode: { enum: ["replace", "append"] },
+    mode: {
+      enum: ["replace", "append", "history"],
+      description:
+        "replace: the table holds this run's rows; append: every run adds its rows; history: the rows are added, stamped with run_id and run_started_at, only when they differ from the last ones stored",
+    },
   },
 } as const;
 
@@ -174,7 +318,7 @@ const reportSectionSchema = {
   required: ["title", "show"],
   properties: {
     title: { type: "string", minLength: 1 },
-    show: { enum: ["figures", "table", "text"] },
+    show: { enum: ["figures", "table", "text", "trend"] },
     file: { type: "string", minLength: 1 },
     sql: { type: "string", minLength: 1 },
     columns: {
@@ -242,7 +386,7 @@ export const pipelineSchema = {
 /** A validated pipeline.yaml (ajv does not fill in defaults: a defaulted option may be absent). */
 export type Pipeline = FromSchema<typeof pipelineSchema, { keepDefaultedPropertiesOptional: true }>;
 /** One declared table. */
-export type TableSpec = FromSchema<typeof tableSchema>;
+export type TableSpec = FromSchema<typeof tableSchema, { keepDefaultedPropertiesOptional: true }>;
 /** One declared column. */
 export type ColumnSpec = FromSchema<typeof columnSchema>;
 /** The storage types a column can have. */
@@ -261,6 +405,10 @@ export type ReportStepSpec = FromSchema<typeof reportStepSchema>;
 export type ReportSection = FromSchema<typeof reportSectionSchema>;
 /** How a report shows a value. */
 export type ReportFormat = FromSchema<typeof reportFormat>;
+/** One check declared on a table. */
+export type CheckSpec = FromSchema<typeof checkSchema, { keepDefaultedPropertiesOptional: true }>;
+/** A load step's freshness limit. */
+export type FreshnessSpec = FromSchema<typeof freshnessSchema, { keepDefaultedPropertiesOptional: true }>;
 /** CSV reading options. */
 export type CsvOptions = FromSchema<typeof csvSchema>;
 /** HTTP fetching options. */

@@ -2,6 +2,7 @@ import type { ErrorObject } from "ajv";
 import { ensureTables, isRequired } from "../db/tables.js";
 import { openSqlJs } from "../db/sqljs.js";
 import { didYouMean, ConfigError, throwIfAborted, type Diagnostic } from "../errors.js";
+import { checkDiagnostics } from "../checks.js";
 import { systemTables, systemTableNames } from "../history.js";
 import type { StepDefinition } from "../step.js";
 import type { LoadedConfig } from "./load.js";
@@ -29,6 +30,7 @@ export async function validatePipeline(
   const pipeline = config.value as Pipeline;
   const diagnostics = tableDiagnostics(config, pipeline)
     .concat(await stepDiagnostics(config, pipeline, typeOf, checkpoint))
+    .concat(await checkDiagnostics(config, pipeline))
     .concat(outputPathDiagnostics(config, pipeline, typeOf));
   if (diagnostics.length > 0) throw new ConfigError(diagnostics);
   return pipeline;
@@ -135,13 +137,16 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
     case "const":
       return { code: "E_SCHEMA", message: `${error.instancePath} must be ${JSON.stringify(params["allowedValue"])}`, place };
     case "discriminator": {
-      const types = ["load", "sql", "report"];
-      const value = (error.data as { type?: unknown } | null)?.type;
+      // why: steps are discriminated on `type`, checks on `check`; the branches name the values allowed.
+      const tag = String(params["tag"] ?? "type");
+      const branches = (error.parentSchema as { oneOf?: { properties?: Record<string, { const?: unknown }> }[] }).oneOf ?? [];
+      const types = branches.map((branch) => String(branch.properties?.[tag]?.const));
+      const value = (error.data as Record<string, unknown> | null)?.[tag];
       const message =
         typeof value === "string"
-          ? `${where}/type is "${value}", expected one of: ${types.join(", ")}${didYouMean(value, types)}`
-          : `${where}/type must be a string: one of ${types.join(", ")}`;
-      return { code: "E_SCHEMA", message, place: config.locate([...path, "type"]) };
+          ? `${where}/${tag} is "${value}", expected one of: ${types.join(", ")}${didYouMean(value, types)}`
+          : `${where}/${tag} must be a string: one of ${types.join(", ")}`;
+      return { code: "E_SCHEMA", message, place: config.locate([...path, tag]) };
     }
     case "pattern": {
       if (error.propertyName !== undefined) return invalidKey(config, path, where, error.propertyName);

@@ -79,7 +79,7 @@ check "and the runner said so" 1 "$(grep -c 'nothing changed since run 1; the da
 echo "--dry-run and validate through compose"
 check "--dry-run exits 0" 0 "$(rc "$work/plan.log" docker compose run --rm -T runner --dry-run)"
 check "--dry-run prints the plan" 1 "$(grep -c '^4. load_sales' "$work/plan.log")"
-check "validate" "pipeline.yaml is valid: 10 steps, 9 tables" "$(docker compose run --rm -T -e NO_COLOR=1 runner validate 2>/dev/null || true)"
+check "validate" "pipeline.yaml is valid: 11 steps, 10 tables" "$(docker compose run --rm -T -e NO_COLOR=1 runner validate 2>/dev/null || true)"
 check "doctor exits 0" 0 "$(rc "$work/doctor.log" docker compose run --rm -T runner doctor)"
 
 echo "a failed run is kept on the volume, then recorded"

@@ -53,8 +53,8 @@ export class Workspace {
     return target;
   }
 
-  /** Runs the CLI in-process with this directory as cwd and the given environment. */
-  async cli(argv: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  /** Runs the CLI in-process with this directory as cwd and the given environment (and, when given, a fixed clock). */
+  async cli(argv: string[], env: Record<string, string | undefined> = {}, options: { now?: () => Date } = {}): Promise<CliResult> {
     let stdout = "";
     let stderr = "";
     const io: Io = {
@@ -62,6 +62,7 @@ export class Workspace {
       stderr: { write: (text: string) => (stderr += text) },
       env: { NO_COLOR: "1", ...env },
       cwd: this.dir,
+      ...(options.now ? { now: options.now } : {}),
     };
     const code = await main(argv, io);
     return { code, stdout, stderr };

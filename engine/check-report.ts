@@ -1,0 +1,39 @@
+import type { ChalkInstance } from "chalk";
+import { describeCheckResult, type CheckResult } from "./checks.js";
+
+/** One check as the run's log shows it: `check ✓ not_null_sales_quantity` or `check ✗ … 2 failing row(s), first {...}`. */
+export function checkLine(result: CheckResult, c: ChalkInstance): string {
+  const mark = result.status === "passed" ? c.green("✓") : result.status === "warned" ? c.yellow("⚠ warn") : c.red("✗ error");
+  const text = result.status === "passed" && result.detail === undefined ? result.name : describeCheckResult(result);
+  return `check ${mark} ${result.status === "passed" ? text : (result.status === "warned" ? c.yellow : c.red)(text)}`;
+}
+
+/** The checks as a table (check, table, severity, status, failing rows), then the first failing rows of each that did not pass. */
+export function renderCheckTable(results: readonly CheckResult[], c: ChalkInstance): string[] {
+  if (results.length === 0) return [];
+  const header = ["check", "table", "severity", "status", "failing"];
+  const rows = results.map((r) => [r.name, r.table, r.severity, r.status, String(r.failingRows)]);
+  const table = [header, ...rows];
+  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  const lines = table.map((row) =>
+    row
+      .map((cell, i) => (i === 4 ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd(),
+  );
+  lines[0] = c.dim(lines[0]!);
+  for (const result of results) {
+    if (result.status === "passed" && result.detail === undefined) continue;
+    const color = result.status === "failed" ? c.red : result.status === "warned" ? c.yellow : (text: string) => text;
+    lines.push(color(`  ${describeCheckResult(result)}`));
+    for (const sample of result.samples.slice(1, 3)) lines.push(c.dim(`    ${JSON.stringify(sample)}`));
+  }
+  const failed = results.filter((r) => r.status === "failed").length;
+  const warned = results.filter((r) => r.status === "warned").length;
+  lines.push(
+    `${results.length} check(s): ${results.length - failed - warned} passed` +
+      (warned > 0 ? c.yellow(`, ${warned} warned`) : "") +
+      (failed > 0 ? c.red(`, ${failed} failed`) : ""),
+  );
+  return lines;
+}

@@ -1,0 +1,394 @@
+import type { LoadedConfig } from "./config/load.js";
+import type { CheckSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";
+import { quoteIdent, type Row, type SqlDatabase, type SqlValue } from "./db/database.js";
+import { openSqlJs } from "./db/sqljs.js";
+import { ensureTables } from "./db/tables.js";
+import { didYouMean, PipelineError, type Diagnostic } from "./errors.js";
+import { freshnessDiagnostics, freshnessOf } from "./freshness.js";
+import { systemTables } from "./history.js";
+import {
+  compileQuery,
+  parametersHint,
+  parametersOf,
+  readSqlText,
+  sqlFileProblem,
+  unknownParameters,
+  writesDatabase,
+  type SqlParameterValues,
+} from "./sql-source.js";
+import type { CheckContext, StepDefinition } from "./step.js";
+
+/** The kinds of check a table may declare, and `freshness` for a load step's source. */
+export type CheckKind = CheckSpec["check"] | "freshness";
+
+/** One declared check, named, with the query whose rows are its failures. */
+export interface DeclaredCheck {
+  name: string;
+  table: string;
+  column?: string | undefined;
+  kind: CheckSpec["check"];
+  severity: "error" | "warn";
+  spec: CheckSpec;
+  /** Where it is declared in pipeline.yaml. */
+  path: (string | number)[];
+}
+
+/** What a check found: `passed`, or `warned` / `failed` (by its severity) with the failing rows counted and the first few. */
+export interface CheckResult {
+  name: string;
+  table: string;
+  column?: string | undefined;
+  kind: CheckKind;
+  severity: "error" | "warn";
+  status: "passed" | "warned" | "failed";
+  failingRows: number;
+  /** The first failing rows, values clipped. */
+  samples: Record<string, string | number | null>[];
+  detail?: string | undefined;
+}
+
+/** How many failing rows a check keeps as samples. */
+export const checkSamples = 5;
+
+/** Every check the pipeline's tables declare, in declaration order, each with a unique name. */
+export function declaredChecks(pipeline: Pipeline): DeclaredCheck[] {
+  const checks: DeclaredCheck[] = [];
+  const taken = new Set<string>();
+  const tables = pipeline.tables as Record<string, TableSpec>;
+  for (const [table, spec] of Object.entries(tables)) {
+    (spec.checks ?? []).forEach((check, index) => {
+      const column = "column" in check ? check.column : undefined;
+      let name = check.name ?? defaultName(table, check);
+      // why: two generated names can meet (two expressions on one table); the later ones are numbered.
+      if (check.name === undefined) for (let n = 2; taken.has(name); n++) name = `${defaultName(table, check)}_${n}`;
+      taken.add(name);
+      checks.push({
+        name,
+        table,
+        column,
+        kind: check.check,
+        severity: check.severity ?? "error",
+        spec: check,
+        path: ["tables", table, "checks", index],
+      });
+    });
+  }
+  return checks;
+}
+
+function defaultName(table: string, check: CheckSpec): string {
+  const columns = "columns" in check ? check.columns : "column" in check && check.column !== undefined ? [check.column] : [];
+  const file =
+    check.check === "sql" && check.file
+      ? [
+          check.file
+            .replace(/^.*\//, "")
+            .replace(/\.sql$/i, "")
+            .replace(/\W/g, "_"),
+        ]
+      : [];
+  return [check.check, table, ...columns, ...file].join("_");
+}
+
+/** A value from the configuration as an SQL literal: numbers as they are, booleans 1/0, text quoted. */
+function literal(value: string | number | boolean): string {
+  if (typeof value === "boolean") return value ? "1" : "0";
+  if (typeof value === "number") return Number.isFinite(value) ? String(value) : "NULL";
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+/** The query whose rows are the check's failures (one row per failing row, or per repeated key for `unique`). */
+export function failingRowsSql(check: DeclaredCheck, baseDir: string): string {
+  const spec = check.spec;
+  const t = quoteIdent(check.table);
+  switch (spec.check) {
+    case "not_null":
+      return `SELECT * FROM ${t} WHERE ${quoteIdent(spec.column)} IS NULL`;
+    case "unique": {
+      const list = spec.columns.map(quoteIdent);
+      return `SELECT ${list.join(", ")}, count(*) AS "rows" FROM ${t} WHERE ${list.map((c) => `${c} IS NOT NULL`).join(" AND ")} GROUP BY ${list.join(", ")} HAVING count(*) > 1`;
+    }
+    case "relationships": {
+      const c = quoteIdent(spec.column);
+      return `SELECT * FROM ${t} AS child WHERE child.${c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ${quoteIdent(spec.to)} AS parent WHERE parent.${quoteIdent(spec.field)} = child.${c})`;
+    }
+    case "accepted_values":
+      return `SELECT * FROM ${t} WHERE ${quoteIdent(spec.column)} IS NOT NULL AND ${quoteIdent(spec.column)} NOT IN (${spec.values.map(literal).join(", ")})`;
+    case "range": {
+      const c = quoteIdent(spec.column);
+      const inclusive = spec.inclusive ?? true;
+      const bounds = [
+        ...(spec.min === undefined ? [] : [`${c} ${inclusive ? ">=" : ">"} ${literal(spec.min)}`]),
+        ...(spec.max === undefined ? [] : [`${c} ${inclusive ? "<=" : "<"} ${literal(spec.max)}`]),
+      ];
+      return `SELECT * FROM ${t} WHERE ${c} IS NOT NULL AND NOT (${bounds.join(" AND ") || "1"})`;
+    }
+    case "expression":
+      return `SELECT * FROM ${t} WHERE NOT (\n${spec.expression}\n)`;
+    case "row_count": {
+      const bounds = [
+        ...(spec.min === undefined ? [] : [`"rows" >= ${spec.min}`]),
+        ...(spec.max === undefined ? [] : [`"rows" <= ${spec.max}`]),
+      ];
+      return `SELECT "rows" FROM (SELECT count(*) AS "rows" FROM ${t}) WHERE NOT (${bounds.join(" AND ") || "1"})`;
+    }
+    case "sql":
+      return readSqlText(spec, baseDir).trim().replace(/;\s*$/, "");
+  }
+}
+
+/** The one query a check runs: the failing rows counted, with the first `samples` of them (no row at all when none fails). */
+export function countingSql(failing: string, samples = checkSamples): string {
+  return `SELECT (SELECT count(*) FROM (\n${failing}\n)) AS "__failing_rows", * FROM (\n${failing}\n) LIMIT ${samples}`;
+}
+
+/** Runs one check against the database; its status follows its severity. */
+export function runCheck(db: SqlDatabase, check: DeclaredCheck, baseDir: string, values: SqlParameterValues): CheckResult {
+  const sql = countingSql(failingRowsSql(check, baseDir));
+  let rows: Row[];
+  try {
+    rows = db.all(sql, parametersOf(sql, values));
+  } catch (error) {
+    throw new PipelineError("E_SQL", `check ${check.name} on ${check.table}: ${(error as Error).message}`, { cause: error });
+  }
+  const failingRows = Number(rows[0]?.["__failing_rows"] ?? 0);
+  const samples = rows.map(({ __failing_rows: _, ...row }) => sampleRow(row));
+  return {
+    name: check.name,
+    table: check.table,
+    column: check.column,
+    kind: check.kind,
+    severity: check.severity,
+    status: failingRows === 0 ? "passed" : check.severity === "error" ? "failed" : "warned",
+    failingRows,
+    samples,
+  };
+}
+
+function sampleRow(row: Row): Record<string, string | number | null> {
+  const sample: Record<string, string | number | null> = {};
+  for (const [key, value] of Object.entries(row)) sample[key] = sampleValue(value);
+  return sample;
+}
+
+function sampleValue(value: SqlValue): string | number | null {
+  if (value === null || typeof value === "number") return value;
+  if (typeof value === "bigint") return value.toString();
+  if (value instanceof Uint8Array) return `<${value.length} bytes>`;
+  return value.length <= 100 ? value : `${value.slice(0, 99)}…`;
+}
+
+/** The tables a query reads, from its compiled program (EXPLAIN: the b-trees it opens to read); nothing runs. */
+export function tablesRead(db: SqlDatabase, sql: string): Set<string> {
+  const roots = new Map(
+    db.all("SELECT tbl_name, rootpage FROM sqlite_schema WHERE rootpage > 0").map((r) => [Number(r["rootpage"]), String(r["tbl_name"])]),
+  );
+  const read = new Set<string>();
+  for (const op of db.all(`EXPLAIN ${sql}`, parametersOf(sql, { run_id: 0, run_started_at: "" }))) {
+    if (op["opcode"] !== "OpenRead" || op["p3"] !== 0) continue;
+    const table = roots.get(Number(op["p2"]));
+    if (table !== undefined) read.add(table);
+  }
+  return read;
+}
+
+/**
+ * The checks of one run: each runs once, after the last step that writes a table it reads (a
+ * freshness limit, after its load step), inside the run's transaction; each result is recorded
+ * in pipeline_check_results. A failing `error` check stops the run before the next step.
+ */
+export class CheckRun {
+  /** Every result so far, in the order the checks ran. */
+  readonly results: CheckResult[] = [];
+  private schedule: { after: number; run: (db: SqlDatabase, values: SqlParameterValues) => CheckResult }[] | undefined;
+
+  constructor(
+    private readonly plan: { pipeline: Pipeline; config: LoadedConfig; steps: readonly { index: number; spec: StepSpec }[] },
+    private readonly typeOf: (step: StepSpec) => StepDefinition,
+    private readonly now: () => Date,
+    private readonly onResult: (result: CheckResult) => void = () => undefined,
+    private readonly options: { record: boolean } = { record: true },
+  ) {}
+
+  /** Runs the checks due before step `next` (all that are left when it is past the last step); throws E_CHECK when one with severity error failed. */
+  runDue(db: SqlDatabase, runId: number, startedAt: string, next: number): void {
+    this.schedule ??= this.scheduleChecks(db);
+    const due = this.schedule.filter((entry) => entry.after < next);
+    this.schedule = this.schedule.filter((entry) => entry.after >= next);
+    const failed: CheckResult[] = [];
+    for (const entry of due) {
+      const result = entry.run(db, { run_id: runId, run_started_at: startedAt });
+      if (this.options.record) recordCheckResult(db, runId, result);
+      this.results.push(result);
+      this.onResult(result);
+      if (result.status === "failed") failed.push(result);
+    }
+    if (failed.length > 0) throw checkFailure(failed);
+  }
+
+  private scheduleChecks(db: SqlDatabase): NonNullable<CheckRun["schedule"]> {
+    const { pipeline, config, steps } = this.plan;
+    const lastWriter = new Map<string, number>();
+    for (const step of steps) for (const table of this.typeOf(step.spec).writes(step.spec)) lastWriter.set(table, step.index);
+    const last = steps.length - 1;
+    const entries: NonNullable<CheckRun["schedule"]> = declaredChecks(pipeline).map((check) => {
+      const reads = tablesRead(db, failingRowsSql(check, config.baseDir));
+      reads.add(check.table);
+      const writers = [...reads].map((table) => lastWriter.get(table) ?? -1);
+      // why: a check on tables no declared step writes (a script step may) runs once every step has run.
+      const after = writers.every((w) => w === -1) ? last : Math.max(...writers);
+      return { after, run: (d, values) => runCheck(d, check, config.baseDir, values) };
+    });
+    for (const step of steps) {
+      const spec = step.spec as { freshness?: unknown };
+      if (spec.freshness === undefined) continue;
+      entries.push({ after: step.index, run: (d) => freshnessOf(d, step.spec, config.baseDir, this.now()) });
+    }
+    return entries.sort((a, b) => a.after - b.after);
+  }
+}
+
+/** The error of a run stopped by failing checks: names each, its table, the rows counted and the first one. */
+export function checkFailure(failed: readonly CheckResult[]): PipelineError {
+  const first = failed.map((result) => `${describeCheckResult(result)}`).join("; ");
+  const code = failed.every((result) => result.kind === "freshness") ? "E_STALE" : "E_CHECK";
+  return new PipelineError(code, `${failed.length} check(s) with severity error failed, so nothing was saved: ${first}`);
+}
+
+/** One line on a result: `not_null_sales_quantity on sales: 2 failing row(s), first {...}`. */
+export function describeCheckResult(result: CheckResult): string {
+  if (result.detail !== undefined) return `${result.name}: ${result.detail}`;
+  if (result.failingRows === 0) return `${result.name} on ${result.table}: passed`;
+  const sample = result.samples[0] ? `, first ${JSON.stringify(result.samples[0])}` : "";
+  return `${result.name} on ${result.table}: ${result.failingRows} failing row(s)${sample}`;
+}
+
+/** Records a result in pipeline_check_results. */
+export function recordCheckResult(db: SqlDatabase, runId: number, result: CheckResult): void {
+  db.run(
+    `INSERT INTO pipeline_check_results (run_id, check_name, table_name, column_name, kind, severity, status, failing_rows, samples, detail)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    [
+      runId,
+      result.name,
+      result.table,
+      result.column ?? null,
+      result.kind,
+      result.severity,
+      result.status,
+      result.failingRows,
+      result.samples.length > 0 ? JSON.stringify(result.samples) : null,
+      result.detail ?? null,
+    ],
+  );
+}
+
+/**
+ * Checks the checks before anything runs: their columns and tables exist, their options agree, and
+ * each one's query compiles against the declared tables and only reads. Freshness limits too.
+ */
+export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline): Promise<Diagnostic[]> {
+  const diagnostics: Diagnostic[] = [];
+  const tables = pipeline.tables as Record<string, TableSpec>;
+  const problem = (message: string, at: (string | number)[], key?: string, code: Diagnostic["code"] = "E_CONFIG") =>
+    diagnostics.push({ code, message, place: config.locate(at, key) });
+  const checks = declaredChecks(pipeline);
+  diagnostics.push(...freshnessDiagnostics(config, pipeline));
+  if (checks.length === 0) return diagnostics;
+  const scratch = await openSqlJs();
+  try {
+    ensureTables(scratch, systemTables as Record<string, TableSpec>);
+    for (const [name, spec] of Object.entries(tables)) {
+      try {
+        ensureTables(scratch, { [name]: spec });
+      } catch {
+        continue; // why: a broken declaration is reported by the table checks.
+      }
+    }
+    const context: CheckContext = {
+      pipeline,
+      config,
+      path: [],
+      scratch,
+      written: new Set(Object.keys(tables)),
+      at: (subpath, key) => config.locate(subpath, key),
+    };
+    const named = new Map<string, DeclaredCheck>();
+    for (const check of checks) {
+      const at = check.path;
+      const spec = check.spec;
+      if (spec.name !== undefined) {
+        const earlier = named.get(spec.name);
+        if (earlier) problem(`check name "${spec.name}" is already used by a check on ${earlier.table}`, [...at, "name"]);
+        named.set(spec.name, check);
+      }
+      const table = tables[check.table]!;
+      const columns = Object.keys(table.columns);
+      const needColumn = (column: string, where: (string | number)[], owner = check.table, ownerColumns = columns): boolean => {
+        if (ownerColumns.includes(column)) return true;
+        problem(`"${column}" is not a column of table ${owner}${didYouMean(column, ownerColumns)}`, where);
+        return false;
+      };
+      let ok = true;
+      if ("column" in spec && spec.column !== undefined) ok = needColumn(spec.column, [...at, "column"]) && ok;
+      if (spec.check === "unique") spec.columns.forEach((column, i) => (ok = needColumn(column, [...at, "columns", i]) && ok));
+      if (spec.check === "relationships") {
+        const parent = tables[spec.to];
+        if (!parent) {
+          problem(`table "${spec.to}" is not declared under tables:${didYouMean(spec.to, Object.keys(tables))}`, [...at, "to"]);
+          ok = false;
+        } else ok = needColumn(spec.field, [...at, "field"], spec.to, Object.keys(parent.columns)) && ok;
+      }
+      if ((spec.check === "range" || spec.check === "row_count") && spec.min === undefined && spec.max === undefined) {
+        problem(`a ${spec.check} check needs min:, max:, or both`, at);
+        ok = false;
+      }
+      if (spec.check === "row_count" && spec.min !== undefined && spec.max !== undefined && spec.min > spec.max) {
+        problem(`min (${spec.min}) is more than max (${spec.max})`, [...at, "min"]);
+        ok = false;
+      }
+      if (spec.check === "range" && spec.min !== undefined && spec.max !== undefined && typeof spec.min !== typeof spec.max) {
+        problem("min and max must both be numbers or both be text (dates are text: '2023-01-31')", [...at, "max"]);
+        ok = false;
+      }
+      let label = `check ${check.name}`;
+      let where: (string | number)[] = at;
+      if (spec.check === "sql") {
+        if ((spec.file === undefined) === (spec.sql === undefined)) {
+          problem("a sql check needs exactly one of file: or sql:", at);
+          continue;
+        }
+        where = [...at, spec.file ? "file" : "sql"];
+        const unreadable = spec.file === undefined ? undefined : sqlFileProblem(spec.file, config.baseDir);
+        if (unreadable) {
+          problem(unreadable, where);
+          continue;
+        }
+        const text = readSqlText(spec, config.baseDir);
+        for (const name of unknownParameters(text))
+          problem(`unknown parameter :${name} in ${spec.file ?? "sql"}; ${parametersHint()}`, where);
+        label = `check ${check.name} (${spec.file ?? "sql"})`;
+      }
+      if (spec.check === "expression") where = [...at, "expression"];
+      if (!ok) continue;
+      const failing = failingRowsSql(check, config.baseDir);
+      const compiled = compileQuery(context, failing, label);
+      if ("error" in compiled) {
+        if (compiled.error) problem(`${label}: ${compiled.error}`, where, undefined, "E_SQL");
+        continue;
+      }
+      if (writesDatabase(scratch, failing)) {
+        problem(`${label}: a check must be one SELECT that only reads; this statement writes to the database`, where, undefined, "E_SQL");
+        continue;
+      }
+      try {
+        scratch.prepare(countingSql(failing)).free();
+      } catch (error) {
+        problem(`${label}: ${(error as Error).message}`, where, undefined, "E_SQL");
+      }
+    }
+  } finally {
+    scratch.close();
+  }
+  return diagnostics;
+}
