@@ -59,6 +59,12 @@ describe("a failed run leaves the database byte-identical", () => {
       /E_HEADER http:\/\/127\.0\.0\.1:\d+\/ventes\.csv: the header does not have the expected columns: missing "ID Référence produit" \(for sales\.product_id\) \(did you mean "ID Reference produit"\?\)/,
     );
     expect(run.stderr).toContain('got ["Date","ID Reference produit","Quantité","ID Magasin"]');
+    // why: the fix is either in the file or in the mapping; the message says where the mapping is.
+    const lines = readFileSync(ws.path("pipeline.yaml"), "utf8").split("\n");
+    const mapping = lines.findIndex(
+      (line, i) => i > lines.indexOf("  - name: load_sales") && line.startsWith('      product_id: "ID Référence produit"'),
+    );
+    expect(run.stderr).toContain(`(mapped at pipeline.yaml:${mapping + 1}:19)`);
   });
 
   test("a failing SQL step", async () => {
