@@ -4,7 +4,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { serveClientData } from "./helpers/client-server.js";
 import { startServer, type TestServer } from "./helpers/http-server.js";
-import { clientFixtures, root, sqlite, Workspace } from "./helpers/workspace.js";
+import { clientFixtures, clientPipeline, sqlite, Workspace } from "./helpers/workspace.js";
 
 let server: TestServer;
 let ws: Workspace;
@@ -174,7 +174,7 @@ describe("failed runs are kept in the history", () => {
     await ws.cli(["run"], env);
     expect(readFileSync(journal(), "utf8").trim().split("\n")).toHaveLength(2);
     const kept = readFileSync(journal());
-    writeFileSync(sql, readFileSync(path.join(root, "sql/revenue_total.sql")));
+    writeFileSync(sql, readFileSync(path.join(clientPipeline, "sql/revenue_total.sql")));
     const next = await ws.cli(["run"], env);
     expect(next.code).toBe(0);
     expect(next.stdout).toContain("recorded 2 earlier failed run(s)");
