@@ -71,7 +71,7 @@ echo "  (one run through compose: $(elapsed "$t3" "$t4") s)"
 check "30 sales, read through the sqlite3 service" 30 "$(q 'SELECT count(*) FROM sales')"
 check "total revenue" "5268.78|122" "$(q 'SELECT revenue, quantity FROM revenue_total')"
 check "integrity and foreign keys" "ok" "$(q 'PRAGMA integrity_check; PRAGMA foreign_key_check;')"
-check "the summary sheet is on the volume" 1 "$(docker compose exec -T sqlite3 grep -c "Chiffre d'affaires total\*\* : 5 268,78 €" /data/reports/fiche-synthese.md)"
+check "the summary sheet is on the volume" 1 "$(docker compose exec -T sqlite3 grep -c "Chiffre d'affaires total\*\* : $(printf '5\u202f268,78\u00a0€')" /data/reports/fiche-synthese.md)"
 
 echo "a second run adds nothing"
 check "second run exits 0" 0 "$(rc "$work/run2.log" docker compose run --rm -T runner)"
