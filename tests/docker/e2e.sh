@@ -70,6 +70,7 @@ check "docker compose run runner exits 0" 0 "$code"
 echo "  (one run through compose: $(elapsed "$t3" "$t4") s)"
 check "30 sales, read through the sqlite3 service" 30 "$(q 'SELECT count(*) FROM sales')"
 check "total revenue" "5268.78|122" "$(q 'SELECT revenue, quantity FROM revenue_total')"
+check "the README's query" "2023-05-27|2023-06-25|30|122|526878|5268.78" "$(q 'SELECT * FROM revenue_total')"
 check "integrity and foreign keys" "ok" "$(q 'PRAGMA integrity_check; PRAGMA foreign_key_check;')"
 check "the summary sheet is on the volume" 1 "$(docker compose exec -T sqlite3 grep -c "Chiffre d'affaires total\*\* : $(printf '5\u202f268,78\u00a0€')" /data/reports/fiche-synthese.md)"
 
