@@ -410,7 +410,8 @@ function renderHtml(step: ReportStepSpec, sections: RenderedSection[], style: St
     table.cards tr { border: 1px solid #d5dde6; border-radius: 6px; margin-bottom: 0.6rem; padding: 0.3rem 0.7rem; }
     table.cards td { display: flex; justify-content: space-between; gap: 1rem; border: 0; padding: 0.15rem 0; text-align: right; }
     table.cards td::before { content: attr(data-label); color: #5b6876; text-align: left; font-size: 0.85rem; }
-    table.cards td:first-child { font-weight: 600; }
+    table.cards td:first-child { justify-content: flex-start; text-align: left; font-weight: 600; font-size: 1.05rem; padding-bottom: 0.3rem; }
+    table.cards td:first-child::before { content: none; }
   }
   section { break-inside: avoid; }
   @media print { body { margin: 0; max-width: none; } @page { size: A4; margin: 15mm; } }
