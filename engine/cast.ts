@@ -1,4 +1,4 @@
-import type { ColumnMapping, ColumnSpec } from "./config/schema.js";
+import { defaultFalseValues, defaultTrueValues, type ColumnMapping, type ColumnSpec } from "./config/schema.js";
 import type { SqlValue } from "./db/database.js";
 import { clip } from "./errors.js";
 
@@ -15,9 +15,6 @@ export type MappingOptions = Exclude<ColumnMapping, string>;
 export function mappingOptions(mapping: ColumnMapping): MappingOptions {
   return typeof mapping === "string" ? { from: mapping } : mapping;
 }
-
-const defaultTrue = ["true", "1", "yes", "y", "oui", "vrai"];
-const defaultFalse = ["false", "0", "no", "n", "non", "faux"];
 
 /** The date formats a mapping's `format` may use: tokens yyyy, MM, dd (M and d accept one digit). */
 export const dateTokens = /yyyy|MM|dd|M|d/g;
@@ -61,8 +58,8 @@ function converter(column: ColumnSpec, options: MappingOptions): (text: string) 
     case "date":
       return dateCaster(options.format ?? "yyyy-MM-dd");
     case "boolean": {
-      const yes = new Set((options.true_values ?? defaultTrue).map((v) => v.toLowerCase()));
-      const no = new Set((options.false_values ?? defaultFalse).map((v) => v.toLowerCase()));
+      const yes = new Set((options.true_values ?? defaultTrueValues).map((v) => v.toLowerCase()));
+      const no = new Set((options.false_values ?? defaultFalseValues).map((v) => v.toLowerCase()));
       return (text) => {
         const key = text.toLowerCase();
         if (yes.has(key)) return { ok: true, value: 1 };

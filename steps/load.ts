@@ -5,7 +5,7 @@ import { checkDateFormat, makeCaster, mappingOptions, type Caster } from "../eng
 import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.js";
 import { quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
-import { clip, didYouMean, PipelineError, redactCredentials, throwIfAborted, type Diagnostic } from "../engine/errors.js";
+import { clip, didYouMean, formatPlace, PipelineError, redactCredentials, throwIfAborted, type Diagnostic } from "../engine/errors.js";
 import {
   closeRejections,
   keepPending,
@@ -336,7 +336,9 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   const useHeader = (names: string[]) => {
     checkHeaderLength(names, step.csv?.delimiter ?? ",", source);
     header = names;
-    indexes = headerIndexes(step, names, source);
+    indexes = headerIndexes(step, names, source, (target) =>
+      formatPlace(context.config.locate(["steps", context.pipeline.steps.indexOf(step), "columns", target])),
+    );
     width = names.length;
   };
 
@@ -608,13 +610,13 @@ function checkHeaderLength(header: string[], delimiter: string, source: string):
   );
 }
 
-function headerIndexes(step: LoadStepSpec, header: string[], source: string): number[] {
+function headerIndexes(step: LoadStepSpec, header: string[], source: string, mappedAt: (target: string) => string): number[] {
   const clean = header.map((name) => name.trim());
   const missing: string[] = [];
   const indexes = Object.entries(step.columns).map(([target, mapping]) => {
     const wanted = mappingOptions(mapping).from;
     const index = clean.indexOf(wanted);
-    if (index < 0) missing.push(`"${wanted}" (for ${step.table}.${target})${didYouMean(wanted, clean)}`);
+    if (index < 0) missing.push(`"${wanted}" (for ${step.table}.${target})${didYouMean(wanted, clean)} (mapped at ${mappedAt(target)})`);
     else if (clean.indexOf(wanted, index + 1) >= 0) missing.push(`"${wanted}" appears twice`);
     return index;
   });

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
-import { root } from "./helpers/workspace.js";
+import { clientPipeline, root } from "./helpers/workspace.js";
 
 const cli = path.join(root, "dist/engine/cli.js");
 
@@ -15,7 +15,11 @@ describe("the built CLI", () => {
 
   test("validates the client's pipeline and exits 0, and exits 2 on a usage error", () => {
     expect(existsSync(cli), "run `npm run build` first (npm test does)").toBe(true);
-    const ok = spawnSync(process.execPath, [cli, "validate"], { cwd: root, encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } });
+    const ok = spawnSync(process.execPath, [cli, "validate"], {
+      cwd: clientPipeline,
+      encoding: "utf8",
+      env: { ...process.env, NO_COLOR: "1" },
+    });
     expect(ok.stdout).toBe("pipeline.yaml is valid: 11 steps, 10 tables\n");
     expect(ok.status).toBe(0);
     const bad = spawnSync(process.execPath, [cli, "nonsense"], { cwd: root, encoding: "utf8" });
@@ -25,7 +29,7 @@ describe("the built CLI", () => {
 
   test("prints no colour codes when NO_COLOR is set or the output is not a terminal", () => {
     const result = spawnSync(process.execPath, [cli, "run", "--dry-run"], {
-      cwd: root,
+      cwd: clientPipeline,
       encoding: "utf8",
       env: { ...process.env, FORCE_COLOR: "1" },
     });

@@ -71,9 +71,22 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
   [
     "a mapping of the wrong shape",
     edit("      b: b\n", "      b: { form: b }\n"),
+    // why: the missing "from" is the misspelt "form"; saying it twice would send the reader looking for two problems.
+    ['p.yaml:20:12 error E_SCHEMA unknown key "form" in /steps/0/columns/b (did you mean "from"?)'],
+  ],
+  [
+    "a misspelt required key, reported once",
+    edit("    table: t\n", "    tabel: t\n"),
+    ['p.yaml:16:5 error E_SCHEMA unknown key "tabel" in /steps/0 (did you mean "table"?)'],
+  ],
+  [
+    "a misspelt table declaration, reported once where the typo is",
+    edit("  t:\n", "  tt:\n").replace(
+      "  r:\n    columns:\n      a: { type: text }\n",
+      "  r:\n    columns:\n      a: { type: text }\n    foreign_keys: [{ columns: [a], references: { table: t, columns: [a] } }]\n",
+    ),
     [
-      'p.yaml:20:10 error E_SCHEMA /steps/0/columns/b is missing the required key "from"',
-      'p.yaml:20:12 error E_SCHEMA unknown key "form" in /steps/0/columns/b (did you mean "from"?)',
+      'p.yaml:4:3 error E_CONFIG table "tt" is declared but nothing uses it, while 2 places name table "t", which is not declared (lines 12, 17): rename "tt" to "t"',
     ],
   ],
   [

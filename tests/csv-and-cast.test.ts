@@ -55,9 +55,18 @@ describe("casting", () => {
     [{ type: "date" }, "2023-06-25", "2023-06-25"],
     [{ type: "date" }, "2024-02-29", "2024-02-29"],
     [{ type: "date" }, "2000-02-29", "2000-02-29"],
-    [{ type: "boolean" }, "Vrai", 1],
+    [{ type: "boolean" }, "Yes", 1],
   ] as [ColumnSpec, string, unknown][])("%j %s -> %s", (column, field, value) => {
     expect(cast(column, field)).toEqual({ ok: true, value });
+  });
+
+  test("the default booleans speak no client's language: oui/vrai are the pipeline's to declare (true_values)", () => {
+    expect(cast({ type: "boolean" }, "oui")).toEqual({
+      ok: false,
+      reason: '"oui" is not a boolean (true: true/1/yes/y; false: false/0/no/n)',
+    });
+    expect(cast({ type: "boolean" }, "Oui", { true_values: ["oui", "vrai"], false_values: ["non"] })).toEqual({ ok: true, value: 1 });
+    expect(cast({ type: "boolean" }, "NON", { true_values: ["oui", "vrai"], false_values: ["non"] })).toEqual({ ok: true, value: 0 });
   });
 
   test.each([

@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
+import { pipelineSchema } from "../engine/config/schema.js";
+import { referenceFile, updatedReference } from "../engine/config/reference.js";
 import { root, Workspace } from "./helpers/workspace.js";
 
 describe("generated documents match what the tool generates now", () => {
@@ -32,6 +34,32 @@ describe("generated documents match what the tool generates now", () => {
     } finally {
       ws.remove();
     }
+  });
+});
+
+describe("docs/pipeline-reference.md", () => {
+  const reference = readFileSync(path.join(root, referenceFile), "utf8");
+
+  test("its tables of keys are what the schema says now (regenerate with: npm run generate)", () => {
+    expect(reference).toBe(updatedReference(reference));
+  });
+
+  test("it carries every description, default and key of the schema", () => {
+    const missing: string[] = [];
+    const walk = (node: unknown): void => {
+      if (typeof node !== "object" || node === null) return;
+      const { properties, description } = node as { properties?: Record<string, unknown>; description?: unknown };
+      if (typeof description === "string" && !reference.includes(description.replaceAll("|", "\\|"))) missing.push(description);
+      for (const key of Object.keys(properties ?? {})) if (!reference.includes(`| \`${key}\``)) missing.push(`key ${key}`);
+      for (const value of Object.values(node)) walk(value);
+    };
+    walk(pipelineSchema);
+    // why: the step and check unions' own discriminators are written per step type and per check kind instead.
+    const perBranch = [
+      "the step's type: load, sql or report",
+      "the kind of check: not_null, unique, relationships, accepted_values, range, expression, row_count or sql",
+    ];
+    expect(missing.filter((m) => !perBranch.includes(m))).toEqual([]);
   });
 });
 

@@ -1,8 +1,11 @@
-import { readFileSync } from "node:fs";
-import { afterEach, beforeEach, expect, test } from "vitest";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { runtimeChecks } from "../engine/doctor.js";
 import { serveClientData } from "./helpers/client-server.js";
 import type { TestServer } from "./helpers/http-server.js";
-import type { Workspace } from "./helpers/workspace.js";
+import { builtCli } from "./helpers/spawn-cli.js";
+import { sqlite, type Workspace } from "./helpers/workspace.js";
 
 let server: TestServer;
 let ws: Workspace;
@@ -52,4 +55,43 @@ test("doctor exits 2 on an invalid configuration and shows its problems", async 
   const result = await ws.cli(["doctor"], env);
   expect(result.code).toBe(2);
   expect(result.stdout).toMatch(/✗ config: pipeline\.yaml:\d+:\d+ error E_SCHEMA \/steps\/0\/mode is "upsrt"/);
+});
+
+describe("doctor on a Node older than the pinned one", () => {
+  test("Node 20 passes with a note: every feature the runner uses is there", async () => {
+    const [node] = await runtimeChecks("0.1.0", "20.20.2");
+    expect(node).toMatchObject({ name: "node", ok: true });
+    expect(node!.detail).toBe(
+      "20.20.2 (works: every feature the runner uses is there; the project pins and tests Node 24, see package.json engines)",
+    );
+  });
+
+  test("Node 18 fails, saying what it lacks", async () => {
+    const [node] = await runtimeChecks("0.1.0", "18.19.0");
+    expect(node).toMatchObject({ name: "node", ok: false });
+    expect(node!.detail).toMatch(/^18\.19\.0 \(the runner needs Node 20 or later; Node 24 is the pinned version\)$/);
+  });
+
+  // why: Debian's own node is 20 on this image; a real process is the proof that "works" is true.
+  const system = ["/usr/bin/node", "/bin/node"].find(
+    (file) => existsSync(file) && execFileSync(file, ["-p", "process.versions.node.split('.')[0]"], { encoding: "utf8" }).trim() === "20",
+  );
+  test.skipIf(system === undefined)("a real Node 20 runs doctor (exit 0) and the client's pipeline", async () => {
+    // why: asynchronous, so this process's test server can answer the child's requests.
+    const run = (args: string[]) =>
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(system!, [builtCli, ...args], { cwd: ws.dir, env: { ...process.env, ...env, NO_COLOR: "1" } });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+        child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+        child.on("close", (status) => resolve({ status, stdout, stderr }));
+      });
+    const doctor = await run(["doctor"]);
+    expect(doctor.stdout).toMatch(/^✓ node: 20\.\d+\.\d+ \(works: /m);
+    expect(doctor.status, doctor.stdout + doctor.stderr).toBe(0);
+    const result = await run(["run"]);
+    expect(result.status, result.stderr).toBe(0);
+    expect(sqlite(ws.path("output/sales.db"), "SELECT revenue_cents FROM revenue_total")).toBe("526878");
+  });
 });

@@ -62,10 +62,11 @@ describe("figures over time (mode: history)", () => {
 
     const sheet = readFileSync(ws.path("output/fiche-synthese.md"), "utf8");
     const trend = sheet.slice(sheet.indexOf("## Évolution du chiffre d'affaires"));
+    // fr-FR groups digits with a narrow no-break space and puts a no-break space before the euro sign.
     const euros = (cents: number) =>
       `${Math.floor(cents / 100)
         .toString()
-        .replace(/\B(?=(\d{3})+(?!\d))/g, " ")},${String(cents % 100).padStart(2, "0")} €`;
+        .replace(/\B(?=(\d{3})+(?!\d))/g, "\u202f")},${String(cents % 100).padStart(2, "0")}\u00a0€`;
     expect(trend).toContain(`| 24/06/2023 18:00 UTC | ${euros(revenueOfFirst(28))} |  |`);
     expect(trend).toContain(
       `| 25/06/2023 18:30 UTC | ${euros(revenueOfFirst(30))} | \\+${euros(revenueOfFirst(30) - revenueOfFirst(28))} |`,

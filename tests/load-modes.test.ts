@@ -43,7 +43,7 @@ ${options.itemsExtra ?? ""}
       label: Label
       price: { from: Price, decimal_separator: "," }
       day: { from: Day, format: dd/MM/yyyy }
-      active: Active
+      active: { from: Active, true_values: [oui], false_values: [non] }
   - name: load_events
     type: load
     source: events.csv
@@ -123,7 +123,7 @@ describe("casting and rejected rows", () => {
   test("quotes, emoji, multi-line fields and SQL-looking text come back verbatim", async () => {
     ws.write("pipeline.yaml", pipeline());
     const labels = [`Robert'); DROP TABLE items;--`, `say "hi"`, "emoji 🧾✓", "two\nlines", "  spaced  "];
-    const csv = "Id,Label,Price,Day,Active\n" + labels.map((l, i) => `${i + 1},"${l.replaceAll('"', '""')}",1,01/01/2024,yes`).join("\r\n");
+    const csv = "Id,Label,Price,Day,Active\n" + labels.map((l, i) => `${i + 1},"${l.replaceAll('"', '""')}",1,01/01/2024,oui`).join("\r\n");
     ws.write("items.csv", csv);
     ws.write("events.csv", "Day,Item,Qty\n");
     expect((await run()).code).toBe(0);

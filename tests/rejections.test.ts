@@ -318,7 +318,7 @@ describe("run --full-refresh", () => {
     expect(run.code).toBe(0);
     expect(run.stdout).toContain("output/fiche-synthese.html");
     const written = readFileSync(ws.path("output/fiche-synthese.html"), "utf8");
-    expect(written).toContain("5 268,78 €");
+    expect(written).toContain("5\u202f268,78\u00a0€");
     expect(written.length).toBe(html.length);
     const again = await runJson();
     expect(again.status).toBe("unchanged");

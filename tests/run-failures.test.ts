@@ -4,7 +4,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { serveClientData } from "./helpers/client-server.js";
 import { startServer, type TestServer } from "./helpers/http-server.js";
-import { clientFixtures, root, sqlite, Workspace } from "./helpers/workspace.js";
+import { clientFixtures, clientPipeline, sqlite, Workspace } from "./helpers/workspace.js";
 
 let server: TestServer;
 let ws: Workspace;
@@ -59,6 +59,12 @@ describe("a failed run leaves the database byte-identical", () => {
       /E_HEADER http:\/\/127\.0\.0\.1:\d+\/ventes\.csv: the header does not have the expected columns: missing "ID Référence produit" \(for sales\.product_id\) \(did you mean "ID Reference produit"\?\)/,
     );
     expect(run.stderr).toContain('got ["Date","ID Reference produit","Quantité","ID Magasin"]');
+    // why: the fix is either in the file or in the mapping; the message says where the mapping is.
+    const lines = readFileSync(ws.path("pipeline.yaml"), "utf8").split("\n");
+    const mapping = lines.findIndex(
+      (line, i) => i > lines.indexOf("  - name: load_sales") && line.startsWith('      product_id: "ID Référence produit"'),
+    );
+    expect(run.stderr).toContain(`(mapped at pipeline.yaml:${mapping + 1}:19)`);
   });
 
   test("a failing SQL step", async () => {
@@ -168,7 +174,7 @@ describe("failed runs are kept in the history", () => {
     await ws.cli(["run"], env);
     expect(readFileSync(journal(), "utf8").trim().split("\n")).toHaveLength(2);
     const kept = readFileSync(journal());
-    writeFileSync(sql, readFileSync(path.join(root, "sql/revenue_total.sql")));
+    writeFileSync(sql, readFileSync(path.join(clientPipeline, "sql/revenue_total.sql")));
     const next = await ws.cli(["run"], env);
     expect(next.code).toBe(0);
     expect(next.stdout).toContain("recorded 2 earlier failed run(s)");

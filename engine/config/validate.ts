@@ -28,10 +28,15 @@ export async function validatePipeline(
   if (!validateShape(config.value)) throw new ConfigError(await shapeDiagnostics(config, validateShape.errors ?? [], checkpoint));
   await checkpoint(true);
   const pipeline = config.value as Pipeline;
-  const diagnostics = tableDiagnostics(config, pipeline)
-    .concat(await stepDiagnostics(config, pipeline, typeOf, checkpoint))
-    .concat(await checkDiagnostics(config, pipeline))
-    .concat(outputPathDiagnostics(config, pipeline, typeOf));
+  const diagnostics = misspeltDeclarations(
+    config,
+    pipeline,
+    typeOf,
+    tableDiagnostics(config, pipeline)
+      .concat(await stepDiagnostics(config, pipeline, typeOf, checkpoint))
+      .concat(await checkDiagnostics(config, pipeline))
+      .concat(outputPathDiagnostics(config, pipeline, typeOf)),
+  );
   if (diagnostics.length > 0) throw new ConfigError(diagnostics);
   return pipeline;
 }
@@ -69,7 +74,7 @@ async function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[], che
     }
   };
   const explained = new Set<string>();
-  const kept = errors.filter((e) => {
+  let kept = errors.filter((e) => {
     // why: a bad key also fails `pattern` (with its propertyName), which says which key; this one would only repeat it.
     if (e.keyword === "anyOf" || e.keyword === "propertyNames") return false;
     const union = unionOf(e.instancePath);
@@ -88,6 +93,20 @@ async function shapeDiagnostics(config: LoadedConfig, errors: ErrorObject[], che
       if (p === "") break;
     }
   }
+  // why: a misspelt required key is also a missing one; its "unknown key ... (did you mean ...)" already says both.
+  const misspelt = new Set(
+    kept
+      .filter((e) => e.keyword === "additionalProperties")
+      .map((e) => {
+        const key = String((e.params as Record<string, unknown>)["additionalProperty"]);
+        const allowed = Object.keys((e.parentSchema as { properties?: object }).properties ?? {});
+        return `${e.instancePath}\0${/"(.*)"/.exec(didYouMean(key, allowed))?.[1] ?? ""}`;
+      }),
+  );
+  kept = kept.filter(
+    (e) =>
+      e.keyword !== "required" || !misspelt.has(`${e.instancePath}\0${String((e.params as Record<string, unknown>)["missingProperty"])}`),
+  );
   const unionOnly = [...anyOfPaths.values()].filter((u) => !explained.has(u.instancePath));
   const diagnostics: Diagnostic[] = [];
   for (const e of kept) {
@@ -288,6 +307,47 @@ async function stepDiagnostics(
     scratch.close();
   }
   return diagnostics;
+}
+
+/**
+ * When several references name one undeclared table and a declared table with a close name is used
+ * nowhere, the typo is in the declaration: one problem there replaces one per correct reference.
+ */
+function misspeltDeclarations(
+  config: LoadedConfig,
+  pipeline: Pipeline,
+  typeOf: (step: StepSpec) => StepDefinition,
+  diagnostics: Diagnostic[],
+): Diagnostic[] {
+  const declared = Object.keys(pipeline.tables);
+  const used = new Set(pipeline.steps.flatMap((step) => typeOf(step).writes(step)));
+  for (const table of Object.values(pipeline.tables as Record<string, TableSpec>))
+    for (const fk of table.foreign_keys ?? []) used.add(fk.references.table);
+  const unused = declared.filter((name) => !used.has(name));
+  if (unused.length === 0) return diagnostics;
+  // why: the step types word their own message; each one names the table as `table "x" ... not declared`.
+  const undeclaredName = (d: Diagnostic) => /\btable "([^"]+)"(?: is not declared|, which is not declared)/.exec(d.message)?.[1];
+  const replaced = new Map<string, Diagnostic[]>();
+  for (const d of diagnostics) {
+    const name = undeclaredName(d);
+    if (name === undefined || declared.includes(name)) continue;
+    const typo = /"(.*)"/.exec(didYouMean(name, unused))?.[1];
+    if (typo === undefined) continue;
+    replaced.set(typo, [...(replaced.get(typo) ?? []), d]);
+  }
+  const result = diagnostics.filter((d) => ![...replaced.values()].some((group) => group.includes(d)));
+  for (const [typo, group] of replaced) {
+    const name = undeclaredName(group[0]!)!;
+    const lines = group.map((d) => d.place?.line).filter((line) => line !== undefined);
+    const where = lines.length > 0 ? ` (line${lines.length > 1 ? "s" : ""} ${[...new Set(lines)].sort((a, b) => a - b).join(", ")})` : "";
+    const places = group.length === 1 ? "1 place names" : `${group.length} places name`;
+    result.push({
+      code: "E_CONFIG",
+      message: `table "${typo}" is declared but nothing uses it, while ${places} table "${name}", which is not declared${where}: rename "${typo}" to "${name}"`,
+      place: config.locate(["tables"], typo),
+    });
+  }
+  return result;
 }
 
 function tryQuietly(action: () => unknown): void {

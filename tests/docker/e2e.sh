@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the real Docker Compose stack (issue: two services under Docker Compose).
 # Builds both images, serves the client's files from 127.0.0.1, runs the runner through compose,
-# reads the database through the sqlite3 service, and kills the stack mid-run.
+# reads the database through the sqlite3 service, kills the stack mid-run, and edits pipeline.yaml
+# (a new query) to see the next run take it without a rebuild (the file is restored on exit).
 # Skips, saying why, where no Docker engine can run (offline-docker.sh check).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,7 +21,9 @@ eval "$("$S" start)"
 export COMPOSE_PROJECT_NAME=pipeline-e2e
 work=$(mktemp -d)
 server_pid=""
+edited=0
 cleanup() {
+  if [ "$edited" = 1 ]; then cp "$work/pipeline.yaml.orig" pipeline.yaml; rm -f sql/e2e_sales_by_day.sql; fi
   docker compose down -v --remove-orphans >/dev/null 2>&1 || true
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
   rm -rf "$work"
@@ -67,8 +70,9 @@ check "docker compose run runner exits 0" 0 "$code"
 echo "  (one run through compose: $(elapsed "$t3" "$t4") s)"
 check "30 sales, read through the sqlite3 service" 30 "$(q 'SELECT count(*) FROM sales')"
 check "total revenue" "5268.78|122" "$(q 'SELECT revenue, quantity FROM revenue_total')"
+check "the README's query" "2023-05-27|2023-06-25|30|122|526878|5268.78" "$(q 'SELECT * FROM revenue_total')"
 check "integrity and foreign keys" "ok" "$(q 'PRAGMA integrity_check; PRAGMA foreign_key_check;')"
-check "the summary sheet is on the volume" 1 "$(docker compose exec -T sqlite3 grep -c "Chiffre d'affaires total\*\* : 5 268,78 €" /data/reports/fiche-synthese.md)"
+check "the summary sheet is on the volume" 1 "$(docker compose exec -T sqlite3 grep -c "Chiffre d'affaires total\*\* : $(printf '5\u202f268,78\u00a0€')" /data/reports/fiche-synthese.md)"
 
 echo "a second run adds nothing"
 check "second run exits 0" 0 "$(rc "$work/run2.log" docker compose run --rm -T runner)"
@@ -125,6 +129,21 @@ check "naming it and how to remove it" 1 "$(grep -c 'E_DRIFT .*trigger "x100" on
 check "sqlite3-admin removes it" 0 "$(rc "$work/admin2.log" docker compose run --rm -T sqlite3-admin sqlite3 -batch /data/sales.db 'DROP TRIGGER "x100";')"
 check "then the run goes on, quantities as sent" 0 "$(SALES_URL="http://127.0.0.1:$port/ventes-trigger.csv" rc "$work/run4.log" docker compose run --rm -T runner)"
 check "the new sale, stored once, quantity 1" "32|1" "$(q "SELECT count(*), (SELECT quantity FROM sales WHERE date = '2023-06-27') FROM sales")"
+
+echo "an edit of pipeline.yaml takes effect at the next run, without a rebuild"
+image_before=$(docker image inspect pipeline-runner:local --format '{{.Id}}')
+cp pipeline.yaml "$work/pipeline.yaml.orig"
+edited=1
+printf -- '-- Units per day (e2e: a query added by editing pipeline.yaml).\nSELECT date, sum(quantity) AS quantity FROM sales GROUP BY date\n' >sql/e2e_sales_by_day.sql
+awk '{ print } /^tables:$/ { print "  e2e_sales_by_day:\n    columns:\n      date: { type: date }\n      quantity: { type: integer, required: true }\n    primary_key: [date]\n" }' "$work/pipeline.yaml.orig" >pipeline.yaml
+printf '\n  - name: e2e_sales_by_day\n    type: sql\n    file: sql/e2e_sales_by_day.sql\n    into: e2e_sales_by_day\n' >>pipeline.yaml
+check "validate sees the new step" "pipeline.yaml is valid: 11 steps, 10 tables" "$(docker compose run --rm -T -e NO_COLOR=1 runner validate 2>/dev/null || true)"
+check "the edited pipeline runs" 0 "$(SALES_URL="http://127.0.0.1:$port/ventes-trigger.csv" rc "$work/edited.log" docker compose run --rm -T runner)"
+check "the new table, read through the sqlite3 service" "$(q 'SELECT count(DISTINCT date), sum(quantity) FROM sales')" "$(q 'SELECT count(*), sum(quantity) FROM e2e_sales_by_day')"
+check "with rows" 1 "$(q 'SELECT count(*) > 0 FROM e2e_sales_by_day')"
+check "and no image was rebuilt" "$image_before" "$(docker image inspect pipeline-runner:local --format '{{.Id}}')"
+cp "$work/pipeline.yaml.orig" pipeline.yaml && rm -f sql/e2e_sales_by_day.sql && edited=0
+check "pipeline.yaml, sql/ and data/ are mounted read-only" "ro|ro|ro" "$(docker compose run --rm -T --entrypoint sh runner -c 'for m in /app/pipeline.yaml /app/sql /app/data; do grep " $m " /proc/mounts | cut -d" " -f4 | cut -d, -f1; done' 2>/dev/null | paste -sd'|')"
 
 echo "the runtime image"
 run_in() { docker run --rm --network none --entrypoint sh pipeline-runner:local -c "$1"; }

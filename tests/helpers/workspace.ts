@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,6 +9,11 @@ import { main, type Io } from "../../engine/main.js";
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 /** The client's files, byte-exact. */
 export const clientFixtures = path.join(root, "tests/fixtures/client");
+/**
+ * The suite's own copy of the client's pipeline (pipeline.yaml, sql/, data/): the one at the root is
+ * the user's example to edit, so an edit there never breaks a test (docs/regenerate.sh uses this copy too).
+ */
+export const clientPipeline = path.join(root, "tests/fixtures/client-pipeline");
 
 /** The pipeline's URL variables pointing at the client's files inside a workspace, once {@link Workspace.copyClientFiles} put them there. */
 export const clientFileEnv: Readonly<Record<string, string>> = {
@@ -24,16 +29,14 @@ export interface CliResult {
   stderr: string;
 }
 
-/** A temporary directory holding a copy of the client's pipeline (pipeline.yaml, sql/, data/). */
+/** A temporary directory holding a copy of the client's pipeline (pipeline.yaml, sql/, data/) from {@link clientPipeline}. */
 export class Workspace {
   readonly dir: string;
 
   constructor(options: { withClientPipeline?: boolean } = {}) {
     this.dir = mkdtempSync(path.join(tmpdir(), "pipeline-test-"));
     if (options.withClientPipeline ?? true) {
-      copyFileSync(path.join(root, "pipeline.yaml"), path.join(this.dir, "pipeline.yaml"));
-      cpSync(path.join(root, "sql"), path.join(this.dir, "sql"), { recursive: true });
-      cpSync(path.join(root, "data"), path.join(this.dir, "data"), { recursive: true });
+      cpSync(clientPipeline, this.dir, { recursive: true });
     }
   }
 
