@@ -3,7 +3,7 @@ import { access, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import fetch from "node-fetch";
 import type { Pipeline } from "./config/schema.js";
-import { sqlJsVersion } from "./db/sqljs.js";
+import { engineNamed, engineNames, type EngineName } from "./db/engines/index.js";
 import { redactCredentials } from "./errors.js";
 import { fileKind } from "./paths.js";
 import { isUrl, networkReason, requestTarget } from "./sources/fetch.js";
@@ -15,14 +15,22 @@ export interface Check {
   detail: string;
 }
 
-/** The runtime: Node, the runner and the SQLite inside sql.js. */
-export async function runtimeChecks(runnerVersion: string): Promise<Check[]> {
+/** The runtime: Node, the runner and the SQLite of each engine (the one in use marked). */
+export async function runtimeChecks(runnerVersion: string, engine: EngineName): Promise<Check[]> {
   const major = Number(process.versions.node.split(".")[0]);
-  return [
+  const checks: Check[] = [
     { name: "node", ok: major >= 24, detail: `${process.versions.node}${major >= 24 ? "" : " (the runner needs Node 24 or later)"}` },
     { name: "pipeline-runner", ok: true, detail: runnerVersion },
-    { name: "sqlite (sql.js)", ok: true, detail: await sqlJsVersion() },
   ];
+  for (const name of engineNames) {
+    const label = name === "sqljs" ? "sqlite (sql.js)" : "sqlite (native)";
+    try {
+      checks.push({ name: label, ok: true, detail: `${await engineNamed(name).version()}${name === engine ? ", in use" : ""}` });
+    } catch (error) {
+      checks.push({ name: label, ok: name !== engine, detail: `unavailable: ${(error as Error).message}` });
+    }
+  }
+  return checks;
 }
 
 /** Whether a file can be written in the database's directory (or, before it exists, in its nearest existing parent). */

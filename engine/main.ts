@@ -11,8 +11,11 @@ import { renderProfile, replaceGenerated } from "./profile-report.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
 import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream, type SchemaChanges } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
-import { ensureSchema, executePlan, openDatabase } from "./run.js";
+import { executePlan, previewPlan } from "./run.js";
 import { resolveDatabasePath } from "./db/store.js";
+import { readDatabase } from "./db/session.js";
+import { engineNames, type EngineName } from "./db/engines/index.js";
+import { databaseSetting, type Pipeline } from "./config/schema.js";
 import { parseDuration } from "./duration.js";
 import { existingTables } from "./db/tables.js";
 import { pendingRejections, type PendingRejection } from "./history.js";
@@ -55,6 +58,9 @@ Commands:
 Options:
   -c, --config FILE   the pipeline file (default: pipeline.yaml)
       --db PATH       the database file (overrides database: in the config)
+      --engine E      the storage engine: sqljs (default; the file is loaded in memory and replaced on save)
+                      or native (node:sqlite, in place on the live file); overrides database: { engine: }
+                      and the PIPELINE_ENGINE environment variable
       --json          print a machine-readable summary on stdout instead of the log
       --dry-run       with run: print the plan only
       --force         allow a replace that would empty or shrink a table
@@ -84,7 +90,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     if (args.command === "doctor") return await doctor(args, io, json);
     const config = await loadConfigFile(args.config, io.env, io.cwd);
     const pipeline = await validatePipeline(config, stepType, io.signal);
-    const database = await resolveDatabasePath(path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database)));
+    const database = await resolveDatabasePath(
+      path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, databaseSetting(pipeline).path)),
+    );
+    const engine = chooseEngine(args, pipeline, io);
     if (args.db !== undefined) {
       const clashes = outputPathDiagnostics(config, pipeline, stepType, { file: database, label: `${database} (--db)` });
       if (clashes.length > 0) throw new ConfigError(clashes);
@@ -99,7 +108,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       return profiles.every((p) => !p.error) ? exitCodes.ok : exitCodes.runFailed;
     }
     if (args.command === "rejections") {
-      const rejections = await readPendingRejections(database);
+      const rejections = await readPendingRejections(database, engine, args.lockTimeoutMs);
       if (json) io.stdout.write(JSON.stringify({ ok: true, command: "rejections", database: plan.database, rejections }, null, 2) + "\n");
       else io.stdout.write(renderRejections(plan.database, rejections, c));
       return exitCodes.ok;
@@ -115,7 +124,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     }
     const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : checkRefreshSteps(args.steps, plan));
     if (args.command === "plan" || args.dryRun) {
-      const changes = await schemaChanges(plan, database);
+      const changes = await previewPlan({ ...plan, database }, engine, args.lockTimeoutMs);
       if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
       else io.stdout.write(renderPlan(plan, changes, c));
       return exitCodes.ok;
@@ -126,6 +135,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         {
           force: args.force,
           fullRefresh: fullRefresh || undefined,
+          engine,
           lockTimeoutMs: args.lockTimeoutMs,
           signal: io.signal,
           typeOf: stepType,
@@ -161,7 +171,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
 /** `doctor`: one pass/fail line per check; exit 0 only when all pass. */
 async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number> {
   const c = colorsFor(io.stdout, io.env);
-  const checks: Check[] = await runtimeChecks(await version());
+  const checks: Check[] = await runtimeChecks(await version(), args.engine ?? environmentEngine(io) ?? "sqljs");
   let invalid = false;
   try {
     const config = await loadConfigFile(args.config, io.env, io.cwd);
@@ -171,7 +181,7 @@ async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number>
       ok: true,
       detail: `${config.file}: ${pipeline.steps.length} steps, ${Object.keys(pipeline.tables).length} tables`,
     });
-    const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database));
+    const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, databaseSetting(pipeline).path));
     checks.push(await databaseCheck(database));
     checks.push(...(await sourceChecks(pipeline, config.baseDir)));
   } catch (error) {
@@ -214,6 +224,7 @@ interface CommandLine {
   command: (typeof commands)[number];
   config: string;
   db: string | undefined;
+  engine: EngineName | undefined;
   dryRun: boolean;
   force: boolean;
   strict: boolean;
@@ -233,6 +244,7 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   const options = {
     config: { type: "string", short: "c", default: "pipeline.yaml" },
     db: { type: "string" },
+    engine: { type: "string" },
     json: { type: "boolean", default: false },
     "dry-run": { type: "boolean", default: false },
     force: { type: "boolean", default: false },
@@ -272,10 +284,13 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   const maxRuns = v["max-runs"] === undefined ? undefined : Number(v["max-runs"]);
   if (maxRuns !== undefined && !(Number.isInteger(maxRuns) && maxRuns > 0))
     throw usageError(`--max-runs takes a positive whole number, not "${v["max-runs"]}"`);
+  if (v.engine !== undefined && !isEngineName(v.engine))
+    throw usageError(`--engine takes ${engineNames.join(" or ")}, not "${v.engine}"${didYouMean(v.engine, engineNames)}`);
   return {
     command: command as CommandLine["command"],
     config: v.config,
     db: v.db,
+    engine: v.engine as EngineName | undefined,
     dryRun: v["dry-run"],
     force: v.force,
     strict: v.strict,
@@ -323,24 +338,28 @@ function resolveAgainst(baseDir: string, file: string): string {
   return path.isAbsolute(file) ? file : path.resolve(baseDir, file);
 }
 
-/** The tables a run would create and the columns it would add; reads the database file, never writes it. */
-async function schemaChanges(plan: Plan, database: string): Promise<SchemaChanges> {
-  const db = await openDatabase(database);
-  try {
-    return ensureSchema(db, plan);
-  } finally {
-    db.close();
-  }
+/** The pending rejections stored in the database file; none when it does not exist yet. Never writes. */
+async function readPendingRejections(database: string, engine: EngineName, lockTimeoutMs: number): Promise<PendingRejection[]> {
+  return readDatabase(database, engine, lockTimeoutMs, (db) =>
+    existingTables(db).has("pipeline_rejected_rows") ? pendingRejections(db) : [],
+  );
 }
 
-/** The pending rejections stored in the database file; none when it does not exist yet. Never writes. */
-async function readPendingRejections(database: string): Promise<PendingRejection[]> {
-  const db = await openDatabase(database);
-  try {
-    return existingTables(db).has("pipeline_rejected_rows") ? pendingRejections(db) : [];
-  } finally {
-    db.close();
-  }
+function isEngineName(name: string): name is EngineName {
+  return (engineNames as readonly string[]).includes(name);
+}
+
+/** The engine named by the environment (PIPELINE_ENGINE), if any; a wrong name is a usage error that names it. */
+function environmentEngine(io: Io): EngineName | undefined {
+  const name = io.env["PIPELINE_ENGINE"];
+  if (name === undefined || name === "") return undefined;
+  if (!isEngineName(name)) throw usageError(`PIPELINE_ENGINE takes ${engineNames.join(" or ")}, not "${name}"`);
+  return name;
+}
+
+/** The engine a command uses: --engine, then database: { engine: } in pipeline.yaml, then PIPELINE_ENGINE, then sqljs. */
+function chooseEngine(args: CommandLine, pipeline: Pipeline, io: Io): EngineName {
+  return args.engine ?? databaseSetting(pipeline).engine ?? environmentEngine(io) ?? "sqljs";
 }
 
 function planJson(plan: Plan, { createdTables, addedColumns }: SchemaChanges) {

@@ -22,6 +22,7 @@ test("doctor passes when every check passes, and writes nothing", async () => {
     "✓ node",
     "✓ pipeline-runner",
     "✓ sqlite (sql.js)",
+    "✓ sqlite (native)",
     "✓ config",
     "✓ database",
     "✓ source load_products",

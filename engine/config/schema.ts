@@ -1,4 +1,5 @@
 import type { FromSchema } from "json-schema-to-ts";
+import { engineNames, type EngineName } from "../db/engines/engine.js";
 
 const identifier = { type: "string", pattern: "^[A-Za-z_][A-Za-z0-9_]*$" } as const;
 const identifierList = { type: "array", items: identifier, minItems: 1, uniqueItems: true } as const;
@@ -223,7 +224,25 @@ export const pipelineSchema = {
     version: { const: 1 },
     name: { type: "string" },
     description: { type: "string" },
-    database: { type: "string", minLength: 1 },
+    database: {
+      description: "the SQLite file (relative to this file), or { path, engine }",
+      anyOf: [
+        { type: "string", minLength: 1 },
+        {
+          type: "object",
+          additionalProperties: false,
+          required: ["path"],
+          properties: {
+            path: { type: "string", minLength: 1 },
+            engine: {
+              enum: engineNames,
+              description:
+                "sqljs (default): the file is loaded in memory and replaced on save; native: node:sqlite, in place on the live file",
+            },
+          },
+        },
+      ],
+    },
     tables: { type: "object", propertyNames: identifier, additionalProperties: tableSchema, minProperties: 1 },
     steps: {
       type: "array",
@@ -238,6 +257,11 @@ export const pipelineSchema = {
     },
   },
 } as const;
+
+/** The `database:` setting, string or object, as a path and the engine it names (if any). */
+export function databaseSetting(pipeline: Pick<Pipeline, "database">): { path: string; engine?: EngineName | undefined } {
+  return typeof pipeline.database === "string" ? { path: pipeline.database } : pipeline.database;
+}
 
 /** A validated pipeline.yaml (ajv does not fill in defaults: a defaulted option may be absent). */
 export type Pipeline = FromSchema<typeof pipelineSchema, { keepDefaultedPropertiesOptional: true }>;
