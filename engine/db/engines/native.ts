@@ -35,13 +35,9 @@ export const nativeEngine: Engine = {
       throw error;
     }
     const transaction: Transaction = {
-      db: wrapDatabase(raw),
+      db: wrapDatabase(raw, file),
       async commit() {
-        try {
-          raw.exec("COMMIT");
-        } catch (error) {
-          throw sqliteError(error, file, options);
-        }
+        guarded(file, () => raw.exec("COMMIT"));
       },
       async rollback() {
         if (raw.isOpen && raw.isTransaction) raw.exec("ROLLBACK");
@@ -58,7 +54,7 @@ export const nativeEngine: Engine = {
     return transaction;
   },
   async read(file, options) {
-    return wrapDatabase((await exists(file)) ? open(file, options, true) : new DatabaseSync(":memory:"));
+    return wrapDatabase((await exists(file)) ? open(file, options, true) : new DatabaseSync(":memory:"), file);
   },
 };
 
@@ -111,24 +107,58 @@ async function removeEmpty(file: string): Promise<void> {
   if (info?.isFile() && info.size === 0) await rm(file, { force: true });
 }
 
-function wrapDatabase(db: DatabaseSync): SqlDatabase {
+/** SQLite result codes that are about the file, not the SQL: a full disk, an I/O error, a lock, a damaged file. */
+const storageCodes = new Map<number, string>([
+  [5, "another program holds the database locked"],
+  [7, "SQLite ran out of memory"],
+  [10, "a disk I/O error"],
+  [11, "the database file is damaged"],
+  [13, "the disk is full"],
+  [26, "the file is not a database"],
+]);
+
+/** Turns an SQLite error about the file into a clear error naming it; the transaction is rolled back, so the content stays as it was. */
+function storageError(error: unknown, file: string): unknown {
+  const code = (error as { errcode?: number }).errcode;
+  const what = code === undefined ? undefined : storageCodes.get(code & 0xff);
+  if (what === undefined) return error;
+  const kind = (code! & 0xff) === 5 ? "E_LOCK" : (code! & 0xff) === 11 || (code! & 0xff) === 26 ? "E_DB" : "E_SAVE";
+  return new PipelineError(
+    kind,
+    `cannot write the database ${file}: ${what} (${(error as Error).message}); its previous content is unchanged`,
+    {
+      cause: error,
+      exitCode: kind === "E_LOCK" ? 3 : 1,
+    },
+  );
+}
+
+/** Calls `action`, mapping SQLite's storage errors to clear ones. */
+function guarded<T>(file: string, action: () => T): T {
+  try {
+    return action();
+  } catch (error) {
+    throw storageError(error, file);
+  }
+}
+
+function wrapDatabase(db: DatabaseSync, file: string): SqlDatabase {
   const compile = (sql: string): StatementSync => {
-    const statement = db.prepare(sql);
+    const statement = guarded(file, () => db.prepare(sql));
     // why: the engine binds run_id and run_started_at to every statement of a script; one that does not use them ignores them.
     statement.setAllowUnknownNamedParameters(true);
     return statement;
   };
-  const prepare = (sql: string): Statement => wrapStatement(compile(sql));
+  const prepare = (sql: string): Statement => wrapStatement(compile(sql), file);
   return {
-    exec: (sql) => db.exec(sql),
-    run: (sql, params) => Number(call(compile(sql), "run", params).changes),
-    all: (sql, params) => call(compile(sql), "all", params) as Row[],
+    exec: (sql) => guarded(file, () => db.exec(sql)),
+    run: (sql, params) => guarded(file, () => Number(call(compile(sql), "run", params).changes)),
+    all: (sql, params) => guarded(file, () => call(compile(sql), "all", params) as Row[]),
     prepare,
     runScript(sql, params) {
       for (const text of splitStatements(sql)) {
         const statement = compile(text);
-        if (params) statement.run(params as Record<string, SqlValue>);
-        else statement.run();
+        guarded(file, () => (params ? statement.run(params as Record<string, SqlValue>) : statement.run()));
       }
     },
     statements(sql) {
@@ -152,26 +182,26 @@ function call<M extends Method>(statement: StatementSync, method: M, params: Par
   return invoke(params);
 }
 
-function wrapStatement(statement: StatementSync): Statement {
+function wrapStatement(statement: StatementSync, file: string): Statement {
   let arrays = false;
   const mode = (wanted: boolean) => {
     if (arrays !== wanted) statement.setReturnArrays((arrays = wanted));
   };
   return {
     run(params) {
-      call(statement, "run", params);
+      guarded(file, () => call(statement, "run", params));
     },
     get(params) {
       mode(false);
-      return call(statement, "get", params) as Row | undefined;
+      return guarded(file, () => call(statement, "get", params) as Row | undefined);
     },
     getValues(params) {
       mode(true);
-      return call(statement, "get", params) as unknown as SqlValue[] | undefined;
+      return guarded(file, () => call(statement, "get", params) as unknown as SqlValue[] | undefined);
     },
     all(params) {
       mode(false);
-      return call(statement, "all", params) as Row[];
+      return guarded(file, () => call(statement, "all", params) as Row[]);
     },
     columnNames: () => statement.columns().map((column) => column.name),
     free: () => undefined,
