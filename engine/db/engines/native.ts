@@ -1,5 +1,6 @@
 import { rm, stat } from "node:fs/promises";
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { DatabaseSync, StatementSync } from "node:sqlite";
+import { nodeSqlite } from "./node-sqlite.js";
 import { PipelineError } from "../../errors.js";
 import type { Params, Row, SqlDatabase, SqlValue, Statement } from "../database.js";
 import { splitStatements } from "../split-sql.js";
@@ -16,7 +17,7 @@ const cacheKiB = 65_536;
 export const nativeEngine: Engine = {
   name: "native",
   async version() {
-    const db = new DatabaseSync(":memory:");
+    const db = new (nodeSqlite().DatabaseSync)(":memory:");
     try {
       return `${String(db.prepare("SELECT sqlite_version() AS v").get()?.["v"])} (node:sqlite)`;
     } finally {
@@ -54,14 +55,14 @@ export const nativeEngine: Engine = {
     return transaction;
   },
   async read(file, options) {
-    return wrapDatabase((await exists(file)) ? open(file, options, true) : new DatabaseSync(":memory:"), file);
+    return wrapDatabase((await exists(file)) ? open(file, options, true) : new (nodeSqlite().DatabaseSync)(":memory:"), file);
   },
 };
 
 function open(file: string, options: OpenOptions, readOnly: boolean): DatabaseSync {
   let db: DatabaseSync | undefined;
   try {
-    db = new DatabaseSync(file, { readOnly, timeout: options.busyTimeoutMs, enableForeignKeyConstraints: true });
+    db = new (nodeSqlite().DatabaseSync)(file, { readOnly, timeout: options.busyTimeoutMs, enableForeignKeyConstraints: true });
     db.prepare("SELECT count(*) FROM sqlite_schema").get();
     if (!readOnly) db.exec(`PRAGMA cache_size = -${cacheKiB}`);
     return db;

@@ -1,5 +1,6 @@
 import { open, stat, type FileHandle } from "node:fs/promises";
-import { DatabaseSync } from "node:sqlite";
+import type { DatabaseSync } from "node:sqlite";
+import { nodeSqlite } from "./node-sqlite.js";
 import { PipelineError } from "../../errors.js";
 import { openSqlJs, sqlJsVersion, type ImageDatabase } from "../sqljs.js";
 import { checkNoSqliteSidecars, fileIdentity, readDatabaseFile, stageFile, type FileIdentity } from "../store.js";
@@ -111,7 +112,7 @@ async function replaceFile(file: string, image: Uint8Array, loaded: Loaded, opti
 
 /** SQLite's write lock on the live file, taken as `sqlite3` would: a writer in progress is waited for. */
 async function writeLock(file: string, options: OpenOptions): Promise<DatabaseSync> {
-  const guard = new DatabaseSync(file, { timeout: options.busyTimeoutMs });
+  const guard = new (nodeSqlite().DatabaseSync)(file, { timeout: options.busyTimeoutMs });
   try {
     guard.exec("BEGIN IMMEDIATE");
     return guard;
