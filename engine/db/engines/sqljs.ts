@@ -96,7 +96,9 @@ async function replaceFile(file: string, image: Uint8Array, loaded: Loaded, opti
         cause: error,
       });
     }
-    if (old) {
+    // why: SQLite already refuses writes through a renamed-over file (SQLITE_READONLY_DBMOVED); spoiling its header makes reads fail too.
+    // A file that still has another name (a hard link kept as a backup) is left alone.
+    if (old && (await old.stat()).nlink === 0) {
       await old.write(orphanHeader, 0, orphanHeader.length, 0);
       await old.sync();
     }
