@@ -2,7 +2,8 @@ import { randomBytes } from "node:crypto";
 import { access, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import fetch from "node-fetch";
-import type { Pipeline } from "./config/schema.js";
+import type { Pipeline, StepSpec } from "./config/schema.js";
+import type { StepDefinition } from "./step.js";
 import { engineNamed, engineNames, type EngineName } from "./db/engines/index.js";
 import { redactCredentials } from "./errors.js";
 import { fileKind } from "./paths.js";
@@ -52,10 +53,18 @@ export async function databaseCheck(database: string): Promise<Check> {
 }
 
 /** Whether each load step's source answers: a HEAD (then a GET) with a short timeout, or the file exists. */
-export async function sourceChecks(pipeline: Pipeline, baseDir: string, timeoutMs = 5000): Promise<Check[]> {
-  const loads = pipeline.steps.filter((step) => step.type === "load");
+export async function sourceChecks(
+  pipeline: Pipeline,
+  baseDir: string,
+  typeOf: (step: StepSpec) => StepDefinition,
+  timeoutMs = 5000,
+): Promise<Check[]> {
+  const sources = pipeline.steps.flatMap((step) => {
+    const source = typeOf(step).source?.(step);
+    return source === undefined ? [] : [{ name: step.name, source }];
+  });
   return Promise.all(
-    loads.map(async (step): Promise<Check> => {
+    sources.map(async (step): Promise<Check> => {
       const name = `source ${step.name}`;
       if (!isUrl(step.source)) {
         const file = path.resolve(baseDir, step.source);

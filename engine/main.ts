@@ -16,6 +16,7 @@ import { resolveDatabasePath } from "./db/store.js";
 import { readDatabase } from "./db/session.js";
 import { engineNames, type EngineName } from "./db/engines/index.js";
 import { databaseSetting, type Pipeline } from "./config/schema.js";
+import type { LoadedConfig } from "./config/load.js";
 import { parseDuration } from "./duration.js";
 import { existingTables } from "./db/tables.js";
 import { pendingRejections, type PendingRejection } from "./history.js";
@@ -78,6 +79,87 @@ Exit codes: 0 success, 1 the run failed (nothing was saved), 2 invalid configura
 130 interrupted (nothing was saved).
 `;
 
+/** What every command gets: the parsed command line, the I/O and the colours of each stream. */
+interface CommandContext {
+  args: CommandLine;
+  io: Io;
+  json: boolean;
+  c: ReturnType<typeof colorsFor>;
+  errorColors: ReturnType<typeof colorsFor>;
+}
+
+/** The pipeline a command works on: loaded, validated, its database and engine chosen, planned. */
+interface Loaded {
+  config: LoadedConfig;
+  pipeline: Pipeline;
+  /** The database's real path. */
+  database: string;
+  engine: EngineName;
+  plan: Plan;
+}
+
+/** One command: whether it needs the pipeline loaded first, and what it does; returns the exit code. */
+type Command =
+  | { pipeline: false; run(context: CommandContext): Promise<number> }
+  | { pipeline: true; run(context: CommandContext, loaded: Loaded): Promise<number> };
+
+/** Every command, by name (citty's subCommands): a new command is one entry here and its lines in the usage. */
+const commandTable: Record<(typeof commands)[number], Command> = {
+  help: { pipeline: false, run: async ({ io }) => (io.stdout.write(usage), exitCodes.ok) },
+  doctor: { pipeline: false, run: ({ args, io, json }) => doctor(args, io, json) },
+  validate: {
+    pipeline: true,
+    async run({ io, json, c }, { config, pipeline, plan }) {
+      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "validate", config: config.file, steps: plan.steps.length }) + "\n");
+      else io.stdout.write(c.green(`${config.file} is valid: ${plan.steps.length} steps, ${Object.keys(pipeline.tables).length} tables\n`));
+      return exitCodes.ok;
+    },
+  },
+  schema: {
+    pipeline: true,
+    async run({ io }, { config, pipeline }) {
+      io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline), config.file));
+      return exitCodes.ok;
+    },
+  },
+  profile: {
+    pipeline: true,
+    async run({ args, io, json, c }, { config, pipeline }) {
+      const profiles = await profileSources(pipeline, config.baseDir, stepType);
+      if (json) io.stdout.write(JSON.stringify({ ok: profiles.every((p) => !p.error), sources: profiles }, null, 2) + "\n");
+      else if (args.update) await updateGenerated(path.resolve(io.cwd, args.update), "profile", renderProfile(profiles, "markdown", c));
+      else io.stdout.write(renderProfile(profiles, args.markdown ? "markdown" : "text", c));
+      return profiles.every((p) => !p.error) ? exitCodes.ok : exitCodes.runFailed;
+    },
+  },
+  rejections: {
+    pipeline: true,
+    async run({ args, io, json, c }, { database, engine, plan }) {
+      const rejections = await readPendingRejections(database, engine, args.lockTimeoutMs);
+      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "rejections", database: plan.database, rejections }, null, 2) + "\n");
+      else io.stdout.write(renderRejections(plan.database, rejections, c));
+      return exitCodes.ok;
+    },
+  },
+  plan: {
+    pipeline: true,
+    async run({ args, io, json, c }, { database, engine, plan }) {
+      if (args.fullRefresh && args.steps.length > 0) checkRefreshSteps(args.steps, plan);
+      const changes = await previewPlan({ ...plan, database }, engine, args.lockTimeoutMs);
+      if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
+      else io.stdout.write(renderPlan(plan, changes, c));
+      return exitCodes.ok;
+    },
+  },
+  run: {
+    pipeline: true,
+    async run(context, loaded) {
+      if (context.args.dryRun) return commandTable.plan.pipeline ? commandTable.plan.run(context, loaded) : exitCodes.ok;
+      return runCommand(context, loaded);
+    },
+  },
+};
+
 /** Runs one CLI invocation; returns the exit code. */
 export async function main(argv: readonly string[], io: Io): Promise<number> {
   const json = argv.includes("--json");
@@ -85,76 +167,11 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   const errorColors = colorsFor(io.stderr, io.env);
   try {
     const args = parseCommandLine(argv);
-    if (args.help) return (io.stdout.write(usage), exitCodes.ok);
     if (args.version) return (io.stdout.write(`pipeline-runner ${await version()}\n`), exitCodes.ok);
-    if (args.command === "doctor") return await doctor(args, io, json);
-    const config = await loadConfigFile(args.config, io.env, io.cwd);
-    const pipeline = await validatePipeline(config, stepType, io.signal);
-    const database = await resolveDatabasePath(
-      path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, databaseSetting(pipeline).path)),
-    );
-    const engine = chooseEngine(args, pipeline, io);
-    if (args.db !== undefined) {
-      const clashes = outputPathDiagnostics(config, pipeline, stepType, { file: database, label: `${database} (--db)` });
-      if (clashes.length > 0) throw new ConfigError(clashes);
-    }
-    const plan = planPipeline(pipeline, config, displayPath(io.cwd, database), stepType);
-
-    if (args.command === "profile") {
-      const profiles = await profileSources(pipeline, config.baseDir);
-      if (json) io.stdout.write(JSON.stringify({ ok: profiles.every((p) => !p.error), sources: profiles }, null, 2) + "\n");
-      else if (args.update) await updateGenerated(path.resolve(io.cwd, args.update), "profile", renderProfile(profiles, "markdown", c));
-      else io.stdout.write(renderProfile(profiles, args.markdown ? "markdown" : "text", c));
-      return profiles.every((p) => !p.error) ? exitCodes.ok : exitCodes.runFailed;
-    }
-    if (args.command === "rejections") {
-      const rejections = await readPendingRejections(database, engine, args.lockTimeoutMs);
-      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "rejections", database: plan.database, rejections }, null, 2) + "\n");
-      else io.stdout.write(renderRejections(plan.database, rejections, c));
-      return exitCodes.ok;
-    }
-    if (args.command === "schema") {
-      io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline), config.file));
-      return exitCodes.ok;
-    }
-    if (args.command === "validate") {
-      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "validate", config: config.file, steps: plan.steps.length }) + "\n");
-      else io.stdout.write(c.green(`${config.file} is valid: ${plan.steps.length} steps, ${Object.keys(pipeline.tables).length} tables\n`));
-      return exitCodes.ok;
-    }
-    const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : checkRefreshSteps(args.steps, plan));
-    if (args.command === "plan" || args.dryRun) {
-      const changes = await previewPlan({ ...plan, database }, engine, args.lockTimeoutMs);
-      if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
-      else io.stdout.write(renderPlan(plan, changes, c));
-      return exitCodes.ok;
-    }
-    const runOnce = async (compact: boolean): Promise<number> => {
-      const report = await executePlan(
-        { ...plan, database },
-        {
-          force: args.force,
-          fullRefresh: fullRefresh || undefined,
-          engine,
-          lockTimeoutMs: args.lockTimeoutMs,
-          signal: io.signal,
-          typeOf: stepType,
-          onEvent: json ? () => undefined : runLogger(io.stdout, c, plan.database),
-        },
-      );
-      report.database = plan.database;
-      if (json) {
-        const document = { command: "run", ...report, rssBytes: process.memoryUsage().rss };
-        io.stdout.write((compact ? JSON.stringify(document) : JSON.stringify(document, null, 2)) + "\n");
-      } else {
-        io.stdout.write(renderSummary(report, c));
-        if (report.error) io.stderr.write(errorColors.red(`error ${report.error.code} ${report.error.message}`) + "\n");
-      }
-      if (!report.ok) return report.exitCode;
-      return args.strict && report.rejectedRows > 0 ? exitCodes.savedWithRejections : exitCodes.ok;
-    };
-    if (args.everyMs === undefined) return await runOnce(false);
-    return await runEvery(runOnce, args.everyMs, args.maxRuns, io, c);
+    const command = commandTable[args.help ? "help" : args.command];
+    const context: CommandContext = { args, io, json, c, errorColors };
+    if (!command.pipeline) return await command.run(context);
+    return await command.run(context, await loadPipeline(args, io));
   } catch (error) {
     if (error instanceof ConfigError) {
       if (json) io.stdout.write(JSON.stringify({ ok: false, diagnostics: error.diagnostics }, null, 2) + "\n");
@@ -166,6 +183,52 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     else io.stderr.write(errorColors.red(`error ${code} ${message}`) + "\n");
     return error instanceof PipelineError ? error.exitCode : exitCodes.runFailed;
   }
+}
+
+/** Loads and validates the pipeline, resolves its database (--db) and engine, and plans it. */
+async function loadPipeline(args: CommandLine, io: Io): Promise<Loaded> {
+  const config = await loadConfigFile(args.config, io.env, io.cwd);
+  const pipeline = await validatePipeline(config, stepType, io.signal);
+  const database = await resolveDatabasePath(
+    path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, databaseSetting(pipeline).path)),
+  );
+  const engine = chooseEngine(args, pipeline, io);
+  if (args.db !== undefined) {
+    const clashes = outputPathDiagnostics(config, pipeline, stepType, { file: database, label: `${database} (--db)` });
+    if (clashes.length > 0) throw new ConfigError(clashes);
+  }
+  return { config, pipeline, database, engine, plan: planPipeline(pipeline, config, displayPath(io.cwd, database), stepType) };
+}
+
+/** `run`: one run, or one per interval with --every. */
+async function runCommand({ args, io, json, c, errorColors }: CommandContext, { database, engine, plan }: Loaded): Promise<number> {
+  const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : checkRefreshSteps(args.steps, plan));
+  const runOnce = async (compact: boolean): Promise<number> => {
+    const report = await executePlan(
+      { ...plan, database },
+      {
+        force: args.force,
+        fullRefresh: fullRefresh || undefined,
+        engine,
+        lockTimeoutMs: args.lockTimeoutMs,
+        signal: io.signal,
+        typeOf: stepType,
+        onEvent: json ? () => undefined : runLogger(io.stdout, c, plan.database),
+      },
+    );
+    report.database = plan.database;
+    if (json) {
+      const document = { command: "run", ...report, rssBytes: process.memoryUsage().rss };
+      io.stdout.write((compact ? JSON.stringify(document) : JSON.stringify(document, null, 2)) + "\n");
+    } else {
+      io.stdout.write(renderSummary(report, c));
+      if (report.error) io.stderr.write(errorColors.red(`error ${report.error.code} ${report.error.message}`) + "\n");
+    }
+    if (!report.ok) return report.exitCode;
+    return args.strict && report.rejectedRows > 0 ? exitCodes.savedWithRejections : exitCodes.ok;
+  };
+  if (args.everyMs === undefined) return await runOnce(false);
+  return await runEvery(runOnce, args.everyMs, args.maxRuns, io, c);
 }
 
 /** `doctor`: one pass/fail line per check; exit 0 only when all pass. */
@@ -183,7 +246,7 @@ async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number>
     });
     const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, databaseSetting(pipeline).path));
     checks.push(await databaseCheck(database));
-    checks.push(...(await sourceChecks(pipeline, config.baseDir)));
+    checks.push(...(await sourceChecks(pipeline, config.baseDir, stepType)));
   } catch (error) {
     invalid = error instanceof ConfigError || (error instanceof PipelineError && error.exitCode === exitCodes.invalid);
     const detail = error instanceof ConfigError ? error.diagnostics.map(formatDiagnostic).join("\n    ") : describeError(error).message;

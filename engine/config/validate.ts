@@ -6,7 +6,7 @@ import { systemTables, systemTableNames } from "../history.js";
 import type { StepDefinition } from "../step.js";
 import type { LoadedConfig } from "./load.js";
 import { outputPathDiagnostics } from "./output-paths.js";
-import type { Pipeline, StepSpec, TableSpec } from "./schema.js";
+import { pipelineSchema, type Pipeline, type StepSpec, type TableSpec } from "./schema.js";
 import generatedValidator from "./shape-validator.generated.js";
 
 // why: generated from the schema by ajv (npm run generate); compiling it at start-up cost ~100 ms per command.
@@ -135,7 +135,7 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
     case "const":
       return { code: "E_SCHEMA", message: `${error.instancePath} must be ${JSON.stringify(params["allowedValue"])}`, place };
     case "discriminator": {
-      const types = ["load", "sql", "report"];
+      const types = stepTypeNames;
       const value = (error.data as { type?: unknown } | null)?.type;
       const message =
         typeof value === "string"
@@ -160,6 +160,9 @@ function shapeDiagnostic(config: LoadedConfig, error: ErrorObject): Diagnostic {
       return { code: "E_SCHEMA", message: `${where} ${error.message ?? "is invalid"}`, place };
   }
 }
+
+/** The step types, as the schema's `oneOf` declares them (the step registry is keyed by the same union). */
+const stepTypeNames: readonly string[] = pipelineSchema.properties.steps.items.oneOf.map((branch) => branch.properties.type.const);
 
 /** A value from the configuration, for a message: mappings come without prototype (see load.ts), so String() cannot print them. */
 function shown(value: unknown): string {
