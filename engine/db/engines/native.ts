@@ -151,6 +151,7 @@ function wrapDatabase(db: DatabaseSync, file: string): SqlDatabase {
     return statement;
   };
   const prepare = (sql: string): Statement => wrapStatement(compile(sql), file);
+  let changes: StatementSync | undefined;
   return {
     exec: (sql) => guarded(file, () => db.exec(sql)),
     run: (sql, params) => guarded(file, () => Number(call(compile(sql), "run", params).changes)),
@@ -167,7 +168,7 @@ function wrapDatabase(db: DatabaseSync, file: string): SqlDatabase {
       for (const text of texts) db.prepare(text);
       return texts;
     },
-    changes: () => Number(db.prepare("SELECT changes() AS n").get()?.["n"] ?? 0),
+    changes: () => Number((changes ??= db.prepare("SELECT changes() AS n")).get()?.["n"] ?? 0),
     close: () => {
       if (db.isOpen) db.close();
     },
