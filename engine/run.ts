@@ -274,7 +274,7 @@ export async function previewPlan(plan: Plan, engine: EngineName, lockTimeoutMs:
  * the columns a newer version declares (never to the pipeline's; any other difference is E_DRIFT).
  * Returns the pipeline tables created and the columns added.
  */
-export function ensureSchema(db: SqlDatabase, plan: Plan): SchemaChanges {
+function ensureSchema(db: SqlDatabase, plan: Plan): SchemaChanges {
   refuseForeignObjects(db, declaredTables(plan), plan.database);
   const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
   const pipeline = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
