@@ -234,11 +234,13 @@ async function runCommand({ args, io, json, c, errorColors }: CommandContext, { 
 /** `doctor`: one pass/fail line per check; exit 0 only when all pass. */
 async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number> {
   const c = colorsFor(io.stdout, io.env);
-  const checks: Check[] = await runtimeChecks(await version(), args.engine ?? environmentEngine(io) ?? "sqljs");
+  const checks: Check[] = [];
+  let engine: EngineName | undefined;
   let invalid = false;
   try {
     const config = await loadConfigFile(args.config, io.env, io.cwd);
     const pipeline = await validatePipeline(config, stepType);
+    engine = chooseEngine(args, pipeline, io);
     checks.push({
       name: "config",
       ok: true,
@@ -252,6 +254,7 @@ async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number>
     const detail = error instanceof ConfigError ? error.diagnostics.map(formatDiagnostic).join("\n    ") : describeError(error).message;
     checks.push({ name: "config", ok: false, detail });
   }
+  checks.unshift(...(await runtimeChecks(await version(), engine ?? args.engine ?? "sqljs")));
   if (json) io.stdout.write(JSON.stringify({ ok: checks.every((x) => x.ok), checks }, null, 2) + "\n");
   else for (const check of checks) io.stdout.write(`${check.ok ? c.green("✓") : c.red("✗")} ${check.name}: ${check.detail}\n`);
   if (invalid) return exitCodes.invalid;

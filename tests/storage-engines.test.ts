@@ -182,6 +182,16 @@ steps:
     expect((await ws.cli(["rejections", "--json"])).code).toBe(0);
   });
 
+  test("doctor names the engine in use: database: { engine: native }, unless --engine says otherwise", async () => {
+    ws.write("pipeline.yaml", pipeline("{ path: data.db, engine: native }"));
+    const native = await ws.cli(["doctor"]);
+    expect(native.code, native.stdout).toBe(0);
+    expect(native.stdout).toMatch(/✓ sqlite \(native\): 3\.\d+\.\d+ \(node:sqlite\), in use\n/);
+    expect(native.stdout).not.toMatch(/sql\.js\), in use/);
+    const sqljs = await ws.cli(["doctor", "--engine", "sqljs"]);
+    expect(sqljs.stdout).toMatch(/✓ sqlite \(sql\.js\): 3\.\d+\.\d+ \(sql\.js\), in use\n/);
+  });
+
   test("--engine overrides database: { engine: }, and a wrong name is refused with the names", async () => {
     ws.write("pipeline.yaml", pipeline("{ path: data.db, engine: native }"));
     const wrong = await ws.cli(["run", "--engine", "postgres"]);
