@@ -43,7 +43,9 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends sqlite3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 1000 sqlite && useradd --uid 1000 --gid sqlite --create-home sqlite \
- && mkdir -p /data && chown sqlite:sqlite /data
+ && mkdir -p /data && chown sqlite:sqlite /data \
+ && printf '.timeout 60000\n' > /home/sqlite/.sqliterc && chown sqlite:sqlite /home/sqlite/.sqliterc
+# why: with the native engine a run holds SQLite's write lock while it runs; the CLI (sqlite3-admin) waits up to 60 s for it instead of failing at once.
 COPY docker/healthcheck.sh /usr/local/bin/healthcheck
 ENV DB_PATH=/data/sales.db
 USER sqlite

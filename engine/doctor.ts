@@ -2,8 +2,9 @@ import { randomBytes } from "node:crypto";
 import { access, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import fetch from "node-fetch";
-import type { Pipeline } from "./config/schema.js";
-import { sqlJsVersion } from "./db/sqljs.js";
+import type { Pipeline, StepSpec } from "./config/schema.js";
+import type { StepDefinition } from "./step.js";
+import { engineNamed, engineNames, type EngineName } from "./db/engines/index.js";
 import { redactCredentials } from "./errors.js";
 import { fileKind } from "./paths.js";
 import { isUrl, networkReason, requestTarget } from "./sources/fetch.js";
@@ -17,11 +18,11 @@ export interface Check {
 
 /** The Node major the project pins (package.json `engines`) and tests on. */
 const pinnedNodeMajor = 24;
-/** The oldest Node major on which every feature the runner uses is there (ES2023 output, util.parseArgs, AbortSignal.timeout). */
+/** The oldest Node major on which every feature the sqljs engine uses is there (ES2023 output, util.parseArgs, AbortSignal.timeout); native needs node:sqlite (Node 22.5). */
 const oldestWorkingNodeMajor = 20;
 
-/** The runtime: Node, the runner and the SQLite inside sql.js; a Node older than the pinned one passes with a note while it works. */
-export async function runtimeChecks(runnerVersion: string, nodeVersion = process.versions.node): Promise<Check[]> {
+/** The runtime: Node, the runner and the SQLite of each engine (the one in use marked); a Node older than the pinned one passes with a note while it works. */
+export async function runtimeChecks(runnerVersion: string, engine: EngineName, nodeVersion = process.versions.node): Promise<Check[]> {
   const major = Number(nodeVersion.split(".")[0]);
   const node: Check =
     major >= pinnedNodeMajor
@@ -37,11 +38,16 @@ export async function runtimeChecks(runnerVersion: string, nodeVersion = process
             ok: false,
             detail: `${nodeVersion} (the runner needs Node ${oldestWorkingNodeMajor} or later; Node ${pinnedNodeMajor} is the pinned version)`,
           };
-  return [
-    node,
-    { name: "pipeline-runner", ok: true, detail: runnerVersion },
-    { name: "sqlite (sql.js)", ok: true, detail: await sqlJsVersion() },
-  ];
+  const checks: Check[] = [node, { name: "pipeline-runner", ok: true, detail: runnerVersion }];
+  for (const name of engineNames) {
+    const label = name === "sqljs" ? "sqlite (sql.js)" : "sqlite (native)";
+    try {
+      checks.push({ name: label, ok: true, detail: `${await engineNamed(name).version()}${name === engine ? ", in use" : ""}` });
+    } catch (error) {
+      checks.push({ name: label, ok: name !== engine, detail: `unavailable: ${(error as Error).message}` });
+    }
+  }
+  return checks;
 }
 
 /** Whether a file can be written in the database's directory (or, before it exists, in its nearest existing parent). */
@@ -63,10 +69,18 @@ export async function databaseCheck(database: string): Promise<Check> {
 }
 
 /** Whether each load step's source answers: a HEAD (then a GET) with a short timeout, or the file exists. */
-export async function sourceChecks(pipeline: Pipeline, baseDir: string, timeoutMs = 5000): Promise<Check[]> {
-  const loads = pipeline.steps.filter((step) => step.type === "load");
+export async function sourceChecks(
+  pipeline: Pipeline,
+  baseDir: string,
+  typeOf: (step: StepSpec) => StepDefinition,
+  timeoutMs = 5000,
+): Promise<Check[]> {
+  const sources = pipeline.steps.flatMap((step) => {
+    const source = typeOf(step).source?.(step);
+    return source === undefined ? [] : [{ name: step.name, source }];
+  });
   return Promise.all(
-    loads.map(async (step): Promise<Check> => {
+    sources.map(async (step): Promise<Check> => {
       const name = `source ${step.name}`;
       if (!isUrl(step.source)) {
         const file = path.resolve(baseDir, step.source);

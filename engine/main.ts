@@ -9,17 +9,21 @@ import { readSchema, renderSchemaMarkdown } from "./schema-diagram.js";
 import { profileSources } from "./profile.js";
 import { renderProfile, replaceGenerated } from "./profile-report.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
+import { freshnessChecks } from "./freshness.js";
+import { testStoredDatabase } from "./test-command.js";
 import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream, type SchemaChanges } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
-import { ensureSchema, executePlan, openDatabase } from "./run.js";
+import { executePlan, previewPlan } from "./run.js";
 import { resolveDatabasePath } from "./db/store.js";
+import { readDatabase } from "./db/session.js";
+import { engineNames, type EngineName } from "./db/engines/index.js";
+import { databaseSetting, type Pipeline } from "./config/schema.js";
+import type { LoadedConfig } from "./config/load.js";
 import { parseDuration } from "./duration.js";
 import { existingTables } from "./db/tables.js";
 import { pendingRejections, type PendingRejection } from "./history.js";
 import { renderRejections } from "./rejections-report.js";
 import { setTimeout as sleep } from "node:timers/promises";
-import { freshnessChecks } from "./freshness.js";
-import { testStoredDatabase } from "./test-command.js";
 
 /** What main() may touch: injected so tests run it in-process. */
 export interface Io {
@@ -61,6 +65,9 @@ Commands:
 Options:
   -c, --config FILE   the pipeline file (default: pipeline.yaml)
       --db PATH       the database file (overrides database: in the config)
+      --engine E      the storage engine: sqljs (default; the file is loaded in memory and replaced on save)
+                      or native (node:sqlite, in place on the live file); overrides database: { engine: }
+                      and the PIPELINE_ENGINE environment variable
       --json          print a machine-readable summary on stdout instead of the log
       --dry-run       with run: print the plan only
       --force         allow a replace that would empty or shrink a table
@@ -78,6 +85,94 @@ Exit codes: 0 success, 1 the run failed (nothing was saved), 2 invalid configura
 130 interrupted (nothing was saved).
 `;
 
+/** What every command gets: the parsed command line, the I/O and the colours of each stream. */
+interface CommandContext {
+  args: CommandLine;
+  io: Io;
+  json: boolean;
+  c: ReturnType<typeof colorsFor>;
+  errorColors: ReturnType<typeof colorsFor>;
+}
+
+/** The pipeline a command works on: loaded, validated, its database and engine chosen, planned. */
+interface Loaded {
+  config: LoadedConfig;
+  pipeline: Pipeline;
+  /** The database's real path. */
+  database: string;
+  engine: EngineName;
+  plan: Plan;
+}
+
+/** One command: whether it needs the pipeline loaded first, and what it does; returns the exit code. */
+type Command =
+  | { pipeline: false; run(context: CommandContext): Promise<number> }
+  | { pipeline: true; run(context: CommandContext, loaded: Loaded): Promise<number> };
+
+/** Every command, by name (citty's subCommands): a new command is one entry here and its lines in the usage. */
+const commandTable: Record<(typeof commands)[number], Command> = {
+  help: { pipeline: false, run: async ({ io }) => (io.stdout.write(usage), exitCodes.ok) },
+  doctor: { pipeline: false, run: ({ args, io, json }) => doctor(args, io, json) },
+  validate: {
+    pipeline: true,
+    async run({ io, json, c }, { config, pipeline, plan }) {
+      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "validate", config: config.file, steps: plan.steps.length }) + "\n");
+      else io.stdout.write(c.green(`${config.file} is valid: ${plan.steps.length} steps, ${Object.keys(pipeline.tables).length} tables\n`));
+      return exitCodes.ok;
+    },
+  },
+  schema: {
+    pipeline: true,
+    async run({ io }, { config, pipeline }) {
+      io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline), config.file));
+      return exitCodes.ok;
+    },
+  },
+  profile: {
+    pipeline: true,
+    async run({ args, io, json, c }, { config, pipeline }) {
+      const profiles = await profileSources(pipeline, config.baseDir, stepType);
+      if (json) io.stdout.write(JSON.stringify({ ok: profiles.every((p) => !p.error), sources: profiles }, null, 2) + "\n");
+      else if (args.update) await updateGenerated(path.resolve(io.cwd, args.update), "profile", renderProfile(profiles, "markdown", c));
+      else io.stdout.write(renderProfile(profiles, args.markdown ? "markdown" : "text", c));
+      return profiles.every((p) => !p.error) ? exitCodes.ok : exitCodes.runFailed;
+    },
+  },
+  rejections: {
+    pipeline: true,
+    async run({ args, io, json, c }, { database, engine, plan }) {
+      const rejections = await readPendingRejections(database, engine, args.lockTimeoutMs);
+      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "rejections", database: plan.database, rejections }, null, 2) + "\n");
+      else io.stdout.write(renderRejections(plan.database, rejections, c));
+      return exitCodes.ok;
+    },
+  },
+  test: {
+    pipeline: true,
+    async run({ args, io, json, c }, { database, engine, plan }) {
+      const options = { json, stdout: io.stdout, colors: c, typeOf: stepType, now: io.now ?? (() => new Date()), engine };
+      return testStoredDatabase(plan, database, { ...options, lockTimeoutMs: args.lockTimeoutMs });
+    },
+  },
+  plan: {
+    pipeline: true,
+    async run({ args, io, json, c }, { database, engine, plan }) {
+      if (args.fullRefresh && args.steps.length > 0) checkRefreshSteps(args.steps, plan);
+      const changes = await previewPlan({ ...plan, database }, engine, args.lockTimeoutMs);
+      if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
+      else io.stdout.write(renderPlan(plan, changes, c));
+      return exitCodes.ok;
+    },
+  },
+  run: {
+    pipeline: true,
+    async run(context, loaded) {
+      if (context.args.dryRun) return commandTable.plan.pipeline ? commandTable.plan.run(context, loaded) : exitCodes.ok;
+      return runCommand(context, loaded);
+    },
+  },
+};
+
 /** Runs one CLI invocation; returns the exit code. */
 export async function main(argv: readonly string[], io: Io): Promise<number> {
   const json = argv.includes("--json");
@@ -85,81 +180,11 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   const errorColors = colorsFor(io.stderr, io.env);
   try {
     const args = parseCommandLine(argv);
-    if (args.help) return (io.stdout.write(usage), exitCodes.ok);
     if (args.version) return (io.stdout.write(`pipeline-runner ${await version()}\n`), exitCodes.ok);
-    if (args.command === "doctor") return await doctor(args, io, json);
-    const config = await loadConfigFile(args.config, io.env, io.cwd);
-    const pipeline = await validatePipeline(config, stepType, io.signal);
-    const database = await resolveDatabasePath(path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database)));
-    if (args.db !== undefined) {
-      const clashes = outputPathDiagnostics(config, pipeline, stepType, { file: database, label: `${database} (--db)` });
-      if (clashes.length > 0) throw new ConfigError(clashes);
-    }
-    const plan = planPipeline(pipeline, config, displayPath(io.cwd, database), stepType);
-
-    if (args.command === "profile") {
-      const profiles = await profileSources(pipeline, config.baseDir);
-      if (json) io.stdout.write(JSON.stringify({ ok: profiles.every((p) => !p.error), sources: profiles }, null, 2) + "\n");
-      else if (args.update) await updateGenerated(path.resolve(io.cwd, args.update), "profile", renderProfile(profiles, "markdown", c));
-      else io.stdout.write(renderProfile(profiles, args.markdown ? "markdown" : "text", c));
-      return profiles.every((p) => !p.error) ? exitCodes.ok : exitCodes.runFailed;
-    }
-    if (args.command === "rejections") {
-      const rejections = await readPendingRejections(database);
-      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "rejections", database: plan.database, rejections }, null, 2) + "\n");
-      else io.stdout.write(renderRejections(plan.database, rejections, c));
-      return exitCodes.ok;
-    }
-    if (args.command === "test")
-      return await testStoredDatabase(plan, database, {
-        json,
-        stdout: io.stdout,
-        colors: c,
-        typeOf: stepType,
-        now: io.now ?? (() => new Date()),
-      });
-    if (args.command === "schema") {
-      io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline), config.file));
-      return exitCodes.ok;
-    }
-    if (args.command === "validate") {
-      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "validate", config: config.file, steps: plan.steps.length }) + "\n");
-      else io.stdout.write(c.green(`${config.file} is valid: ${plan.steps.length} steps, ${Object.keys(pipeline.tables).length} tables\n`));
-      return exitCodes.ok;
-    }
-    const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : checkRefreshSteps(args.steps, plan));
-    if (args.command === "plan" || args.dryRun) {
-      const changes = await schemaChanges(plan, database);
-      if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
-      else io.stdout.write(renderPlan(plan, changes, c));
-      return exitCodes.ok;
-    }
-    const runOnce = async (compact: boolean): Promise<number> => {
-      const report = await executePlan(
-        { ...plan, database },
-        {
-          force: args.force,
-          fullRefresh: fullRefresh || undefined,
-          lockTimeoutMs: args.lockTimeoutMs,
-          signal: io.signal,
-          typeOf: stepType,
-          ...(io.now ? { now: io.now } : {}),
-          onEvent: json ? () => undefined : runLogger(io.stdout, c, plan.database),
-        },
-      );
-      report.database = plan.database;
-      if (json) {
-        const document = { command: "run", ...report, rssBytes: process.memoryUsage().rss };
-        io.stdout.write((compact ? JSON.stringify(document) : JSON.stringify(document, null, 2)) + "\n");
-      } else {
-        io.stdout.write(renderSummary(report, c));
-        if (report.error) io.stderr.write(errorColors.red(`error ${report.error.code} ${report.error.message}`) + "\n");
-      }
-      if (!report.ok) return report.exitCode;
-      return args.strict && report.rejectedRows > 0 ? exitCodes.savedWithRejections : exitCodes.ok;
-    };
-    if (args.everyMs === undefined) return await runOnce(false);
-    return await runEvery(runOnce, args.everyMs, args.maxRuns, io, c);
+    const command = commandTable[args.help ? "help" : args.command];
+    const context: CommandContext = { args, io, json, c, errorColors };
+    if (!command.pipeline) return await command.run(context);
+    return await command.run(context, await loadPipeline(args, io));
   } catch (error) {
     if (error instanceof ConfigError) {
       if (json) io.stdout.write(JSON.stringify({ ok: false, diagnostics: error.diagnostics }, null, 2) + "\n");
@@ -173,28 +198,78 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   }
 }
 
+/** Loads and validates the pipeline, resolves its database (--db) and engine, and plans it. */
+async function loadPipeline(args: CommandLine, io: Io): Promise<Loaded> {
+  const config = await loadConfigFile(args.config, io.env, io.cwd);
+  const pipeline = await validatePipeline(config, stepType, io.signal);
+  const database = await resolveDatabasePath(
+    path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, databaseSetting(pipeline).path)),
+  );
+  const engine = chooseEngine(args, pipeline, io);
+  if (args.db !== undefined) {
+    const clashes = outputPathDiagnostics(config, pipeline, stepType, { file: database, label: `${database} (--db)` });
+    if (clashes.length > 0) throw new ConfigError(clashes);
+  }
+  return { config, pipeline, database, engine, plan: planPipeline(pipeline, config, displayPath(io.cwd, database), stepType) };
+}
+
+/** `run`: one run, or one per interval with --every. */
+async function runCommand({ args, io, json, c, errorColors }: CommandContext, { database, engine, plan }: Loaded): Promise<number> {
+  const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : checkRefreshSteps(args.steps, plan));
+  const runOnce = async (compact: boolean): Promise<number> => {
+    const report = await executePlan(
+      { ...plan, database },
+      {
+        force: args.force,
+        fullRefresh: fullRefresh || undefined,
+        engine,
+        lockTimeoutMs: args.lockTimeoutMs,
+        signal: io.signal,
+        typeOf: stepType,
+        ...(io.now ? { now: io.now } : {}),
+        onEvent: json ? () => undefined : runLogger(io.stdout, c, plan.database),
+      },
+    );
+    report.database = plan.database;
+    if (json) {
+      const document = { command: "run", ...report, rssBytes: process.memoryUsage().rss };
+      io.stdout.write((compact ? JSON.stringify(document) : JSON.stringify(document, null, 2)) + "\n");
+    } else {
+      io.stdout.write(renderSummary(report, c));
+      if (report.error) io.stderr.write(errorColors.red(`error ${report.error.code} ${report.error.message}`) + "\n");
+    }
+    if (!report.ok) return report.exitCode;
+    return args.strict && report.rejectedRows > 0 ? exitCodes.savedWithRejections : exitCodes.ok;
+  };
+  if (args.everyMs === undefined) return await runOnce(false);
+  return await runEvery(runOnce, args.everyMs, args.maxRuns, io, c);
+}
+
 /** `doctor`: one pass/fail line per check; exit 0 only when all pass. */
 async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number> {
   const c = colorsFor(io.stdout, io.env);
-  const checks: Check[] = await runtimeChecks(await version());
+  const checks: Check[] = [];
+  let engine: EngineName | undefined;
   let invalid = false;
   try {
     const config = await loadConfigFile(args.config, io.env, io.cwd);
     const pipeline = await validatePipeline(config, stepType);
+    engine = chooseEngine(args, pipeline, io);
     checks.push({
       name: "config",
       ok: true,
       detail: `${config.file}: ${pipeline.steps.length} steps, ${Object.keys(pipeline.tables).length} tables`,
     });
-    const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, pipeline.database));
+    const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, databaseSetting(pipeline).path));
     checks.push(await databaseCheck(database));
-    checks.push(...(await sourceChecks(pipeline, config.baseDir)));
+    checks.push(...(await sourceChecks(pipeline, config.baseDir, stepType)));
     checks.push(...(await freshnessChecks(pipeline, config.baseDir, database, (io.now ?? (() => new Date()))())));
   } catch (error) {
     invalid = error instanceof ConfigError || (error instanceof PipelineError && error.exitCode === exitCodes.invalid);
     const detail = error instanceof ConfigError ? error.diagnostics.map(formatDiagnostic).join("\n    ") : describeError(error).message;
     checks.push({ name: "config", ok: false, detail });
   }
+  checks.unshift(...(await runtimeChecks(await version(), engine ?? args.engine ?? "sqljs")));
   if (json) io.stdout.write(JSON.stringify({ ok: checks.every((x) => x.ok), checks }, null, 2) + "\n");
   else for (const check of checks) io.stdout.write(`${check.ok ? c.green("✓") : c.red("✗")} ${check.name}: ${check.detail}\n`);
   if (invalid) return exitCodes.invalid;
@@ -230,6 +305,7 @@ interface CommandLine {
   command: (typeof commands)[number];
   config: string;
   db: string | undefined;
+  engine: EngineName | undefined;
   dryRun: boolean;
   force: boolean;
   strict: boolean;
@@ -249,6 +325,7 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   const options = {
     config: { type: "string", short: "c", default: "pipeline.yaml" },
     db: { type: "string" },
+    engine: { type: "string" },
     json: { type: "boolean", default: false },
     "dry-run": { type: "boolean", default: false },
     force: { type: "boolean", default: false },
@@ -288,10 +365,13 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   const maxRuns = v["max-runs"] === undefined ? undefined : Number(v["max-runs"]);
   if (maxRuns !== undefined && !(Number.isInteger(maxRuns) && maxRuns > 0))
     throw usageError(`--max-runs takes a positive whole number, not "${v["max-runs"]}"`);
+  if (v.engine !== undefined && !isEngineName(v.engine))
+    throw usageError(`--engine takes ${engineNames.join(" or ")}, not "${v.engine}"${didYouMean(v.engine, engineNames)}`);
   return {
     command: command as CommandLine["command"],
     config: v.config,
     db: v.db,
+    engine: v.engine as EngineName | undefined,
     dryRun: v["dry-run"],
     force: v.force,
     strict: v.strict,
@@ -339,24 +419,28 @@ function resolveAgainst(baseDir: string, file: string): string {
   return path.isAbsolute(file) ? file : path.resolve(baseDir, file);
 }
 
-/** The tables a run would create and the columns it would add; reads the database file, never writes it. */
-async function schemaChanges(plan: Plan, database: string): Promise<SchemaChanges> {
-  const db = await openDatabase(database);
-  try {
-    return ensureSchema(db, plan);
-  } finally {
-    db.close();
-  }
+/** The pending rejections stored in the database file; none when it does not exist yet. Never writes. */
+async function readPendingRejections(database: string, engine: EngineName, lockTimeoutMs: number): Promise<PendingRejection[]> {
+  return readDatabase(database, engine, lockTimeoutMs, (db) =>
+    existingTables(db).has("pipeline_rejected_rows") ? pendingRejections(db) : [],
+  );
 }
 
-/** The pending rejections stored in the database file; none when it does not exist yet. Never writes. */
-async function readPendingRejections(database: string): Promise<PendingRejection[]> {
-  const db = await openDatabase(database);
-  try {
-    return existingTables(db).has("pipeline_rejected_rows") ? pendingRejections(db) : [];
-  } finally {
-    db.close();
-  }
+function isEngineName(name: string): name is EngineName {
+  return (engineNames as readonly string[]).includes(name);
+}
+
+/** The engine named by the environment (PIPELINE_ENGINE), if any; a wrong name is a usage error that names it. */
+function environmentEngine(io: Io): EngineName | undefined {
+  const name = io.env["PIPELINE_ENGINE"];
+  if (name === undefined || name === "") return undefined;
+  if (!isEngineName(name)) throw usageError(`PIPELINE_ENGINE takes ${engineNames.join(" or ")}, not "${name}"`);
+  return name;
+}
+
+/** The engine a command uses: --engine, then database: { engine: } in pipeline.yaml, then PIPELINE_ENGINE, then sqljs. */
+function chooseEngine(args: CommandLine, pipeline: Pipeline, io: Io): EngineName {
+  return args.engine ?? databaseSetting(pipeline).engine ?? environmentEngine(io) ?? "sqljs";
 }
 
 function planJson(plan: Plan, { createdTables, addedColumns }: SchemaChanges) {

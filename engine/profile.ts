@@ -1,5 +1,6 @@
 import { makeCaster, mappingOptions } from "./cast.js";
-import type { LoadStepSpec, Pipeline, TableSpec } from "./config/schema.js";
+import type { LoadStepSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";
+import type { StepDefinition } from "./step.js";
 import type { SqlValue } from "./db/database.js";
 import { isRequired } from "./db/tables.js";
 import { decodeText, parseCsv } from "./sources/csv.js";
@@ -54,10 +55,17 @@ interface Loaded {
 }
 
 /** Profiles every load step's source: format, columns, values that fail their type, duplicate keys and dangling references. */
-export async function profileSources(pipeline: Pipeline, baseDir: string): Promise<SourceProfile[]> {
-  const loads = pipeline.steps.filter((s): s is LoadStepSpec => s.type === "load");
+export async function profileSources(
+  pipeline: Pipeline,
+  baseDir: string,
+  typeOf: (step: StepSpec) => StepDefinition,
+): Promise<SourceProfile[]> {
+  // why: a step that reads a source is read the way a load reads it (its csv options and column mapping).
+  const loads = pipeline.steps.filter((s): s is LoadStepSpec => typeOf(s).source !== undefined);
   const loaded: Loaded[] = [];
-  for (const step of loads) loaded.push(await profileOne(step, pipeline.tables[step.table]!, baseDir));
+  for (const step of loads) {
+    loaded.push(await profileOne(step, pipeline.tables[step.table]!, typeOf(step).key?.(step, pipeline), baseDir));
+  }
   for (const { profile, rows } of loaded) {
     if (profile.error) continue;
     const table = pipeline.tables[profile.table]!;
@@ -81,7 +89,7 @@ export async function profileSources(pipeline: Pipeline, baseDir: string): Promi
   return loaded.map((l) => l.profile);
 }
 
-async function profileOne(step: LoadStepSpec, table: TableSpec, baseDir: string): Promise<Loaded> {
+async function profileOne(step: LoadStepSpec, table: TableSpec, key: readonly string[] | undefined, baseDir: string): Promise<Loaded> {
   const source = redactCredentials(step.source);
   const profile: SourceProfile = { step: step.name, source, table: step.table };
   try {
@@ -128,8 +136,6 @@ async function profileOne(step: LoadStepSpec, table: TableSpec, baseDir: string)
       return { column: name, target, declared, ...describeValues(fields.filter((f): f is string => f !== undefined)), invalid };
     });
     const good = rows.filter((r) => r.ok);
-    const key =
-      step.mode === "append" ? undefined : (step.key ?? table.primary_key ?? (table.unique?.length === 1 ? table.unique[0] : undefined));
     profile.key = key ? [...key] : undefined;
     profile.duplicates = [];
     if (key) {

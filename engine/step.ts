@@ -77,6 +77,10 @@ export interface StepDefinition<S extends StepSpec = StepSpec> {
   files?(step: S): string[];
   /** The files the step reads (a source, SQL files), relative to the pipeline file, each with what it is to the step; no output may replace them. */
   inputs?(step: S): { file: string; what: string }[];
+  /** The source the step reads (a URL, or a file relative to the pipeline file): `doctor` checks it answers, `profile` reads it. */
+  source?(step: S): string;
+  /** The columns the step's rows are unique on once stored, if any: `profile` reports duplicates on them. */
+  key?(step: S, pipeline: Pipeline): readonly string[] | undefined;
   /** Whether the step only derives from what earlier steps loaded: skipped when no source and no configuration changed. */
   derived: boolean;
   /** Meaning errors that the JSON Schema cannot see. */

@@ -1,7 +1,7 @@
 import type { ChalkInstance } from "chalk";
 import { CheckRun, type CheckResult } from "./checks.js";
-import { openSqlJs } from "./db/sqljs.js";
-import { readDatabaseFile } from "./db/store.js";
+import { existsSync } from "node:fs";
+import { engineNamed, type EngineName } from "./db/engines/index.js";
 import { ensureTables, existingTables } from "./db/tables.js";
 import { describeError, PipelineError } from "./errors.js";
 import { systemTables } from "./history.js";
@@ -30,19 +30,27 @@ export interface TestReport {
 export async function testStoredDatabase(
   plan: Plan,
   database: string,
-  options: { json: boolean; stdout: OutputStream; colors: ChalkInstance; typeOf: (step: StepSpec) => StepDefinition; now: () => Date },
+  options: {
+    json: boolean;
+    stdout: OutputStream;
+    colors: ChalkInstance;
+    typeOf: (step: StepSpec) => StepDefinition;
+    now: () => Date;
+    engine: EngineName;
+    lockTimeoutMs: number;
+  },
 ): Promise<number> {
   const { stdout, colors: c } = options;
   const report: TestReport = { ok: false, command: "test", database: plan.database, runId: null, checks: [] };
-  const image = await readDatabaseFile(database);
-  if (image === undefined) throw new PipelineError("E_DB", `${plan.database} does not exist yet; run the pipeline first, then test it`);
-  const db = await openSqlJs(image);
+  if (!existsSync(database)) throw new PipelineError("E_DB", `${plan.database} does not exist yet; run the pipeline first, then test it`);
+  // why: a preview transaction, always rolled back: results can be written where a run writes them; the file is never changed.
+  const transaction = await engineNamed(options.engine).begin(database, { busyTimeoutMs: options.lockTimeoutMs, preview: true });
+  const db = transaction.db;
   try {
     const stored = existingTables(db);
     const missing = Object.keys(plan.pipeline.tables).filter((table) => !stored.has(table));
     if (missing.length > 0)
       throw new PipelineError("E_DB", `${plan.database} has no table ${missing.join(", ")} yet; run the pipeline first, then test it`);
-    // why: in memory only, so results can be written where a run writes them; the file is never touched.
     ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
     const last = db.all("SELECT max(run_id) AS id, max(started_at) AS at FROM pipeline_runs WHERE status LIKE 'succeeded%'")[0];
     report.runId = last?.["id"] === null || last?.["id"] === undefined ? null : Number(last["id"]);
@@ -65,7 +73,8 @@ export async function testStoredDatabase(
     report.checks = checks.results;
     report.ok = report.error === undefined;
   } finally {
-    db.close();
+    await transaction.rollback();
+    transaction.close();
   }
   if (options.json) stdout.write(JSON.stringify(report, null, 2) + "\n");
   else {

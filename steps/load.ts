@@ -44,9 +44,11 @@ function conflictPolicy(step: LoadStepSpec): "update" | "reject" | "fail" {
 /** `type: load`: fetches a CSV source, casts its columns and writes them into a declared table. */
 export const loadStep: StepDefinition<LoadStepSpec> = {
   type: "load",
+  source: (step) => step.source,
+  key: (step, pipeline) => (step.mode === "append" ? undefined : loadKey(step, pipeline.tables[step.table])),
 
   describe(step, pipeline) {
-    const key = step.mode === "append" ? undefined : loadKey(step, pipeline.tables[step.table]);
+    const key = loadStep.key!(step, pipeline);
     const by = key && step.mode !== "replace" ? ` by ${key.join(", ")}` : "";
     return `load ${shortSource(step.source)} -> ${step.table} (${step.mode}${by})`;
   },

@@ -72,7 +72,7 @@ describe("npm run demo", () => {
 });
 
 describe("npm run bench (a small smoke run; timings belong to the benchmark, not to tests)", () => {
-  test("ours and the sqlite3 CLI agree, and the figures are written as JSON", () => {
+  test("ours (on each engine) and the sqlite3 CLI agree, and each engine's figures are written as JSON", () => {
     const out = path.join(mkdtempSync(path.join(tmpdir(), "bench-smoke-")), "bench.json");
     const result = spawnSync(
       process.execPath,
@@ -84,15 +84,18 @@ describe("npm run bench (a small smoke run; timings belong to the benchmark, not
     );
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
-    expect(result.stdout).toContain("results agree with the sqlite3 CLI: yes");
-    const figures = JSON.parse(readFileSync(out, "utf8")) as {
-      rows: number;
-      agree: boolean;
-      ratios: Record<string, number>;
-      machine: { node: string };
-    };
-    expect(figures).toMatchObject({ rows: 3000, agree: true });
-    expect(Object.keys(figures.ratios).sort()).toEqual(["full", "incremental", "rss"]);
-    expect(figures.machine.node.split(".")[0]).toBe("24");
+    for (const engine of ["sqljs", "native"]) {
+      expect(result.stdout).toContain(`results agree with the sqlite3 CLI (${engine}): yes`);
+      const figures = JSON.parse(readFileSync(out.replace(/\.json$/, `.${engine}.json`), "utf8")) as {
+        engine: string;
+        rows: number;
+        agree: boolean;
+        ratios: Record<string, number>;
+        machine: { node: string };
+      };
+      expect(figures).toMatchObject({ engine, rows: 3000, agree: true });
+      expect(Object.keys(figures.ratios).sort()).toEqual(["full", "incremental", "rss"]);
+      expect(figures.machine.node.split(".")[0]).toBe("24");
+    }
   });
 });

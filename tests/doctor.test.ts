@@ -25,6 +25,7 @@ test("doctor passes when every check passes, and writes nothing", async () => {
     "✓ node",
     "✓ pipeline-runner",
     "✓ sqlite (sql.js)",
+    "✓ sqlite (native)",
     "✓ config",
     "✓ database",
     "✓ source load_products",
@@ -59,7 +60,7 @@ test("doctor exits 2 on an invalid configuration and shows its problems", async 
 
 describe("doctor on a Node older than the pinned one", () => {
   test("Node 20 passes with a note: every feature the runner uses is there", async () => {
-    const [node] = await runtimeChecks("0.1.0", "20.20.2");
+    const [node] = await runtimeChecks("0.1.0", "sqljs", "20.20.2");
     expect(node).toMatchObject({ name: "node", ok: true });
     expect(node!.detail).toBe(
       "20.20.2 (works: every feature the runner uses is there; the project pins and tests Node 24, see package.json engines)",
@@ -67,7 +68,7 @@ describe("doctor on a Node older than the pinned one", () => {
   });
 
   test("Node 18 fails, saying what it lacks", async () => {
-    const [node] = await runtimeChecks("0.1.0", "18.19.0");
+    const [node] = await runtimeChecks("0.1.0", "sqljs", "18.19.0");
     expect(node).toMatchObject({ name: "node", ok: false });
     expect(node!.detail).toMatch(/^18\.19\.0 \(the runner needs Node 20 or later; Node 24 is the pinned version\)$/);
   });

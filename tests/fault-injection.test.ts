@@ -4,7 +4,7 @@ import path from "node:path";
 import { afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
 import { median } from "./helpers/median.js";
 import { spawnCli } from "./helpers/spawn-cli.js";
-import { clientFileEnv, clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
+import { clientFileEnv, clientFixtures, sqlite, testEngine, Workspace } from "./helpers/workspace.js";
 
 let ws: Workspace;
 const env = { ...clientFileEnv, REPORT_DIR: "reports" };
@@ -115,12 +115,18 @@ describe("saving fails", () => {
       const run = await ws.cli(["run", "--db", "mnt/sales.db"], { ...env, SALES_URL: "more.csv" });
       expect(run.code).toBe(1);
       expect(run.stderr).toMatch(
-        /E_SAVE cannot save the database \S+mnt\/sales\.db: ENOSPC: no space left on device.*; the previous file is unchanged/,
+        testEngine === "sqljs"
+          ? /E_SAVE cannot save the database \S+mnt\/sales\.db: ENOSPC: no space left on device.*; the previous file is unchanged/
+          : /E_SAVE cannot write the database \S+mnt\/sales\.db: the disk is full .*; its previous content is unchanged/,
       );
       expect(readFileSync(ws.path("mnt/sales.db"))).toEqual(before);
       // The temporary file is gone, which leaves room for the failure's line in the journal.
       expect(execFileSync("ls", ["-A", mnt], { encoding: "utf8" }).trim().split("\n")).toEqual(["sales.db", "sales.db.failed-runs.jsonl"]);
-      expect(readFileSync(ws.path("mnt/sales.db.failed-runs.jsonl"), "utf8")).toMatch(/"error":"E_SAVE cannot save the database .*ENOSPC/);
+      expect(readFileSync(ws.path("mnt/sales.db.failed-runs.jsonl"), "utf8")).toMatch(
+        testEngine === "sqljs"
+          ? /"error":"E_SAVE cannot save the database .*ENOSPC/
+          : /"error":"E_SAVE cannot write the database .*disk is full/,
+      );
     } finally {
       execFileSync("umount", [mnt]);
     }

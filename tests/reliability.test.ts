@@ -1,4 +1,6 @@
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
+import { DatabaseSync } from "node:sqlite";
+import { promisify } from "node:util";
 import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { setFlagsFromString } from "node:v8";
@@ -10,7 +12,7 @@ import { serveClientData } from "./helpers/client-server.js";
 import { median } from "./helpers/median.js";
 import type { TestServer } from "./helpers/http-server.js";
 import { spawnCli, waitFor } from "./helpers/spawn-cli.js";
-import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
+import { clientFixtures, sqlite, testEngine, Workspace } from "./helpers/workspace.js";
 
 let server: TestServer;
 let ws: Workspace;
@@ -93,7 +95,7 @@ describe("one writer at a time", () => {
 });
 
 describe("someone else wrote the file", () => {
-  test("a change made with the sqlite3 CLI during a run is kept, and the run says so", async () => {
+  test.skipIf(testEngine !== "sqljs")("a change made with the sqlite3 CLI during a run is kept, and the run says so", async () => {
     expect((await ws.cli(["run"], env)).code).toBe(0);
     slowSales(1500, sales + "\r\n2023-06-26,REF001,1,1");
     const run = spawnCli(["run"], ws.dir, env);
@@ -106,7 +108,24 @@ describe("someone else wrote the file", () => {
     expect(sqlite(db(), "SELECT employees FROM stores WHERE store_id = 1; SELECT count(*) FROM sales;")).toBe("99\n30");
   });
 
-  test.each([
+  test.skipIf(testEngine !== "native")(
+    "native: a sqlite3 CLI write during a run waits for the run's commit, and both are kept",
+    async () => {
+      expect((await ws.cli(["run"], env)).code).toBe(0);
+      slowSales(1500, sales + "\r\n2023-06-26,REF001,1,1");
+      const run = spawnCli(["run"], ws.dir, env);
+      await waitFor(() => run.output().includes("load_sales"));
+      const write = promisify(execFile)("sqlite3", ["-cmd", ".timeout 20000", db(), "UPDATE stores SET employees = 99 WHERE store_id = 1"]);
+      const result = await run.done;
+      await write;
+      expect(result.code, result.stderr).toBe(0);
+      expect(sqlite(db(), "SELECT employees FROM stores WHERE store_id = 1; SELECT count(*) FROM sales; PRAGMA integrity_check;")).toBe(
+        "99\n31\nok",
+      );
+    },
+  );
+
+  test.skipIf(testEngine !== "sqljs").each([
     ["-wal", "a write-ahead log from another SQLite program"],
     ["-journal", "a rollback journal"],
   ])("a database with a %s file is not loaded", async (suffix, message) => {
@@ -118,6 +137,29 @@ describe("someone else wrote the file", () => {
     expect(run.stderr).toContain(message);
     expect(ws.bytes()).toEqual(before);
   });
+
+  test.skipIf(testEngine !== "native")(
+    "native: a database in WAL mode with committed changes still in its -wal is run in place, keeping them",
+    async () => {
+      expect((await ws.cli(["run"], env)).code).toBe(0);
+      const other = new DatabaseSync(db());
+      try {
+        other.exec("PRAGMA journal_mode = WAL; UPDATE stores SET employees = 77 WHERE store_id = 1;");
+        expect(readFileSync(`${db()}-wal`).byteLength).toBeGreaterThan(0);
+        server.route("/ventes.csv", (_q, r) => r.writeHead(200).end(sales + "\r\n2023-06-26,REF001,1,1"));
+        const run = await ws.cli(["run"], env);
+        expect(run.code, run.stderr).toBe(0);
+      } finally {
+        other.close();
+      }
+      expect(
+        sqlite(
+          db(),
+          "PRAGMA journal_mode; SELECT employees FROM stores WHERE store_id = 1; SELECT count(*) FROM sales; PRAGMA integrity_check;",
+        ),
+      ).toBe("wal\n77\n31\nok");
+    },
+  );
 });
 
 describe("crash safety", () => {

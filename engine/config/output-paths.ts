@@ -5,7 +5,7 @@ import type { Diagnostic } from "../errors.js";
 import { fileKeys, isNamedLike } from "../paths.js";
 import type { StepDefinition } from "../step.js";
 import type { LoadedConfig } from "./load.js";
-import type { Pipeline, StepSpec } from "./schema.js";
+import { databaseSetting, type Pipeline, type StepSpec } from "./schema.js";
 
 /** A file no output of the run may replace, or (with `prefix`) a family of files named `<prefix>*` in a directory. */
 interface Guarded {
@@ -32,7 +32,8 @@ export function outputPathDiagnostics(
   database?: DatabaseChoice,
 ): Diagnostic[] {
   const resolve = (file: string) => path.resolve(config.baseDir, file);
-  const chosen = database ?? { file: resolve(pipeline.database), label: `${pipeline.database} (database: in ${config.file})` };
+  const configured = databaseSetting(pipeline).path;
+  const chosen = database ?? { file: resolve(configured), label: `${configured} (database: in ${config.file})` };
   const guarded = databaseFiles(chosen);
   if (!database) {
     guarded.push({ file: path.join(config.baseDir, path.basename(config.file)), what: `the configuration ${config.file}` });

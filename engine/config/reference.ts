@@ -52,6 +52,12 @@ function keyTable(node: Node): string[] {
   return ["| key | type | default | meaning |", "|---|---|---|---|", ...rows];
 }
 
+/** How a branch of a discriminated union is told apart: `type: load`, `check: range`. */
+function tagOf(branch: Node): string {
+  const tag = ["type", "check"].find((name) => branch.properties?.[name]?.const !== undefined) ?? "type";
+  return `${tag}: ${String(branch.properties?.[tag]?.const)}`;
+}
+
 /** One mapping of the schema, with the path that reaches it and what it is. */
 interface Section {
   title: string;
@@ -65,13 +71,14 @@ function sections(node: Node, where: string, out: Section[], description = node.
   for (const [key, property] of Object.entries(node.properties ?? {})) {
     const path = where === "pipeline.yaml" ? key : `${where}.${key}`;
     if (property.oneOf) {
-      for (const branch of property.oneOf) sections(branch, `${path}[type: ${String(branch.properties?.["type"]?.const)}]`, out);
+      for (const branch of property.oneOf) sections(branch, `${path}[${tagOf(branch)}]`, out);
       continue;
     }
     if (property.items?.oneOf) {
-      for (const branch of property.items.oneOf) sections(branch, `${path}[type: ${String(branch.properties?.["type"]?.const)}]`, out);
+      for (const branch of property.items.oneOf) sections(branch, `${path}[${tagOf(branch)}]`, out);
       continue;
     }
+    for (const branch of property.anyOf ?? []) if (branch.properties) sections(branch, `${path} (long form)`, out, property.description);
     if (property.items) sections(property.items, `${path}[]`, out);
     if (typeof property.additionalProperties === "object")
       sections(property.additionalProperties, `${path}.<${singular[key] ?? "name"}>`, out);

@@ -1,4 +1,5 @@
 import type { FromSchema } from "json-schema-to-ts";
+import { engineNames, type EngineName } from "../db/engines/engine.js";
 
 const identifier = { type: "string", pattern: "^[A-Za-z_][A-Za-z0-9_]*$" } as const;
 const identifierList = { type: "array", items: identifier, minItems: 1, uniqueItems: true } as const;
@@ -563,10 +564,26 @@ export const pipelineSchema = {
     name: { type: "string", description: "the pipeline's name, for people" },
     description: { type: "string", description: "what the pipeline is for, for people" },
     database: {
-      type: "string",
-      minLength: 1,
-      description: "the SQLite database file, relative to this file; --db replaces it",
-      examples: ["${DB_PATH:-output/sales.db}"],
+      description:
+        "the SQLite database file, relative to this file (--db replaces it), or { path, engine } to choose the storage engine (--engine replaces it)",
+      examples: ["${DB_PATH:-output/sales.db}", { path: "output/sales.db", engine: "native" }],
+      anyOf: [
+        { type: "string", minLength: 1 },
+        {
+          type: "object",
+          additionalProperties: false,
+          required: ["path"],
+          properties: {
+            path: { type: "string", minLength: 1, description: "the SQLite database file, relative to this file" },
+            engine: {
+              enum: engineNames,
+              default: "sqljs",
+              description:
+                "sqljs (default): the file is loaded in memory and replaced on save; native: node:sqlite, in place on the live file",
+            },
+          },
+        },
+      ],
     },
     tables: {
       type: "object",
@@ -589,6 +606,11 @@ export const pipelineSchema = {
     },
   },
 } as const;
+
+/** The `database:` setting, string or object, as a path and the engine it names (if any). */
+export function databaseSetting(pipeline: Pick<Pipeline, "database">): { path: string; engine?: EngineName | undefined } {
+  return typeof pipeline.database === "string" ? { path: pipeline.database } : pipeline.database;
+}
 
 /** A validated pipeline.yaml (ajv does not fill in defaults: a defaulted option may be absent). */
 export type Pipeline = FromSchema<typeof pipelineSchema, { keepDefaultedPropertiesOptional: true }>;

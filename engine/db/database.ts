@@ -21,7 +21,7 @@ export interface Statement {
   free(): void;
 }
 
-/** The slice of a SQLite database the engine and steps use; sql.js sits behind it. */
+/** The slice of a SQLite database the engine and steps use; an engine (engine/db/engines/) sits behind it. */
 export interface SqlDatabase {
   /** Runs one or more statements without parameters. */
   exec(sql: string): void;
@@ -37,8 +37,6 @@ export interface SqlDatabase {
   statements(sql: string): string[];
   /** Rows changed by the last INSERT, UPDATE or DELETE. */
   changes(): number;
-  /** The whole database as an SQLite file image. */
-  export(): Uint8Array;
   /** Frees the database. */
   close(): void;
 }

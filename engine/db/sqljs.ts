@@ -8,8 +8,14 @@ type SqlJsParams = Parameters<SqlJsStatement["bind"]>[0];
 
 let engine: Promise<SqlJs> | undefined;
 
+/** An in-memory sql.js database, which can give its whole image. */
+export interface ImageDatabase extends SqlDatabase {
+  /** The whole database as an SQLite file image. */
+  export(): Uint8Array;
+}
+
 /** Opens an SQLite database in memory with sql.js, from a file image or empty. */
-export async function openSqlJs(image?: Uint8Array): Promise<SqlDatabase> {
+export async function openSqlJs(image?: Uint8Array): Promise<ImageDatabase> {
   engine ??= initSqlJs();
   const SQL = await engine;
   const db = new SQL.Database(image ?? null);
@@ -25,7 +31,7 @@ export async function sqlJsVersion(): Promise<string> {
   return version;
 }
 
-function wrapDatabase(db: SqlJsDatabase): SqlDatabase {
+function wrapDatabase(db: SqlJsDatabase): ImageDatabase {
   const prepare = (sql: string): Statement => wrapStatement(db.prepare(sql));
   return {
     exec: (sql) => void db.exec(sql),

@@ -1,15 +1,16 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { startServer } from "../helpers/http-server.js";
 import { median } from "../helpers/median.js";
 
-// npm run bench [-- --rows N --repeat K --out FILE]: our runner against the sqlite3 CLI on the same
-// machine, in the same run, on a synthetic data set in the client's format. Prints a table of
-// medians and ratios, and writes the figures as JSON (default bench-results.json).
+// npm run bench [-- --rows N --repeat K --out FILE --engine sqljs|native]: our runner (on each storage
+// engine; both by default) against the sqlite3 CLI on the same machine, in the same run, on a synthetic
+// data set in the client's format. Prints a table of medians and ratios per engine, and writes each
+// engine's figures as JSON beside FILE (default bench-results.json -> bench-results.sqljs.json, .native.json).
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const cli = path.join(root, "dist/engine/cli.js");
@@ -20,6 +21,10 @@ const arg = (name: string, fallback: string) => {
 const rows = Number(arg("rows", "1000000"));
 const repeat = Number(arg("repeat", "3"));
 const out = path.resolve(arg("out", "bench-results.json"));
+const engines = process.argv.includes("--engine") ? [arg("engine", "sqljs")] : ["sqljs", "native"];
+if (engines.some((engine) => engine !== "sqljs" && engine !== "native")) throw new Error(`--engine takes sqljs or native`);
+/** Where one engine's figures go: FILE.json -> FILE.<engine>.json. */
+const outFor = (engine: string) => out.replace(/(\.json)?$/, `.${engine}.json`);
 const header = "Date,ID Référence produit,Quantité,ID Magasin";
 const [productCount, storeCount] = [50, 20];
 
@@ -147,77 +152,78 @@ try {
     SALES_URL: server.url("/sales.csv"),
     DB_PATH: db,
   });
-  const ours = (db: string) => measure(process.execPath, [cli, "run", "--json"], { env: env(db), cwd: work });
+  const ours = (db: string, engine: string) =>
+    measure(process.execPath, [cli, "run", "--json", "--engine", engine], { env: env(db), cwd: work });
   const sqliteCli = (db: string, script: string) => measure("sqlite3", [db], { input: script });
   const fresh = (name: string) => {
     const db = path.join(work, name);
-    rmSync(db, { force: true });
-    rmSync(`${db}.lock`, { force: true });
+    for (const file of [db, `${db}.lock`, `${db}-wal`, `${db}-shm`, `${db}-journal`]) rmSync(file, { force: true });
     return db;
   };
 
-  const full: Measure[] = [];
   const baseFull: Measure[] = [];
-  const incremental: Measure[] = [];
   const baseIncremental: Measure[] = [];
-  const unchanged: Measure[] = [];
+  const byEngine = new Map(
+    engines.map((engine) => [engine, { full: [] as Measure[], incremental: [] as Measure[], unchanged: [] as Measure[] }]),
+  );
   for (let i = 0; i < repeat; i++) {
-    server.file("/sales.csv", data.sales);
-    full.push(await ours(fresh("ours.db")));
+    for (const [engine, m] of byEngine) {
+      const db = path.join(work, `ours-${engine}.db`);
+      server.file("/sales.csv", data.sales);
+      m.full.push(await ours(fresh(`ours-${engine}.db`), engine));
+      m.unchanged.push(await ours(db, engine));
+      server.file("/sales.csv", data.grown);
+      m.incremental.push(await ours(db, engine));
+    }
     baseFull.push(await sqliteCli(fresh("base.db"), baselineScript(work, path.join(work, "sales.csv"), false)));
-    unchanged.push(await ours(path.join(work, "ours.db")));
-    copyFileSync(path.join(work, "ours.db"), path.join(work, "ours-before-growth.db"));
-    server.file("/sales.csv", data.grown);
-    incremental.push(await ours(path.join(work, "ours.db")));
     baseIncremental.push(await sqliteCli(path.join(work, "base.db"), baselineScript(work, path.join(work, "grown.csv"), true)));
   }
-  const agree = readBack(path.join(work, "ours.db")) === readBack(path.join(work, "base.db"));
-  const [f, bf, inc, binc, un] = [full, baseFull, incremental, baseIncremental, unchanged].map(medianOf) as [
-    Measure,
-    Measure,
-    Measure,
-    Measure,
-    Measure,
-  ];
-  const table = [
-    ["measure", "ours", "sqlite3 CLI", "ratio"],
-    ["full ingest + analyses (s)", f.seconds.toFixed(2), bf.seconds.toFixed(2), (f.seconds / bf.seconds).toFixed(2)],
-    ["re-run, 1% new rows (s)", inc.seconds.toFixed(2), binc.seconds.toFixed(2), (inc.seconds / binc.seconds).toFixed(2)],
-    ["re-run, unchanged (s)", un.seconds.toFixed(2), "", ""],
-    ["peak RSS, full (MB)", f.maxRssMb.toFixed(0), bf.maxRssMb.toFixed(0), (f.maxRssMb / bf.maxRssMb).toFixed(2)],
-    ["peak RSS, 1% re-run (MB)", inc.maxRssMb.toFixed(0), binc.maxRssMb.toFixed(0), (inc.maxRssMb / binc.maxRssMb).toFixed(2)],
-  ];
-  const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
-  console.log(`bench: ${rows} sales rows (${(statSync(path.join(work, "sales.csv")).size / 1e6).toFixed(1)} MB), median of ${repeat}`);
-  for (const row of table) console.log(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  "));
-  console.log(`results agree with the sqlite3 CLI: ${agree ? "yes" : "NO"}`);
+  const [bf, binc] = [baseFull, baseIncremental].map(medianOf) as [Measure, Measure];
+  const baseline = readBack(path.join(work, "base.db"));
   const sqliteVersion = execFileSync("sqlite3", ["--version"], { encoding: "utf8" }).split(" ")[0];
-  writeFileSync(
-    out,
-    JSON.stringify(
-      {
-        rows,
-        repeat,
-        bytes: statSync(path.join(work, "sales.csv")).size,
-        agree,
-        ours: { full, incremental, unchanged, median: { full: f, incremental: inc, unchanged: un } },
-        sqlite3: { full: baseFull, incremental: baseIncremental, median: { full: bf, incremental: binc } },
-        ratios: { full: f.seconds / bf.seconds, incremental: inc.seconds / binc.seconds, rss: f.maxRssMb / bf.maxRssMb },
-        machine: {
-          node: process.versions.node,
-          sqliteCli: sqliteVersion,
-          cpus: cpus().length,
-          cpu: cpus()[0]?.model,
-          memoryGb: Math.round(totalmem() / 2 ** 30),
+  console.log(`bench: ${rows} sales rows (${(statSync(path.join(work, "sales.csv")).size / 1e6).toFixed(1)} MB), median of ${repeat}`);
+  for (const [engine, { full, incremental, unchanged }] of byEngine) {
+    const agree = readBack(path.join(work, `ours-${engine}.db`)) === baseline;
+    const [f, inc, un] = [full, incremental, unchanged].map(medianOf) as [Measure, Measure, Measure];
+    const table = [
+      [`measure (${engine})`, "ours", "sqlite3 CLI", "ratio"],
+      ["full ingest + analyses (s)", f.seconds.toFixed(2), bf.seconds.toFixed(2), (f.seconds / bf.seconds).toFixed(2)],
+      ["re-run, 1% new rows (s)", inc.seconds.toFixed(2), binc.seconds.toFixed(2), (inc.seconds / binc.seconds).toFixed(2)],
+      ["re-run, unchanged (s)", un.seconds.toFixed(2), "", ""],
+      ["peak RSS, full (MB)", f.maxRssMb.toFixed(0), bf.maxRssMb.toFixed(0), (f.maxRssMb / bf.maxRssMb).toFixed(2)],
+      ["peak RSS, 1% re-run (MB)", inc.maxRssMb.toFixed(0), binc.maxRssMb.toFixed(0), (inc.maxRssMb / binc.maxRssMb).toFixed(2)],
+    ];
+    const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+    for (const row of table) console.log(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  "));
+    console.log(`results agree with the sqlite3 CLI (${engine}): ${agree ? "yes" : "NO"}`);
+    writeFileSync(
+      outFor(engine),
+      JSON.stringify(
+        {
+          engine,
+          rows,
+          repeat,
+          bytes: statSync(path.join(work, "sales.csv")).size,
+          agree,
+          ours: { full, incremental, unchanged, median: { full: f, incremental: inc, unchanged: un } },
+          sqlite3: { full: baseFull, incremental: baseIncremental, median: { full: bf, incremental: binc } },
+          ratios: { full: f.seconds / bf.seconds, incremental: inc.seconds / binc.seconds, rss: f.maxRssMb / bf.maxRssMb },
+          machine: {
+            node: process.versions.node,
+            sqliteCli: sqliteVersion,
+            cpus: cpus().length,
+            cpu: cpus()[0]?.model,
+            memoryGb: Math.round(totalmem() / 2 ** 30),
+          },
+          date: new Date().toISOString(),
         },
-        date: new Date().toISOString(),
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  console.log(`figures written to ${path.relative(process.cwd(), out) || out}`);
-  if (!agree) process.exitCode = 1;
+        null,
+        2,
+      ) + "\n",
+    );
+    console.log(`figures written to ${path.relative(process.cwd(), outFor(engine)) || outFor(engine)}`);
+    if (!agree) process.exitCode = 1;
+  }
 } finally {
   await server.close();
   rmSync(work, { recursive: true, force: true });

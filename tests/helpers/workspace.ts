@@ -22,6 +22,9 @@ export const clientFileEnv: Readonly<Record<string, string>> = {
   SALES_URL: "tests/fixtures/client/ventes.csv",
 };
 
+/** The storage engine the pipeline-level tests run on: PIPELINE_ENGINE (the vitest projects set it), sqljs by default. */
+export const testEngine: "sqljs" | "native" = process.env["PIPELINE_ENGINE"] === "native" ? "native" : "sqljs";
+
 /** What one in-process CLI call printed and returned. */
 export interface CliResult {
   code: number;
@@ -63,7 +66,7 @@ export class Workspace {
     const io: Io = {
       stdout: { write: (text: string) => (stdout += text) },
       stderr: { write: (text: string) => (stderr += text) },
-      env: { NO_COLOR: "1", ...env },
+      env: { NO_COLOR: "1", PIPELINE_ENGINE: testEngine, ...env },
       cwd: this.dir,
       ...(options.now ? { now: options.now } : {}),
     };

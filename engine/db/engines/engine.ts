@@ -1,0 +1,41 @@
+import type { SqlDatabase } from "../database.js";
+
+/** The storage engines a pipeline can use; `sqljs` is the default. */
+export const engineNames = ["sqljs", "native"] as const;
+
+/** One storage engine's name, as `database: { engine: }` and `--engine` spell it. */
+export type EngineName = (typeof engineNames)[number];
+
+/** How a session opens its database. */
+export interface OpenOptions {
+  /** How long to wait for another program's write lock on the file (SQLite's busy timeout). */
+  busyTimeoutMs: number;
+  /** A preview (plan, dry-run): the transaction is always rolled back and nothing is created on disk. */
+  preview?: boolean | undefined;
+}
+
+/**
+ * One engine behind the database session, like a Kysely driver: it owns connecting, the
+ * transaction, commit and rollback; the session above it never asks which engine it has.
+ */
+export interface Engine {
+  readonly name: EngineName;
+  /** What `doctor` shows: the SQLite version and where it comes from. */
+  version(): Promise<string>;
+  /** Opens `file` (absent: empty) and begins the run's transaction. */
+  begin(file: string, options: OpenOptions): Promise<Transaction>;
+  /** Opens `file` for reading only; an absent file reads as an empty database and is not created. */
+  read(file: string, options: OpenOptions): Promise<SqlDatabase>;
+}
+
+/** An open transaction on one database file. */
+export interface Transaction {
+  /** The database the steps read and write, inside the transaction. */
+  readonly db: SqlDatabase;
+  /** Makes the transaction durable in the file, or throws with the file as it was. */
+  commit(): Promise<void>;
+  /** Abandons the transaction: the file keeps its content as before. */
+  rollback(): Promise<void>;
+  /** Releases the connection; after commit or rollback. */
+  close(): void;
+}

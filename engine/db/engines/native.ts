@@ -1,0 +1,211 @@
+import { rm, stat } from "node:fs/promises";
+import type { DatabaseSync, StatementSync } from "node:sqlite";
+import { nodeSqlite } from "./node-sqlite.js";
+import { PipelineError } from "../../errors.js";
+import type { Params, Row, SqlDatabase, SqlValue, Statement } from "../database.js";
+import { splitStatements } from "../split-sql.js";
+import type { Engine, OpenOptions, Transaction } from "./engine.js";
+
+/** SQLite's page cache for a run, in KiB: all that the native engine holds in memory of the database. */
+const cacheKiB = 65_536;
+
+/**
+ * The native engine (`node:sqlite`, the SQLite built into Node): the steps run in one transaction
+ * on the live file and commit in place, through SQLite's own locking and journal, so other SQLite
+ * programs (the `sqlite3` CLI) can read and write the same file; a writer is waited for.
+ */
+export const nativeEngine: Engine = {
+  name: "native",
+  async version() {
+    const db = new (nodeSqlite().DatabaseSync)(":memory:");
+    try {
+      return `${String(db.prepare("SELECT sqlite_version() AS v").get()?.["v"])} (node:sqlite)`;
+    } finally {
+      db.close();
+    }
+  },
+  async begin(file, options) {
+    const existed = await exists(file);
+    const raw = open(existed || !options.preview ? file : ":memory:", options, false);
+    try {
+      beginOrWait(raw, file, options);
+      raw.exec("PRAGMA defer_foreign_keys = ON");
+    } catch (error) {
+      raw.close();
+      if (!existed) await removeEmpty(file);
+      throw error;
+    }
+    const transaction: Transaction = {
+      db: wrapDatabase(raw, file),
+      async commit() {
+        guarded(file, () => raw.exec("COMMIT"));
+      },
+      async rollback() {
+        if (raw.isOpen && raw.isTransaction) raw.exec("ROLLBACK");
+        // why: SQLite writes nothing to a new file before the first commit; the empty file a failed first run opened is removed.
+        if (!existed) {
+          if (raw.isOpen) raw.close();
+          await removeEmpty(file);
+        }
+      },
+      close() {
+        if (raw.isOpen) raw.close();
+      },
+    };
+    return transaction;
+  },
+  async read(file, options) {
+    return wrapDatabase((await exists(file)) ? open(file, options, true) : new (nodeSqlite().DatabaseSync)(":memory:"), file);
+  },
+};
+
+function open(file: string, options: OpenOptions, readOnly: boolean): DatabaseSync {
+  let db: DatabaseSync | undefined;
+  try {
+    db = new (nodeSqlite().DatabaseSync)(file, { readOnly, timeout: options.busyTimeoutMs, enableForeignKeyConstraints: true });
+    db.prepare("SELECT count(*) FROM sqlite_schema").get();
+    if (!readOnly) db.exec(`PRAGMA cache_size = -${cacheKiB}`);
+    return db;
+  } catch (error) {
+    db?.close();
+    if (isBusy(error)) throw sqliteError(error, file, options);
+    throw new PipelineError("E_DB", `${file} is not a readable SQLite database: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** Begins the run's transaction; a run takes SQLite's write lock at once (waiting for another writer), a preview when it first writes. */
+function beginOrWait(db: DatabaseSync, file: string, options: OpenOptions): void {
+  try {
+    db.exec(options.preview ? "BEGIN" : "BEGIN IMMEDIATE");
+  } catch (error) {
+    throw sqliteError(error, file, options);
+  }
+}
+
+function isBusy(error: unknown): boolean {
+  const code = (error as { errcode?: number }).errcode;
+  return code !== undefined && (code & 0xff) === 5;
+}
+
+/** SQLITE_BUSY past the busy timeout is the lock error (exit 3); anything else is a database error. */
+function sqliteError(error: unknown, file: string, options: OpenOptions): PipelineError {
+  if (isBusy(error)) {
+    return new PipelineError(
+      "E_LOCK",
+      `${file} is being written by another program; waited ${Math.round(options.busyTimeoutMs / 1000)} s (--lock-timeout). Nothing was changed.`,
+      { exitCode: 3, cause: error },
+    );
+  }
+  return new PipelineError("E_DB", `${file}: ${(error as Error).message}`, { cause: error });
+}
+
+async function exists(file: string): Promise<boolean> {
+  return (await stat(file).catch(() => undefined)) !== undefined;
+}
+
+async function removeEmpty(file: string): Promise<void> {
+  const info = await stat(file).catch(() => undefined);
+  if (info?.isFile() && info.size === 0) await rm(file, { force: true });
+}
+
+/** SQLite result codes that are about the file, not the SQL: a full disk, an I/O error, a lock, a damaged file. */
+const storageCodes = new Map<number, string>([
+  [5, "another program holds the database locked"],
+  [7, "SQLite ran out of memory"],
+  [10, "a disk I/O error"],
+  [11, "the database file is damaged"],
+  [13, "the disk is full"],
+  [26, "the file is not a database"],
+]);
+
+/** Turns an SQLite error about the file into a clear error naming it; the transaction is rolled back, so the content stays as it was. */
+function storageError(error: unknown, file: string): unknown {
+  const code = (error as { errcode?: number }).errcode;
+  const what = code === undefined ? undefined : storageCodes.get(code & 0xff);
+  if (what === undefined) return error;
+  const kind = (code! & 0xff) === 5 ? "E_LOCK" : (code! & 0xff) === 11 || (code! & 0xff) === 26 ? "E_DB" : "E_SAVE";
+  return new PipelineError(
+    kind,
+    `cannot write the database ${file}: ${what} (${(error as Error).message}); its previous content is unchanged`,
+    {
+      cause: error,
+      exitCode: kind === "E_LOCK" ? 3 : 1,
+    },
+  );
+}
+
+/** Calls `action`, mapping SQLite's storage errors to clear ones. */
+function guarded<T>(file: string, action: () => T): T {
+  try {
+    return action();
+  } catch (error) {
+    throw storageError(error, file);
+  }
+}
+
+function wrapDatabase(db: DatabaseSync, file: string): SqlDatabase {
+  const compile = (sql: string): StatementSync => {
+    const statement = guarded(file, () => db.prepare(sql));
+    // why: the engine binds run_id and run_started_at to every statement of a script; one that does not use them ignores them.
+    statement.setAllowUnknownNamedParameters(true);
+    return statement;
+  };
+  const prepare = (sql: string): Statement => wrapStatement(compile(sql), file);
+  let changes: StatementSync | undefined;
+  return {
+    exec: (sql) => guarded(file, () => db.exec(sql)),
+    run: (sql, params) => guarded(file, () => Number(call(compile(sql), "run", params).changes)),
+    all: (sql, params) => guarded(file, () => call(compile(sql), "all", params) as Row[]),
+    prepare,
+    runScript(sql, params) {
+      for (const text of splitStatements(sql)) {
+        const statement = compile(text);
+        guarded(file, () => (params ? statement.run(params as Record<string, SqlValue>) : statement.run()));
+      }
+    },
+    statements(sql) {
+      const texts = splitStatements(sql);
+      for (const text of texts) db.prepare(text);
+      return texts;
+    },
+    changes: () => Number((changes ??= db.prepare("SELECT changes() AS n")).get()?.["n"] ?? 0),
+    close: () => {
+      if (db.isOpen) db.close();
+    },
+  };
+}
+
+type Method = "run" | "get" | "all";
+
+function call<M extends Method>(statement: StatementSync, method: M, params: Params | undefined): ReturnType<StatementSync[M]> {
+  const invoke = statement[method].bind(statement) as (...args: unknown[]) => ReturnType<StatementSync[M]>;
+  if (params === undefined) return invoke();
+  if (Array.isArray(params)) return invoke(...(params as unknown[]));
+  return invoke(params);
+}
+
+function wrapStatement(statement: StatementSync, file: string): Statement {
+  let arrays = false;
+  const mode = (wanted: boolean) => {
+    if (arrays !== wanted) statement.setReturnArrays((arrays = wanted));
+  };
+  return {
+    run(params) {
+      guarded(file, () => call(statement, "run", params));
+    },
+    get(params) {
+      mode(false);
+      return guarded(file, () => call(statement, "get", params) as Row | undefined);
+    },
+    getValues(params) {
+      mode(true);
+      return guarded(file, () => call(statement, "get", params) as unknown as SqlValue[] | undefined);
+    },
+    all(params) {
+      mode(false);
+      return guarded(file, () => call(statement, "all", params) as Row[]);
+    },
+    columnNames: () => statement.columns().map((column) => column.name),
+    free: () => undefined,
+  };
+}

@@ -1,0 +1,163 @@
+import { open, stat, type FileHandle } from "node:fs/promises";
+import type { DatabaseSync } from "node:sqlite";
+import { nodeSqlite } from "./node-sqlite.js";
+import { PipelineError } from "../../errors.js";
+import { openSqlJs, sqlJsVersion, type ImageDatabase } from "../sqljs.js";
+import { checkNoSqliteSidecars, fileIdentity, readDatabaseFile, stageFile, type FileIdentity } from "../store.js";
+import type { Engine, OpenOptions } from "./engine.js";
+
+/**
+ * The sql.js engine (the design card's): the file is loaded whole into memory, the steps run
+ * there, and a run that commits replaces the file by rename. The rename happens while the runner
+ * holds SQLite's own write lock on the live file, after checking nobody wrote it since it was
+ * loaded; the replaced file's header is then overwritten, so a program that still has it open
+ * gets an error instead of writing into a file nobody will read again.
+ */
+export const sqlJsEngine: Engine = {
+  name: "sqljs",
+  version: async () => `${await sqlJsVersion()} (sql.js)`,
+  async begin(file, options) {
+    if (!options.preview) await checkNoSqliteSidecars(file);
+    const loaded = await fileIdentity(file);
+    const image = await readDatabaseFile(file);
+    const db = await openImage(file, image);
+    db.exec("BEGIN");
+    // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
+    db.exec("PRAGMA defer_foreign_keys = ON");
+    return {
+      db,
+      async commit() {
+        db.exec("COMMIT");
+        await replaceFile(file, db.export(), { identity: loaded, counter: changeCounter(image) }, options);
+      },
+      async rollback() {
+        try {
+          db.exec("ROLLBACK");
+        } catch {
+          // why: no transaction left (committed in memory, then the save failed): the file was never replaced.
+        }
+      },
+      close: () => db.close(),
+    };
+  },
+  async read(file) {
+    return openImage(file, await readDatabaseFile(file));
+  },
+};
+
+async function openImage(file: string, image: Uint8Array | undefined): Promise<ImageDatabase> {
+  try {
+    const db = await openSqlJs(image);
+    db.all("SELECT count(*) FROM sqlite_schema");
+    return db;
+  } catch (error) {
+    throw new PipelineError("E_DB", `${file} is not a readable SQLite database: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** What the file was when the run loaded it. */
+interface Loaded {
+  identity: FileIdentity | undefined;
+  /** The header's file change counter, which every SQLite commit in rollback-journal mode increments. */
+  counter: number | undefined;
+}
+
+/** What the replaced file's header becomes: not an SQLite header, so a program that had it open gets "file is not a database". */
+const orphanHeader = Buffer.alloc(100, 0);
+orphanHeader.write("pipeline-runner replaced this database file: reopen it\n");
+
+/**
+ * Stages the image beside the file (written and fsynced), then takes SQLite's write lock on the
+ * live file (BEGIN IMMEDIATE, waiting for a writer up to the busy timeout), checks nobody wrote
+ * it since it was loaded, renames the image over it and spoils the old file's header, and only
+ * then releases the lock.
+ */
+async function replaceFile(file: string, image: Uint8Array, loaded: Loaded, options: OpenOptions): Promise<void> {
+  let staged;
+  try {
+    staged = await stageFile(file, image);
+  } catch (error) {
+    throw new PipelineError("E_SAVE", `cannot save the database ${file}: ${(error as Error).message}; the previous file is unchanged`, {
+      cause: error,
+    });
+  }
+  let guard: DatabaseSync | undefined;
+  let old: FileHandle | undefined;
+  try {
+    if (loaded.identity !== undefined && (await fileIdentity(file)) !== undefined) {
+      guard = await writeLock(file, options);
+      old = await open(file, "r+");
+    }
+    await refuseIfChanged(file, loaded, old);
+    try {
+      await staged.commit();
+    } catch (error) {
+      throw new PipelineError("E_SAVE", `cannot save the database ${file}: ${(error as Error).message}; the previous file is unchanged`, {
+        cause: error,
+      });
+    }
+    // why: SQLite already refuses writes through a renamed-over file (SQLITE_READONLY_DBMOVED); spoiling its header makes reads fail too.
+    // A file that still has another name (a hard link kept as a backup) is left alone.
+    if (old && (await old.stat()).nlink === 0) {
+      await old.write(orphanHeader, 0, orphanHeader.length, 0);
+      await old.sync();
+    }
+  } finally {
+    await old?.close();
+    if (guard?.isOpen) {
+      if (guard.isTransaction) guard.exec("ROLLBACK");
+      guard.close();
+    }
+    await staged.discard();
+  }
+}
+
+/** SQLite's write lock on the live file, taken as `sqlite3` would: a writer in progress is waited for. */
+async function writeLock(file: string, options: OpenOptions): Promise<DatabaseSync> {
+  const guard = new (nodeSqlite().DatabaseSync)(file, { timeout: options.busyTimeoutMs });
+  try {
+    guard.exec("BEGIN IMMEDIATE");
+    return guard;
+  } catch (error) {
+    guard.close();
+    const busy = ((error as { errcode?: number }).errcode ?? 0) % 256 === 5;
+    throw new PipelineError(
+      busy ? "E_LOCK" : "E_SAVE",
+      busy
+        ? `${file} is being written by another program; waited ${Math.round(options.busyTimeoutMs / 1000)} s (--lock-timeout) to save. Nothing was saved.`
+        : `cannot lock ${file} to save it: ${(error as Error).message}; nothing was saved`,
+      { exitCode: busy ? 3 : 1, cause: error },
+    );
+  }
+}
+
+async function refuseIfChanged(file: string, loaded: Loaded, live: FileHandle | undefined): Promise<void> {
+  const now = await fileIdentity(file);
+  const wal = await stat(`${file}-wal`).catch(() => undefined);
+  const counter = live ? await liveCounter(live) : undefined;
+  const same =
+    now === undefined
+      ? loaded.identity === undefined
+      : loaded.identity !== undefined &&
+        now.size === loaded.identity.size &&
+        now.mtimeMs === loaded.identity.mtimeMs &&
+        now.ino === loaded.identity.ino &&
+        counter === loaded.counter &&
+        !(wal && wal.size > 0);
+  if (same) return;
+  throw new PipelineError(
+    "E_CHANGED",
+    `${file} was changed by another program while this run was in progress (${now ? `now ${now.size} bytes, modified ${new Date(now.mtimeMs).toISOString()}${wal && wal.size > 0 ? ", with a write-ahead log" : ""}` : "it was deleted"}); this run's result was not saved, so that change is kept. Run again, or use --engine native, which waits for other writers instead.`,
+  );
+}
+
+function changeCounter(image: Uint8Array | undefined): number | undefined {
+  if (!image || image.byteLength < 28) return undefined;
+  return new DataView(image.buffer, image.byteOffset, image.byteLength).getUint32(24);
+}
+
+async function liveCounter(handle: FileHandle): Promise<number | undefined> {
+  const header = Buffer.alloc(28);
+  const { bytesRead } = await handle.read(header, 0, 28, 0);
+  return bytesRead < 28 ? undefined : header.readUInt32BE(24);
+}

@@ -1,0 +1,177 @@
+import path from "node:path";
+import { PipelineError, throwIfAborted } from "../errors.js";
+import { clearFailedRuns, failedRunsJournal, journalFailedRun, readFailedRuns, type FailedRun } from "../failed-runs.js";
+import type { SqlDatabase } from "./database.js";
+import { engineNamed, type EngineName } from "./engines/index.js";
+import type { Transaction } from "./engines/engine.js";
+import { acquireLock, removeLocksLeftAside, type DatabaseLock } from "./lock.js";
+import { removeStrayTemporaries, stageFile, type StagedFile } from "./store.js";
+
+/** How a session holds its database. */
+export interface SessionOptions {
+  engine: EngineName;
+  /** How long to wait for another run's lock, and for another program's write lock on the file. */
+  lockTimeoutMs: number;
+  signal?: AbortSignal | undefined;
+  /** The files the run may write (absolute): temporaries a killed run left for them are removed. */
+  outputs: readonly string[];
+  /** Where the session says what else it did or could not do (the run report's notes). */
+  notes: string[];
+}
+
+/** A file a step produced, relative to `baseDir`. */
+export interface OutputFile {
+  path: string;
+  content: string;
+}
+
+/**
+ * A run's hold on its database, from lock to release: the lock, the engine's transaction, commit
+ * (with the files the run writes: staged before, renamed after) or rollback, and the journal of
+ * failed runs. `run.ts` only loops over steps against {@link Session.db}.
+ */
+export interface Session {
+  /** The database inside the run's transaction; set by {@link Session.begin}. */
+  readonly db: SqlDatabase;
+  /** Whether the transaction was committed. */
+  readonly saved: boolean;
+  /** Opens the database and begins the transaction; returns the failed runs waiting in the journal. */
+  begin(): Promise<FailedRun[]>;
+  /** Stages `files`, commits, empties the journal, then puts the files in place; says which were placed and which not (with why). */
+  commit(files: readonly OutputFile[], baseDir: string): Promise<{ placed: string[]; notPlaced: string[] }>;
+  /** Rolls back; `journalRecorded` when the journal's runs are already in the database, which empties it. */
+  rollback(options?: { journalRecorded: boolean }): Promise<void>;
+  /** Keeps a failed run in the journal, for the next run that commits; never a second error. */
+  journalFailure(run: FailedRun): Promise<void>;
+  /** Rolls back what is still open, closes the database and releases the lock. */
+  release(): Promise<void>;
+}
+
+/** Takes the database's run lock (waiting up to the lock timeout) and removes what killed runs left. */
+export async function lockDatabase(database: string, options: SessionOptions): Promise<Session> {
+  const lock: DatabaseLock = await acquireLock(database, { timeoutMs: options.lockTimeoutMs, signal: options.signal });
+  let transaction: Transaction | undefined;
+  let journalLines = 0;
+  let saved = false;
+  const notes = options.notes;
+  const journal = `${path.basename(failedRunsJournal(database))} (beside the database)`;
+  const emptyJournal = async () => {
+    if (journalLines === 0) return;
+    try {
+      await clearFailedRuns(database);
+    } catch (error) {
+      notes.push(`could not empty ${journal} (${(error as Error).message}); its runs are recorded once all the same`);
+    }
+  };
+  try {
+    // why: what runs killed at the wrong moment left: a lock moved aside, temporary files of the database or of a report.
+    await removeLocksLeftAside(database, lock);
+    for (const file of [database, ...options.outputs]) await removeStrayTemporaries(file);
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
+  return {
+    get db() {
+      if (!transaction) throw new Error("the session has not begun");
+      return transaction.db;
+    },
+    get saved() {
+      return saved;
+    },
+    async begin() {
+      transaction = await engineNamed(options.engine).begin(database, { busyTimeoutMs: options.lockTimeoutMs });
+      try {
+        const contents = await readFailedRuns(database);
+        journalLines = contents.runs.length + contents.unreadable;
+        if (contents.unreadable > 0) notes.push(`skipped ${contents.unreadable} unreadable line(s) of ${journal}`);
+        return contents.runs;
+      } catch (error) {
+        notes.push(`could not read ${journal} (${(error as Error).message}); its failed runs are recorded later`);
+        return [];
+      }
+    },
+    async commit(files, baseDir) {
+      const staged: { path: string; file: StagedFile }[] = [];
+      try {
+        // why: a file that cannot be written fails the run with nothing changed; after the commit, only renames remain.
+        for (const file of files) staged.push({ path: file.path, file: await stageOutput(path.resolve(baseDir, file.path), file.content) });
+        throwIfAborted(options.signal);
+        await transaction!.commit();
+        saved = true;
+        await emptyJournal();
+        const placed: string[] = [];
+        const notPlaced: string[] = [];
+        for (const { path: file, file: output } of staged) {
+          try {
+            await output.commit();
+            placed.push(file);
+          } catch (error) {
+            notPlaced.push(`${file} (${(error as Error).message})`);
+          }
+        }
+        return { placed, notPlaced };
+      } finally {
+        await Promise.all(staged.map(({ file }) => file.discard()));
+      }
+    },
+    async rollback(rollbackOptions) {
+      await transaction?.rollback();
+      if (rollbackOptions?.journalRecorded) await emptyJournal();
+    },
+    async journalFailure(run) {
+      if (saved) return;
+      try {
+        await journalFailedRun(database, run);
+        notes.push(`this failure is kept in ${journal}; the next run that saves records it in pipeline_runs`);
+      } catch (error) {
+        notes.push(`this failure could not be kept in ${journal}: ${(error as Error).message}`);
+      }
+    },
+    async release() {
+      try {
+        if (transaction && !saved) await transaction.rollback();
+      } finally {
+        transaction?.close();
+        await lock.release();
+      }
+    },
+  };
+}
+
+/**
+ * Runs `body` against the database inside a transaction that is always rolled back (plan,
+ * dry-run): the same path as a run, with no run lock and nothing created on disk.
+ */
+export async function preview<T>(database: string, engine: EngineName, lockTimeoutMs: number, body: (db: SqlDatabase) => T): Promise<T> {
+  const transaction = await engineNamed(engine).begin(database, { busyTimeoutMs: lockTimeoutMs, preview: true });
+  try {
+    return body(transaction.db);
+  } finally {
+    await transaction.rollback();
+    transaction.close();
+  }
+}
+
+/** Runs `body` against the database opened read-only; an absent database reads as empty and is not created. */
+export async function readDatabase<T>(
+  database: string,
+  engine: EngineName,
+  lockTimeoutMs: number,
+  body: (db: SqlDatabase) => T,
+): Promise<T> {
+  const db = await engineNamed(engine).read(database, { busyTimeoutMs: lockTimeoutMs });
+  try {
+    return body(db);
+  } finally {
+    db.close();
+  }
+}
+
+async function stageOutput(target: string, content: string): Promise<StagedFile> {
+  try {
+    return await stageFile(target, content);
+  } catch (error) {
+    throw new PipelineError("E_SAVE", `cannot write ${target}: ${(error as Error).message}; nothing was saved`, { cause: error });
+  }
+}
