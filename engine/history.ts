@@ -303,12 +303,12 @@ export function touchPending(db: SqlDatabase, step: string, runId: number): void
   db.run("UPDATE pipeline_rejected_rows SET last_run_id = ? WHERE step = ? AND status = 'pending'", [runId, step]);
 }
 
-/** Records that a later line of the file with the same key was loaded while a pending row waited: the first such line, or with `latest` the last. */
-export function shadowPending(db: SqlDatabase, step: string, line: number, shadow: { line: number; raw: string }, latest: boolean): void {
+/** Records the later line of the file that holds a pending row's key (`null`: no later line does): its retry follows file order. */
+export function shadowPending(db: SqlDatabase, step: string, line: number, shadow: { line: number; raw: string } | null): void {
   db.run(
     `UPDATE pipeline_rejected_rows SET shadowed_line = ?, shadowed_raw = ?
-     WHERE step = ? AND line = ? AND status = 'pending' AND kind IN ('reference', 'cast')${latest ? "" : " AND shadowed_line IS NULL"}`,
-    [shadow.line, shadow.raw, step, line],
+     WHERE step = ? AND line = ? AND status = 'pending' AND kind IN ('reference', 'cast')`,
+    [shadow?.line ?? null, shadow?.raw ?? null, step, line],
   );
 }
 

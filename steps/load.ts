@@ -250,23 +250,53 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   let indexes: number[] = [];
   let width = 0;
 
-  // why: a pending row whose key a later line of the file took is settled by file order on its retry, as a fresh load would.
-  const pendingKeys = new Map<string, number>();
+  // why: a pending row whose key a later line of the file holds is settled by file order on its retry, as a fresh load would.
+  // The pending lines of this run by key, and the keys whose holder this run has seen (the first loadable line under
+  // insert_new; under upsert each loadable line supersedes the pending lines before it).
+  const pendingKeys = new Map<string, number[]>();
+  // why: a key can only be held by another line while a row waits for a reference when the foreign key lies outside the key.
+  const tracksClaims =
+    writer.key.length > 0 && (table.foreign_keys ?? []).some((fk) => fk.columns.some((column) => !writer.key.includes(column)));
+  const claimed = new Set<string>();
   const keyOf = (values: readonly SqlValue[]) => values.map((v) => `${typeof v}:${String(v)}`).join("\u0000");
   const trackPending = (line: number, key: readonly SqlValue[] | undefined) => {
-    if (key && writer.key.length > 0) pendingKeys.set(keyOf(key), line);
+    if (!key || writer.key.length === 0) return;
+    const k = keyOf(key);
+    const lines = pendingKeys.get(k);
+    if (lines) lines.push(line);
+    else pendingKeys.set(k, [line]);
   };
-  const noteLoaded = (values: SqlValue[], line: number, raw: () => string) => {
-    if (earlierByRaw.size > 0) {
-      const ids = earlierByRaw.get(raw());
-      if (ids) for (const id of ids) resolvedIds.add(id);
-    }
-    if (pendingKeys.size === 0) return;
+  /** A loadable line with this key: under insert_new the first one takes the key, so the pending lines before it wait behind it. */
+  const claim = (values: readonly SqlValue[], line: number, raw: () => string) => {
+    if (writer.key.length === 0) return;
     const key = keyOf(keyPositions.map((i) => values[i]!));
-    const pendingLine = pendingKeys.get(key);
-    if (pendingLine === undefined || pendingLine >= line) return;
-    shadowPending(db, step.name, pendingLine, { line, raw: raw() }, step.mode === "upsert");
-    if (step.mode !== "upsert") pendingKeys.delete(key);
+    const lines = pendingKeys.get(key);
+    if (step.mode !== "upsert") {
+      if (claimed.has(key)) return;
+      claimed.add(key);
+    }
+    if (!lines) return;
+    pendingKeys.delete(key);
+    for (const pendingLine of lines) shadowPending(db, step.name, pendingLine, { line, raw: raw() });
+  };
+  /** Whether a line before the one being retried holds this key (insert_new: it loaded first in this run). */
+  const heldByEarlierLine = (key: readonly SqlValue[]) => step.mode !== "upsert" && claimed.has(keyOf(key));
+  /** A loadable line of a read; in a tail read, a key stored before it is held by an earlier line of the file. */
+  const claimRead = (values: readonly SqlValue[], line: number, raw: () => string) => {
+    if (writer.key.length === 0) return;
+    if (tailRead && step.mode !== "upsert") {
+      const key = keyPositions.map((i) => values[i]!);
+      if (!claimed.has(keyOf(key)) && pendingKeys.has(keyOf(key)) && writer.lookup(key)) {
+        claimed.add(keyOf(key));
+        return;
+      }
+    }
+    claim(values, line, raw);
+  };
+  const noteLoaded = (raw: () => string) => {
+    if (earlierByRaw.size === 0) return;
+    const ids = earlierByRaw.get(raw());
+    if (ids) for (const id of ids) resolvedIds.add(id);
   };
   // The open rejections a full read settles: resolved when their row is loaded by it, superseded otherwise.
   const earlierByRaw = new Map<string, number[]>();
@@ -301,7 +331,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       if (policy === "update") {
         writer.update(values);
         counts.updated++;
-        noteLoaded(values, line, raw);
+        noteLoaded(raw);
         return "updated";
       }
       reject({ line, raw: raw(), kind: "conflict", reason: "key already stored with different values", storedValues, newValues });
@@ -314,7 +344,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       return "rejected";
     }
     counts[result.kind]++;
-    noteLoaded(values, line, raw);
+    noteLoaded(raw);
     return result.kind;
   };
 
@@ -324,7 +354,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     if (queued.length === 0) return;
     if (batch.insertAll(queued.map((row) => row.values))) {
       counts.inserted += queued.length;
-      if (earlierByRaw.size > 0 || pendingKeys.size > 0) for (const row of queued) noteLoaded(row.values, row.line, row.raw);
+      if (earlierByRaw.size > 0) for (const row of queued) noteLoaded(row.raw);
     } else for (const row of queued) writeOne(row.values, row.line, row.raw);
     queued.length = 0;
   };
@@ -350,17 +380,20 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       if (problem) {
         keepPending(db, rejection.id, runId, problem);
         counts.pending++;
-        trackPending(rejection.line, recordKey(rejection.fields));
+        const key = recordKey(rejection.fields);
+        // why: an earlier pending line took the key in this run; the later line recorded as its holder no longer is.
+        if (key && rejection.shadowedLine !== null && heldByEarlierLine(key)) shadowPending(db, step.name, rejection.line, null);
+        trackPending(rejection.line, key);
         continue;
       }
       const raw = () => rejection.raw;
-      if (rejection.shadowedLine !== null && rejection.shadowedRaw !== null && writer.key.length > 0) {
+      const key = keyPositions.map((i) => values[i]!);
+      if (rejection.shadowedLine !== null && rejection.shadowedRaw !== null && writer.key.length > 0 && !heldByEarlierLine(key)) {
         if (step.mode === "upsert") {
           // why: in file order the later line, already loaded, is applied after this one and wins.
           closeRejections(db, [rejection.id], "superseded", runId);
           continue;
         }
-        const key = keyPositions.map((i) => values[i]!);
         const stored = writer.lookup(key);
         if (stored && !stored.every((value, i) => value === values[i])) {
           // why: in file order this row comes first and takes the key; the later line is the one kept aside.
@@ -384,11 +417,19 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
           });
           counts.conflicting++;
           closeRejections(db, [rejection.id], "resolved", runId);
+          claim(values, rejection.line, raw);
           continue;
         }
+        const fate = writeOne(values, rejection.line, raw);
+        closeRejections(db, [rejection.id], fate === "conflicting" || fate === "rejected" ? "superseded" : "resolved", runId);
+        claim(values, rejection.line, raw);
+        continue;
       }
       const fate = writeOne(values, rejection.line, raw);
       closeRejections(db, [rejection.id], fate === "conflicting" || fate === "rejected" ? "superseded" : "resolved", runId);
+      // why: a row that created or rewrote the stored one holds the key from its line on; otherwise an earlier line holds it.
+      if (fate === "inserted" || (step.mode === "upsert" && fate !== "rejected")) claim(values, rejection.line, raw);
+      else if (writer.key.length > 0 && step.mode !== "upsert") claimed.add(keyOf(key));
     }
     touchPending(db, step.name, runId);
   };
@@ -409,6 +450,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       if (retried) trackPending(line, key);
       return;
     }
+    if (tracksClaims || pendingKeys.size > 0) claimRead(values, line, raw);
     queued.push({ values, line, raw });
     if (queued.length === batchRows) flush();
   };
