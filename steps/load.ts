@@ -188,11 +188,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
       return loader.retryOnly(validators.header, "source unchanged (same content as last run)");
     }
     const tail = validators ? grownTail(step, fetched.bytes, validators) : undefined;
-    const text = tail
-      ? decodeText(fetched.bytes.subarray(tail.header.start, tail.header.end), step.csv?.encoding, source) +
-        "\n" +
-        decodeText(fetched.bytes.subarray(tail.from), step.csv?.encoding, source)
-      : decodeText(fetched.bytes, step.csv?.encoding, source);
+    const text = tail ? decodeTail(fetched.bytes, tail, step.csv?.encoding, source) : decodeText(fetched.bytes, step.csv?.encoding, source);
     const outcome = loader.read(text, tail ? { firstLine: tail.firstLine } : undefined);
     if (tail) {
       const grew = `the file grew: only what follows its first ${validators!.bytes} bytes (read by an earlier run) was parsed`;
@@ -206,6 +202,25 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     return outcome;
   },
 };
+
+/** The header glued to the appended part; text that does not decode is reported from the whole file, at its line there. */
+function decodeTail(
+  bytes: Uint8Array,
+  tail: { header: { start: number; end: number }; from: number },
+  encoding: NonNullable<LoadStepSpec["csv"]>["encoding"],
+  source: string,
+): string {
+  try {
+    return (
+      decodeText(bytes.subarray(tail.header.start, tail.header.end), encoding, source) +
+      "\n" +
+      decodeText(bytes.subarray(tail.from), encoding, source)
+    );
+  } catch (error) {
+    if (error instanceof PipelineError && error.code === "E_DECODE") decodeText(bytes, encoding, source);
+    throw error;
+  }
+}
 
 /** Rows per multi-row INSERT: fewer statements, while a batch that hits a conflict is redone row by row. */
 const batchRows = 128;
@@ -616,6 +631,8 @@ function grownTail(
 ): { header: { start: number; end: number }; from: number; firstLine: number } | undefined {
   const old = previous.bytes;
   if ((step.mode !== "insert_new" && step.mode !== "upsert") || (step.csv?.header_line ?? 1) > 1) return undefined;
+  // why: a percentage is of the rows a fresh load reads, the whole file; the appended rows alone would judge a late row on its own.
+  if (typeof step.max_rejected === "string") return undefined;
   if (old <= 0 || bytes.length <= old) return undefined;
   const last = bytes[old - 1];
   const next = bytes[old];
@@ -627,7 +644,8 @@ function grownTail(
   else if (next === 0x0d) from = bytes[old + 1] === 0x0a ? old + 2 : old + 1;
   else return undefined;
   if (sha256(bytes.subarray(0, old)) !== previous.contentSha256) return undefined;
-  const header = headerSpan(bytes, step.csv?.quote ?? '"', old);
+  const encoding = step.csv?.encoding;
+  const header = headerSpan(bytes, step.csv?.quote ?? '"', old, encoding === undefined || encoding === "utf8" || encoding === "utf-8");
   if (!header) return undefined;
   const headerLines = 1 + countLineEnds(bytes, header.start, header.end);
   const tailLine = 1 + countLineEnds(bytes, 0, from);

@@ -37,6 +37,11 @@ steps:
     columns: { day: Day, slot: Slot, item_id: Item, qty: Qty }
 ${extra}`;
 
+const detailOf = (report: { steps: { name: string; detail?: string }[] }) =>
+  report.steps.find((s) => s.name === "load_events")?.detail ?? "";
+const rejected = (file = "db.sqlite") =>
+  sqlite(ws.path(file), "SELECT line, status, raw FROM pipeline_rejected_rows ORDER BY line, rejection_id");
+
 async function run(argv: string[] = []): Promise<{ code: number; status: string; steps: { name: string; detail?: string }[] }> {
   const result = await ws.cli(["run", "--json", ...argv]);
   const report = JSON.parse(result.stdout) as { status: string; steps: { name: string; detail?: string }[]; error?: unknown };
@@ -105,6 +110,107 @@ describe("several lines with one key, some pending for a reference", () => {
     expect(grown.steps.find((s) => s.name === "load_events")?.detail).toMatch(/file grew/);
     ws.write("items.csv", "Id\n1\n9\n");
     await run();
+    await expectFreshEqual();
+  });
+});
+
+describe("the start and the end of a file that grows", () => {
+  test("a BOM followed by a blank line: the grown file is read from its tail, with the file's own line numbers", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new"));
+    ws.write("items.csv", "Id\n1\n");
+    const body = "\uFEFF\r\nDay,Slot,Item,Qty\r\n2024-01-01,1,1,2\r\n";
+    ws.write("events.csv", body);
+    await run();
+    ws.write("events.csv", body + "2024-01-01,2,9,1\r\n");
+    const grown = await run();
+    expect(detailOf(grown)).toMatch(/file grew/);
+    expect(rejected()).toBe("4|pending|2024-01-01,2,9,1");
+    await expectFreshEqual();
+  });
+
+  test("a quoted line break in the last row before the old end, and in the first appended row", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new"));
+    ws.write("items.csv", "Id\n1\n");
+    const body = 'Day,Slot,Item,Qty\n2024-01-01,1,1,"2"\n2024-01-01,"2\n",1,2\n';
+    ws.write("events.csv", body);
+    await run();
+    ws.write("events.csv", body + '2024-01-01,"3\r\n",9,1\n2024-01-01,4,x,1\n');
+    const grown = await run();
+    expect(detailOf(grown)).toMatch(/file grew/);
+    expect(rejected()).toBe('5|pending|2024-01-01,"3\r\n",9,1\n7|pending|2024-01-01,4,x,1');
+    await expectFreshEqual();
+  });
+
+  test("a file that shrinks, then grows back longer with the same start, is read in full, never from a stale offset", async () => {
+    ws.write("pipeline.yaml", eventsYaml("upsert"));
+    ws.write("items.csv", "Id\n1\n");
+    const head = "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n";
+    ws.write("events.csv", head + "2024-01-01,2,1,5\n2024-01-01,3,1,5\n");
+    await run();
+    ws.write("events.csv", head);
+    await run();
+    ws.write("events.csv", head + "2024-01-01,2,1,7\n2024-01-01,3,9,5\n2024-01-01,4,1,1\n");
+    await run();
+    // Policy: under upsert a row that left the file stays stored; slot 3 keeps its stored values while its line waits.
+    expect(sqlite(ws.path("db.sqlite"), "SELECT slot, item_id, qty FROM events ORDER BY slot")).toBe("1|1|2\n2|1|7\n3|1|5\n4|1|1");
+    expect(sqlite(ws.path("db.sqlite"), "SELECT line FROM pipeline_rejected_rows WHERE status = 'pending'")).toBe("4");
+  });
+
+  test("latin1: the appended part is decoded as the configuration says", async () => {
+    ws.write(
+      "pipeline.yaml",
+      eventsYaml("insert_new")
+        .replace(
+          "columns: { day: Day, slot: Slot, item_id: Item, qty: Qty }",
+          "csv: { encoding: latin1 }\n    columns: { day: Jour, slot: Crï¿½neau, item_id: Item, qty: Qty }",
+        )
+        .replace("Crï¿½neau", "Créneau"),
+    );
+    ws.write("items.csv", "Id\n1\n");
+    const body = Buffer.from("Jour,Créneau,Item,Qty\n2024-01-01,1,1,2\n", "latin1");
+    ws.write("events.csv", body.toString("latin1"));
+    await import("node:fs").then((fs) => fs.writeFileSync(ws.path("events.csv"), body));
+    await run();
+    await import("node:fs").then((fs) =>
+      fs.writeFileSync(ws.path("events.csv"), Buffer.concat([body, Buffer.from("2024-01-01,2,9,é\n", "latin1")])),
+    );
+    const grown = await run();
+    expect(detailOf(grown)).toMatch(/file grew/);
+    expect(sqlite(ws.path("db.sqlite"), "SELECT line, value FROM pipeline_rejected_rows")).toBe("3|é");
+  });
+
+  test("invalid UTF-8 in the appended part is reported at its line in the file", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new"));
+    ws.write("items.csv", "Id\n1\n");
+    const body = "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n2024-01-01,2,1,2\n";
+    ws.write("events.csv", body);
+    await run();
+    const fs = await import("node:fs");
+    fs.writeFileSync(ws.path("events.csv"), Buffer.concat([Buffer.from(body + "2024-01-01,3,1,2\n"), Buffer.from([0x41, 0xff, 0x0a])]));
+    const result = await ws.cli(["run"]);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/events\.csv is not valid UTF-8 \(line 5, byte \d+\)/);
+  });
+
+  test("csv.header_line: 2 with CR line ends: each rejected row keeps its line and its text", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new").replace("columns: { day: Day", "csv: { header_line: 2 }\n    columns: { day: Day"));
+    ws.write("items.csv", "Id\n1\n");
+    ws.write("events.csv", "exported 2024-01-02\rDay,Slot,Item,Qty\r2024-01-01,1,1,2\r2024-01-01,2,9,1\r\r2024-01-01,3,x,1\r");
+    await run();
+    expect(rejected()).toBe("4|pending|2024-01-01,2,9,1\n6|pending|2024-01-01,3,x,1");
+  });
+});
+
+describe("max_rejected and rows that wait", () => {
+  test("a percentage is judged on the whole file, not on the appended rows alone", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new").replace("columns: { day: Day", 'max_rejected: "20%"\n    columns: { day: Day'));
+    ws.write("items.csv", "Id\n1\n");
+    const rows = Array.from({ length: 9 }, (_, i) => `2024-01-01,${i + 1},1,1`).join("\n");
+    ws.write("events.csv", `Day,Slot,Item,Qty\n${rows}\n`);
+    await run();
+    ws.write("events.csv", `Day,Slot,Item,Qty\n${rows}\n2024-01-02,1,9,1\n`);
+    const grown = await ws.cli(["run", "--json"]);
+    expect(grown.code, grown.stdout).toBe(0);
     await expectFreshEqual();
   });
 });
