@@ -324,12 +324,14 @@ export interface PendingRejection {
   lastRunId: number | null;
 }
 
-/** Every pending rejection, by step and line. */
+/** Every pending rejection, by step and line; in a table written by an older version (no status, kind, value, last_run_id), every row. */
 export function pendingRejections(db: SqlDatabase): PendingRejection[] {
+  const present = new Set(db.all("SELECT name FROM pragma_table_info('pipeline_rejected_rows')").map((row) => String(row["name"])));
+  const column = (name: string) => (present.has(name) ? name : `NULL AS ${name}`);
   return db
     .all(
-      `SELECT step, line, column, value, kind, reason, run_id, last_run_id FROM pipeline_rejected_rows
-       WHERE status = 'pending' OR status IS NULL ORDER BY step, line, rejection_id`,
+      `SELECT step, line, column, ${column("value")}, ${column("kind")}, reason, run_id, ${column("last_run_id")} FROM pipeline_rejected_rows
+       WHERE ${present.has("status") ? "status = 'pending' OR status IS NULL" : "1"} ORDER BY step, line, rejection_id`,
     )
     .map((row) => ({
       step: String(row["step"]),

@@ -1,5 +1,8 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { sqlite, Workspace } from "./helpers/workspace.js";
+import { clientFixtures, root, sqlite, Workspace } from "./helpers/workspace.js";
 
 // Attacks on the rule "an incremental run equals a fresh load of the same final files": sequences the
 // property test does not generate. Each runs the CLI in-process on local files, then one run of the
@@ -212,5 +215,47 @@ describe("max_rejected and rows that wait", () => {
     const grown = await ws.cli(["run", "--json"]);
     expect(grown.code, grown.stdout).toBe(0);
     await expectFreshEqual();
+  });
+});
+
+describe("a database written by the version before pending rejections (commit 404957e)", () => {
+  // tests/fixtures/legacy/sales-404957e.sql: `sqlite3 .dump` of the database that version wrote after one run of the
+  // client's files with two late rows appended to ventes.csv (REF006 before its product, and a quantity "x").
+  const late = "\r\n2023-06-26,REF006,1,1\r\n2023-06-26,REF001,x,1";
+  const env = { PRODUCTS_URL: "f/produits.csv", STORES_URL: "f/magasins.csv", SALES_URL: "f/ventes.csv" };
+  let client: Workspace;
+  beforeEach(() => {
+    client = new Workspace();
+    for (const name of ["produits", "magasins", "ventes"])
+      client.write(`f/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`), "utf8"));
+    client.write("f/ventes.csv", readFileSync(client.path("f/ventes.csv"), "utf8") + late);
+    mkdirSync(client.path("output"));
+    execFileSync("sqlite3", [client.path("output/sales.db")], {
+      input: readFileSync(path.join(root, "tests/fixtures/legacy/sales-404957e.sql")),
+    });
+  });
+  afterEach(() => client.remove());
+
+  test("the rejections command lists its rejected rows without the columns it lacks", async () => {
+    const listed = await client.cli(["rejections", "--json"], env);
+    expect(listed.code, listed.stdout + listed.stderr).toBe(0);
+    const { rejections } = JSON.parse(listed.stdout) as { rejections: { step: string; line: number; kind: string | null }[] };
+    expect(rejections.map((r) => `${r.step}:${r.line}:${r.kind}`)).toEqual(["load_sales:32:null", "load_sales:33:null"]);
+    expect(await client.cli(["rejections"], env)).toMatchObject({ code: 0, stdout: expect.stringMatching(/load_sales\s+32\s+product_id/) });
+  });
+
+  test("its first run reads the rejecting source in full and closes the old rows; the late sale loads once its product comes", async () => {
+    const first = await client.cli(["run", "--json"], env);
+    expect(first.code, first.stdout).toBe(0);
+    const db = client.path("output/sales.db");
+    expect(sqlite(db, "SELECT line, status, kind FROM pipeline_rejected_rows ORDER BY rejection_id")).toBe(
+      "32|superseded|\n33|superseded|\n32|pending|reference\n33|pending|cast",
+    );
+    client.write("f/produits.csv", readFileSync(client.path("f/produits.csv"), "utf8") + "\r\nProduit F,REF006,20.00,5");
+    expect((await client.cli(["run"], env)).code).toBe(0);
+    expect((await client.cli(["run", "--db", "output/fresh.db"], { ...env, REPORT_DIR: "fresh" })).code).toBe(0);
+    const figures = "SELECT revenue_cents, sales_lines FROM revenue_total";
+    expect(sqlite(db, figures)).toBe(sqlite(client.path("output/fresh.db"), figures));
+    expect(sqlite(db, figures)).toBe("528878|31");
   });
 });
