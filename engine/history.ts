@@ -207,31 +207,34 @@ export interface Rejection {
 /** Rejection kinds a later run retries from what is stored. */
 export const retriedKinds: ReadonlySet<RejectionKind> = new Set(["reference", "cast"]);
 
-/** Prepares an insert into the rejected-rows table for one step: each row is recorded pending. */
-export function rejectionWriter(db: SqlDatabase, runId: number, step: string, source: string): (rejection: Rejection) => void {
+/** Prepares an insert into the rejected-rows table for one step: each row is recorded pending; returns its rejection_id. */
+export function rejectionWriter(db: SqlDatabase, runId: number, step: string, source: string): (rejection: Rejection) => number {
   const insert = db.prepare(
     `INSERT INTO pipeline_rejected_rows (run_id, step, source, line, raw, column, reason, stored_values, new_values,
-       status, kind, value, fields, key_values, last_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)`,
+       status, kind, value, fields, key_values, last_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)
+     RETURNING rejection_id`,
   );
   const json = (values: unknown) => (values === undefined ? null : JSON.stringify(values, jsonSafe));
   const shown = redactCredentials(source);
   return (r) =>
-    insert.run([
-      runId,
-      step,
-      shown,
-      r.line,
-      r.raw,
-      r.column ?? null,
-      r.reason,
-      json(r.storedValues),
-      json(r.newValues),
-      r.kind,
-      r.value === undefined ? null : clipValue(r.value),
-      json(r.fields),
-      json(r.key),
-      runId,
-    ]);
+    Number(
+      insert.getValues([
+        runId,
+        step,
+        shown,
+        r.line,
+        r.raw,
+        r.column ?? null,
+        r.reason,
+        json(r.storedValues),
+        json(r.newValues),
+        r.kind,
+        r.value === undefined ? null : clipValue(r.value),
+        json(r.fields),
+        json(r.key),
+        runId,
+      ])?.[0],
+    );
 }
 
 /** A value as the rejected-rows table keeps it: at most 200 characters. */
@@ -303,13 +306,15 @@ export function touchPending(db: SqlDatabase, step: string, runId: number): void
   db.run("UPDATE pipeline_rejected_rows SET last_run_id = ? WHERE step = ? AND status = 'pending'", [runId, step]);
 }
 
-/** Records the later line of the file that holds a pending row's key (`null`: no later line does): its retry follows file order. */
-export function shadowPending(db: SqlDatabase, step: string, line: number, shadow: { line: number; raw: string } | null): void {
-  db.run(
-    `UPDATE pipeline_rejected_rows SET shadowed_line = ?, shadowed_raw = ?
-     WHERE step = ? AND line = ? AND status = 'pending' AND kind IN ('reference', 'cast')`,
-    [shadow?.line ?? null, shadow?.raw ?? null, step, line],
-  );
+/** Records the later line of the file that holds pending rows' key (`null`: no later line does): their retry follows file order. */
+export function shadowPending(db: SqlDatabase, ids: readonly number[], shadow: { line: number; raw: string } | null): void {
+  for (let i = 0; i < ids.length; i += 500) {
+    const chunk = ids.slice(i, i + 500);
+    db.run(
+      `UPDATE pipeline_rejected_rows SET shadowed_line = ?, shadowed_raw = ? WHERE rejection_id IN (${chunk.map(() => "?").join(", ")})`,
+      [shadow?.line ?? null, shadow?.raw ?? null, ...chunk],
+    );
+  }
 }
 
 /** One pending rejection as the `rejections` command lists it. */

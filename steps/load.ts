@@ -274,25 +274,25 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     writer.key.length > 0 && (table.foreign_keys ?? []).some((fk) => fk.columns.some((column) => !writer.key.includes(column)));
   const claimed = new Set<string>();
   const keyOf = (values: readonly SqlValue[]) => values.map((v) => `${typeof v}:${String(v)}`).join("\u0000");
-  const trackPending = (line: number, key: readonly SqlValue[] | undefined) => {
+  const trackPending = (id: number, key: readonly SqlValue[] | undefined) => {
     if (!key || writer.key.length === 0) return;
     const k = keyOf(key);
-    const lines = pendingKeys.get(k);
-    if (lines) lines.push(line);
-    else pendingKeys.set(k, [line]);
+    const ids = pendingKeys.get(k);
+    if (ids) ids.push(id);
+    else pendingKeys.set(k, [id]);
   };
   /** A loadable line with this key: under insert_new the first one takes the key, so the pending lines before it wait behind it. */
   const claim = (values: readonly SqlValue[], line: number, raw: () => string) => {
     if (writer.key.length === 0) return;
     const key = keyOf(keyPositions.map((i) => values[i]!));
-    const lines = pendingKeys.get(key);
+    const ids = pendingKeys.get(key);
     if (step.mode !== "upsert") {
       if (claimed.has(key)) return;
       claimed.add(key);
     }
-    if (!lines) return;
+    if (!ids) return;
     pendingKeys.delete(key);
-    for (const pendingLine of lines) shadowPending(db, step.name, pendingLine, { line, raw: raw() });
+    shadowPending(db, ids, { line, raw: raw() });
   };
   /** Whether a line before the one being retried holds this key (insert_new: it loaded first in this run). */
   const heldByEarlierLine = (key: readonly SqlValue[]) => step.mode !== "upsert" && claimed.has(keyOf(key));
@@ -397,8 +397,8 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
         counts.pending++;
         const key = recordKey(rejection.fields);
         // why: an earlier pending line took the key in this run; the later line recorded as its holder no longer is.
-        if (key && rejection.shadowedLine !== null && heldByEarlierLine(key)) shadowPending(db, step.name, rejection.line, null);
-        trackPending(rejection.line, key);
+        if (key && rejection.shadowedLine !== null && heldByEarlierLine(key)) shadowPending(db, [rejection.id], null);
+        trackPending(rejection.id, key);
         continue;
       }
       const raw = () => rejection.raw;
@@ -460,9 +460,9 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     if (problem) {
       const retried = retriedKinds.has(problem.kind);
       const key = retried ? recordKey(fields) : undefined;
-      reject({ line, raw: raw(), ...problem, ...(retried ? { fields, key } : {}) });
+      const id = reject({ line, raw: raw(), ...problem, ...(retried ? { fields, key } : {}) });
       counts.rejected++;
-      if (retried) trackPending(line, key);
+      if (retried) trackPending(id, key);
       return;
     }
     if (tracksClaims || pendingKeys.size > 0) claimRead(values, line, raw);
