@@ -138,8 +138,14 @@ export function startRun(db: SqlDatabase, run: { startedAt: string; configSha256
   return insertRun(db, { ...run, finishedAt: run.startedAt, status: "running" });
 }
 
-/** Marks the run finished, with its final status and the count of rows it leaves pending (read or retried by it). */
+/** Marks the run finished, with its final status and the count of rows it leaves pending (read or retried by it); closes those of steps it no longer has. */
 export function finishRun(db: SqlDatabase, runId: number, finishedAt: string): string {
+  // why: the rows of a step renamed or removed from the pipeline are never retried again, and a fresh load would not have them.
+  db.run(
+    `UPDATE pipeline_rejected_rows SET status = 'superseded', resolved_run_id = ?
+     WHERE (status = 'pending' OR status IS NULL) AND step NOT IN (SELECT step FROM pipeline_run_steps WHERE run_id = ?)`,
+    [runId, runId],
+  );
   const rejected = Number(
     db.all("SELECT count(*) AS n FROM pipeline_rejected_rows WHERE status = 'pending' AND last_run_id = ?", [runId])[0]?.["n"] ?? 0,
   );

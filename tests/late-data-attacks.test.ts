@@ -259,3 +259,30 @@ describe("a database written by the version before pending rejections (commit 40
     expect(sqlite(db, figures)).toBe("528878|31");
   });
 });
+
+describe("a pending row whose step is renamed or removed", () => {
+  test("renamed: the rows wait under the new name only, as on a fresh load", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new"));
+    ws.write("items.csv", "Id\n1\n");
+    ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n2024-01-01,2,9,1\n");
+    await run();
+    ws.write("pipeline.yaml", eventsYaml("insert_new").replace("name: load_events", "name: load_events_v2"));
+    await run();
+    await expectFreshEqual();
+    const listed = JSON.parse((await ws.cli(["rejections", "--json"])).stdout) as { rejections: { step: string }[] };
+    expect(listed.rejections.map((r) => r.step)).toEqual(["load_events_v2"]);
+  });
+
+  test("removed: its rows are no longer listed as pending; they are kept, superseded by the run that no longer has the step", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new"));
+    ws.write("items.csv", "Id\n1\n");
+    ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n2024-01-01,2,9,1\n");
+    await run();
+    ws.write("pipeline.yaml", eventsYaml("insert_new").replace(/  - name: load_events[\s\S]*$/, ""));
+    ws.write("items.csv", "Id\n1\n2\n");
+    await run();
+    expect(rejected()).toBe("3|superseded|2024-01-01,2,9,1");
+    const listed = await ws.cli(["rejections", "--json"]);
+    expect((JSON.parse(listed.stdout) as { rejections: unknown[] }).rejections).toEqual([]);
+  });
+});
