@@ -189,7 +189,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     }
     const tail = validators ? grownTail(step, fetched.bytes, validators) : undefined;
     const text = tail ? decodeTail(fetched.bytes, tail, step.csv?.encoding, source) : decodeText(fetched.bytes, step.csv?.encoding, source);
-    const outcome = loader.read(text, tail ? { firstLine: tail.firstLine } : undefined);
+    const outcome = loader.read(text, tail ? { firstLine: tail.firstLine, afterRows: tail.afterRows } : undefined);
     if (tail) {
       const grew = `the file grew: only what follows its first ${validators!.bytes} bytes (read by an earlier run) was parsed`;
       outcome.detail = outcome.detail ? `${grew}; ${outcome.detail}` : grew;
@@ -260,8 +260,11 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   const keyPositions = writer.key.map((column) => targets.indexOf(column));
   const policy = conflictPolicy(step);
   let header: string[] | undefined;
-  // why: after a file only grew, one late row rejected among the new ones is a rejection, not a source gone wrong.
   let tailRead = false;
+  // why: after a file only grew, one late row rejected among the new ones is a rejection, not a source gone wrong, unless
+  // the file held no row before; the earlier rows still pending count toward max_rejected as a fresh load counts them.
+  let tailOnly = false;
+  let earlierRejected = 0;
   let indexes: number[] = [];
   let width = 0;
 
@@ -453,7 +456,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     if (++counts.read % 50_000 === 0) {
       context.progress(counts.read);
       throwIfAborted(context.signal);
-      checkRejected(step, counts, { tailOnly: tailRead, partial: true }, context);
+      checkRejected(step, counts, { tailOnly, earlier: earlierRejected, partial: true }, context);
     }
     const values: SqlValue[] = new Array<SqlValue>(targets.length);
     const problem = check(fields, values);
@@ -475,7 +478,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     writer.free();
     batch.free();
     context.progress(counts.read);
-    checkRejected(step, counts, { tailOnly: tailRead, partial: false }, context);
+    checkRejected(step, counts, { tailOnly, earlier: earlierRejected, partial: false }, context);
     const loadedAgain = counts.retried - counts.pending;
     const parts = [
       counts.retried > 0 ? `retried ${counts.retried} pending row(s): ${loadedAgain} settled, ${counts.pending} still pending` : "",
@@ -504,8 +507,9 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     },
 
     /** Reads CSV text: the whole file, or (with `tail`) its header glued to what an earlier run had not read. */
-    read(text: string, tail: { firstLine: number } | undefined): StepOutcome {
+    read(text: string, tail: { firstLine: number; afterRows: boolean } | undefined): StepOutcome {
       tailRead = tail !== undefined;
+      tailOnly = tail?.afterRows ?? false;
       if (!tail) {
         for (const rejection of open) {
           const ids = earlierByRaw.get(rejection.raw);
@@ -516,7 +520,10 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       const onHeader = (names: string[]) => {
         useHeader(names);
         // why: the pending rows come before the appended ones in the file, so they are settled first.
-        if (tail) retryPending();
+        if (tail) {
+          retryPending();
+          earlierRejected = counts.pending + open.filter((r) => r.kind === "shape" || r.kind === "constraint").length;
+        }
       };
       if (step.mode === "replace") {
         // why: the guard needs the number of incoming rows before anything is deleted.
@@ -557,18 +564,21 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
 function checkRejected(
   step: LoadStepSpec,
   counts: Required<StepCounts>,
-  read: { tailOnly: boolean; partial: boolean },
+  read: { tailOnly: boolean; earlier: number; partial: boolean },
   context: RunContext,
 ): void {
   if (counts.rejected === 0 || (read.partial && typeof step.max_rejected === "string")) return;
   const allowed = maxRejected(step.max_rejected, counts.read);
   const all = counts.rejected === counts.read && !read.tailOnly && !read.partial;
-  if (!all && counts.rejected <= allowed.count) return;
+  const rejected = counts.rejected + read.earlier;
+  if (!all && rejected <= allowed.count) return;
   const first = rejectionSamples(context.db, context.runId, step.name, 3).map(describeRejection).join("; ");
   // why: the periodic check runs when a row is counted as read, before it is cast.
   const problem = read.partial
     ? `${counts.rejected} of the first ${counts.read - 1} rows rejected, more than max_rejected (${allowed.text}); reading stopped there`
-    : `${counts.rejected} of ${counts.read} rows rejected, more than max_rejected (${allowed.text})`;
+    : read.earlier > 0
+      ? `${rejected} rows rejected (${counts.rejected} of the ${counts.read} appended rows, and ${read.earlier} earlier rows still pending), more than max_rejected (${allowed.text})`
+      : `${counts.rejected} of ${counts.read} rows rejected, more than max_rejected (${allowed.text})`;
   throw new PipelineError(
     "E_REJECTED",
     all
@@ -628,7 +638,7 @@ function grownTail(
   step: LoadStepSpec,
   bytes: Uint8Array,
   previous: SourceState,
-): { header: { start: number; end: number }; from: number; firstLine: number } | undefined {
+): { header: { start: number; end: number }; from: number; firstLine: number; afterRows: boolean } | undefined {
   const old = previous.bytes;
   if ((step.mode !== "insert_new" && step.mode !== "upsert") || (step.csv?.header_line ?? 1) > 1) return undefined;
   // why: a percentage is of the rows a fresh load reads, the whole file; the appended rows alone would judge a late row on its own.
@@ -649,7 +659,9 @@ function grownTail(
   if (!header) return undefined;
   const headerLines = 1 + countLineEnds(bytes, header.start, header.end);
   const tailLine = 1 + countLineEnds(bytes, 0, from);
-  return { header, from, firstLine: tailLine - headerLines };
+  let afterRows = false;
+  for (let i = header.end; i < old && !afterRows; i++) afterRows = bytes[i] !== 0x0a && bytes[i] !== 0x0d;
+  return { header, from, firstLine: tailLine - headerLines, afterRows };
 }
 
 /** The counts a step reports: `deleted` only for replace, the retry counts only when rows were retried. */

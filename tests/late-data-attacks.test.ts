@@ -286,3 +286,35 @@ describe("a pending row whose step is renamed or removed", () => {
     expect((JSON.parse(listed.stdout) as { rejections: unknown[] }).rejections).toEqual([]);
   });
 });
+
+describe("max_rejected and the rows that wait, after a file grew", () => {
+  test("a count includes the earlier rows still pending, as a fresh load of the whole file counts them", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new").replace("columns: { day: Day", "max_rejected: 2\n    columns: { day: Day"));
+    ws.write("items.csv", "Id\n1\n");
+    const body = "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n2024-01-01,2,9,1\n2024-01-01,3,9,1\n";
+    ws.write("events.csv", body);
+    await run();
+    ws.write("events.csv", body + "2024-01-01,4,9,1\n");
+    const grown = await ws.cli(["run", "--json"]);
+    const fresh = await ws.cli(["run", "--json", "--db", "fresh.sqlite"]);
+    expect(fresh.code).toBe(1);
+    expect(fresh.stdout).toMatch(/E_REJECTED/);
+    expect(grown.code, grown.stdout).toBe(1);
+    expect(grown.stdout).toMatch(
+      /"E_REJECTED",\s+"message": "events.csv: 3 rows rejected \(1 of the 1 appended rows, and 2 earlier rows still pending\)/,
+    );
+  });
+
+  test("a file that held only its header, then grows with rows that are all rejected, fails as a fresh load does", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new"));
+    ws.write("items.csv", "Id\n1\n");
+    ws.write("events.csv", "Day,Slot,Item,Qty\n");
+    await run();
+    ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,9,1\n");
+    const grown = await ws.cli(["run", "--json"]);
+    const fresh = await ws.cli(["run", "--json", "--db", "fresh.sqlite"]);
+    expect(fresh.code).toBe(1);
+    expect(grown.code, grown.stdout).toBe(1);
+    expect(grown.stdout).toMatch(/"E_REJECTED",\s+"message": "events.csv: all 1 rows read were rejected/);
+  });
+});
