@@ -10,8 +10,10 @@ import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
 // the final files on an empty database, except where a declared policy says otherwise:
 //   - insert_new: a stored sale whose line changed or left the file stays stored as it was (an
 //     edited one is kept aside as a pending conflict whose new values are the fresh load's row);
-//   - upsert: products and stores are never removed nor made unreadable here (a stored parent that
-//     leaves the file stays stored, and the sales that reference it then load: that is the policy).
+//   - upsert: a late product may leave the file (and come back later); it stays stored, and the sales
+//     that reference it load, where a fresh load rejects them: that is the policy. Stores never leave.
+// The files also change form: line ends, a blank first line, a BOM, quoted dates, columns in another
+// order, a row moved to another line, served with or without an ETag.
 // Each sequence runs the client's own pipeline.yaml against a real HTTP server.
 
 const sequences = Number(process.env["LATE_DATA_SEQUENCES"] ?? 24);
@@ -40,6 +42,9 @@ interface Render {
   blankFirst: boolean;
   quoteDates: boolean;
   etag: boolean;
+  bom: boolean;
+  /** The columns' order: the sheet's own, or turned by this many places. */
+  rotate: number;
 }
 interface World {
   products: Product[];
@@ -87,7 +92,7 @@ function initialWorld(): World {
       qty: qty!,
       store: Number(store),
     })),
-    render: { eol: "\r\n", trailing: false, blankFirst: false, quoteDates: false, etag: true },
+    render: { eol: "\r\n", trailing: false, blankFirst: false, quoteDates: false, etag: true, bom: false, rotate: 0 },
   };
 }
 
@@ -101,9 +106,10 @@ const lateStores: Store[] = [
 ];
 
 function render(world: World, header: string, rows: string[][], dateColumn = -1): string {
-  const { eol, trailing, blankFirst, quoteDates } = world.render;
-  const lines = rows.map((row) => row.map((cell, i) => (quoteDates && i === dateColumn ? `"${cell}"` : cell)).join(","));
-  return (blankFirst ? eol : "") + [header, ...lines].join(eol) + (trailing ? eol : "");
+  const { eol, trailing, blankFirst, quoteDates, bom, rotate } = world.render;
+  const turn = <T>(cells: T[]) => [...cells.slice(rotate % cells.length), ...cells.slice(0, rotate % cells.length)];
+  const lines = rows.map((row) => turn(row.map((cell, i) => (quoteDates && i === dateColumn ? `"${cell}"` : cell))).join(","));
+  return (bom ? "\uFEFF" : "") + (blankFirst ? eol : "") + [turn(header.split(",")).join(","), ...lines].join(eol) + (trailing ? eol : "");
 }
 
 function files(world: World): Record<string, string> {
@@ -141,6 +147,8 @@ function mutate(world: World, r: Random): string {
     "price",
     "nothing",
     "render",
+    "move",
+    "gone",
   ] as const);
   switch (what) {
     case "append": {
@@ -186,9 +194,22 @@ function mutate(world: World, r: Random): string {
     }
     case "nothing":
       return "nothing";
+    case "move": {
+      const [moved] = world.sales.splice(r.int(0, world.sales.length - 1), 1);
+      world.sales.splice(r.int(0, world.sales.length), 0, moved!);
+      return `move ${Object.values(moved!).join(",")}`;
+    }
+    case "gone": {
+      // A late product leaves the sheet (the "product" change brings it back, at the end of the file).
+      const product = world.products.find((p) => lateProducts.some((q) => q.id === p.id));
+      if (!product) return "gone (no late product)";
+      world.products.splice(world.products.indexOf(product), 1);
+      return `gone ${product.id}`;
+    }
     case "render": {
-      const key = r.pick(["eol", "trailing", "blankFirst", "quoteDates", "etag"] as const);
+      const key = r.pick(["eol", "trailing", "blankFirst", "quoteDates", "etag", "bom", "rotate"] as const);
       if (key === "eol") world.render.eol = r.pick(["\r\n", "\n", "\r"] as const);
+      else if (key === "rotate") world.render.rotate = r.int(0, 3);
       else world.render[key] = !world.render[key];
       return `render ${key}=${JSON.stringify(world.render[key])}`;
     }
@@ -250,7 +271,16 @@ describe("an incremental run equals a fresh load of the same final files (proper
         const ref = fresh.ws.path("output/sales.db");
         const context = `seed ${seed}: ${history.join("; ")}`;
 
-        expect(rows(inc, productsSql), context).toEqual(rows(ref, productsSql));
+        // Policy (upsert): a product that left the file stays stored, and the sales that reference it load.
+        const incProducts = rows(inc, productsSql);
+        const refProducts = rows(ref, productsSql);
+        const departed = new Set([...incProducts.keys()].filter((id) => !refProducts.has(id)));
+        for (const id of departed)
+          expect(
+            lateProducts.some((p) => p.id === id),
+            context,
+          ).toBe(true);
+        expect(new Map([...incProducts].filter(([id]) => !departed.has(id))), context).toEqual(refProducts);
         expect(rows(inc, storesSql), context).toEqual(rows(ref, storesSql));
 
         const incSales = rows(inc, salesSql);
@@ -279,7 +309,13 @@ describe("an incremental run equals a fresh load of the same final files (proper
           // Policy: a sale that left the file (or whose line became unreadable) stays stored; nothing else may be extra.
           if (!refSales.has(key)) expect(storedSales.has(key), `${context}\nsale ${key} is stored but not in a fresh load`).toBe(true);
         }
-        expect(rows(inc, pendingSql), context).toEqual(rows(ref, pendingSql));
+        const viaDeparted = (key: string) => {
+          const [, , raw, kind] = key.split("|");
+          return kind === "reference" && raw!.split(",").some((field) => departed.has(field));
+        };
+        const incPending = rows(inc, pendingSql);
+        const refPending = rows(ref, pendingSql);
+        expect(new Map([...refPending].filter(([key]) => incPending.has(key) || !viaDeparted(key))), context).toEqual(incPending);
         // The derived tables were recomputed from what is stored, whatever the run skipped.
         expect(sqlite(inc, "SELECT revenue_cents FROM revenue_total"), context).toBe(
           sqlite(inc, "SELECT coalesce(sum(s.quantity * p.price_cents), 0) FROM sales s JOIN products p USING (product_id)"),
