@@ -259,6 +259,8 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   const writer = rowWriter(db, step, table, targets);
   const keyPositions = writer.key.map((column) => targets.indexOf(column));
   const policy = conflictPolicy(step);
+  // why: under upsert (or on_conflict: update) the last loadable line of a key wins; otherwise the first one holds it.
+  const lastWins = policy === "update";
   let header: string[] | undefined;
   let tailRead = false;
   // why: after a file only grew, one late row rejected among the new ones is a rejection, not a source gone wrong, unless
@@ -289,7 +291,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     if (writer.key.length === 0) return;
     const key = keyOf(keyPositions.map((i) => values[i]!));
     const ids = pendingKeys.get(key);
-    if (step.mode !== "upsert") {
+    if (!lastWins) {
       if (claimed.has(key)) return;
       claimed.add(key);
     }
@@ -298,11 +300,11 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     shadowPending(db, ids, { line, raw: raw() });
   };
   /** Whether a line before the one being retried holds this key (insert_new: it loaded first in this run). */
-  const heldByEarlierLine = (key: readonly SqlValue[]) => step.mode !== "upsert" && claimed.has(keyOf(key));
+  const heldByEarlierLine = (key: readonly SqlValue[]) => !lastWins && claimed.has(keyOf(key));
   /** A loadable line of a read; in a tail read, a key stored before it is held by an earlier line of the file. */
   const claimRead = (values: readonly SqlValue[], line: number, raw: () => string) => {
     if (writer.key.length === 0) return;
-    if (tailRead && step.mode !== "upsert") {
+    if (tailRead && !lastWins) {
       const key = keyPositions.map((i) => values[i]!);
       if (!claimed.has(keyOf(key)) && pendingKeys.has(keyOf(key)) && writer.lookup(key)) {
         claimed.add(keyOf(key));
@@ -407,7 +409,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       const raw = () => rejection.raw;
       const key = keyPositions.map((i) => values[i]!);
       if (rejection.shadowedLine !== null && rejection.shadowedRaw !== null && writer.key.length > 0 && !heldByEarlierLine(key)) {
-        if (step.mode === "upsert") {
+        if (lastWins) {
           // why: in file order the later line, already loaded, is applied after this one and wins.
           closeRejections(db, [rejection.id], "superseded", runId);
           continue;
@@ -446,8 +448,8 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       const fate = writeOne(values, rejection.line, raw);
       closeRejections(db, [rejection.id], fate === "conflicting" || fate === "rejected" ? "superseded" : "resolved", runId);
       // why: a row that created or rewrote the stored one holds the key from its line on; otherwise an earlier line holds it.
-      if (fate === "inserted" || (step.mode === "upsert" && fate !== "rejected")) claim(values, rejection.line, raw);
-      else if (writer.key.length > 0 && step.mode !== "upsert") claimed.add(keyOf(key));
+      if (fate === "inserted" || (lastWins && fate !== "rejected")) claim(values, rejection.line, raw);
+      else if (writer.key.length > 0 && !lastWins) claimed.add(keyOf(key));
     }
     touchPending(db, step.name, runId);
   };

@@ -67,21 +67,21 @@ async function expectFreshEqual(): Promise<void> {
   expect(incremental).toBe(state(ws.path("fresh.sqlite")));
 }
 
-describe("several lines with one key, some pending for a reference", () => {
-  test.each(["insert_new", "upsert"])(
-    "under %s, a pending line between two identical loaded lines gets what file order gives",
-    async (mode) => {
-      ws.write("pipeline.yaml", eventsYaml(mode));
-      ws.write("items.csv", "Id\n1\n");
-      ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n2024-01-01,1,9,1\n2024-01-01,1,1,2\n");
-      await run();
-      ws.write("items.csv", "Id\n1\n9\n");
-      await run();
-      await expectFreshEqual();
-    },
-  );
+/** The keyed modes; under on_conflict: update a later line overwrites an earlier one, as under upsert. */
+const modes = ["insert_new", "upsert", "insert_new\n    on_conflict: update"];
 
-  test.each(["insert_new", "upsert"])("under %s, two pending lines before a loaded line, loaded later in file order", async (mode) => {
+describe("several lines with one key, some pending for a reference", () => {
+  test.each(modes)("under %s, a pending line between two identical loaded lines gets what file order gives", async (mode) => {
+    ws.write("pipeline.yaml", eventsYaml(mode));
+    ws.write("items.csv", "Id\n1\n");
+    ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n2024-01-01,1,9,1\n2024-01-01,1,1,2\n");
+    await run();
+    ws.write("items.csv", "Id\n1\n9\n");
+    await run();
+    await expectFreshEqual();
+  });
+
+  test.each(modes)("under %s, two pending lines before a loaded line, loaded later in file order", async (mode) => {
     ws.write("pipeline.yaml", eventsYaml(mode));
     ws.write("items.csv", "Id\n1\n");
     ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,9,1\n2024-01-01,1,8,1\n2024-01-01,1,1,2\n");
@@ -91,7 +91,7 @@ describe("several lines with one key, some pending for a reference", () => {
     await expectFreshEqual();
   });
 
-  test.each(["insert_new", "upsert"])("under %s, pending lines whose references arrive one run apart, latest first", async (mode) => {
+  test.each(modes)("under %s, pending lines whose references arrive one run apart, latest first", async (mode) => {
     ws.write("pipeline.yaml", eventsYaml(mode));
     ws.write("items.csv", "Id\n1\n");
     ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,9,1\n2024-01-01,1,8,1\n2024-01-01,1,1,2\n");
@@ -103,7 +103,7 @@ describe("several lines with one key, some pending for a reference", () => {
     await expectFreshEqual();
   });
 
-  test.each(["insert_new", "upsert"])("under %s, a pending line, then the file grows with the same key twice", async (mode) => {
+  test.each(modes)("under %s, a pending line, then the file grows with the same key twice", async (mode) => {
     ws.write("pipeline.yaml", eventsYaml(mode));
     ws.write("items.csv", "Id\n1\n");
     ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,2,1,1\n2024-01-01,1,9,1\n");
