@@ -318,3 +318,49 @@ describe("max_rejected and the rows that wait, after a file grew", () => {
     expect(grown.stdout).toMatch(/"E_REJECTED",\s+"message": "events.csv: all 1 rows read were rejected/);
   });
 });
+
+describe("other sequences that hold", () => {
+  test("a CR line end split from its LF exactly at the old end of the file", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new"));
+    ws.write("items.csv", "Id\n1\n");
+    const body = "Day,Slot,Item,Qty\r\n2024-01-01,1,1,2\r\n2024-01-01,2,9,1\r";
+    ws.write("events.csv", body);
+    await run();
+    ws.write("events.csv", body + "\n2024-01-01,3,9,1\r\n2024-01-01,4,1,1\r\n");
+    const grown = await run();
+    expect(detailOf(grown)).toMatch(/file grew/);
+    expect(rejected()).toBe("3|pending|2024-01-01,2,9,1\n4|pending|2024-01-01,3,9,1");
+    ws.write("items.csv", "Id\n1\n9\n");
+    await run();
+    await expectFreshEqual();
+  });
+
+  test.each(["replace", "append"])(
+    "under %s, pending rows with a key taken twice are retried once each on unchanged files",
+    async (mode) => {
+      ws.write("pipeline.yaml", eventsYaml(mode).replace("    key: [day, slot]\n", "").replace("unique: [[day, slot]]", "unique: []"));
+      ws.write("items.csv", "Id\n1\n");
+      ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,9,1\n2024-01-01,1,1,2\n2024-01-01,1,9,1\n");
+      await run();
+      ws.write("items.csv", "Id\n1\n9\n");
+      await run();
+      await run();
+      await expectFreshEqual();
+    },
+  );
+
+  test("--full-refresh re-reads and re-records the pending rows, and a run failed in between (a missing source) changes nothing", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new"));
+    ws.write("items.csv", "Id\n1\n");
+    ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n2024-01-01,2,9,1\n");
+    await run();
+    ws.write("pipeline.yaml", eventsYaml("insert_new").replace("source: items.csv", "source: gone.csv"));
+    expect((await ws.cli(["run"])).code).not.toBe(0);
+    ws.write("pipeline.yaml", eventsYaml("insert_new"));
+    await run(["--full-refresh"]);
+    expect(rejected()).toBe("3|superseded|2024-01-01,2,9,1\n3|pending|2024-01-01,2,9,1");
+    ws.write("items.csv", "Id\n1\n9\n");
+    await run();
+    await expectFreshEqual();
+  });
+});
