@@ -211,11 +211,9 @@ function decodeTail(
   source: string,
 ): string {
   try {
-    return (
-      decodeText(bytes.subarray(tail.header.start, tail.header.end), encoding, source) +
-      "\n" +
-      decodeText(bytes.subarray(tail.from), encoding, source)
-    );
+    // why: a decoder drops a BOM at the start of what it decodes; from the line end before the tail, a BOM in its first row stays, as in the whole file.
+    const appended = decodeText(bytes.subarray(tail.from - 1), encoding, source).slice(1);
+    return decodeText(bytes.subarray(tail.header.start, tail.header.end), encoding, source) + "\n" + appended;
   } catch (error) {
     if (error instanceof PipelineError && error.code === "E_DECODE") decodeText(bytes, encoding, source);
     throw error;

@@ -364,3 +364,17 @@ describe("other sequences that hold", () => {
     await expectFreshEqual();
   });
 });
+
+describe("a BOM in the middle of a file", () => {
+  test("an appended part that starts with a BOM keeps it in its first row, as a fresh load reads it", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new"));
+    ws.write("items.csv", "Id\n1\n");
+    const body = "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n";
+    ws.write("events.csv", body);
+    await run();
+    ws.write("events.csv", body + "\uFEFF2024-01-01,2,9,1\n");
+    const grown = await run();
+    expect(detailOf(grown)).toMatch(/file grew/);
+    await expectFreshEqual();
+  });
+});

@@ -362,7 +362,7 @@ steps:
 
 const eventSequences = Math.ceil(sequences / 2);
 
-describe.each(["insert_new", "upsert", "insert_new, on_conflict: update"])("a foreign key outside the key, under %s (property)", (mode) => {
+describe.each(["insert_new", "upsert", "insert_new, on_conflict: update", "replace"])("a foreign key outside the key, under %s (property)", (mode) => {
   test(`${eventSequences} seeded sequences of ${statesPerSequence} states`, async () => {
     for (let seed = 1; seed <= eventSequences; seed++) {
       const r = random(seed * 104729 + mode.length);
