@@ -378,3 +378,28 @@ describe("a BOM in the middle of a file", () => {
     await expectFreshEqual();
   });
 });
+
+describe("two load steps into one table", () => {
+  test("policy: a row of the first step that waited for its item is kept aside when the second step's row took its key meanwhile", async () => {
+    const yaml = eventsYaml("insert_new").replace(
+      "    columns: { day: Day, slot: Slot, item_id: Item, qty: Qty }\n",
+      "    columns: { day: Day, slot: Slot, item_id: Item, qty: Qty }\n" +
+        "  - { name: load_more_events, type: load, source: more.csv, table: events, mode: insert_new, key: [day, slot], columns: { day: Day, slot: Slot, item_id: Item, qty: Qty } }\n",
+    );
+    ws.write("pipeline.yaml", yaml);
+    ws.write("items.csv", "Id\n1\n");
+    ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,9,1\n2024-01-01,2,1,1\n");
+    ws.write("more.csv", "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n");
+    await run();
+    ws.write("items.csv", "Id\n1\n9\n");
+    await run();
+    const incremental = state(ws.path("db.sqlite"));
+    await run(["--db", "fresh.sqlite"]);
+    // A fresh load runs load_events first: its line 2 holds the key, and more.csv's line is the conflict.
+    expect(state(ws.path("fresh.sqlite"))).toBe(
+      "2024-01-01|1|9|1\n2024-01-01|2|1|1\n--\n1\n9\n--\nload_more_events|2|conflict|2024-01-01,1,1,2",
+    );
+    // Incrementally, more.csv's line took the key while line 2 waited: line 2 is the conflict, a person decides.
+    expect(incremental).toBe("2024-01-01|1|1|2\n2024-01-01|2|1|1\n--\n1\n9\n--\nload_events|2|conflict|2024-01-01,1,9,1");
+  });
+});
