@@ -58,7 +58,7 @@ export const systemTables = {
       status: {
         type: "text",
         description:
-          "pending (not in the tables), resolved (loaded by resolved_run_id) or superseded (the source changed, or a later line with the same key won); empty for rows recorded by older versions",
+          "pending (not in the tables), resolved (loaded by resolved_run_id) or superseded (the line left the source or changed, a later line with the same key won, or its step left the pipeline); empty for rows recorded by older versions",
       },
       kind: {
         type: "text",
@@ -241,6 +241,29 @@ export function rejectionWriter(db: SqlDatabase, runId: number, step: string, so
         runId,
       ])?.[0],
     );
+}
+
+/** Prepares the update that keeps an open rejection for a row a full read rejects again the same way: today's line, reason and values, seen by this run. */
+export function rejectionKeeper(db: SqlDatabase, runId: number): (id: number, rejection: Rejection) => void {
+  const update = db.prepare(
+    `UPDATE pipeline_rejected_rows SET line = ?, column = ?, reason = ?, stored_values = ?, new_values = ?, status = 'pending', kind = ?,
+       value = ?, fields = ?, key_values = ?, last_run_id = ?, shadowed_line = NULL, shadowed_raw = NULL WHERE rejection_id = ?`,
+  );
+  const json = (values: unknown) => (values === undefined ? null : JSON.stringify(values, jsonSafe));
+  return (id, r) =>
+    update.run([
+      r.line,
+      r.column ?? null,
+      r.reason,
+      json(r.storedValues),
+      json(r.newValues),
+      r.kind,
+      r.value === undefined ? null : clipValue(r.value),
+      json(r.fields),
+      json(r.key),
+      runId,
+      id,
+    ]);
 }
 
 /** A value as the rejected-rows table keeps it: at most 200 characters. */

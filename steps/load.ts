@@ -11,6 +11,7 @@ import {
   keepPending,
   openRejections,
   readSourceState,
+  rejectionKeeper,
   rejectionWriter,
   retriedKinds,
   shadowPending,
@@ -241,7 +242,19 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   const casters: Caster[] = targets.map((target) =>
     makeCaster(table.columns[target]!, mappingOptions(step.columns[target]!), isRequired(table, target)),
   );
-  const reject = rejectionWriter(db, runId, step.name, step.source);
+  const insertRejection = rejectionWriter(db, runId, step.name, step.source);
+  const keepRejection = rejectionKeeper(db, runId);
+  const openById = new Map(open.map((rejection) => [rejection.id, rejection]));
+  // why: a full read that rejects a line again the same way keeps its record, so that a sheet edited every few minutes
+  // does not add a copy of every waiting row to the table on each run.
+  const kept = new Set<number>();
+  const reject = (rejection: Rejection): number => {
+    const id = earlierByRaw.get(rejection.raw)?.find((id) => !kept.has(id) && openById.get(id)?.kind === rejection.kind);
+    if (id === undefined) return insertRejection(rejection);
+    keepRejection(id, rejection);
+    kept.add(id);
+    return id;
+  };
   const references = referenceChecks(db, step, context.pipeline);
   const counts: Required<StepCounts> = {
     read: 0,
@@ -538,11 +551,11 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       }
       const outcome = finish();
       if (!tail && open.length > 0) {
-        const resolved = open.filter((r) => resolvedIds.has(r.id)).map((r) => r.id);
+        const resolved = open.filter((r) => resolvedIds.has(r.id) && !kept.has(r.id)).map((r) => r.id);
         closeRejections(db, resolved, "resolved", runId);
         closeRejections(
           db,
-          open.filter((r) => !resolvedIds.has(r.id)).map((r) => r.id),
+          open.filter((r) => !resolvedIds.has(r.id) && !kept.has(r.id)).map((r) => r.id),
           "superseded",
           runId,
         );

@@ -349,7 +349,7 @@ describe("other sequences that hold", () => {
     },
   );
 
-  test("--full-refresh re-reads and re-records the pending rows, and a run failed in between (a missing source) changes nothing", async () => {
+  test("--full-refresh re-reads the pending rows, and a run failed in between (a missing source) changes nothing", async () => {
     ws.write("pipeline.yaml", eventsYaml("insert_new"));
     ws.write("items.csv", "Id\n1\n");
     ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n2024-01-01,2,9,1\n");
@@ -358,7 +358,7 @@ describe("other sequences that hold", () => {
     expect((await ws.cli(["run"])).code).not.toBe(0);
     ws.write("pipeline.yaml", eventsYaml("insert_new"));
     await run(["--full-refresh"]);
-    expect(rejected()).toBe("3|superseded|2024-01-01,2,9,1\n3|pending|2024-01-01,2,9,1");
+    expect(rejected()).toBe("3|pending|2024-01-01,2,9,1");
     ws.write("items.csv", "Id\n1\n9\n");
     await run();
     await expectFreshEqual();
@@ -401,5 +401,26 @@ describe("two load steps into one table", () => {
     );
     // Incrementally, more.csv's line took the key while line 2 waited: line 2 is the conflict, a person decides.
     expect(incremental).toBe("2024-01-01|1|1|2\n2024-01-01|2|1|1\n--\n1\n9\n--\nload_events|2|conflict|2024-01-01,1,9,1");
+  });
+});
+
+describe("the rejected-rows table over many runs", () => {
+  test("a full read that rejects a line again the same way keeps its record: edits elsewhere in the sheet add no copies", async () => {
+    ws.write("pipeline.yaml", eventsYaml("insert_new"));
+    ws.write("items.csv", "Id\n1\n");
+    for (let qty = 1; qty <= 4; qty++) {
+      ws.write("events.csv", `Day,Slot,Item,Qty\n2024-01-01,1,1,${qty}\n2024-01-01,2,9,1\n2024-01-01,3,1,x\n`);
+      await run();
+    }
+    const db = ws.path("db.sqlite");
+    expect(
+      sqlite(db, "SELECT line, status, kind, run_id, last_run_id FROM pipeline_rejected_rows WHERE kind <> 'conflict' ORDER BY line"),
+    ).toBe("3|pending|reference|1|4\n4|pending|cast|1|4");
+    // The edited line is a conflict each time (policy): one record per new value, never a copy of the same one.
+    expect(sqlite(db, "SELECT count(*), count(DISTINCT raw) FROM pipeline_rejected_rows WHERE kind = 'conflict'")).toBe("3|3");
+    ws.write("items.csv", "Id\n1\n9\n");
+    await run();
+    expect(sqlite(db, "SELECT status, resolved_run_id FROM pipeline_rejected_rows WHERE line = 3")).toBe("resolved|5");
+    expect(sqlite(db, "SELECT item_id FROM events WHERE slot = 2")).toBe("9");
   });
 });
