@@ -328,7 +328,7 @@ describe("an incremental run equals a fresh load of the same final files (proper
         await fresh.close();
       }
     }
-  }, 120_000);
+  }, Math.max(120_000, sequences * 3_000));
 });
 
 // A second pipeline, where a foreign key lies outside the load key (events keyed by day and slot, each
@@ -427,7 +427,7 @@ describe.each(["insert_new", "upsert", "insert_new, on_conflict: update", "repla
           ws.remove();
         }
       }
-    }, 120_000);
+    }, Math.max(120_000, sequences * 3_000));
   },
 );
 
