@@ -249,86 +249,90 @@ const pendingSql =
   "SELECT step || '|' || line || '|' || raw || '|' || kind AS k FROM pipeline_rejected_rows WHERE status = 'pending' AND kind <> 'conflict'";
 
 describe("an incremental run equals a fresh load of the same final files (property)", () => {
-  test(`${sequences} seeded sequences of ${statesPerSequence} source states, through the client's pipeline`, async () => {
-    for (let seed = 1; seed <= sequences; seed++) {
-      const r = random(seed * 7919);
-      const client = await serveClientData();
-      const fresh = await serveClientData();
-      const history: string[] = [];
-      try {
-        const world = initialWorld();
-        const storedSales = new Set<string>();
-        for (let state = 0; state < statesPerSequence; state++) {
-          if (state > 0) for (let n = r.int(1, 2); n > 0; n--) history.push(mutate(world, r));
-          history.push(`run ${state + 1}`);
-          serve(client, world);
-          await run(client);
-          for (const key of rows(client.ws.path("output/sales.db"), salesSql).keys()) storedSales.add(key);
-        }
-        serve(fresh, world);
-        await run(fresh);
-        const inc = client.ws.path("output/sales.db");
-        const ref = fresh.ws.path("output/sales.db");
-        const context = `seed ${seed}: ${history.join("; ")}`;
+  test(
+    `${sequences} seeded sequences of ${statesPerSequence} source states, through the client's pipeline`,
+    async () => {
+      for (let seed = 1; seed <= sequences; seed++) {
+        const r = random(seed * 7919);
+        const client = await serveClientData();
+        const fresh = await serveClientData();
+        const history: string[] = [];
+        try {
+          const world = initialWorld();
+          const storedSales = new Set<string>();
+          for (let state = 0; state < statesPerSequence; state++) {
+            if (state > 0) for (let n = r.int(1, 2); n > 0; n--) history.push(mutate(world, r));
+            history.push(`run ${state + 1}`);
+            serve(client, world);
+            await run(client);
+            for (const key of rows(client.ws.path("output/sales.db"), salesSql).keys()) storedSales.add(key);
+          }
+          serve(fresh, world);
+          await run(fresh);
+          const inc = client.ws.path("output/sales.db");
+          const ref = fresh.ws.path("output/sales.db");
+          const context = `seed ${seed}: ${history.join("; ")}`;
 
-        // Policy (upsert): a product that left the file stays stored, and the sales that reference it load.
-        const incProducts = rows(inc, productsSql);
-        const refProducts = rows(ref, productsSql);
-        const departed = new Set([...incProducts.keys()].filter((id) => !refProducts.has(id)));
-        for (const id of departed)
-          expect(
-            lateProducts.some((p) => p.id === id),
-            context,
-          ).toBe(true);
-        expect(new Map([...incProducts].filter(([id]) => !departed.has(id))), context).toEqual(refProducts);
-        expect(rows(inc, storesSql), context).toEqual(rows(ref, storesSql));
+          // Policy (upsert): a product that left the file stays stored, and the sales that reference it load.
+          const incProducts = rows(inc, productsSql);
+          const refProducts = rows(ref, productsSql);
+          const departed = new Set([...incProducts.keys()].filter((id) => !refProducts.has(id)));
+          for (const id of departed)
+            expect(
+              lateProducts.some((p) => p.id === id),
+              context,
+            ).toBe(true);
+          expect(new Map([...incProducts].filter(([id]) => !departed.has(id))), context).toEqual(refProducts);
+          expect(rows(inc, storesSql), context).toEqual(rows(ref, storesSql));
 
-        const incSales = rows(inc, salesSql);
-        const refSales = rows(ref, salesSql);
-        const conflicts = new Set(
-          sqlite(inc, "SELECT new_values FROM pipeline_rejected_rows WHERE status = 'pending' AND kind = 'conflict'")
-            .split("\n")
-            .filter((line) => line !== ""),
-        );
-        for (const [key, row] of refSales) {
-          const incRow = incSales.get(key);
-          if (incRow === row) continue;
-          // Policy: a stored sale whose line was edited keeps its stored values; the edit waits as a conflict.
-          const parsed = JSON.parse(row) as Record<string, unknown>;
-          const newValues = JSON.stringify({
-            date: parsed["date"],
-            product_id: parsed["product_id"],
-            quantity: parsed["quantity"],
-            store_id: parsed["store_id"],
-          });
-          expect(incRow !== undefined && conflicts.has(newValues), `${context}\nsale ${key}: fresh ${row}, incremental ${incRow}`).toBe(
-            true,
+          const incSales = rows(inc, salesSql);
+          const refSales = rows(ref, salesSql);
+          const conflicts = new Set(
+            sqlite(inc, "SELECT new_values FROM pipeline_rejected_rows WHERE status = 'pending' AND kind = 'conflict'")
+              .split("\n")
+              .filter((line) => line !== ""),
           );
+          for (const [key, row] of refSales) {
+            const incRow = incSales.get(key);
+            if (incRow === row) continue;
+            // Policy: a stored sale whose line was edited keeps its stored values; the edit waits as a conflict.
+            const parsed = JSON.parse(row) as Record<string, unknown>;
+            const newValues = JSON.stringify({
+              date: parsed["date"],
+              product_id: parsed["product_id"],
+              quantity: parsed["quantity"],
+              store_id: parsed["store_id"],
+            });
+            expect(incRow !== undefined && conflicts.has(newValues), `${context}\nsale ${key}: fresh ${row}, incremental ${incRow}`).toBe(
+              true,
+            );
+          }
+          for (const key of incSales.keys()) {
+            // Policy: a sale that left the file (or whose line became unreadable) stays stored; nothing else may be extra.
+            if (!refSales.has(key)) expect(storedSales.has(key), `${context}\nsale ${key} is stored but not in a fresh load`).toBe(true);
+          }
+          const viaDeparted = (key: string) => {
+            const [, , raw, kind] = key.split("|");
+            return kind === "reference" && raw!.split(",").some((field) => departed.has(field));
+          };
+          const incPending = rows(inc, pendingSql);
+          const refPending = rows(ref, pendingSql);
+          expect(new Map([...refPending].filter(([key]) => incPending.has(key) || !viaDeparted(key))), context).toEqual(incPending);
+          // The derived tables were recomputed from what is stored, whatever the run skipped.
+          expect(sqlite(inc, "SELECT revenue_cents FROM revenue_total"), context).toBe(
+            sqlite(inc, "SELECT coalesce(sum(s.quantity * p.price_cents), 0) FROM sales s JOIN products p USING (product_id)"),
+          );
+          if ([...refSales.keys()].every((key) => incSales.get(key) === refSales.get(key)) && incSales.size === refSales.size) {
+            expect(sqlite(inc, "SELECT * FROM revenue_total"), context).toBe(sqlite(ref, "SELECT * FROM revenue_total"));
+          }
+        } finally {
+          await client.close();
+          await fresh.close();
         }
-        for (const key of incSales.keys()) {
-          // Policy: a sale that left the file (or whose line became unreadable) stays stored; nothing else may be extra.
-          if (!refSales.has(key)) expect(storedSales.has(key), `${context}\nsale ${key} is stored but not in a fresh load`).toBe(true);
-        }
-        const viaDeparted = (key: string) => {
-          const [, , raw, kind] = key.split("|");
-          return kind === "reference" && raw!.split(",").some((field) => departed.has(field));
-        };
-        const incPending = rows(inc, pendingSql);
-        const refPending = rows(ref, pendingSql);
-        expect(new Map([...refPending].filter(([key]) => incPending.has(key) || !viaDeparted(key))), context).toEqual(incPending);
-        // The derived tables were recomputed from what is stored, whatever the run skipped.
-        expect(sqlite(inc, "SELECT revenue_cents FROM revenue_total"), context).toBe(
-          sqlite(inc, "SELECT coalesce(sum(s.quantity * p.price_cents), 0) FROM sales s JOIN products p USING (product_id)"),
-        );
-        if ([...refSales.keys()].every((key) => incSales.get(key) === refSales.get(key)) && incSales.size === refSales.size) {
-          expect(sqlite(inc, "SELECT * FROM revenue_total"), context).toBe(sqlite(ref, "SELECT * FROM revenue_total"));
-        }
-      } finally {
-        await client.close();
-        await fresh.close();
       }
-    }
-  }, Math.max(120_000, sequences * 3_000));
+    },
+    Math.max(120_000, sequences * 3_000),
+  );
 });
 
 // A second pipeline, where a foreign key lies outside the load key (events keyed by day and slot, each
@@ -360,74 +364,78 @@ steps:
 `;
 }
 
-const eventSequences = Math.ceil(sequences / 3);
+const eventSequences = Math.ceil(sequences / 4);
 
 describe.each(["insert_new", "upsert", "insert_new, on_conflict: update", "replace"])(
   "a foreign key outside the key, under %s (property)",
   (mode) => {
-    test(`${eventSequences} seeded sequences of ${statesPerSequence} states`, async () => {
-      for (let seed = 1; seed <= eventSequences; seed++) {
-        const r = random(seed * 104729 + mode.length);
-        const ws = new Workspace({ withClientPipeline: false });
-        const history: string[] = [];
-        try {
-          ws.write("pipeline.yaml", eventsPipeline(mode));
-          const items = new Set([1]);
-          const events: EventLine[] = [{ slot: 0, item: 1, qty: "1" }];
-          let eol = "\n";
-          const line = () => ({ slot: r.int(1, 3), item: r.int(1, 4), qty: r.chance(0.1) ? "x" : String(r.int(1, 3)) });
-          const write = () => {
-            ws.write("items.csv", ["Id", ...[...items].map(String)].join(eol) + eol);
-            ws.write("events.csv", ["Slot,Item,Qty", ...events.map((e) => `${e.slot},${e.item},${e.qty}`)].join(eol) + eol);
-          };
-          const stored = new Set<string>();
-          for (let state = 0; state < statesPerSequence; state++) {
-            if (state > 0) {
-              for (let n = r.int(1, 2); n > 0; n--) {
-                const what = r.pick(["append", "append", "append", "item", "item", "insert", "nothing", "eol"] as const);
-                if (what === "append") for (let k = r.int(1, 3); k > 0; k--) events.push(line());
-                else if (what === "item") items.add(r.int(2, 4));
-                else if (what === "insert") events.splice(r.int(1, events.length), 0, line());
-                else if (what === "eol") eol = r.pick(["\n", "\r\n", "\r"]);
-                history.push(what === "eol" ? `eol ${JSON.stringify(eol)}` : `${what}`);
+    test(
+      `${eventSequences} seeded sequences of ${statesPerSequence} states`,
+      async () => {
+        for (let seed = 1; seed <= eventSequences; seed++) {
+          const r = random(seed * 104729 + mode.length);
+          const ws = new Workspace({ withClientPipeline: false });
+          const history: string[] = [];
+          try {
+            ws.write("pipeline.yaml", eventsPipeline(mode));
+            const items = new Set([1]);
+            const events: EventLine[] = [{ slot: 0, item: 1, qty: "1" }];
+            let eol = "\n";
+            const line = () => ({ slot: r.int(1, 3), item: r.int(1, 4), qty: r.chance(0.1) ? "x" : String(r.int(1, 3)) });
+            const write = () => {
+              ws.write("items.csv", ["Id", ...[...items].map(String)].join(eol) + eol);
+              ws.write("events.csv", ["Slot,Item,Qty", ...events.map((e) => `${e.slot},${e.item},${e.qty}`)].join(eol) + eol);
+            };
+            const stored = new Set<string>();
+            for (let state = 0; state < statesPerSequence; state++) {
+              if (state > 0) {
+                for (let n = r.int(1, 2); n > 0; n--) {
+                  const what = r.pick(["append", "append", "append", "item", "item", "insert", "nothing", "eol"] as const);
+                  if (what === "append") for (let k = r.int(1, 3); k > 0; k--) events.push(line());
+                  else if (what === "item") items.add(r.int(2, 4));
+                  else if (what === "insert") events.splice(r.int(1, events.length), 0, line());
+                  else if (what === "eol") eol = r.pick(["\n", "\r\n", "\r"]);
+                  history.push(what === "eol" ? `eol ${JSON.stringify(eol)}` : `${what}`);
+                }
               }
+              write();
+              history.push(`run ${state + 1}: ${JSON.stringify(events)} items ${[...items].join(" ")}`);
+              const result = await ws.cli(["run", "--json"]);
+              expect([0, 4], `seed ${seed}: ${history.join("; ")}\n${result.stdout}`).toContain(result.code);
+              for (const key of rows(ws.path("db.sqlite"), eventsSql).keys()) stored.add(key);
             }
-            write();
-            history.push(`run ${state + 1}: ${JSON.stringify(events)} items ${[...items].join(" ")}`);
-            const result = await ws.cli(["run", "--json"]);
-            expect([0, 4], `seed ${seed}: ${history.join("; ")}\n${result.stdout}`).toContain(result.code);
-            for (const key of rows(ws.path("db.sqlite"), eventsSql).keys()) stored.add(key);
-          }
-          expect([0, 4]).toContain((await ws.cli(["run", "--json", "--db", "fresh.sqlite"])).code);
-          const context = `seed ${seed}: ${history.join("; ")}`;
-          const inc = rows(ws.path("db.sqlite"), eventsSql);
-          const ref = rows(ws.path("fresh.sqlite"), eventsSql);
-          const conflicts = new Set(
-            sqlite(ws.path("db.sqlite"), "SELECT new_values FROM pipeline_rejected_rows WHERE status = 'pending' AND kind = 'conflict'")
-              .split("\n")
-              .filter((l) => l !== ""),
-          );
-          // Under upsert and on_conflict: update the last line of a key wins, whatever the runs saw: no policy applies.
-          if (mode !== "insert_new") expect(inc, context).toEqual(ref);
-          for (const [key, row] of ref) {
-            const incRow = inc.get(key);
-            if (incRow === row) continue;
-            // Policy (insert_new): a stored row keeps its values when a line with its key appears above the one that loaded it.
-            const { slot, item_id, qty } = JSON.parse(row) as Record<string, unknown>;
-            const newValues = JSON.stringify({ slot, item_id, qty });
-            expect(incRow !== undefined && conflicts.has(newValues), `${context}\nslot ${key}: fresh ${row}, incremental ${incRow}`).toBe(
-              true,
+            expect([0, 4]).toContain((await ws.cli(["run", "--json", "--db", "fresh.sqlite"])).code);
+            const context = `seed ${seed}: ${history.join("; ")}`;
+            const inc = rows(ws.path("db.sqlite"), eventsSql);
+            const ref = rows(ws.path("fresh.sqlite"), eventsSql);
+            const conflicts = new Set(
+              sqlite(ws.path("db.sqlite"), "SELECT new_values FROM pipeline_rejected_rows WHERE status = 'pending' AND kind = 'conflict'")
+                .split("\n")
+                .filter((l) => l !== ""),
             );
+            // Under upsert and on_conflict: update the last line of a key wins, whatever the runs saw: no policy applies.
+            if (mode !== "insert_new") expect(inc, context).toEqual(ref);
+            for (const [key, row] of ref) {
+              const incRow = inc.get(key);
+              if (incRow === row) continue;
+              // Policy (insert_new): a stored row keeps its values when a line with its key appears above the one that loaded it.
+              const { slot, item_id, qty } = JSON.parse(row) as Record<string, unknown>;
+              const newValues = JSON.stringify({ slot, item_id, qty });
+              expect(incRow !== undefined && conflicts.has(newValues), `${context}\nslot ${key}: fresh ${row}, incremental ${incRow}`).toBe(
+                true,
+              );
+            }
+            for (const key of inc.keys()) expect(ref.has(key) || stored.has(key), context).toBe(true);
+            const pending =
+              "SELECT step || '|' || line || '|' || raw || '|' || kind AS k FROM pipeline_rejected_rows WHERE status = 'pending' AND kind <> 'conflict'";
+            expect(rows(ws.path("db.sqlite"), pending), context).toEqual(rows(ws.path("fresh.sqlite"), pending));
+          } finally {
+            ws.remove();
           }
-          for (const key of inc.keys()) expect(ref.has(key) || stored.has(key), context).toBe(true);
-          const pending =
-            "SELECT step || '|' || line || '|' || raw || '|' || kind AS k FROM pipeline_rejected_rows WHERE status = 'pending' AND kind <> 'conflict'";
-          expect(rows(ws.path("db.sqlite"), pending), context).toEqual(rows(ws.path("fresh.sqlite"), pending));
-        } finally {
-          ws.remove();
         }
-      }
-    }, Math.max(120_000, sequences * 3_000));
+      },
+      Math.max(120_000, sequences * 3_000),
+    );
   },
 );
 
