@@ -58,7 +58,7 @@ export const systemTables = {
       status: {
         type: "text",
         description:
-          "pending (not in the tables), resolved (loaded by resolved_run_id) or superseded (the source changed, or a later line with the same key won); empty for rows recorded by older versions",
+          "pending (not in the tables), resolved (loaded by resolved_run_id) or superseded (the line left the source or changed, a later line with the same key won, or its step left the pipeline); empty for rows recorded by older versions",
       },
       kind: {
         type: "text",
@@ -160,8 +160,14 @@ export function startRun(db: SqlDatabase, run: { startedAt: string; configSha256
   return insertRun(db, { ...run, finishedAt: run.startedAt, status: "running" });
 }
 
-/** Marks the run finished, with its final status and the count of rows it leaves pending (read or retried by it). */
+/** Marks the run finished, with its final status and the count of rows it leaves pending (read or retried by it); closes those of steps it no longer has. */
 export function finishRun(db: SqlDatabase, runId: number, finishedAt: string): string {
+  // why: the rows of a step renamed or removed from the pipeline are never retried again, and a fresh load would not have them.
+  db.run(
+    `UPDATE pipeline_rejected_rows SET status = 'superseded', resolved_run_id = ?
+     WHERE (status = 'pending' OR status IS NULL) AND step NOT IN (SELECT step FROM pipeline_run_steps WHERE run_id = ?)`,
+    [runId, runId],
+  );
   const rejected = Number(
     db.all("SELECT count(*) AS n FROM pipeline_rejected_rows WHERE status = 'pending' AND last_run_id = ?", [runId])[0]?.["n"] ?? 0,
   );
@@ -229,21 +235,46 @@ export interface Rejection {
 /** Rejection kinds a later run retries from what is stored. */
 export const retriedKinds: ReadonlySet<RejectionKind> = new Set(["reference", "cast"]);
 
-/** Prepares an insert into the rejected-rows table for one step: each row is recorded pending. */
-export function rejectionWriter(db: SqlDatabase, runId: number, step: string, source: string): (rejection: Rejection) => void {
+/** Prepares an insert into the rejected-rows table for one step: each row is recorded pending; returns its rejection_id. */
+export function rejectionWriter(db: SqlDatabase, runId: number, step: string, source: string): (rejection: Rejection) => number {
   const insert = db.prepare(
     `INSERT INTO pipeline_rejected_rows (run_id, step, source, line, raw, column, reason, stored_values, new_values,
-       status, kind, value, fields, key_values, last_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)`,
+       status, kind, value, fields, key_values, last_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)
+     RETURNING rejection_id`,
   );
   const json = (values: unknown) => (values === undefined ? null : JSON.stringify(values, jsonSafe));
   const shown = redactCredentials(source);
   return (r) =>
-    insert.run([
-      runId,
-      step,
-      shown,
+    Number(
+      insert.getValues([
+        runId,
+        step,
+        shown,
+        r.line,
+        r.raw,
+        r.column ?? null,
+        r.reason,
+        json(r.storedValues),
+        json(r.newValues),
+        r.kind,
+        r.value === undefined ? null : clipValue(r.value),
+        json(r.fields),
+        json(r.key),
+        runId,
+      ])?.[0],
+    );
+}
+
+/** Prepares the update that keeps an open rejection for a row a full read rejects again the same way: today's line, reason and values, seen by this run. */
+export function rejectionKeeper(db: SqlDatabase, runId: number): (id: number, rejection: Rejection) => void {
+  const update = db.prepare(
+    `UPDATE pipeline_rejected_rows SET line = ?, column = ?, reason = ?, stored_values = ?, new_values = ?, status = 'pending', kind = ?,
+       value = ?, fields = ?, key_values = ?, last_run_id = ?, shadowed_line = NULL, shadowed_raw = NULL WHERE rejection_id = ?`,
+  );
+  const json = (values: unknown) => (values === undefined ? null : JSON.stringify(values, jsonSafe));
+  return (id, r) =>
+    update.run([
       r.line,
-      r.raw,
       r.column ?? null,
       r.reason,
       json(r.storedValues),
@@ -253,6 +284,7 @@ export function rejectionWriter(db: SqlDatabase, runId: number, step: string, so
       json(r.fields),
       json(r.key),
       runId,
+      id,
     ]);
 }
 
@@ -325,13 +357,15 @@ export function touchPending(db: SqlDatabase, step: string, runId: number): void
   db.run("UPDATE pipeline_rejected_rows SET last_run_id = ? WHERE step = ? AND status = 'pending'", [runId, step]);
 }
 
-/** Records that a later line of the file with the same key was loaded while a pending row waited: the first such line, or with `latest` the last. */
-export function shadowPending(db: SqlDatabase, step: string, line: number, shadow: { line: number; raw: string }, latest: boolean): void {
-  db.run(
-    `UPDATE pipeline_rejected_rows SET shadowed_line = ?, shadowed_raw = ?
-     WHERE step = ? AND line = ? AND status = 'pending' AND kind IN ('reference', 'cast')${latest ? "" : " AND shadowed_line IS NULL"}`,
-    [shadow.line, shadow.raw, step, line],
-  );
+/** Records the later line of the file that holds pending rows' key (`null`: no later line does): their retry follows file order. */
+export function shadowPending(db: SqlDatabase, ids: readonly number[], shadow: { line: number; raw: string } | null): void {
+  for (let i = 0; i < ids.length; i += 500) {
+    const chunk = ids.slice(i, i + 500);
+    db.run(
+      `UPDATE pipeline_rejected_rows SET shadowed_line = ?, shadowed_raw = ? WHERE rejection_id IN (${chunk.map(() => "?").join(", ")})`,
+      [shadow?.line ?? null, shadow?.raw ?? null, ...chunk],
+    );
+  }
 }
 
 /** One pending rejection as the `rejections` command lists it. */
@@ -346,12 +380,14 @@ export interface PendingRejection {
   lastRunId: number | null;
 }
 
-/** Every pending rejection, by step and line. */
+/** Every pending rejection, by step and line; in a table written by an older version (no status, kind, value, last_run_id), every row. */
 export function pendingRejections(db: SqlDatabase): PendingRejection[] {
+  const present = new Set(db.all("SELECT name FROM pragma_table_info('pipeline_rejected_rows')").map((row) => String(row["name"])));
+  const column = (name: string) => (present.has(name) ? name : `NULL AS ${name}`);
   return db
     .all(
-      `SELECT step, line, column, value, kind, reason, run_id, last_run_id FROM pipeline_rejected_rows
-       WHERE status = 'pending' OR status IS NULL ORDER BY step, line, rejection_id`,
+      `SELECT step, line, column, ${column("value")}, ${column("kind")}, reason, run_id, ${column("last_run_id")} FROM pipeline_rejected_rows
+       WHERE ${present.has("status") ? "status = 'pending' OR status IS NULL" : "1"} ORDER BY step, line, rejection_id`,
     )
     .map((row) => ({
       step: String(row["step"]),

@@ -11,6 +11,7 @@ import {
   keepPending,
   openRejections,
   readSourceState,
+  rejectionKeeper,
   rejectionWriter,
   retriedKinds,
   shadowPending,
@@ -190,12 +191,8 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
       return loader.retryOnly(validators.header, "source unchanged (same content as last run)");
     }
     const tail = validators ? grownTail(step, fetched.bytes, validators) : undefined;
-    const text = tail
-      ? decodeText(fetched.bytes.subarray(tail.header.start, tail.header.end), step.csv?.encoding, source) +
-        "\n" +
-        decodeText(fetched.bytes.subarray(tail.from), step.csv?.encoding, source)
-      : decodeText(fetched.bytes, step.csv?.encoding, source);
-    const outcome = loader.read(text, tail ? { firstLine: tail.firstLine } : undefined);
+    const text = tail ? decodeTail(fetched.bytes, tail, step.csv?.encoding, source) : decodeText(fetched.bytes, step.csv?.encoding, source);
+    const outcome = loader.read(text, tail ? { firstLine: tail.firstLine, afterRows: tail.afterRows } : undefined);
     if (tail) {
       const grew = `the file grew: only what follows its first ${validators!.bytes} bytes (read by an earlier run) was parsed`;
       outcome.detail = outcome.detail ? `${grew}; ${outcome.detail}` : grew;
@@ -208,6 +205,23 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     return outcome;
   },
 };
+
+/** The header glued to the appended part; text that does not decode is reported from the whole file, at its line there. */
+function decodeTail(
+  bytes: Uint8Array,
+  tail: { header: { start: number; end: number }; from: number },
+  encoding: NonNullable<LoadStepSpec["csv"]>["encoding"],
+  source: string,
+): string {
+  try {
+    // why: a decoder drops a BOM at the start of what it decodes; from the line end before the tail, a BOM in its first row stays, as in the whole file.
+    const appended = decodeText(bytes.subarray(tail.from - 1), encoding, source).slice(1);
+    return decodeText(bytes.subarray(tail.header.start, tail.header.end), encoding, source) + "\n" + appended;
+  } catch (error) {
+    if (error instanceof PipelineError && error.code === "E_DECODE") decodeText(bytes, encoding, source);
+    throw error;
+  }
+}
 
 /** Rows per multi-row INSERT: fewer statements, while a batch that hits a conflict is redone row by row. */
 const batchRows = 128;
@@ -230,7 +244,19 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   const casters: Caster[] = targets.map((target) =>
     makeCaster(table.columns[target]!, mappingOptions(step.columns[target]!), isRequired(table, target)),
   );
-  const reject = rejectionWriter(db, runId, step.name, step.source);
+  const insertRejection = rejectionWriter(db, runId, step.name, step.source);
+  const keepRejection = rejectionKeeper(db, runId);
+  const openById = new Map(open.map((rejection) => [rejection.id, rejection]));
+  // why: a full read that rejects a line again the same way keeps its record, so that a sheet edited every few minutes
+  // does not add a copy of every waiting row to the table on each run.
+  const kept = new Set<number>();
+  const reject = (rejection: Rejection): number => {
+    const id = earlierByRaw.get(rejection.raw)?.find((id) => !kept.has(id) && openById.get(id)?.kind === rejection.kind);
+    if (id === undefined) return insertRejection(rejection);
+    keepRejection(id, rejection);
+    kept.add(id);
+    return id;
+  };
   const references = referenceChecks(db, step, context.pipeline);
   const counts: Required<StepCounts> = {
     read: 0,
@@ -246,29 +272,64 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   const writer = rowWriter(db, step, table, targets);
   const keyPositions = writer.key.map((column) => targets.indexOf(column));
   const policy = conflictPolicy(step);
+  // why: under upsert (or on_conflict: update) the last loadable line of a key wins; otherwise the first one holds it.
+  const lastWins = policy === "update";
   let header: string[] | undefined;
-  // why: after a file only grew, one late row rejected among the new ones is a rejection, not a source gone wrong.
   let tailRead = false;
+  // why: after a file only grew, one late row rejected among the new ones is a rejection, not a source gone wrong, unless
+  // the file held no row before; the earlier rows still pending count toward max_rejected as a fresh load counts them.
+  let tailOnly = false;
+  let earlierRejected = 0;
   let indexes: number[] = [];
   let width = 0;
 
-  // why: a pending row whose key a later line of the file took is settled by file order on its retry, as a fresh load would.
-  const pendingKeys = new Map<string, number>();
+  // why: a pending row whose key a later line of the file holds is settled by file order on its retry, as a fresh load would.
+  // The pending lines of this run by key, and the keys whose holder this run has seen (the first loadable line under
+  // insert_new; under upsert each loadable line supersedes the pending lines before it).
+  const pendingKeys = new Map<string, number[]>();
+  // why: a key can only be held by another line while a row waits for a reference when the foreign key lies outside the key.
+  const tracksClaims =
+    writer.key.length > 0 && (table.foreign_keys ?? []).some((fk) => fk.columns.some((column) => !writer.key.includes(column)));
+  const claimed = new Set<string>();
   const keyOf = (values: readonly SqlValue[]) => values.map((v) => `${typeof v}:${String(v)}`).join("\u0000");
-  const trackPending = (line: number, key: readonly SqlValue[] | undefined) => {
-    if (key && writer.key.length > 0) pendingKeys.set(keyOf(key), line);
+  const trackPending = (id: number, key: readonly SqlValue[] | undefined) => {
+    if (!key || writer.key.length === 0) return;
+    const k = keyOf(key);
+    const ids = pendingKeys.get(k);
+    if (ids) ids.push(id);
+    else pendingKeys.set(k, [id]);
   };
-  const noteLoaded = (values: SqlValue[], line: number, raw: () => string) => {
-    if (earlierByRaw.size > 0) {
-      const ids = earlierByRaw.get(raw());
-      if (ids) for (const id of ids) resolvedIds.add(id);
-    }
-    if (pendingKeys.size === 0) return;
+  /** A loadable line with this key: under insert_new the first one takes the key, so the pending lines before it wait behind it. */
+  const claim = (values: readonly SqlValue[], line: number, raw: () => string) => {
+    if (writer.key.length === 0) return;
     const key = keyOf(keyPositions.map((i) => values[i]!));
-    const pendingLine = pendingKeys.get(key);
-    if (pendingLine === undefined || pendingLine >= line) return;
-    shadowPending(db, step.name, pendingLine, { line, raw: raw() }, step.mode === "upsert");
-    if (step.mode !== "upsert") pendingKeys.delete(key);
+    const ids = pendingKeys.get(key);
+    if (!lastWins) {
+      if (claimed.has(key)) return;
+      claimed.add(key);
+    }
+    if (!ids) return;
+    pendingKeys.delete(key);
+    shadowPending(db, ids, { line, raw: raw() });
+  };
+  /** Whether a line before the one being retried holds this key (insert_new: it loaded first in this run). */
+  const heldByEarlierLine = (key: readonly SqlValue[]) => !lastWins && claimed.has(keyOf(key));
+  /** A loadable line of a read; in a tail read, a key stored before it is held by an earlier line of the file. */
+  const claimRead = (values: readonly SqlValue[], line: number, raw: () => string) => {
+    if (writer.key.length === 0) return;
+    if (tailRead && !lastWins) {
+      const key = keyPositions.map((i) => values[i]!);
+      if (!claimed.has(keyOf(key)) && pendingKeys.has(keyOf(key)) && writer.lookup(key)) {
+        claimed.add(keyOf(key));
+        return;
+      }
+    }
+    claim(values, line, raw);
+  };
+  const noteLoaded = (raw: () => string) => {
+    if (earlierByRaw.size === 0) return;
+    const ids = earlierByRaw.get(raw());
+    if (ids) for (const id of ids) resolvedIds.add(id);
   };
   // The open rejections a full read settles: resolved when their row is loaded by it, superseded otherwise.
   const earlierByRaw = new Map<string, number[]>();
@@ -303,7 +364,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       if (policy === "update") {
         writer.update(values);
         counts.updated++;
-        noteLoaded(values, line, raw);
+        noteLoaded(raw);
         return "updated";
       }
       reject({ line, raw: raw(), kind: "conflict", reason: "key already stored with different values", storedValues, newValues });
@@ -316,7 +377,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       return "rejected";
     }
     counts[result.kind]++;
-    noteLoaded(values, line, raw);
+    noteLoaded(raw);
     return result.kind;
   };
 
@@ -326,7 +387,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     if (queued.length === 0) return;
     if (batch.insertAll(queued.map((row) => row.values))) {
       counts.inserted += queued.length;
-      if (earlierByRaw.size > 0 || pendingKeys.size > 0) for (const row of queued) noteLoaded(row.values, row.line, row.raw);
+      if (earlierByRaw.size > 0) for (const row of queued) noteLoaded(row.raw);
     } else for (const row of queued) writeOne(row.values, row.line, row.raw);
     queued.length = 0;
   };
@@ -354,17 +415,20 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       if (problem) {
         keepPending(db, rejection.id, runId, problem);
         counts.pending++;
-        trackPending(rejection.line, recordKey(rejection.fields));
+        const key = recordKey(rejection.fields);
+        // why: an earlier pending line took the key in this run; the later line recorded as its holder no longer is.
+        if (key && rejection.shadowedLine !== null && heldByEarlierLine(key)) shadowPending(db, [rejection.id], null);
+        trackPending(rejection.id, key);
         continue;
       }
       const raw = () => rejection.raw;
-      if (rejection.shadowedLine !== null && rejection.shadowedRaw !== null && writer.key.length > 0) {
-        if (step.mode === "upsert") {
+      const key = keyPositions.map((i) => values[i]!);
+      if (rejection.shadowedLine !== null && rejection.shadowedRaw !== null && writer.key.length > 0 && !heldByEarlierLine(key)) {
+        if (lastWins) {
           // why: in file order the later line, already loaded, is applied after this one and wins.
           closeRejections(db, [rejection.id], "superseded", runId);
           continue;
         }
-        const key = keyPositions.map((i) => values[i]!);
         const stored = writer.lookup(key);
         if (stored && !stored.every((value, i) => value === values[i])) {
           // why: in file order this row comes first and takes the key; the later line is the one kept aside.
@@ -388,11 +452,19 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
           });
           counts.conflicting++;
           closeRejections(db, [rejection.id], "resolved", runId);
+          claim(values, rejection.line, raw);
           continue;
         }
+        const fate = writeOne(values, rejection.line, raw);
+        closeRejections(db, [rejection.id], fate === "conflicting" || fate === "rejected" ? "superseded" : "resolved", runId);
+        claim(values, rejection.line, raw);
+        continue;
       }
       const fate = writeOne(values, rejection.line, raw);
       closeRejections(db, [rejection.id], fate === "conflicting" || fate === "rejected" ? "superseded" : "resolved", runId);
+      // why: a row that created or rewrote the stored one holds the key from its line on; otherwise an earlier line holds it.
+      if (fate === "inserted" || (lastWins && fate !== "rejected")) claim(values, rejection.line, raw);
+      else if (writer.key.length > 0 && !lastWins) claimed.add(keyOf(key));
     }
     touchPending(db, step.name, runId);
   };
@@ -401,18 +473,19 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     if (++counts.read % 50_000 === 0) {
       context.progress(counts.read);
       throwIfAborted(context.signal);
-      checkRejected(step, counts, { tailOnly: tailRead, partial: true }, context);
+      checkRejected(step, counts, { tailOnly, earlier: earlierRejected, partial: true }, context);
     }
     const values: SqlValue[] = new Array<SqlValue>(targets.length);
     const problem = check(fields, values);
     if (problem) {
       const retried = retriedKinds.has(problem.kind);
       const key = retried ? recordKey(fields) : undefined;
-      reject({ line, raw: raw(), ...problem, ...(retried ? { fields, key } : {}) });
+      const id = reject({ line, raw: raw(), ...problem, ...(retried ? { fields, key } : {}) });
       counts.rejected++;
-      if (retried) trackPending(line, key);
+      if (retried) trackPending(id, key);
       return;
     }
+    if (tracksClaims || pendingKeys.size > 0) claimRead(values, line, raw);
     queued.push({ values, line, raw });
     if (queued.length === batchRows) flush();
   };
@@ -422,7 +495,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     writer.free();
     batch.free();
     context.progress(counts.read);
-    checkRejected(step, counts, { tailOnly: tailRead, partial: false }, context);
+    checkRejected(step, counts, { tailOnly, earlier: earlierRejected, partial: false }, context);
     // why: the counts say how many pending rows were retried and how many still wait; the detail says where they are.
     const kept = counts.rejected + counts.conflicting + counts.pending;
     const detail = kept > 0 ? `${kept} row(s) pending in pipeline_rejected_rows (see the rejections command)` : undefined;
@@ -449,8 +522,9 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     },
 
     /** Reads CSV text: the whole file, or (with `tail`) its header glued to what an earlier run had not read. */
-    read(text: string, tail: { firstLine: number } | undefined): StepOutcome {
+    read(text: string, tail: { firstLine: number; afterRows: boolean } | undefined): StepOutcome {
       tailRead = tail !== undefined;
+      tailOnly = tail?.afterRows ?? false;
       if (!tail) {
         for (const rejection of open) {
           const ids = earlierByRaw.get(rejection.raw);
@@ -461,7 +535,10 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       const onHeader = (names: string[]) => {
         useHeader(names);
         // why: the pending rows come before the appended ones in the file, so they are settled first.
-        if (tail) retryPending();
+        if (tail) {
+          retryPending();
+          earlierRejected = counts.pending + open.filter((r) => r.kind === "shape" || r.kind === "constraint").length;
+        }
       };
       if (step.mode === "replace") {
         // why: the guard needs the number of incoming rows before anything is deleted.
@@ -476,11 +553,11 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       }
       const outcome = finish();
       if (!tail && open.length > 0) {
-        const resolved = open.filter((r) => resolvedIds.has(r.id)).map((r) => r.id);
+        const resolved = open.filter((r) => resolvedIds.has(r.id) && !kept.has(r.id)).map((r) => r.id);
         closeRejections(db, resolved, "resolved", runId);
         closeRejections(
           db,
-          open.filter((r) => !resolvedIds.has(r.id)).map((r) => r.id),
+          open.filter((r) => !resolvedIds.has(r.id) && !kept.has(r.id)).map((r) => r.id),
           "superseded",
           runId,
         );
@@ -502,18 +579,21 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
 function checkRejected(
   step: LoadStepSpec,
   counts: Required<StepCounts>,
-  read: { tailOnly: boolean; partial: boolean },
+  read: { tailOnly: boolean; earlier: number; partial: boolean },
   context: RunContext,
 ): void {
   if (counts.rejected === 0 || (read.partial && typeof step.max_rejected === "string")) return;
   const allowed = maxRejected(step.max_rejected, counts.read);
   const all = counts.rejected === counts.read && !read.tailOnly && !read.partial;
-  if (!all && counts.rejected <= allowed.count) return;
+  const rejected = counts.rejected + read.earlier;
+  if (!all && rejected <= allowed.count) return;
   const first = rejectionSamples(context.db, context.runId, step.name, 3).map(describeRejection).join("; ");
   // why: the periodic check runs when a row is counted as read, before it is cast.
   const problem = read.partial
     ? `${counts.rejected} of the first ${counts.read - 1} rows rejected, more than max_rejected (${allowed.text}); reading stopped there`
-    : `${counts.rejected} of ${counts.read} rows rejected, more than max_rejected (${allowed.text})`;
+    : read.earlier > 0
+      ? `${rejected} rows rejected (${counts.rejected} of the ${counts.read} appended rows, and ${read.earlier} earlier rows still pending), more than max_rejected (${allowed.text})`
+      : `${counts.rejected} of ${counts.read} rows rejected, more than max_rejected (${allowed.text})`;
   throw new PipelineError(
     "E_REJECTED",
     all
@@ -573,9 +653,11 @@ function grownTail(
   step: LoadStepSpec,
   bytes: Uint8Array,
   previous: SourceState,
-): { header: { start: number; end: number }; from: number; firstLine: number } | undefined {
+): { header: { start: number; end: number }; from: number; firstLine: number; afterRows: boolean } | undefined {
   const old = previous.bytes;
   if ((step.mode !== "insert_new" && step.mode !== "upsert") || (step.csv?.header_line ?? 1) > 1) return undefined;
+  // why: a percentage is of the rows a fresh load reads, the whole file; the appended rows alone would judge a late row on its own.
+  if (typeof step.max_rejected === "string") return undefined;
   if (old <= 0 || bytes.length <= old) return undefined;
   const last = bytes[old - 1];
   const next = bytes[old];
@@ -587,11 +669,14 @@ function grownTail(
   else if (next === 0x0d) from = bytes[old + 1] === 0x0a ? old + 2 : old + 1;
   else return undefined;
   if (sha256(bytes.subarray(0, old)) !== previous.contentSha256) return undefined;
-  const header = headerSpan(bytes, step.csv?.quote ?? '"', old);
+  const encoding = step.csv?.encoding;
+  const header = headerSpan(bytes, step.csv?.quote ?? '"', old, encoding === undefined || encoding === "utf8" || encoding === "utf-8");
   if (!header) return undefined;
   const headerLines = 1 + countLineEnds(bytes, header.start, header.end);
   const tailLine = 1 + countLineEnds(bytes, 0, from);
-  return { header, from, firstLine: tailLine - headerLines };
+  let afterRows = false;
+  for (let i = header.end; i < old && !afterRows; i++) afterRows = bytes[i] !== 0x0a && bytes[i] !== 0x0d;
+  return { header, from, firstLine: tailLine - headerLines, afterRows };
 }
 
 /** The counts a step reports: `deleted` only for replace, the retry counts only when rows were retried. */

@@ -4,14 +4,16 @@ import type { ServerResponse } from "node:http";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
 import { serveClientData, type ClientServer } from "./helpers/client-server.js";
-import { clientFixtures, sqlite } from "./helpers/workspace.js";
+import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
 
 // The rule: for any sequence of source states, the tables after incremental runs equal one run of
 // the final files on an empty database, except where a declared policy says otherwise:
 //   - insert_new: a stored sale whose line changed or left the file stays stored as it was (an
 //     edited one is kept aside as a pending conflict whose new values are the fresh load's row);
-//   - upsert: products and stores are never removed nor made unreadable here (a stored parent that
-//     leaves the file stays stored, and the sales that reference it then load: that is the policy).
+//   - upsert: a late product may leave the file (and come back later); it stays stored, and the sales
+//     that reference it load, where a fresh load rejects them: that is the policy. Stores never leave.
+// The files also change form: line ends, a blank first line, a BOM, quoted dates, columns in another
+// order, a row moved to another line, served with or without an ETag.
 // Each sequence runs the client's own pipeline.yaml against a real HTTP server.
 
 const sequences = Number(process.env["LATE_DATA_SEQUENCES"] ?? 24);
@@ -40,6 +42,9 @@ interface Render {
   blankFirst: boolean;
   quoteDates: boolean;
   etag: boolean;
+  bom: boolean;
+  /** The columns' order: the sheet's own, or turned by this many places. */
+  rotate: number;
 }
 interface World {
   products: Product[];
@@ -87,7 +92,7 @@ function initialWorld(): World {
       qty: qty!,
       store: Number(store),
     })),
-    render: { eol: "\r\n", trailing: false, blankFirst: false, quoteDates: false, etag: true },
+    render: { eol: "\r\n", trailing: false, blankFirst: false, quoteDates: false, etag: true, bom: false, rotate: 0 },
   };
 }
 
@@ -101,9 +106,10 @@ const lateStores: Store[] = [
 ];
 
 function render(world: World, header: string, rows: string[][], dateColumn = -1): string {
-  const { eol, trailing, blankFirst, quoteDates } = world.render;
-  const lines = rows.map((row) => row.map((cell, i) => (quoteDates && i === dateColumn ? `"${cell}"` : cell)).join(","));
-  return (blankFirst ? eol : "") + [header, ...lines].join(eol) + (trailing ? eol : "");
+  const { eol, trailing, blankFirst, quoteDates, bom, rotate } = world.render;
+  const turn = <T>(cells: T[]) => [...cells.slice(rotate % cells.length), ...cells.slice(0, rotate % cells.length)];
+  const lines = rows.map((row) => turn(row.map((cell, i) => (quoteDates && i === dateColumn ? `"${cell}"` : cell))).join(","));
+  return (bom ? "\uFEFF" : "") + (blankFirst ? eol : "") + [turn(header.split(",")).join(","), ...lines].join(eol) + (trailing ? eol : "");
 }
 
 function files(world: World): Record<string, string> {
@@ -141,6 +147,8 @@ function mutate(world: World, r: Random): string {
     "price",
     "nothing",
     "render",
+    "move",
+    "gone",
   ] as const);
   switch (what) {
     case "append": {
@@ -186,9 +194,22 @@ function mutate(world: World, r: Random): string {
     }
     case "nothing":
       return "nothing";
+    case "move": {
+      const [moved] = world.sales.splice(r.int(0, world.sales.length - 1), 1);
+      world.sales.splice(r.int(0, world.sales.length), 0, moved!);
+      return `move ${Object.values(moved!).join(",")}`;
+    }
+    case "gone": {
+      // A late product leaves the sheet (the "product" change brings it back, at the end of the file).
+      const product = world.products.find((p) => lateProducts.some((q) => q.id === p.id));
+      if (!product) return "gone (no late product)";
+      world.products.splice(world.products.indexOf(product), 1);
+      return `gone ${product.id}`;
+    }
     case "render": {
-      const key = r.pick(["eol", "trailing", "blankFirst", "quoteDates", "etag"] as const);
+      const key = r.pick(["eol", "trailing", "blankFirst", "quoteDates", "etag", "bom", "rotate"] as const);
       if (key === "eol") world.render.eol = r.pick(["\r\n", "\n", "\r"] as const);
+      else if (key === "rotate") world.render.rotate = r.int(0, 3);
       else world.render[key] = !world.render[key];
       return `render ${key}=${JSON.stringify(world.render[key])}`;
     }
@@ -228,69 +249,194 @@ const pendingSql =
   "SELECT step || '|' || line || '|' || raw || '|' || kind AS k FROM pipeline_rejected_rows WHERE status = 'pending' AND kind <> 'conflict'";
 
 describe("an incremental run equals a fresh load of the same final files (property)", () => {
-  test(`${sequences} seeded sequences of ${statesPerSequence} source states, through the client's pipeline`, async () => {
-    for (let seed = 1; seed <= sequences; seed++) {
-      const r = random(seed * 7919);
-      const client = await serveClientData();
-      const fresh = await serveClientData();
-      const history: string[] = [];
-      try {
-        const world = initialWorld();
-        const storedSales = new Set<string>();
-        for (let state = 0; state < statesPerSequence; state++) {
-          if (state > 0) for (let n = r.int(1, 2); n > 0; n--) history.push(mutate(world, r));
-          history.push(`run ${state + 1}`);
-          serve(client, world);
-          await run(client);
-          for (const key of rows(client.ws.path("output/sales.db"), salesSql).keys()) storedSales.add(key);
-        }
-        serve(fresh, world);
-        await run(fresh);
-        const inc = client.ws.path("output/sales.db");
-        const ref = fresh.ws.path("output/sales.db");
-        const context = `seed ${seed}: ${history.join("; ")}`;
+  test(
+    `${sequences} seeded sequences of ${statesPerSequence} source states, through the client's pipeline`,
+    async () => {
+      for (let seed = 1; seed <= sequences; seed++) {
+        const r = random(seed * 7919);
+        const client = await serveClientData();
+        const fresh = await serveClientData();
+        const history: string[] = [];
+        try {
+          const world = initialWorld();
+          const storedSales = new Set<string>();
+          for (let state = 0; state < statesPerSequence; state++) {
+            if (state > 0) for (let n = r.int(1, 2); n > 0; n--) history.push(mutate(world, r));
+            history.push(`run ${state + 1}`);
+            serve(client, world);
+            await run(client);
+            for (const key of rows(client.ws.path("output/sales.db"), salesSql).keys()) storedSales.add(key);
+          }
+          serve(fresh, world);
+          await run(fresh);
+          const inc = client.ws.path("output/sales.db");
+          const ref = fresh.ws.path("output/sales.db");
+          const context = `seed ${seed}: ${history.join("; ")}`;
 
-        expect(rows(inc, productsSql), context).toEqual(rows(ref, productsSql));
-        expect(rows(inc, storesSql), context).toEqual(rows(ref, storesSql));
+          // Policy (upsert): a product that left the file stays stored, and the sales that reference it load.
+          const incProducts = rows(inc, productsSql);
+          const refProducts = rows(ref, productsSql);
+          const departed = new Set([...incProducts.keys()].filter((id) => !refProducts.has(id)));
+          for (const id of departed)
+            expect(
+              lateProducts.some((p) => p.id === id),
+              context,
+            ).toBe(true);
+          expect(new Map([...incProducts].filter(([id]) => !departed.has(id))), context).toEqual(refProducts);
+          expect(rows(inc, storesSql), context).toEqual(rows(ref, storesSql));
 
-        const incSales = rows(inc, salesSql);
-        const refSales = rows(ref, salesSql);
-        const conflicts = new Set(
-          sqlite(inc, "SELECT new_values FROM pipeline_rejected_rows WHERE status = 'pending' AND kind = 'conflict'")
-            .split("\n")
-            .filter((line) => line !== ""),
-        );
-        for (const [key, row] of refSales) {
-          const incRow = incSales.get(key);
-          if (incRow === row) continue;
-          // Policy: a stored sale whose line was edited keeps its stored values; the edit waits as a conflict.
-          const parsed = JSON.parse(row) as Record<string, unknown>;
-          const newValues = JSON.stringify({
-            date: parsed["date"],
-            product_id: parsed["product_id"],
-            quantity: parsed["quantity"],
-            store_id: parsed["store_id"],
-          });
-          expect(incRow !== undefined && conflicts.has(newValues), `${context}\nsale ${key}: fresh ${row}, incremental ${incRow}`).toBe(
-            true,
+          const incSales = rows(inc, salesSql);
+          const refSales = rows(ref, salesSql);
+          const conflicts = new Set(
+            sqlite(inc, "SELECT new_values FROM pipeline_rejected_rows WHERE status = 'pending' AND kind = 'conflict'")
+              .split("\n")
+              .filter((line) => line !== ""),
           );
+          for (const [key, row] of refSales) {
+            const incRow = incSales.get(key);
+            if (incRow === row) continue;
+            // Policy: a stored sale whose line was edited keeps its stored values; the edit waits as a conflict.
+            const parsed = JSON.parse(row) as Record<string, unknown>;
+            const newValues = JSON.stringify({
+              date: parsed["date"],
+              product_id: parsed["product_id"],
+              quantity: parsed["quantity"],
+              store_id: parsed["store_id"],
+            });
+            expect(incRow !== undefined && conflicts.has(newValues), `${context}\nsale ${key}: fresh ${row}, incremental ${incRow}`).toBe(
+              true,
+            );
+          }
+          for (const key of incSales.keys()) {
+            // Policy: a sale that left the file (or whose line became unreadable) stays stored; nothing else may be extra.
+            if (!refSales.has(key)) expect(storedSales.has(key), `${context}\nsale ${key} is stored but not in a fresh load`).toBe(true);
+          }
+          const viaDeparted = (key: string) => {
+            const [, , raw, kind] = key.split("|");
+            return kind === "reference" && raw!.split(",").some((field) => departed.has(field));
+          };
+          const incPending = rows(inc, pendingSql);
+          const refPending = rows(ref, pendingSql);
+          expect(new Map([...refPending].filter(([key]) => incPending.has(key) || !viaDeparted(key))), context).toEqual(incPending);
+          // The derived tables were recomputed from what is stored, whatever the run skipped.
+          expect(sqlite(inc, "SELECT revenue_cents FROM revenue_total"), context).toBe(
+            sqlite(inc, "SELECT coalesce(sum(s.quantity * p.price_cents), 0) FROM sales s JOIN products p USING (product_id)"),
+          );
+          if ([...refSales.keys()].every((key) => incSales.get(key) === refSales.get(key)) && incSales.size === refSales.size) {
+            expect(sqlite(inc, "SELECT * FROM revenue_total"), context).toBe(sqlite(ref, "SELECT * FROM revenue_total"));
+          }
+        } finally {
+          await client.close();
+          await fresh.close();
         }
-        for (const key of incSales.keys()) {
-          // Policy: a sale that left the file (or whose line became unreadable) stays stored; nothing else may be extra.
-          if (!refSales.has(key)) expect(storedSales.has(key), `${context}\nsale ${key} is stored but not in a fresh load`).toBe(true);
-        }
-        expect(rows(inc, pendingSql), context).toEqual(rows(ref, pendingSql));
-        // The derived tables were recomputed from what is stored, whatever the run skipped.
-        expect(sqlite(inc, "SELECT revenue_cents FROM revenue_total"), context).toBe(
-          sqlite(inc, "SELECT coalesce(sum(s.quantity * p.price_cents), 0) FROM sales s JOIN products p USING (product_id)"),
-        );
-        if ([...refSales.keys()].every((key) => incSales.get(key) === refSales.get(key)) && incSales.size === refSales.size) {
-          expect(sqlite(inc, "SELECT * FROM revenue_total"), context).toBe(sqlite(ref, "SELECT * FROM revenue_total"));
-        }
-      } finally {
-        await client.close();
-        await fresh.close();
       }
-    }
-  }, 120_000);
+    },
+    Math.max(120_000, sequences * 3_000),
+  );
 });
+
+// A second pipeline, where a foreign key lies outside the load key (events keyed by day and slot, each
+// pointing at an item): lines with one key can wait for different items, so file order decides who holds
+// the key. Items arrive late; lines are appended, inserted above others (a full read), or duplicated.
+interface EventLine {
+  slot: number;
+  item: number;
+  qty: string;
+}
+
+function eventsPipeline(mode: string): string {
+  return `version: 1
+database: db.sqlite
+tables:
+  items:
+    columns: { id: { type: integer } }
+    primary_key: [id]
+  events:
+    columns:
+      slot: { type: integer, required: true }
+      item_id: { type: integer, required: true }
+      qty: { type: integer, required: true }
+    primary_key: [slot]
+    foreign_keys: [{ columns: [item_id], references: { table: items, columns: [id] } }]
+steps:
+  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: Id } }
+  - { name: load_events, type: load, source: events.csv, table: events, mode: ${mode}, columns: { slot: Slot, item_id: Item, qty: Qty } }
+`;
+}
+
+const eventSequences = Math.ceil(sequences / 4);
+
+describe.each(["insert_new", "upsert", "insert_new, on_conflict: update", "replace"])(
+  "a foreign key outside the key, under %s (property)",
+  (mode) => {
+    test(
+      `${eventSequences} seeded sequences of ${statesPerSequence} states`,
+      async () => {
+        for (let seed = 1; seed <= eventSequences; seed++) {
+          const r = random(seed * 104729 + mode.length);
+          const ws = new Workspace({ withClientPipeline: false });
+          const history: string[] = [];
+          try {
+            ws.write("pipeline.yaml", eventsPipeline(mode));
+            const items = new Set([1]);
+            const events: EventLine[] = [{ slot: 0, item: 1, qty: "1" }];
+            let eol = "\n";
+            const line = () => ({ slot: r.int(1, 3), item: r.int(1, 4), qty: r.chance(0.1) ? "x" : String(r.int(1, 3)) });
+            const write = () => {
+              ws.write("items.csv", ["Id", ...[...items].map(String)].join(eol) + eol);
+              ws.write("events.csv", ["Slot,Item,Qty", ...events.map((e) => `${e.slot},${e.item},${e.qty}`)].join(eol) + eol);
+            };
+            const stored = new Set<string>();
+            for (let state = 0; state < statesPerSequence; state++) {
+              if (state > 0) {
+                for (let n = r.int(1, 2); n > 0; n--) {
+                  const what = r.pick(["append", "append", "append", "item", "item", "insert", "nothing", "eol"] as const);
+                  if (what === "append") for (let k = r.int(1, 3); k > 0; k--) events.push(line());
+                  else if (what === "item") items.add(r.int(2, 4));
+                  else if (what === "insert") events.splice(r.int(1, events.length), 0, line());
+                  else if (what === "eol") eol = r.pick(["\n", "\r\n", "\r"]);
+                  history.push(what === "eol" ? `eol ${JSON.stringify(eol)}` : `${what}`);
+                }
+              }
+              write();
+              history.push(`run ${state + 1}: ${JSON.stringify(events)} items ${[...items].join(" ")}`);
+              const result = await ws.cli(["run", "--json"]);
+              expect([0, 4], `seed ${seed}: ${history.join("; ")}\n${result.stdout}`).toContain(result.code);
+              for (const key of rows(ws.path("db.sqlite"), eventsSql).keys()) stored.add(key);
+            }
+            expect([0, 4]).toContain((await ws.cli(["run", "--json", "--db", "fresh.sqlite"])).code);
+            const context = `seed ${seed}: ${history.join("; ")}`;
+            const inc = rows(ws.path("db.sqlite"), eventsSql);
+            const ref = rows(ws.path("fresh.sqlite"), eventsSql);
+            const conflicts = new Set(
+              sqlite(ws.path("db.sqlite"), "SELECT new_values FROM pipeline_rejected_rows WHERE status = 'pending' AND kind = 'conflict'")
+                .split("\n")
+                .filter((l) => l !== ""),
+            );
+            // Under upsert and on_conflict: update the last line of a key wins, whatever the runs saw: no policy applies.
+            if (mode !== "insert_new") expect(inc, context).toEqual(ref);
+            for (const [key, row] of ref) {
+              const incRow = inc.get(key);
+              if (incRow === row) continue;
+              // Policy (insert_new): a stored row keeps its values when a line with its key appears above the one that loaded it.
+              const { slot, item_id, qty } = JSON.parse(row) as Record<string, unknown>;
+              const newValues = JSON.stringify({ slot, item_id, qty });
+              expect(incRow !== undefined && conflicts.has(newValues), `${context}\nslot ${key}: fresh ${row}, incremental ${incRow}`).toBe(
+                true,
+              );
+            }
+            for (const key of inc.keys()) expect(ref.has(key) || stored.has(key), context).toBe(true);
+            const pending =
+              "SELECT step || '|' || line || '|' || raw || '|' || kind AS k FROM pipeline_rejected_rows WHERE status = 'pending' AND kind <> 'conflict'";
+            expect(rows(ws.path("db.sqlite"), pending), context).toEqual(rows(ws.path("fresh.sqlite"), pending));
+          } finally {
+            ws.remove();
+          }
+        }
+      },
+      Math.max(120_000, sequences * 3_000),
+    );
+  },
+);
+
+const eventsSql = "SELECT slot AS k, slot, item_id, qty FROM events";

@@ -243,12 +243,13 @@ export function countLineEnds(bytes: Uint8Array, from: number, to: number): numb
 }
 
 /**
- * Where the header record lies in a file's first `limit` bytes: after any blank lines, up to its
- * line end, quoted line breaks included. Undefined when no complete header ends before `limit`.
+ * Where the header record lies in a file's first `limit` bytes: after a UTF-8 BOM (with `utf8`, as
+ * decoding drops it) and any blank lines, up to its line end, quoted line breaks included.
+ * Undefined when no complete header ends before `limit`.
  */
-export function headerSpan(bytes: Uint8Array, quote: string, limit: number): { start: number; end: number } | undefined {
+export function headerSpan(bytes: Uint8Array, quote: string, limit: number, utf8 = true): { start: number; end: number } | undefined {
   const q = quote.charCodeAt(0);
-  let start = 0;
+  let start = utf8 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
   while (start < limit && (bytes[start] === 0x0a || bytes[start] === 0x0d)) start++;
   let quoted = false;
   for (let i = start; i < limit; i++) {
@@ -259,9 +260,13 @@ export function headerSpan(bytes: Uint8Array, quote: string, limit: number): { s
   return undefined;
 }
 
+/** Where physical line `line` starts; lines end as {@link countLineEnds} counts them (LF, CRLF, a lone CR). */
 function lineStart(bytes: Uint8Array, line: number): number {
   let offset = 0;
-  for (let seen = 1; seen < line && offset < bytes.length; offset++) if (bytes[offset] === 0x0a) seen++;
+  for (let seen = 1; seen < line && offset < bytes.length; offset++) {
+    const b = bytes[offset];
+    if (b === 0x0a || (b === 0x0d && bytes[offset + 1] !== 0x0a)) seen++;
+  }
   return offset;
 }
 
