@@ -61,6 +61,12 @@ export interface RunReport {
   rejectedRows: number;
   /** The checks that ran, in order: passed, warned or failed. */
   checks?: CheckResult[] | undefined;
+  /** A deep plan (`plan --deep`): every step and check ran, then everything was rolled back; nothing was saved or written. */
+  deep?: boolean | undefined;
+  /** With `deep`: the tables whose rows the run would change, in the order of the steps that write them. */
+  changedTables?: string[] | undefined;
+  /** With `deep`: the files the run would write (reports), relative to the pipeline file; none was written. */
+  plannedFiles?: string[] | undefined;
 }
 
 /** What a run tells its caller as it goes. */
@@ -85,6 +91,8 @@ export interface RunOptions {
   onEvent: (event: RunEvent) => void;
   typeOf: (step: StepSpec) => StepDefinition;
   now?: () => Date;
+  /** A deep plan: the run takes the lock, fetches, runs every step and check in its transaction, then rolls back; no journal line, no file. */
+  deep?: boolean | undefined;
 }
 
 /**
@@ -160,7 +168,8 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       const left = report.rejectedRows > 0 ? `; ${report.rejectedRows} rejected row(s) still pending (see the rejections command)` : "";
       report.detail = `nothing changed since run ${previous!.runId}${left}; the database was not rewritten`;
       Object.assign(report, { ok: true, exitCode: 0 });
-      await session.rollback({ journalRecorded: true });
+      // why: a deep plan leaves the journal of failed runs for the next real run to record.
+      await session.rollback({ journalRecorded: !options.deep });
       return report;
     }
     recordOutputs(db, plan.database, plan.config.baseDir, runId, files);
@@ -170,6 +179,13 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     refuseDamage(db, declaredTables(plan), plan.database);
     checkForeignKeys(db);
     throwIfAborted(options.signal);
+    if (options.deep) {
+      // why: the deep plan stops where the run would save: same steps, checks and verifications, then nothing kept.
+      await session.rollback();
+      report.plannedFiles = files.map((file) => file.path);
+      Object.assign(report, { ok: true, exitCode: 0 });
+      return report;
+    }
     const { placed, notPlaced } = await session.commit(files, plan.config.baseDir);
     report.saved = true;
     report.files.push(...placed);
@@ -187,13 +203,28 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     // a run refused for its configuration (exit 2) did not run.
     if (session && startedAt !== undefined && !report.saved && report.exitCode !== 2) {
       await session.rollback();
-      await session.journalFailure(failedRun(plan, report, { startedAt, finishedAt: now().toISOString(), configSha256 }));
+      if (!options.deep)
+        await session.journalFailure(failedRun(plan, report, { startedAt, finishedAt: now().toISOString(), configSha256 }));
     }
   } finally {
     await session?.release();
     report.durationMs = performance.now() - started;
+    if (options.deep) Object.assign(report, { deep: true, changedTables: changedTables(report.steps, plan, options.typeOf) });
   }
   return report;
+}
+
+/** The tables a run's steps changed: those written by a step that inserted, updated or deleted rows, or by a step that counts none (a script). */
+function changedTables(steps: readonly StepResult[], plan: Plan, typeOf: (step: StepSpec) => StepDefinition): string[] {
+  const tables = new Set<string>();
+  for (const result of steps) {
+    if (result.status !== "success") continue;
+    const { inserted = 0, updated = 0, deleted = 0 } = result.counts;
+    const counted = ["inserted", "updated", "deleted"].some((name) => name in result.counts);
+    const spec = plan.steps[result.index]!.spec;
+    if (inserted + updated + deleted > 0 || !counted) for (const table of typeOf(spec).writes(spec)) tables.add(table);
+  }
+  return [...tables];
 }
 
 /** Runs one step into its result (or marks it skipped); returns its outcome, undefined when skipped; rethrows its error. */

@@ -1,0 +1,148 @@
+import { createHash } from "node:crypto";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { serveClientData, type ClientServer } from "./helpers/client-server.js";
+import { clientFixtures, sqlite } from "./helpers/workspace.js";
+
+let client: ClientServer;
+beforeEach(async () => {
+  client = await serveClientData();
+});
+afterEach(async () => client.close());
+
+/** A fixed clock: the client's sheet covers 2023-05-27 to 2023-06-25. */
+const july2023 = () => new Date("2023-07-01T09:00:00Z");
+
+interface Report {
+  ok: boolean;
+  deep?: boolean;
+  saved: boolean;
+  status: string;
+  error?: { code: string; message: string };
+  steps: { name: string; status: string; counts: Record<string, number>; rejections?: { line: number; reason: string }[] }[];
+  checks: { name: string; status: string; failingRows: number }[];
+  changedTables?: string[];
+  plannedFiles?: string[];
+}
+
+/** Every file under the workspace's output directory and beside the database, with its bytes' hash: what "nothing written" compares. */
+function snapshot(): Record<string, string> {
+  const files: Record<string, string> = {};
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir)) {
+      const file = path.join(dir, name);
+      if (statSync(file).isDirectory()) walk(file);
+      else files[path.relative(client.ws.dir, file)] = createHash("sha256").update(readFileSync(file)).digest("hex");
+    }
+  };
+  walk(client.ws.dir);
+  return files;
+}
+
+const cli = async (...argv: string[]) => {
+  const result = await client.ws.cli([...argv, "--json"], client.env, { now: july2023 });
+  return { ...result, report: JSON.parse(result.stdout) as Report };
+};
+
+/** What a deep plan and a run are compared on: each step's status, counts and first rejected rows, and each check's outcome. */
+const outcome = (report: Report) => ({
+  steps: report.steps.map(({ name, status, counts, rejections }) => ({ name, status, counts, rejections })),
+  checks: report.checks.map(({ name, status, failingRows }) => ({ name, status, failingRows })),
+});
+
+const sales = () => readFileSync(path.join(clientFixtures, "ventes.csv"), "utf8");
+
+describe("plan --deep", () => {
+  test("the deep plan's counts equal what the following run does, and it writes nothing", async () => {
+    const before = snapshot();
+    const deep = await cli("plan", "--deep");
+    expect(deep.code).toBe(0);
+    expect(deep.report).toMatchObject({ ok: true, deep: true, saved: false });
+    expect(snapshot()).toEqual(before);
+    expect(client.ws.bytes()).toBeUndefined();
+    const run = await cli("run");
+    expect(run.code).toBe(0);
+    expect(outcome(deep.report)).toEqual(outcome(run.report));
+    expect(deep.report.steps.find((s) => s.name === "load_sales")?.counts["inserted"]).toBeGreaterThan(0);
+    expect(deep.report.plannedFiles).toEqual(expect.arrayContaining(["output/fiche-synthese.md", "output/fiche-synthese.html"]));
+
+    // the sheet grows: some rows load, two are rejected; the unchanged sources answer 304 to the deep plan's conditional GETs
+    const grown = `${sales().trimEnd()}\n2023-06-25,REF001,2,1\n2023-06-25,REF001,deux,1\n2023-06-25,NOPE,1,1\n`;
+    client.server.file("/ventes.csv", grown);
+    const saved = snapshot();
+    const products = client.server.requests("/produits.csv").length;
+    const second = await cli("run", "--dry-run", "--deep");
+    expect(second.code).toBe(0);
+    expect(snapshot()).toEqual(saved);
+    expect(client.server.requests("/produits.csv").slice(products)[0]?.["if-none-match"]).toBeDefined();
+    const load = second.report.steps.find((s) => s.name === "load_sales")!;
+    expect(load.counts["rejected"]).toBe(2);
+    expect(load.rejections?.map((r) => r.reason)).toHaveLength(2);
+    expect(second.report.changedTables).toContain("sales");
+    const real = await cli("run");
+    expect(real.code).toBe(0);
+    expect(outcome(second.report)).toEqual(outcome(real.report));
+    expect(sqlite(client.ws.path("output/sales.db"), "SELECT count(*) FROM pipeline_runs")).toBe("2");
+
+    // nothing changed since: the deep plan says so, like the run
+    const unchanged = await cli("plan", "--deep");
+    const after = await cli("run");
+    expect(outcome(unchanged.report)).toEqual(outcome(after.report));
+    expect(unchanged.report.changedTables).toEqual([]);
+  });
+
+  test("a failing error check is reported by the deep plan without saving, and the run then fails the same way", async () => {
+    expect((await cli("run")).code).toBe(0);
+    client.server.file("/ventes.csv", `${sales().trimEnd()}\n2023-06-26,REF001,0,1\n`);
+    const before = snapshot();
+    const deep = await cli("plan", "--deep");
+    expect(deep.code).toBe(1);
+    expect(deep.report.error?.code).toBe("E_CHECK");
+    expect(deep.report.checks.filter((c) => c.status === "failed").map((c) => c.name)).toEqual(["quantities_positive"]);
+    expect(snapshot()).toEqual(before);
+    const run = await cli("run");
+    expect(run.code).toBe(1);
+    expect(run.report.error).toEqual(deep.report.error);
+    expect(outcome(run.report)).toEqual(outcome(deep.report));
+    expect(Object.keys(snapshot()).filter((file) => file.endsWith(".failed-runs.jsonl"))).toHaveLength(1);
+  });
+
+  test("the deep plan leaves the journal of failed runs for the next real run", async () => {
+    expect((await cli("run")).code).toBe(0);
+    client.server.file("/ventes.csv", `${sales().trimEnd()}\n2023-06-26,REF001,0,1\n`);
+    expect((await cli("run")).code).toBe(1);
+    client.server.file("/ventes.csv", sales());
+    const before = snapshot();
+    const deep = await cli("plan", "--deep");
+    expect(deep.code).toBe(0);
+    expect(snapshot()).toEqual(before);
+    expect((await cli("run")).code).toBe(0);
+    expect(sqlite(client.ws.path("output/sales.db"), "SELECT group_concat(status) FROM pipeline_runs")).toBe("succeeded,failed,succeeded");
+
+    // a line a crash cut short, and nothing changed: the run empties the journal, the deep plan leaves it
+    client.ws.write("output/sales.db.failed-runs.jsonl", '{"startedAt":"2023-');
+    const cut = snapshot();
+    const unchanged = await cli("plan", "--deep");
+    expect(unchanged.report.status).toBe("unchanged");
+    expect(snapshot()).toEqual(cut);
+  });
+
+  test("the readable deep plan names the rows, the first rejections, the tables and the checks", async () => {
+    client.server.file("/ventes.csv", `${sales().trimEnd()}\n2023-06-25,REF001,deux,1\n`);
+    const { code, stdout } = await client.ws.cli(["plan", "--deep"], client.env, { now: july2023 });
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/load_sales {2}would read \d+, insert \d+, reject 1/);
+    expect(stdout).toMatch(/⚠ line \d+, .*deux/);
+    expect(stdout).toMatch(/tables that would change: .*sales/);
+    expect(stdout).toContain("quantities_positive");
+    expect(stdout).toContain("nothing was written");
+    expect(client.ws.bytes()).toBeUndefined();
+  });
+
+  test("--deep goes with plan or run --dry-run", async () => {
+    const { code, stderr } = await client.ws.cli(["run", "--deep"], client.env);
+    expect(code).toBe(2);
+    expect(stderr).toContain("--deep goes with plan or run --dry-run");
+  });
+});
