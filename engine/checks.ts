@@ -47,6 +47,16 @@ export interface CheckResult {
   detail?: string | undefined;
 }
 
+/** A check as the plan shows it: what it judges and the step after which it runs. */
+export interface PlannedCheck {
+  name: string;
+  table: string;
+  kind: CheckKind;
+  severity: "error" | "warn";
+  /** The step it runs after (the last step writing a table it reads). */
+  after: string;
+}
+
 /** How many failing rows a check keeps as samples. */
 export const checkSamples = 5;
 
@@ -200,7 +210,8 @@ export function tablesRead(db: SqlDatabase, sql: string): Set<string> {
 export class CheckRun {
   /** Every result so far, in the order the checks ran. */
   readonly results: CheckResult[] = [];
-  private schedule: { after: number; run: (db: SqlDatabase, values: SqlParameterValues) => CheckResult }[] | undefined;
+  private schedule:
+    { after: number; check: Omit<PlannedCheck, "after">; run: (db: SqlDatabase, values: SqlParameterValues) => CheckResult }[] | undefined;
 
   constructor(
     private readonly plan: { pipeline: Pipeline; config: LoadedConfig; steps: readonly { index: number; spec: StepSpec }[] },
@@ -226,6 +237,12 @@ export class CheckRun {
     if (failed.length > 0) throw checkFailure(failed);
   }
 
+  /** The checks a run will make, each with the step it runs after, in the order they run (the plan shows them); runs nothing. */
+  planned(db: SqlDatabase): PlannedCheck[] {
+    const names = this.plan.steps.map((step) => step.spec.name);
+    return this.scheduleChecks(db).map(({ after, check }) => ({ ...check, after: names[after] ?? names.at(-1) ?? "" }));
+  }
+
   private scheduleChecks(db: SqlDatabase): NonNullable<CheckRun["schedule"]> {
     const { pipeline, config, steps } = this.plan;
     const lastWriter = new Map<string, number>();
@@ -237,12 +254,20 @@ export class CheckRun {
       const writers = [...reads].map((table) => lastWriter.get(table) ?? -1);
       // why: a check on tables no declared step writes (a script step may) runs once every step has run.
       const after = writers.every((w) => w === -1) ? last : Math.max(...writers);
-      return { after, run: (d, values) => runCheck(d, check, config.baseDir, values) };
+      const planned = { name: check.name, table: check.table, kind: check.kind, severity: check.severity };
+      return { after, check: planned, run: (d, values) => runCheck(d, check, config.baseDir, values) };
     });
     for (const step of steps) {
       const spec = step.spec as { freshness?: unknown };
       if (spec.freshness === undefined) continue;
-      entries.push({ after: step.index, run: (d) => freshnessOf(d, step.spec, config.baseDir, this.now()) });
+      const fresh = step.spec as { name: string; table?: string; freshness: { severity?: "error" | "warn" } };
+      const planned = {
+        name: `freshness_${fresh.name}`,
+        table: fresh.table ?? "",
+        kind: "freshness" as const,
+        severity: fresh.freshness.severity ?? "error",
+      };
+      entries.push({ after: step.index, check: planned, run: (d) => freshnessOf(d, step.spec, config.baseDir, this.now()) });
     }
     return entries.sort((a, b) => a.after - b.after);
   }

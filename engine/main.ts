@@ -174,7 +174,7 @@ const commandTable: Record<(typeof commands)[number], Command> = {
     async run({ args, io, json, c }, { database, engine, plan }) {
       if (args.fullRefresh && args.steps.length > 0) checkRefreshSteps(args.steps, plan);
       if (args.deep) return deepPlan({ args, io, json, c }, { database, engine, plan });
-      const changes = await previewPlan({ ...plan, database }, engine, args.lockTimeoutMs);
+      const changes = await previewPlan({ ...plan, database }, engine, args.lockTimeoutMs, stepType);
       if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
       else io.stdout.write(renderPlan(plan, changes, c));
       return exitCodes.ok;
@@ -490,7 +490,7 @@ function chooseEngine(args: CommandLine, pipeline: Pipeline, io: Io): EngineName
   return args.engine ?? databaseSetting(pipeline).engine ?? environmentEngine(io) ?? "sqljs";
 }
 
-function planJson(plan: Plan, { createdTables, addedColumns }: SchemaChanges) {
+function planJson(plan: Plan, { createdTables, addedColumns, checks }: SchemaChanges) {
   return {
     ok: true,
     command: "plan",
@@ -506,6 +506,7 @@ function planJson(plan: Plan, { createdTables, addedColumns }: SchemaChanges) {
       details: Object.fromEntries(s.details),
       writes: s.writes,
     })),
+    checks: checks ?? [],
   };
 }
 

@@ -1,5 +1,6 @@
 import { Chalk, type ChalkInstance } from "chalk";
 import { checkLine, renderCheckTable } from "./check-report.js";
+import type { PlannedCheck } from "./checks.js";
 import { formatDiagnostic, type Diagnostic } from "./errors.js";
 import type { RejectionSample } from "./history.js";
 import type { Plan } from "./plan.js";
@@ -44,6 +45,8 @@ export interface SchemaChanges {
   createdTables: string[];
   /** `table.column`, for the engine's own tables written by an older version. */
   addedColumns: string[];
+  /** The checks the run will make, in order, each after the step it follows. */
+  checks?: PlannedCheck[] | undefined;
 }
 
 /** The plan as `run --dry-run` prints it. */
@@ -56,6 +59,9 @@ export function renderPlan(plan: Plan, changes: SchemaChanges, c: ChalkInstance)
     const width = Math.max(...step.details.map(([label]) => label.length));
     for (const [label, value] of step.details) lines.push(`     ${c.dim(label.padEnd(width))}  ${value}`);
   }
+  const checks = changes.checks ?? [];
+  if (checks.length > 0) lines.push("", "checks that will run:");
+  for (const check of checks) lines.push(`  ${c.bold(check.name)} (${check.severity}) on ${check.table}, after ${check.after}`);
   lines.push("", c.dim("dry run: nothing was fetched or written"));
   return lines.join("\n") + "\n";
 }

@@ -15,7 +15,7 @@ import { finishRun, lastRun, recordStep, rejectionSamples, startRun, systemTable
 import type { SchemaChanges } from "./output.js";
 import type { Plan, PlannedStep } from "./plan.js";
 import type { StepCounts, StepDefinition, StepOutcome } from "./step.js";
-import { CheckRun, type CheckResult } from "./checks.js";
+import { CheckRun, declaredChecks, type CheckResult, type PlannedCheck } from "./checks.js";
 
 /** Where a step stands in a run report. */
 export type StepStatus = "not_executed" | "success" | "unchanged" | "skipped" | "error";
@@ -303,9 +303,17 @@ function safeDb(session: Session): SqlDatabase | undefined {
   }
 }
 
-/** The tables a run would create and the columns it would add, through the same session path rolled back; never writes. */
-export async function previewPlan(plan: Plan, engine: EngineName, lockTimeoutMs: number): Promise<SchemaChanges> {
-  return preview(plan.database, engine, lockTimeoutMs, (db) => ensureSchema(db, plan));
+/** The tables a run would create, the columns it would add and the checks it will make, through the same session path rolled back; never writes. */
+export async function previewPlan(
+  plan: Plan,
+  engine: EngineName,
+  lockTimeoutMs: number,
+  typeOf: (step: StepSpec) => StepDefinition,
+): Promise<SchemaChanges & { checks: PlannedCheck[] }> {
+  return preview(plan.database, engine, lockTimeoutMs, (db) => {
+    const changes = ensureSchema(db, plan);
+    return { ...changes, checks: new CheckRun(plan, typeOf, () => new Date()).planned(db) };
+  });
 }
 
 /**
@@ -344,13 +352,16 @@ function failedRun(plan: Plan, report: RunReport, run: { startedAt: string; fini
         durationMs,
         detail: error?.message ?? detail,
       })),
+    checks: report.checks ?? [],
   };
 }
 
-/** A hash of everything that decides what derived steps compute: the configuration and every file the derived steps read (their SQL). */
+/** A hash of everything that decides what derived steps compute and what the checks judge: the configuration, every file the derived steps read (their SQL) and the SQL files of `check: sql`. */
 function configFingerprint(plan: Plan, typeOf: (step: StepSpec) => StepDefinition): string {
   const hash = createHash("sha256").update(JSON.stringify(plan.pipeline));
   const files = plan.pipeline.steps.flatMap((step) => (typeOf(step).derived ? (typeOf(step).inputs?.(step) ?? []) : []));
+  for (const { spec } of declaredChecks(plan.pipeline))
+    if (spec.check === "sql" && spec.file !== undefined) files.push({ file: spec.file, what: "check" });
   for (const { file } of files) hash.update(`\0${file}\0`).update(readFileSync(path.resolve(plan.config.baseDir, file)));
   return hash.digest("hex");
 }

@@ -146,3 +146,57 @@ describe("plan --deep", () => {
     expect(stderr).toContain("--deep goes with plan or run --dry-run");
   });
 });
+
+describe("issue 14 leftovers", () => {
+  test("plan (shallow) lists the checks that will run, each after the step it follows", async () => {
+    const text = await client.ws.cli(["plan"], client.env);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/checks that will run:\n(.*\n)*\s+quantities_positive \(error\) on sales, after load_sales\n/);
+    expect(text.stdout).toMatch(/revenue_reconciles \(error\) on revenue_total, after \w+/);
+    const json = await client.ws.cli(["plan", "--json"], client.env);
+    const checks = (JSON.parse(json.stdout) as { checks: { name: string; table: string; severity: string; after: string }[] }).checks;
+    expect(checks.find((c) => c.name === "quantities_positive")).toEqual({
+      name: "quantities_positive",
+      table: "sales",
+      kind: "range",
+      severity: "error",
+      after: "load_sales",
+    });
+    // the reconciliation reads every breakdown: it runs after the last step writing one of them
+    const steps = (JSON.parse(json.stdout) as { steps: { name: string; writes: string[] }[] }).steps;
+    const lastBreakdown = steps
+      .filter((s) => s.writes.some((t) => ["sales_by_product", "sales_by_city", "sales_by_region", "revenue_total"].includes(t)))
+      .at(-1);
+    expect(checks.find((c) => c.name === "revenue_reconciles")?.after).toBe(lastBreakdown?.name);
+    expect(client.ws.bytes()).toBeUndefined();
+  });
+
+  test("editing only a sql check's file is a new run, not an unchanged one", async () => {
+    expect((await cli("run")).code).toBe(0);
+    const file = client.ws.path("sql/check_reconciliation.sql");
+    client.ws.write("sql/check_reconciliation.sql", `-- reviewed\n${readFileSync(file, "utf8")}`);
+    const again = await cli("run");
+    expect(again.code).toBe(0);
+    expect(again.report.status).toBe("succeeded");
+    expect(sqlite(client.ws.path("output/sales.db"), "SELECT count(*) FROM pipeline_runs")).toBe("2");
+  });
+
+  test("a failed run's check results reach the journal, then pipeline_check_results", async () => {
+    expect((await cli("run")).code).toBe(0);
+    client.server.file("/ventes.csv", `${sales().trimEnd()}\n2023-06-26,REF001,0,1\n`);
+    expect((await cli("run")).code).toBe(1);
+    const journal = JSON.parse(readFileSync(client.ws.path("output/sales.db.failed-runs.jsonl"), "utf8").trim()) as {
+      checks?: { name: string; status: string; failingRows: number }[];
+    };
+    expect(journal.checks?.filter((c) => c.status === "failed").map((c) => [c.name, c.failingRows])).toEqual([["quantities_positive", 1]]);
+    client.server.file("/ventes.csv", sales());
+    expect((await cli("run")).code).toBe(0);
+    const db = client.ws.path("output/sales.db");
+    expect(
+      sqlite(
+        db,
+        "SELECT c.check_name, c.status, c.failing_rows FROM pipeline_check_results AS c JOIN pipeline_runs AS r USING (run_id) WHERE r.status = 'failed' AND c.status = 'failed'",
+      ),
+    ).toBe("quantities_positive|failed|1");
+  });
+});
