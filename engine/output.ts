@@ -216,7 +216,8 @@ export function renderDeepPlan(plan: Plan, report: RunReport, c: ChalkInstance):
     if (kept > shown && shown > 0) lines.push(c.dim(`     … and ${formatCount(kept - shown)} more`));
   }
   const changed = report.changedTables ?? [];
-  lines.push("", changed.length > 0 ? `tables that would change: ${changed.join(", ")}` : "no table would change");
+  const stopped = report.ok ? "" : " before the run stopped";
+  lines.push("", changed.length > 0 ? `tables that would change${stopped}: ${changed.join(", ")}` : `no table would change${stopped}`);
   if ((report.plannedFiles ?? []).length > 0) lines.push(`files that would be written: ${report.plannedFiles!.join(", ")}`);
   const checks = renderCheckTable(report.checks ?? [], c);
   if (checks.length > 0) lines.push("", ...checks);

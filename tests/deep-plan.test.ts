@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { hostname } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { serveClientData, type ClientServer } from "./helpers/client-server.js";
@@ -138,6 +139,34 @@ describe("plan --deep", () => {
     expect(stdout).toContain("quantities_positive");
     expect(stdout).toContain("nothing was written");
     expect(client.ws.bytes()).toBeUndefined();
+  });
+
+  test("a table its step empties and fills again with the same rows is not a table that would change", async () => {
+    expect((await cli("run")).code).toBe(0);
+    client.server.file("/ventes.csv", `${sales().trimEnd()}\n2023-06-25,REF001,deux,1\n`);
+    const deep = await cli("plan", "--deep");
+    expect(deep.code).toBe(0);
+    expect(deep.report.steps.find((s) => s.name === "sales_by_city")?.counts["inserted"]).toBeGreaterThan(0);
+    expect(deep.report.changedTables).toEqual([]);
+    client.server.file("/ventes.csv", `${sales().trimEnd()}\n2023-06-25,REF001,2,1\n`);
+    const grown = await cli("plan", "--deep");
+    expect(grown.report.changedTables).toEqual(expect.arrayContaining(["sales", "sales_by_product", "revenue_total"]));
+  });
+
+  test("the deep plan takes the run's lock: while a run holds it, it waits, then gives up with exit 3", async () => {
+    expect((await cli("run")).code).toBe(0);
+    const lock = client.ws.write(
+      "output/sales.db.lock",
+      JSON.stringify({ pid: process.pid, host: hostname(), started_at: "2026-11-22T10:00:00.000Z" }),
+    );
+    const before = snapshot();
+    const deep = await client.ws.cli(["plan", "--deep", "--lock-timeout", "300ms"], client.env);
+    expect(deep.code).toBe(3);
+    expect(deep.stderr + deep.stdout).toContain("is in use by another run");
+    expect(snapshot()).toEqual(before);
+    rmSync(lock);
+    expect((await client.ws.cli(["plan", "--deep"], client.env)).code).toBe(0);
+    expect(existsSync(lock)).toBe(false);
   });
 
   test("--deep goes with plan or run --dry-run", async () => {
