@@ -1,6 +1,7 @@
 import type { LoadedConfig } from "./config/load.js";
 import type { CheckSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type Row, type SqlDatabase, type SqlValue } from "./db/database.js";
+import { splitStatements } from "./db/split-sql.js";
 import { openSqlJs } from "./db/sqljs.js";
 import { ensureTables } from "./db/tables.js";
 import { didYouMean, PipelineError, type Diagnostic } from "./errors.js";
@@ -142,8 +143,12 @@ export function failingRowsSql(check: DeclaredCheck, baseDir: string): string {
       ];
       return `SELECT "rows" FROM (SELECT count(*) AS "rows" FROM ${t}) WHERE NOT (${bounds.join(" AND ") || "1"})`;
     }
-    case "sql":
-      return readSqlText(spec, baseDir).trim().replace(/;\s*$/, "");
+    case "sql": {
+      const text = readSqlText(spec, baseDir);
+      // why: the statement without its semicolon, whatever follows it (a closing comment); several statements are validate's error to report.
+      const statements = splitStatements(text);
+      return statements.length === 1 ? statements[0]! : text.trim().replace(/;\s*$/, "");
+    }
   }
 }
 

@@ -210,6 +210,15 @@ describe("issue 14 leftovers", () => {
     expect(sqlite(client.ws.path("output/sales.db"), "SELECT count(*) FROM pipeline_runs")).toBe("2");
   });
 
+  test("a sql check's file may end with a comment after its semicolon", async () => {
+    const file = client.ws.path("sql/check_reconciliation.sql");
+    client.ws.write("sql/check_reconciliation.sql", `${readFileSync(file, "utf8").trimEnd()}\n-- reviewed; nothing to add\n`);
+    const run = await cli("run");
+    expect(run.stdout).not.toContain("syntax error");
+    expect(run.code).toBe(0);
+    expect(run.report.checks.find((c) => c.name === "revenue_reconciles")?.status).toBe("passed");
+  });
+
   test("a failed run's check results reach the journal, then pipeline_check_results", async () => {
     expect((await cli("run")).code).toBe(0);
     client.server.file("/ventes.csv", `${sales().trimEnd()}\n2023-06-26,REF001,0,1\n`);
