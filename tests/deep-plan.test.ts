@@ -93,6 +93,31 @@ describe("plan --deep", () => {
     expect(unchanged.report.changedTables).toEqual([]);
   });
 
+  const file = (name: string) => readFileSync(path.join(clientFixtures, `${name}.csv`), "utf8");
+  const appended = (name: string, line: string) => `${file(name).trimEnd()}\n${line}\n`;
+  test.each<[string, Record<string, string>]>([
+    ["a product's price changed", { produits: file("produits").replace("49.99", "52.50") }],
+    ["a store moved to another city", { magasins: file("magasins").replace("2,Marseille", "2,Lyon") }],
+    ["a sale entered twice with another quantity", { ventes: appended("ventes", "2023-05-27,REF001,6,1") }],
+    ["a sale of a product not in the catalogue", { ventes: appended("ventes", "2023-06-25,REF999,1,1") }],
+    ["the sheet lost its last line", { ventes: file("ventes").trimEnd().split("\n").slice(0, -1).join("\n") + "\n" }],
+    [
+      "a new product and its first sale",
+      { produits: appended("produits", "Produit Z,REF050,3.10,7"), ventes: appended("ventes", "2023-06-25,REF050,2,1") },
+    ],
+  ])("%s: the deep plan's counts equal the run's, and nothing is written", async (_what, served) => {
+    expect((await cli("run")).code).toBe(0);
+    for (const [name, text] of Object.entries(served)) client.server.file(`/${name}.csv`, text);
+    const before = snapshot();
+    const deep = await cli("plan", "--deep");
+    expect(snapshot()).toEqual(before);
+    const run = await cli("run");
+    expect(deep.code).toBe(run.code);
+    expect(outcome(deep.report)).toEqual(outcome(run.report));
+    expect(deep.report.error).toEqual(run.report.error);
+    expect(deep.report.status).toBe(run.report.status);
+  });
+
   test("a failing error check is reported by the deep plan without saving, and the run then fails the same way", async () => {
     expect((await cli("run")).code).toBe(0);
     client.server.file("/ventes.csv", `${sales().trimEnd()}\n2023-06-26,REF001,0,1\n`);
