@@ -88,7 +88,7 @@ Options:
       --force         allow a replace that would empty or shrink a table
       --strict        with run: exit 4 when the run saved with rejected rows (or, unchanged, the run it
                       leaves unchanged did); what is saved is the same as without --strict
-      --lock-timeout D  with run: how long to wait while another run holds the database (default 60s)
+      --lock-timeout D  with run and plan --deep: how long to wait while another run holds the database (default 60s)
       --every D       with run: run again every D (e.g. 15m) until stopped with Ctrl-C or SIGTERM;
                       a failed run is reported and the next one still happens
   -h, --help          this help
