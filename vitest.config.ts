@@ -12,6 +12,7 @@ const pipelineLevel = [
   "tests/stored-database.test.ts",
   "tests/rejections.test.ts",
   "tests/sql-steps.test.ts",
+  "tests/deep-plan.test.ts",
 ];
 
 export default defineConfig({

@@ -1,6 +1,7 @@
 import type { LoadedConfig } from "./config/load.js";
 import type { CheckSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type Row, type SqlDatabase, type SqlValue } from "./db/database.js";
+import { splitStatements } from "./db/split-sql.js";
 import { openSqlJs } from "./db/sqljs.js";
 import { ensureTables } from "./db/tables.js";
 import { didYouMean, PipelineError, type Diagnostic } from "./errors.js";
@@ -45,6 +46,16 @@ export interface CheckResult {
   /** The first failing rows, values clipped. */
   samples: Record<string, string | number | null>[];
   detail?: string | undefined;
+}
+
+/** A check as the plan shows it: what it judges and the step after which it runs. */
+export interface PlannedCheck {
+  name: string;
+  table: string;
+  kind: CheckKind;
+  severity: "error" | "warn";
+  /** The step it runs after (the last step writing a table it reads). */
+  after: string;
 }
 
 /** How many failing rows a check keeps as samples. */
@@ -132,8 +143,12 @@ export function failingRowsSql(check: DeclaredCheck, baseDir: string): string {
       ];
       return `SELECT "rows" FROM (SELECT count(*) AS "rows" FROM ${t}) WHERE NOT (${bounds.join(" AND ") || "1"})`;
     }
-    case "sql":
-      return readSqlText(spec, baseDir).trim().replace(/;\s*$/, "");
+    case "sql": {
+      const text = readSqlText(spec, baseDir);
+      // why: the statement without its semicolon, whatever follows it (a closing comment); several statements are validate's error to report.
+      const statements = splitStatements(text);
+      return statements.length === 1 ? statements[0]! : text.trim().replace(/;\s*$/, "");
+    }
   }
 }
 
@@ -200,7 +215,8 @@ export function tablesRead(db: SqlDatabase, sql: string): Set<string> {
 export class CheckRun {
   /** Every result so far, in the order the checks ran. */
   readonly results: CheckResult[] = [];
-  private schedule: { after: number; run: (db: SqlDatabase, values: SqlParameterValues) => CheckResult }[] | undefined;
+  private schedule:
+    { after: number; check: Omit<PlannedCheck, "after">; run: (db: SqlDatabase, values: SqlParameterValues) => CheckResult }[] | undefined;
 
   constructor(
     private readonly plan: { pipeline: Pipeline; config: LoadedConfig; steps: readonly { index: number; spec: StepSpec }[] },
@@ -226,6 +242,12 @@ export class CheckRun {
     if (failed.length > 0) throw checkFailure(failed);
   }
 
+  /** The checks a run will make, each with the step it runs after, in the order they run (the plan shows them); runs nothing. */
+  planned(db: SqlDatabase): PlannedCheck[] {
+    const names = this.plan.steps.map((step) => step.spec.name);
+    return this.scheduleChecks(db).map(({ after, check }) => ({ ...check, after: names[after] ?? names.at(-1) ?? "" }));
+  }
+
   private scheduleChecks(db: SqlDatabase): NonNullable<CheckRun["schedule"]> {
     const { pipeline, config, steps } = this.plan;
     const lastWriter = new Map<string, number>();
@@ -237,12 +259,20 @@ export class CheckRun {
       const writers = [...reads].map((table) => lastWriter.get(table) ?? -1);
       // why: a check on tables no declared step writes (a script step may) runs once every step has run.
       const after = writers.every((w) => w === -1) ? last : Math.max(...writers);
-      return { after, run: (d, values) => runCheck(d, check, config.baseDir, values) };
+      const planned = { name: check.name, table: check.table, kind: check.kind, severity: check.severity };
+      return { after, check: planned, run: (d, values) => runCheck(d, check, config.baseDir, values) };
     });
     for (const step of steps) {
       const spec = step.spec as { freshness?: unknown };
       if (spec.freshness === undefined) continue;
-      entries.push({ after: step.index, run: (d) => freshnessOf(d, step.spec, config.baseDir, this.now()) });
+      const fresh = step.spec as { name: string; table?: string; freshness: { severity?: "error" | "warn" } };
+      const planned = {
+        name: `freshness_${fresh.name}`,
+        table: fresh.table ?? "",
+        kind: "freshness" as const,
+        severity: fresh.freshness.severity ?? "error",
+      };
+      entries.push({ after: step.index, check: planned, run: (d) => freshnessOf(d, step.spec, config.baseDir, this.now()) });
     }
     return entries.sort((a, b) => a.after - b.after);
   }

@@ -1,4 +1,5 @@
 import { open, readFile, rm } from "node:fs/promises";
+import { recordCheckResult, type CheckResult } from "./checks.js";
 import type { SqlDatabase } from "./db/database.js";
 import { redactCredentials } from "./errors.js";
 import { insertRun, recordStep, type RecordedStep, type RunRow } from "./history.js";
@@ -14,6 +15,8 @@ export interface FailedRun extends RunRow {
   status: "failed" | "interrupted";
   error: string;
   steps: Omit<RecordedStep, "runId">[];
+  /** The checks that ran before the run failed (a failed one with severity error is often why); absent in lines of older versions. */
+  checks?: CheckResult[] | undefined;
 }
 
 /** The journal of failed runs that belongs to a database file. */
@@ -80,6 +83,7 @@ export function recordFailedRuns(db: SqlDatabase, runs: readonly FailedRun[]): n
     if (seen.length > 0) continue;
     const runId = insertRun(db, run);
     for (const step of run.steps) recordStep(db, { ...step, runId });
+    for (const check of Array.isArray(run.checks) ? run.checks : []) recordCheckResult(db, runId, check);
     recorded++;
   }
   return recorded;

@@ -104,7 +104,7 @@ export const systemTables = {
   },
   pipeline_check_results: {
     description:
-      "one row per check and saved run: its status, the failing rows counted and the first few (a failing error check saves nothing)",
+      "one row per check and recorded run: its status, the failing rows counted and the first few (a run a failing error check stopped saves nothing; its results come from the journal of failed runs with the next run that saves)",
     columns: {
       run_id: { type: "integer" },
       check_name: { type: "text" },
@@ -116,7 +116,7 @@ export const systemTables = {
         description: "not_null, unique, relationships, accepted_values, range, expression, row_count, sql or freshness",
       },
       severity: { type: "text", required: true, description: "error or warn" },
-      status: { type: "text", required: true, description: "passed or warned" },
+      status: { type: "text", required: true, description: "passed or warned; failed for a failed run's results" },
       failing_rows: { type: "integer", required: true },
       samples: { type: "text", description: "JSON array of the first failing rows" },
       detail: { type: "text", description: "for a freshness limit, the age found" },

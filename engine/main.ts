@@ -11,7 +11,16 @@ import { renderProfile, replaceGenerated } from "./profile-report.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
 import { freshnessChecks } from "./freshness.js";
 import { testStoredDatabase } from "./test-command.js";
-import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream, type SchemaChanges } from "./output.js";
+import {
+  colorsFor,
+  renderDeepPlan,
+  renderDiagnostics,
+  renderPlan,
+  renderSummary,
+  runLogger,
+  type OutputStream,
+  type SchemaChanges,
+} from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
 import { executePlan, previewPlan } from "./run.js";
 import { resolveDatabasePath } from "./db/store.js";
@@ -46,11 +55,16 @@ const usage = `Usage: pipeline <command> [options]
 
 Commands:
   run              validate, then run every step and save the database (default)
-  run --dry-run    validate and print the plan; nothing is fetched or written
+  run --dry-run    validate and print the plan and the checks that will run; nothing is fetched or written
+  run --dry-run --deep
+                   execute every step and check exactly as a run would (lock, fetches with conditional
+                   GETs, the transaction), then roll back: per step the rows it would insert, update,
+                   leave unchanged, reject (first reasons) or keep in conflict, the tables that would
+                   change, the checks that would fail; writes nothing; exit 1 when the run would fail
   run --full-refresh [STEP...]
                    read every source (or those of the named load steps) in full: no conditional GET,
                    no same-content or grown-file shortcut; the derived steps run again
-  plan             same as run --dry-run
+  plan             same as run --dry-run (plan --deep: same as run --dry-run --deep)
   validate         check pipeline.yaml and report every problem with its line:col
   doctor           check the runtime, the configuration, the database directory and every source
   schema           print the database schema the pipeline creates, as Markdown with a Mermaid diagram
@@ -70,10 +84,11 @@ Options:
                       and the PIPELINE_ENGINE environment variable
       --json          print a machine-readable summary on stdout instead of the log
       --dry-run       with run: print the plan only
+      --deep          with plan or run --dry-run: run everything, then roll back (see above)
       --force         allow a replace that would empty or shrink a table
       --strict        with run: exit 4 when the run saved with rejected rows (or, unchanged, the run it
                       leaves unchanged did); what is saved is the same as without --strict
-      --lock-timeout D  with run: how long to wait while another run holds the database (default 60s)
+      --lock-timeout D  with run and plan --deep: how long to wait while another run holds the database (default 60s)
       --every D       with run: run again every D (e.g. 15m) until stopped with Ctrl-C or SIGTERM;
                       a failed run is reported and the next one still happens
   -h, --help          this help
@@ -158,7 +173,8 @@ const commandTable: Record<(typeof commands)[number], Command> = {
     pipeline: true,
     async run({ args, io, json, c }, { database, engine, plan }) {
       if (args.fullRefresh && args.steps.length > 0) checkRefreshSteps(args.steps, plan);
-      const changes = await previewPlan({ ...plan, database }, engine, args.lockTimeoutMs);
+      if (args.deep) return deepPlan({ args, io, json, c }, { database, engine, plan });
+      const changes = await previewPlan({ ...plan, database }, engine, args.lockTimeoutMs, stepType);
       if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
       else io.stdout.write(renderPlan(plan, changes, c));
       return exitCodes.ok;
@@ -245,6 +261,32 @@ async function runCommand({ args, io, json, c, errorColors }: CommandContext, { 
   return await runEvery(runOnce, args.everyMs, args.maxRuns, io, c);
 }
 
+/** `plan --deep`: the run executed through its session (lock, fetches, steps, checks), then rolled back; exit 1 when the run would fail. */
+async function deepPlan(
+  { args, io, json, c }: Omit<CommandContext, "errorColors">,
+  { database, engine, plan }: Omit<Loaded, "config" | "pipeline">,
+) {
+  const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : args.steps);
+  const report = await executePlan(
+    { ...plan, database },
+    {
+      force: args.force,
+      fullRefresh: fullRefresh || undefined,
+      engine,
+      lockTimeoutMs: args.lockTimeoutMs,
+      signal: io.signal,
+      typeOf: stepType,
+      deep: true,
+      ...(io.now ? { now: io.now } : {}),
+      onEvent: () => undefined,
+    },
+  );
+  report.database = plan.database;
+  if (json) io.stdout.write(JSON.stringify({ command: "plan", ...report }, null, 2) + "\n");
+  else io.stdout.write(renderDeepPlan(plan, report, c));
+  return report.ok ? exitCodes.ok : report.exitCode;
+}
+
 /** `doctor`: one pass/fail line per check; exit 0 only when all pass. */
 async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number> {
   const c = colorsFor(io.stdout, io.env);
@@ -307,6 +349,8 @@ interface CommandLine {
   db: string | undefined;
   engine: EngineName | undefined;
   dryRun: boolean;
+  /** `plan --deep`, `run --dry-run --deep`: execute every step and check, then roll back. */
+  deep: boolean;
   force: boolean;
   strict: boolean;
   fullRefresh: boolean;
@@ -328,6 +372,7 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     engine: { type: "string" },
     json: { type: "boolean", default: false },
     "dry-run": { type: "boolean", default: false },
+    deep: { type: "boolean", default: false },
     force: { type: "boolean", default: false },
     strict: { type: "boolean", default: false },
     "full-refresh": { type: "boolean", default: false },
@@ -354,6 +399,7 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   for (const option of ["dry-run", "strict", "full-refresh"] as const) {
     if (v[option] && command !== "run") throw usageError(`--${option} goes with the run command`);
   }
+  if (v.deep && command !== "plan" && !(command === "run" && v["dry-run"])) throw usageError("--deep goes with plan or run --dry-run");
   const duration = (option: string, text: string | undefined) => {
     if (text === undefined) return undefined;
     const ms = parseDuration(text);
@@ -373,6 +419,7 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     db: v.db,
     engine: v.engine as EngineName | undefined,
     dryRun: v["dry-run"],
+    deep: v.deep,
     force: v.force,
     strict: v.strict,
     fullRefresh: v["full-refresh"],
@@ -443,7 +490,7 @@ function chooseEngine(args: CommandLine, pipeline: Pipeline, io: Io): EngineName
   return args.engine ?? databaseSetting(pipeline).engine ?? environmentEngine(io) ?? "sqljs";
 }
 
-function planJson(plan: Plan, { createdTables, addedColumns }: SchemaChanges) {
+function planJson(plan: Plan, { createdTables, addedColumns, checks }: SchemaChanges) {
   return {
     ok: true,
     command: "plan",
@@ -459,6 +506,7 @@ function planJson(plan: Plan, { createdTables, addedColumns }: SchemaChanges) {
       details: Object.fromEntries(s.details),
       writes: s.writes,
     })),
+    checks: checks ?? [],
   };
 }
 

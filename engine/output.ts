@@ -1,5 +1,6 @@
 import { Chalk, type ChalkInstance } from "chalk";
 import { checkLine, renderCheckTable } from "./check-report.js";
+import type { PlannedCheck } from "./checks.js";
 import { formatDiagnostic, type Diagnostic } from "./errors.js";
 import type { RejectionSample } from "./history.js";
 import type { Plan } from "./plan.js";
@@ -44,6 +45,8 @@ export interface SchemaChanges {
   createdTables: string[];
   /** `table.column`, for the engine's own tables written by an older version. */
   addedColumns: string[];
+  /** The checks the run will make, in order, each after the step it follows. */
+  checks?: PlannedCheck[] | undefined;
 }
 
 /** The plan as `run --dry-run` prints it. */
@@ -56,6 +59,9 @@ export function renderPlan(plan: Plan, changes: SchemaChanges, c: ChalkInstance)
     const width = Math.max(...step.details.map(([label]) => label.length));
     for (const [label, value] of step.details) lines.push(`     ${c.dim(label.padEnd(width))}  ${value}`);
   }
+  const checks = changes.checks ?? [];
+  if (checks.length > 0) lines.push("", "checks that will run:");
+  for (const check of checks) lines.push(`  ${c.bold(check.name)} (${check.severity}) on ${check.table}, after ${check.after}`);
   lines.push("", c.dim("dry run: nothing was fetched or written"));
   return lines.join("\n") + "\n";
 }
@@ -171,4 +177,58 @@ export function renderSummary(report: RunReport, c: ChalkInstance): string {
   const notes = report.notes.map((note) => c.dim(note));
   const checks = renderCheckTable(report.checks ?? [], c);
   return ["", ...lines, ...(checks.length > 0 ? ["", ...checks] : []), "", verdict, ...written, ...notes].join("\n") + "\n";
+}
+
+/** What each count reads as in a deep plan: the run would insert 12 rows, reject 3... */
+const wouldDo: Partial<Record<keyof StepCounts, string>> = {
+  read: "read",
+  inserted: "insert",
+  updated: "update",
+  unchanged: "leave unchanged",
+  rejected: "reject",
+  conflicting: "keep in conflict",
+  deleted: "delete",
+  retried: "retry",
+  pending: "leave pending",
+};
+
+/** The deep plan (`plan --deep`): what each step would do to the rows, the first rejected rows, the checks, the tables that would change. */
+export function renderDeepPlan(plan: Plan, report: RunReport, c: ChalkInstance): string {
+  const lines = [c.bold(`Deep plan for ${plan.config.file} -> ${plan.database}`), ""];
+  if (report.createdTables.length > 0) lines.push(`would create tables: ${report.createdTables.join(", ")}`, "");
+  for (const step of report.steps) {
+    const counts = countNames
+      .filter((name) => step.counts[name] !== undefined && (step.counts[name] !== 0 || name === "read"))
+      .map((name) => `${wouldDo[name]} ${formatCount(step.counts[name]!)}`)
+      .join(", ");
+    const what =
+      step.status === "error"
+        ? c.red(`✗ would fail: ${step.error?.message ?? ""}`)
+        : step.status === "not_executed"
+          ? c.dim("not reached")
+          : step.status === "skipped"
+            ? c.dim(`would be skipped: ${step.detail ?? ""}`)
+            : [step.status === "unchanged" ? "unchanged" : `would ${counts || "run"}`, step.detail].filter(Boolean).join("; ");
+    lines.push(`${c.cyan(`${step.index + 1}.`)} ${c.bold(step.name)}  ${what}`);
+    const kept = (step.counts.rejected ?? 0) + (step.counts.conflicting ?? 0) + (step.counts.pending ?? 0);
+    for (const sample of step.rejections ?? []) lines.push(`     ${c.yellow("⚠")} ${describeRejection(sample)}`);
+    const shown = step.rejections?.length ?? 0;
+    if (kept > shown && shown > 0) lines.push(c.dim(`     … and ${formatCount(kept - shown)} more`));
+  }
+  const changed = report.changedTables ?? [];
+  const stopped = report.ok ? "" : " before the run stopped";
+  lines.push("", changed.length > 0 ? `tables that would change${stopped}: ${changed.join(", ")}` : `no table would change${stopped}`);
+  if ((report.plannedFiles ?? []).length > 0) lines.push(`files that would be written: ${report.plannedFiles!.join(", ")}`);
+  const checks = renderCheckTable(report.checks ?? [], c);
+  if (checks.length > 0) lines.push("", ...checks);
+  const verdict = report.ok
+    ? c.green(
+        report.runId === undefined
+          ? `the run would change nothing: ${report.detail ?? ""}`
+          : `the run would save: ${report.status.replaceAll("_", " ")}`,
+      )
+    : c.red(`the run would fail: ${report.error?.code ?? ""} ${report.error?.message ?? ""}`);
+  lines.push("", verdict, ...report.notes.map((note) => c.dim(note)));
+  lines.push(c.dim("deep plan: every step and check ran inside the run's transaction, then it was rolled back; nothing was written"));
+  return lines.join("\n") + "\n";
 }

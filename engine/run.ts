@@ -15,7 +15,7 @@ import { finishRun, lastRun, recordStep, rejectionSamples, startRun, systemTable
 import type { SchemaChanges } from "./output.js";
 import type { Plan, PlannedStep } from "./plan.js";
 import type { StepCounts, StepDefinition, StepOutcome } from "./step.js";
-import { CheckRun, type CheckResult } from "./checks.js";
+import { CheckRun, declaredChecks, type CheckResult, type PlannedCheck } from "./checks.js";
 
 /** Where a step stands in a run report. */
 export type StepStatus = "not_executed" | "success" | "unchanged" | "skipped" | "error";
@@ -61,6 +61,12 @@ export interface RunReport {
   rejectedRows: number;
   /** The checks that ran, in order: passed, warned or failed. */
   checks?: CheckResult[] | undefined;
+  /** A deep plan (`plan --deep`): every step and check ran, then everything was rolled back; nothing was saved or written. */
+  deep?: boolean | undefined;
+  /** With `deep`: the tables whose rows the run would change, in the order of the steps that write them. */
+  changedTables?: string[] | undefined;
+  /** With `deep`: the files the run would write (reports), relative to the pipeline file; none was written. */
+  plannedFiles?: string[] | undefined;
 }
 
 /** What a run tells its caller as it goes. */
@@ -85,6 +91,8 @@ export interface RunOptions {
   onEvent: (event: RunEvent) => void;
   typeOf: (step: StepSpec) => StepDefinition;
   now?: () => Date;
+  /** A deep plan: the run takes the lock, fetches, runs every step and check in its transaction, then rolls back; no journal line, no file. */
+  deep?: boolean | undefined;
 }
 
 /**
@@ -99,6 +107,11 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
   let session: Session | undefined;
   let startedAt: string | undefined;
   let configSha256 = "";
+  let copies: Map<string, string> | undefined;
+  // why: a deep plan says which tables would change before its transaction is rolled back, while their rows can still be compared.
+  const judgeChanges = () => {
+    if (options.deep) report.changedTables = changedTables(report.steps, plan, options.typeOf, session && safeDb(session), copies);
+  };
   try {
     session = await lockDatabase(plan.database, {
       engine: options.engine,
@@ -124,6 +137,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     if (schema.addedColumns.length > 0) report.notes.push(`added the column(s) ${schema.addedColumns.join(", ")}`);
     options.onEvent({ kind: "start", database: plan.database, createdTables: report.createdTables });
     configSha256 = configFingerprint(plan, options.typeOf);
+    if (options.deep) copies = copyDerivedTables(db, plan, options.typeOf);
     const previous = lastRun(db);
     const recordedFailures = recordFailedRuns(db, failures);
     // why: a report deleted on disk is written again, so the derived steps run even when nothing else changed.
@@ -160,7 +174,9 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       const left = report.rejectedRows > 0 ? `; ${report.rejectedRows} rejected row(s) still pending (see the rejections command)` : "";
       report.detail = `nothing changed since run ${previous!.runId}${left}; the database was not rewritten`;
       Object.assign(report, { ok: true, exitCode: 0 });
-      await session.rollback({ journalRecorded: true });
+      judgeChanges();
+      // why: a deep plan leaves the journal of failed runs for the next real run to record.
+      await session.rollback({ journalRecorded: !options.deep });
       return report;
     }
     recordOutputs(db, plan.database, plan.config.baseDir, runId, files);
@@ -170,6 +186,14 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     refuseDamage(db, declaredTables(plan), plan.database);
     checkForeignKeys(db);
     throwIfAborted(options.signal);
+    if (options.deep) {
+      // why: the deep plan stops where the run would save: same steps, checks and verifications, then nothing kept.
+      judgeChanges();
+      await session.rollback();
+      report.plannedFiles = files.map((file) => file.path);
+      Object.assign(report, { ok: true, exitCode: 0 });
+      return report;
+    }
     const { placed, notPlaced } = await session.commit(files, plan.config.baseDir);
     report.saved = true;
     report.files.push(...placed);
@@ -186,14 +210,75 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     // why: only the lock holder (startedAt is set once the lock is held) may touch the journal, and a run that saved is already in the history;
     // a run refused for its configuration (exit 2) did not run.
     if (session && startedAt !== undefined && !report.saved && report.exitCode !== 2) {
+      judgeChanges();
       await session.rollback();
-      await session.journalFailure(failedRun(plan, report, { startedAt, finishedAt: now().toISOString(), configSha256 }));
+      if (!options.deep)
+        await session.journalFailure(failedRun(plan, report, { startedAt, finishedAt: now().toISOString(), configSha256 }));
     }
   } finally {
     await session?.release();
     report.durationMs = performance.now() - started;
+    if (options.deep) Object.assign(report, { deep: true, changedTables: report.changedTables ?? [] });
   }
   return report;
+}
+
+/**
+ * For a deep plan: a temporary copy of each table a derived step writes, taken before the steps, so
+ * that a table a step empties and fills again with the same rows reads as unchanged. Rolled back
+ * with the run's transaction; never in the database file.
+ */
+function copyDerivedTables(db: SqlDatabase, plan: Plan, typeOf: (step: StepSpec) => StepDefinition): Map<string, string> {
+  const copies = new Map<string, string>();
+  for (const step of plan.steps) {
+    const definition = typeOf(step.spec);
+    if (!definition.derived) continue;
+    for (const table of definition.writes(step.spec)) {
+      if (copies.has(table)) continue;
+      const copy = `deep_plan_before_${copies.size}`;
+      db.exec(`CREATE TEMP TABLE ${quoteIdent(copy)} AS SELECT * FROM main.${quoteIdent(table)}`);
+      copies.set(table, copy);
+    }
+  }
+  return copies;
+}
+
+/**
+ * The tables a run's steps would change, in step order: a table copied before the steps when its
+ * rows differ from the copy; another when its step inserted, updated or deleted rows, or counts
+ * none (a script).
+ */
+function changedTables(
+  steps: readonly StepResult[],
+  plan: Plan,
+  typeOf: (step: StepSpec) => StepDefinition,
+  db: SqlDatabase | undefined,
+  copies: ReadonlyMap<string, string> | undefined,
+): string[] {
+  const tables = new Set<string>();
+  for (const result of steps) {
+    if (result.status !== "success") continue;
+    const { inserted = 0, updated = 0, deleted = 0 } = result.counts;
+    const counted = ["inserted", "updated", "deleted"].some((name) => name in result.counts);
+    const spec = plan.steps[result.index]!.spec;
+    for (const table of typeOf(spec).writes(spec)) {
+      const copy = copies?.get(table);
+      const changed = copy !== undefined && db !== undefined ? rowsDiffer(db, table, copy) : inserted + updated + deleted > 0 || !counted;
+      if (changed) tables.add(table);
+    }
+  }
+  return [...tables];
+}
+
+/** Whether a table's rows differ from its copy (as sets of rows); when they cannot be compared, they differ. */
+function rowsDiffer(db: SqlDatabase, table: string, copy: string): boolean {
+  const [t, c] = [`main.${quoteIdent(table)}`, `temp.${quoteIdent(copy)}`];
+  try {
+    const oneOf = (a: string, b: string) => db.all(`SELECT 1 FROM (SELECT * FROM ${a} EXCEPT SELECT * FROM ${b}) LIMIT 1`).length > 0;
+    return oneOf(t, c) || oneOf(c, t);
+  } catch {
+    return true;
+  }
 }
 
 /** Runs one step into its result (or marks it skipped); returns its outcome, undefined when skipped; rethrows its error. */
@@ -272,9 +357,17 @@ function safeDb(session: Session): SqlDatabase | undefined {
   }
 }
 
-/** The tables a run would create and the columns it would add, through the same session path rolled back; never writes. */
-export async function previewPlan(plan: Plan, engine: EngineName, lockTimeoutMs: number): Promise<SchemaChanges> {
-  return preview(plan.database, engine, lockTimeoutMs, (db) => ensureSchema(db, plan));
+/** The tables a run would create, the columns it would add and the checks it will make, through the same session path rolled back; never writes. */
+export async function previewPlan(
+  plan: Plan,
+  engine: EngineName,
+  lockTimeoutMs: number,
+  typeOf: (step: StepSpec) => StepDefinition,
+): Promise<SchemaChanges & { checks: PlannedCheck[] }> {
+  return preview(plan.database, engine, lockTimeoutMs, (db) => {
+    const changes = ensureSchema(db, plan);
+    return { ...changes, checks: new CheckRun(plan, typeOf, () => new Date()).planned(db) };
+  });
 }
 
 /**
@@ -313,13 +406,16 @@ function failedRun(plan: Plan, report: RunReport, run: { startedAt: string; fini
         durationMs,
         detail: error?.message ?? detail,
       })),
+    checks: report.checks ?? [],
   };
 }
 
-/** A hash of everything that decides what derived steps compute: the configuration and every file the derived steps read (their SQL). */
+/** A hash of everything that decides what derived steps compute and what the checks judge: the configuration, every file the derived steps read (their SQL) and the SQL files of `check: sql`. */
 function configFingerprint(plan: Plan, typeOf: (step: StepSpec) => StepDefinition): string {
   const hash = createHash("sha256").update(JSON.stringify(plan.pipeline));
   const files = plan.pipeline.steps.flatMap((step) => (typeOf(step).derived ? (typeOf(step).inputs?.(step) ?? []) : []));
+  for (const { spec } of declaredChecks(plan.pipeline))
+    if (spec.check === "sql" && spec.file !== undefined) files.push({ file: spec.file, what: "check" });
   for (const { file } of files) hash.update(`\0${file}\0`).update(readFileSync(path.resolve(plan.config.baseDir, file)));
   return hash.digest("hex");
 }
