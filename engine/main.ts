@@ -54,6 +54,7 @@ Commands:
   validate         check pipeline.yaml and report every problem with its line:col
   doctor           check the runtime, the configuration, the database directory and every source
   schema           print the database schema the pipeline creates, as Markdown with a Mermaid diagram
+                   (--json: the tables, their columns, keys and references as JSON)
   profile          fetch every source like a run would and report what it holds (data qualification);
                    --markdown for Markdown, --json for JSON, --update FILE to refresh the
                    <!-- generated:profile --> section of a document; writes nothing else
@@ -75,7 +76,9 @@ Options:
                       leaves unchanged did); what is saved is the same as without --strict
       --lock-timeout D  with run: how long to wait while another run holds the database (default 60s)
       --every D       with run: run again every D (e.g. 15m) until stopped with Ctrl-C or SIGTERM;
-                      a failed run is reported and the next one still happens
+                      a failed run is reported and the next one still happens; with --json, one JSON document
+                      per run, one per line
+      --max-runs N    with --every: stop after N runs
   -h, --help          this help
   -v, --version       the runner's version
 
@@ -111,7 +114,13 @@ type Command =
 
 /** Every command, by name (citty's subCommands): a new command is one entry here and its lines in the usage. */
 const commandTable: Record<(typeof commands)[number], Command> = {
-  help: { pipeline: false, run: async ({ io }) => (io.stdout.write(usage), exitCodes.ok) },
+  help: {
+    pipeline: false,
+    async run({ io, json }) {
+      io.stdout.write(json ? JSON.stringify({ ok: true, command: "help", usage }, null, 2) + "\n" : usage);
+      return exitCodes.ok;
+    },
+  },
   doctor: { pipeline: false, run: ({ args, io, json }) => doctor(args, io, json) },
   validate: {
     pipeline: true,
@@ -123,8 +132,10 @@ const commandTable: Record<(typeof commands)[number], Command> = {
   },
   schema: {
     pipeline: true,
-    async run({ io }, { config, pipeline }) {
-      io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline), config.file));
+    async run({ io, json }, { config, pipeline }) {
+      const tables = await readSchema(pipeline);
+      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "schema", config: config.file, tables }, null, 2) + "\n");
+      else io.stdout.write(renderSchemaMarkdown(tables, config.file));
       return exitCodes.ok;
     },
   },
@@ -180,7 +191,11 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   const errorColors = colorsFor(io.stderr, io.env);
   try {
     const args = parseCommandLine(argv);
-    if (args.version) return (io.stdout.write(`pipeline-runner ${await version()}\n`), exitCodes.ok);
+    if (args.version) {
+      const runner = await version();
+      io.stdout.write(json ? JSON.stringify({ ok: true, command: "version", version: runner }) + "\n" : `pipeline-runner ${runner}\n`);
+      return exitCodes.ok;
+    }
     const command = commandTable[args.help ? "help" : args.command];
     const context: CommandContext = { args, io, json, c, errorColors };
     if (!command.pipeline) return await command.run(context);
@@ -362,6 +377,8 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   };
   const everyMs = duration("every", v.every);
   if (everyMs !== undefined && (command !== "run" || v["dry-run"])) throw usageError("--every goes with the run command");
+  if (everyMs === 0) throw usageError(`--every takes a duration longer than zero, not "${v.every}"`);
+  if (v["max-runs"] !== undefined && everyMs === undefined) throw usageError("--max-runs goes with --every: it stops a repeated run");
   const maxRuns = v["max-runs"] === undefined ? undefined : Number(v["max-runs"]);
   if (maxRuns !== undefined && !(Number.isInteger(maxRuns) && maxRuns > 0))
     throw usageError(`--max-runs takes a positive whole number, not "${v["max-runs"]}"`);
