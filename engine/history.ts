@@ -160,13 +160,17 @@ export function startRun(db: SqlDatabase, run: { startedAt: string; configSha256
   return insertRun(db, { ...run, finishedAt: run.startedAt, status: "running" });
 }
 
-/** Marks the run finished, with its final status and the count of rows it leaves pending (read or retried by it); closes those of steps it no longer has. */
-export function finishRun(db: SqlDatabase, runId: number, finishedAt: string): string {
+/**
+ * Marks the run finished, with its final status and the count of rows it leaves pending (read or
+ * retried by it); closes those of steps it no longer has (`unselected`: steps it has but did not run).
+ */
+export function finishRun(db: SqlDatabase, runId: number, finishedAt: string, unselected: readonly string[] = []): string {
   // why: the rows of a step renamed or removed from the pipeline are never retried again, and a fresh load would not have them.
   db.run(
     `UPDATE pipeline_rejected_rows SET status = 'superseded', resolved_run_id = ?
-     WHERE (status = 'pending' OR status IS NULL) AND step NOT IN (SELECT step FROM pipeline_run_steps WHERE run_id = ?)`,
-    [runId, runId],
+     WHERE (status = 'pending' OR status IS NULL) AND step NOT IN (SELECT step FROM pipeline_run_steps WHERE run_id = ?)
+     AND step NOT IN (${unselected.map(() => "?").join(", ")})`,
+    [runId, runId, ...unselected],
   );
   const rejected = Number(
     db.all("SELECT count(*) AS n FROM pipeline_rejected_rows WHERE status = 'pending' AND last_run_id = ?", [runId])[0]?.["n"] ?? 0,
@@ -456,6 +460,11 @@ export function writeSourceState(
       state.header ? JSON.stringify(state.header) : null,
     ],
   );
+}
+
+/** The steps a run recorded (executed or skipped as unchanged); a run with --select records only those it ran. */
+export function stepsOfRun(db: SqlDatabase, runId: number): Set<string> {
+  return new Set(db.all("SELECT step FROM pipeline_run_steps WHERE run_id = ?", [runId]).map((row) => String(row["step"])));
 }
 
 /** The last successful run, if any. */

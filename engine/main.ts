@@ -24,6 +24,9 @@ import { existingTables } from "./db/tables.js";
 import { pendingRejections, type PendingRejection } from "./history.js";
 import { renderRejections } from "./rejections-report.js";
 import { setTimeout as sleep } from "node:timers/promises";
+import { listCommand } from "./commands/list.js";
+import { historyCommand } from "./commands/history.js";
+import { selectSteps, stepLinks } from "./dependencies.js";
 
 /** What main() may touch: injected so tests run it in-process. */
 export interface Io {
@@ -40,7 +43,7 @@ export interface Io {
 /** Exit codes, documented in the README. */
 export const exitCodes = { ok: 0, runFailed: 1, invalid: 2, busy: 3, savedWithRejections: 4, interrupted: 130 } as const;
 
-const commands = ["run", "validate", "plan", "doctor", "schema", "profile", "rejections", "test", "help"] as const;
+const commands = ["run", "validate", "plan", "list", "history", "doctor", "schema", "profile", "rejections", "test", "help"] as const;
 
 const usage = `Usage: pipeline <command> [options]
 
@@ -50,7 +53,13 @@ Commands:
   run --full-refresh [STEP...]
                    read every source (or those of the named load steps) in full: no conditional GET,
                    no same-content or grown-file shortcut; the derived steps run again
+  run --select STEP[+][,STEP...]
+                   run only the named steps (repeatable); STEP+ adds every later step that reads what
+                   STEP writes, directly or through other steps; the others are not executed
   plan             same as run --dry-run
+  list             the steps in run order: type, the tables each reads and writes
+  history          the last runs recorded in the database: status, counts, duration, error (--last N,
+                   default 10); reads the database, writes nothing
   validate         check pipeline.yaml and report every problem with its line:col
   doctor           check the runtime, the configuration, the database directory and every source
   schema           print the database schema the pipeline creates, as Markdown with a Mermaid diagram
@@ -75,6 +84,8 @@ Options:
       --strict        with run: exit 4 when the run saved with rejected rows (or, unchanged, the run it
                       leaves unchanged did); what is saved is the same as without --strict
       --lock-timeout D  with run: how long to wait while another run holds the database (default 60s)
+      --select STEP   with run: only this step (repeatable, or comma-separated; STEP+ with what depends on it)
+      --last N        with history: how many runs to show (default 10)
       --every D       with run: run again every D (e.g. 15m) until stopped with Ctrl-C or SIGTERM;
                       a failed run is reported and the next one still happens; with --json, one JSON document
                       per run, one per line
@@ -89,7 +100,7 @@ Exit codes: 0 success, 1 the run failed (nothing was saved), 2 invalid configura
 `;
 
 /** What every command gets: the parsed command line, the I/O and the colours of each stream. */
-interface CommandContext {
+export interface CommandContext {
   args: CommandLine;
   io: Io;
   json: boolean;
@@ -98,7 +109,7 @@ interface CommandContext {
 }
 
 /** The pipeline a command works on: loaded, validated, its database and engine chosen, planned. */
-interface Loaded {
+export interface Loaded {
   config: LoadedConfig;
   pipeline: Pipeline;
   /** The database's real path. */
@@ -108,7 +119,7 @@ interface Loaded {
 }
 
 /** One command: whether it needs the pipeline loaded first, and what it does; returns the exit code. */
-type Command =
+export type Command =
   | { pipeline: false; run(context: CommandContext): Promise<number> }
   | { pipeline: true; run(context: CommandContext, loaded: Loaded): Promise<number> };
 
@@ -122,6 +133,8 @@ const commandTable: Record<(typeof commands)[number], Command> = {
     },
   },
   doctor: { pipeline: false, run: ({ args, io, json }) => doctor(args, io, json) },
+  list: listCommand,
+  history: historyCommand,
   validate: {
     pipeline: true,
     async run({ io, json, c }, { config, pipeline, plan }) {
@@ -229,14 +242,19 @@ async function loadPipeline(args: CommandLine, io: Io): Promise<Loaded> {
 }
 
 /** `run`: one run, or one per interval with --every. */
-async function runCommand({ args, io, json, c, errorColors }: CommandContext, { database, engine, plan }: Loaded): Promise<number> {
+async function runCommand(
+  { args, io, json, c, errorColors }: CommandContext,
+  { config, pipeline, database, engine, plan }: Loaded,
+): Promise<number> {
   const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : checkRefreshSteps(args.steps, plan));
+  const select = args.select.length === 0 ? undefined : selectSteps(args.select, await stepLinks(pipeline, config, stepType), usageError);
   const runOnce = async (compact: boolean): Promise<number> => {
     const report = await executePlan(
       { ...plan, database },
       {
         force: args.force,
         fullRefresh: fullRefresh || undefined,
+        select,
         engine,
         lockTimeoutMs: args.lockTimeoutMs,
         signal: io.signal,
@@ -246,6 +264,12 @@ async function runCommand({ args, io, json, c, errorColors }: CommandContext, { 
       },
     );
     report.database = plan.database;
+    if (select && report.error?.code === "E_CHECK") {
+      const withDependents = args.select.map((name) => (name.endsWith("+") ? name : `${name}+`)).join(",");
+      report.notes.push(
+        `with --select, the steps left out did not derive again from what the selected ones loaded; --select ${withDependents} runs them too`,
+      );
+    }
     if (json) {
       const document = { command: "run", ...report, rssBytes: process.memoryUsage().rss };
       io.stdout.write((compact ? JSON.stringify(document) : JSON.stringify(document, null, 2)) + "\n");
@@ -316,7 +340,8 @@ async function runEvery(
   return io.signal?.aborted ? exitCodes.ok : last;
 }
 
-interface CommandLine {
+/** The parsed command line. */
+export interface CommandLine {
   command: (typeof commands)[number];
   config: string;
   db: string | undefined;
@@ -330,6 +355,10 @@ interface CommandLine {
   lockTimeoutMs: number;
   everyMs: number | undefined;
   maxRuns: number | undefined;
+  /** `run --select`: step names, each maybe ending in + (what depends on it too). */
+  select: string[];
+  /** `history --last N`: how many runs. */
+  last: number;
   markdown: boolean;
   update: string | undefined;
   help: boolean;
@@ -349,6 +378,8 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     "lock-timeout": { type: "string", default: "60s" },
     every: { type: "string" },
     "max-runs": { type: "string" },
+    select: { type: "string", multiple: true },
+    last: { type: "string" },
     markdown: { type: "boolean", default: false },
     update: { type: "string" },
     help: { type: "boolean", short: "h", default: false },
@@ -382,6 +413,13 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   const maxRuns = v["max-runs"] === undefined ? undefined : Number(v["max-runs"]);
   if (maxRuns !== undefined && !(Number.isInteger(maxRuns) && maxRuns > 0))
     throw usageError(`--max-runs takes a positive whole number, not "${v["max-runs"]}"`);
+  const select = (v.select ?? []).flatMap((names) => names.split(",")).map((name) => name.trim());
+  if (select.length > 0 && (command !== "run" || v["dry-run"])) throw usageError("--select goes with the run command (not --dry-run)");
+  if (select.some((name) => name === "" || name === "+"))
+    throw usageError(`--select takes step names, such as --select load_sales+, not "${v.select!.join(",")}"`);
+  const last = v.last === undefined ? 10 : Number(v.last);
+  if (v.last !== undefined && command !== "history") throw usageError("--last goes with the history command");
+  if (!(Number.isInteger(last) && last > 0)) throw usageError(`--last takes a positive whole number, not "${v.last}"`);
   if (v.engine !== undefined && !isEngineName(v.engine))
     throw usageError(`--engine takes ${engineNames.join(" or ")}, not "${v.engine}"${didYouMean(v.engine, engineNames)}`);
   return {
@@ -397,6 +435,8 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     lockTimeoutMs: duration("lock-timeout", v["lock-timeout"])!,
     everyMs,
     maxRuns,
+    select,
+    last,
     markdown: v.markdown,
     update: v.update,
     help: v.help || command === "help",

@@ -11,7 +11,7 @@ import { ensureTables } from "./db/tables.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
 import { recordFailedRuns, type FailedRun } from "./failed-runs.js";
 import { recordOutputs, refuseOutputsOfAnotherDatabase } from "./outputs.js";
-import { finishRun, lastRun, recordStep, rejectionSamples, startRun, systemTables, type RejectionSample } from "./history.js";
+import { finishRun, lastRun, recordStep, stepsOfRun, rejectionSamples, startRun, systemTables, type RejectionSample } from "./history.js";
 import type { SchemaChanges } from "./output.js";
 import type { Plan, PlannedStep } from "./plan.js";
 import type { StepCounts, StepDefinition, StepOutcome } from "./step.js";
@@ -76,6 +76,8 @@ export interface RunOptions {
   force: boolean;
   /** `--full-refresh`: every load step (true) or the named ones read their source in full; derived steps run again. */
   fullRefresh?: true | readonly string[] | undefined;
+  /** `--select`: run only these steps; the others stay not executed (their tables and pending rows as they were). */
+  select?: ReadonlySet<string> | undefined;
   /** The storage engine: `sqljs` (the default) or `native`. */
   engine: EngineName;
   /** How long to wait for another run's lock on the database, and for another program writing it. */
@@ -129,13 +131,16 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     // why: a report deleted on disk is written again, so the derived steps run even when nothing else changed.
     const missing = previous === undefined ? [] : outputs.filter((output) => !existsSync(path.resolve(plan.config.baseDir, output)));
     if (missing.length > 0) report.notes.push(`${missing.join(", ")} missing on disk: written again`);
+    const recorded = previous === undefined ? new Set<string>() : stepsOfRun(db, previous.runId);
     // why: when no source changed and neither did the configuration or its SQL, derived steps would recompute the same rows.
     let changed =
       previous === undefined ||
       previous.configSha256 !== configSha256 ||
       report.createdTables.length > 0 ||
       options.fullRefresh !== undefined ||
-      missing.length > 0;
+      missing.length > 0 ||
+      // why: a run with --select may have changed tables without running every step that derives from them.
+      !plan.steps.every((step) => recorded.has(step.name));
     const runId = startRun(db, { startedAt, configSha256, configFile: plan.config.file });
     report.runId = runId;
     const files: OutputFile[] = [];
@@ -145,6 +150,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       // why: a check runs once the last step writing a table it reads has run, before the next step.
       checks.runDue(db, runId, startedAt, step.index);
       throwIfAborted(options.signal);
+      if (options.select && !options.select.has(step.name)) continue;
       const definition = options.typeOf(step.spec);
       const skip = !changed && definition.derived ? `inputs unchanged since run ${previous!.runId}` : undefined;
       const outcome = await runStep(step, definition, { plan, options, db, runId, startedAt, result: report.steps[step.index]!, skip });
@@ -164,7 +170,8 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       return report;
     }
     recordOutputs(db, plan.database, plan.config.baseDir, runId, files);
-    report.status = finishRun(db, runId, now().toISOString());
+    const unselected = plan.steps.filter((step) => options.select && !options.select.has(step.name)).map((step) => step.name);
+    report.status = finishRun(db, runId, now().toISOString(), unselected);
     report.rejectedRows = rejectedRowsOf(db, runId);
     // why: an index that disagrees with its table (a damaged file) lets duplicates in and hides rows from lookups; never save on top of it.
     refuseDamage(db, declaredTables(plan), plan.database);

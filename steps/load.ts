@@ -71,6 +71,8 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
   },
 
   writes: (step) => [step.table],
+  // why: a row whose reference is not stored yet waits, and is retried by the next run of this step.
+  reads: (step, { pipeline }) => (pipeline.tables[step.table]?.foreign_keys ?? []).map((fk) => fk.references.table),
   inputs: (step) => (isUrl(step.source) ? [] : [{ file: step.source, what: "the source" }]),
   derived: false,
 

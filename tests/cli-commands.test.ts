@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { clientFileEnv, Workspace } from "./helpers/workspace.js";
+import { clientFileEnv, sqlite, Workspace } from "./helpers/workspace.js";
 
 let ws: Workspace;
 beforeEach(() => {
@@ -108,5 +108,163 @@ describe("--json: exactly one JSON document on stdout, for every command and eve
     const lines = result.stdout.trimEnd().split("\n");
     expect(lines).toHaveLength(2);
     expect(lines.map((line) => (JSON.parse(line) as { command: string }).command)).toEqual(["run", "run"]);
+  });
+});
+
+/** Appends a line to one of the client's CSV copies in the workspace. */
+async function appendTo(file: string, line: string): Promise<void> {
+  const { appendFileSync, readFileSync } = await import("node:fs");
+  const target = ws.path("tests/fixtures/client", file);
+  appendFileSync(target, `${readFileSync(target, "utf8").endsWith("\n") ? "" : "\n"}${line}\n`);
+}
+
+interface RunJson {
+  ok: boolean;
+  status: string;
+  steps: { name: string; status: string }[];
+}
+
+function statuses(stdout: string): Record<string, string> {
+  return Object.fromEntries((JSON.parse(stdout) as RunJson).steps.map((step) => [step.name, step.status]));
+}
+
+describe("list", () => {
+  test("names each step with its type, the tables it reads (from its SQL and foreign keys) and what it writes", async () => {
+    const result = await ws.cli(["list", "--json"]);
+    expect(result.code).toBe(0);
+    const steps = (
+      JSON.parse(result.stdout) as { steps: { name: string; type: string; reads: string[]; writes: string[]; files: string[] }[] }
+    ).steps;
+    const step = (name: string) => steps.find((s) => s.name === name)!;
+    expect(step("load_products")).toMatchObject({ type: "load", reads: [], writes: ["products"] });
+    expect(step("load_sales")).toMatchObject({ type: "load", reads: ["products", "stores"], writes: ["sales"] });
+    expect(step("revenue_history")).toMatchObject({ type: "sql", reads: ["revenue_total"], writes: ["revenue_history"] });
+    expect(step("fiche_synthese").type).toBe("report");
+    expect(step("fiche_synthese").reads).toContain("revenue_total");
+    expect(step("fiche_synthese").files).toContain("output/fiche-synthese.html");
+    const text = await ws.cli(["list"]);
+    expect(text.stdout).toMatch(/^4 +load_sales +load +products, stores +sales$/m);
+  });
+});
+
+describe("run --select", () => {
+  test("runs only the named step; the next full run derives again from what it loaded", async () => {
+    expect((await ws.cli(["run"], clientFileEnv)).code).toBe(0);
+    const cities = () =>
+      sqlite(ws.path("output/sales.db"), "SELECT group_concat(city, ',') FROM (SELECT city FROM sales_by_city ORDER BY city)");
+    expect(cities()).not.toContain("Versailles");
+    await appendTo("magasins.csv", "99,Versailles,3");
+    const selected = await ws.cli(["run", "--select", "load_stores", "--json"], clientFileEnv);
+    expect(selected.code, selected.stdout).toBe(0);
+    const ran = statuses(selected.stdout);
+    expect(ran["load_stores"]).toBe("success");
+    expect(
+      Object.entries(ran)
+        .filter(([name]) => name !== "load_stores")
+        .every(([, status]) => status === "not_executed"),
+    ).toBe(true);
+    expect(sqlite(ws.path("output/sales.db"), "SELECT city FROM stores WHERE store_id = '99'")).toBe("Versailles");
+    expect(cities()).not.toContain("Versailles");
+    const full = await ws.cli(["run", "--json"], clientFileEnv);
+    expect(full.code).toBe(0);
+    expect(statuses(full.stdout)["load_stores"]).toBe("unchanged");
+    expect(statuses(full.stdout)["sales_by_city"]).toBe("success");
+    expect(cities()).toContain("Versailles");
+    expect(statuses((await ws.cli(["run", "--json"], clientFileEnv)).stdout)["sales_by_city"]).toBe("skipped");
+  });
+
+  test("a check that compares a loaded table with one derived from it fails when the deriving step is left out, and says to add +", async () => {
+    expect((await ws.cli(["run"], clientFileEnv)).code).toBe(0);
+    await appendTo("ventes.csv", "2023-06-26,REF001,7,1");
+    const before = ws.bytes();
+    const selected = await ws.cli(["run", "--select", "load_sales"], clientFileEnv);
+    expect(selected.code).toBe(1);
+    expect(selected.stderr).toContain("error E_CHECK");
+    expect(selected.stdout).toContain("--select load_sales+");
+    expect(ws.bytes()).toEqual(before);
+    const plus = await ws.cli(["run", "--select", "load_sales+"], clientFileEnv);
+    expect(plus.code, plus.stdout + plus.stderr).toBe(0);
+    expect(sqlite(ws.path("output/sales.db"), "SELECT quantity FROM revenue_total")).toBe("129");
+  });
+
+  test("STEP+ adds every later step that reads what it writes, through other steps too", async () => {
+    expect((await ws.cli(["run"], clientFileEnv)).code).toBe(0);
+    await appendTo("produits.csv", "Produit Z,REF099,1.00,1");
+    const result = await ws.cli(["run", "--select", "load_stores+", "--json"], clientFileEnv);
+    expect(result.code).toBe(0);
+    const ran = statuses(result.stdout);
+    const executed = Object.keys(ran).filter((name) => ran[name] !== "not_executed");
+    expect(executed).toEqual([
+      "load_stores",
+      "load_sales",
+      "sales_by_store_product",
+      "revenue_total",
+      "sales_by_product",
+      "sales_by_city",
+      "sales_by_region",
+      "revenue_history",
+      "fiche_synthese",
+    ]);
+    const two = await ws.cli(["run", "--select", "revenue_total,load_city_regions+", "--json"], clientFileEnv);
+    const ranTwo = statuses(two.stdout);
+    expect(Object.keys(ranTwo).filter((name) => ranTwo[name] !== "not_executed")).toEqual([
+      "load_city_regions",
+      "revenue_total",
+      "sales_by_city",
+      "sales_by_region",
+      "fiche_synthese",
+    ]);
+  });
+
+  test("the pending rows of a step left out stay pending", async () => {
+    await appendTo("ventes.csv", "2023-06-26,REF404,1,1");
+    expect((await ws.cli(["run"], clientFileEnv)).code).toBe(0);
+    const pending = async () =>
+      (JSON.parse((await ws.cli(["rejections", "--json"])).stdout) as { rejections: unknown[] }).rejections.length;
+    expect(await pending()).toBe(1);
+    await appendTo("produits.csv", "Produit Z,REF099,1.00,1");
+    const selected = await ws.cli(["run", "--select", "load_products", "--json"], clientFileEnv);
+    expect(selected.code).toBe(0);
+    expect(statuses(selected.stdout)["load_products"]).toBe("success");
+    expect(await pending()).toBe(1);
+  });
+
+  test("an unknown step is a usage error that suggests the name meant, and nothing runs", async () => {
+    const result = await ws.cli(["run", "--select", "load_salse"], clientFileEnv);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('error E_USAGE --select: unknown step "load_salse" (did you mean "load_sales"?)');
+    expect(ws.bytes()).toBeUndefined();
+    const plus = await ws.cli(["run", "--select", "nothing+", "--json"], clientFileEnv);
+    expect(plus.code).toBe(2);
+    expect(JSON.parse(plus.stdout)).toMatchObject({ ok: false, error: { code: "E_USAGE" } });
+    expect((await ws.cli(["validate", "--select", "load_sales"])).code).toBe(2);
+  });
+});
+
+describe("history", () => {
+  test("lists the last runs, newest first, with status, counts, duration and error; --last N", async () => {
+    expect(JSON.parse((await ws.cli(["history", "--json"])).stdout)).toMatchObject({ ok: true, runs: [] });
+    expect((await ws.cli(["history"])).stdout).toContain("no run recorded yet");
+    expect((await ws.cli(["run"], clientFileEnv)).code).toBe(0);
+    await appendTo("magasins.csv", "99,Versailles,3");
+    expect((await ws.cli(["run", "--select", "load_stores"], clientFileEnv)).code).toBe(0);
+    await appendTo("ventes.csv", "2023-06-27,REF001,not a number,1");
+    expect((await ws.cli(["run"], clientFileEnv)).code).toBe(0);
+    const result = await ws.cli(["history", "--json"]);
+    expect(result.code).toBe(0);
+    const runs = (
+      JSON.parse(result.stdout) as {
+        runs: { runId: number; status: string; steps: string[]; inserted: number; read: number; rejectedRows: number }[];
+      }
+    ).runs;
+    expect(runs.map((run) => run.runId)).toEqual([3, 2, 1]);
+    expect(runs.map((run) => run.status)).toEqual(["succeeded_with_rejections", "succeeded", "succeeded"]);
+    expect(runs[1]).toMatchObject({ steps: ["load_stores"], inserted: 1 });
+    expect(runs[0]!.rejectedRows).toBe(1);
+    expect(runs[2]!.steps).toHaveLength(11);
+    const last = await ws.cli(["history", "--last", "1"]);
+    expect(last.stdout.trim().split("\n")).toHaveLength(2);
+    expect(last.stdout).toMatch(/^3 +\S+ +succeeded_with_rejections +\d+\.\d s +11 /m);
+    expect((await ws.cli(["history", "--last", "0"])).code).toBe(2);
   });
 });
