@@ -160,17 +160,13 @@ export function startRun(db: SqlDatabase, run: { startedAt: string; configSha256
   return insertRun(db, { ...run, finishedAt: run.startedAt, status: "running" });
 }
 
-/**
- * Marks the run finished, with its final status and the count of rows it leaves pending (read or
- * retried by it); closes those of steps it no longer has (`unselected`: steps it has but did not run).
- */
-export function finishRun(db: SqlDatabase, runId: number, finishedAt: string, unselected: readonly string[] = []): string {
+/** Marks the run finished, with its final status and the count of rows it leaves pending (read or retried by it); closes those of steps it no longer has. */
+export function finishRun(db: SqlDatabase, runId: number, finishedAt: string): string {
   // why: the rows of a step renamed or removed from the pipeline are never retried again, and a fresh load would not have them.
   db.run(
     `UPDATE pipeline_rejected_rows SET status = 'superseded', resolved_run_id = ?
-     WHERE (status = 'pending' OR status IS NULL) AND step NOT IN (SELECT step FROM pipeline_run_steps WHERE run_id = ?)
-     AND step NOT IN (${unselected.map(() => "?").join(", ")})`,
-    [runId, runId, ...unselected],
+     WHERE (status = 'pending' OR status IS NULL) AND step NOT IN (SELECT step FROM pipeline_run_steps WHERE run_id = ?)`,
+    [runId, runId],
   );
   const rejected = Number(
     db.all("SELECT count(*) AS n FROM pipeline_rejected_rows WHERE status = 'pending' AND last_run_id = ?", [runId])[0]?.["n"] ?? 0,
@@ -462,9 +458,9 @@ export function writeSourceState(
   );
 }
 
-/** The steps a run recorded (executed or skipped as unchanged); a run with --select records only those it ran. */
-export function stepsOfRun(db: SqlDatabase, runId: number): Set<string> {
-  return new Set(db.all("SELECT step FROM pipeline_run_steps WHERE run_id = ?", [runId]).map((row) => String(row["step"])));
+/** Whether a run left steps out (`run --select`): they are recorded `not_executed`. */
+export function leftStepsOut(db: SqlDatabase, runId: number): boolean {
+  return db.all("SELECT 1 FROM pipeline_run_steps WHERE run_id = ? AND status = 'not_executed' LIMIT 1", [runId]).length > 0;
 }
 
 /** The last successful run, if any. */

@@ -11,7 +11,7 @@ import { ensureTables } from "./db/tables.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
 import { recordFailedRuns, type FailedRun } from "./failed-runs.js";
 import { recordOutputs, refuseOutputsOfAnotherDatabase } from "./outputs.js";
-import { finishRun, lastRun, recordStep, stepsOfRun, rejectionSamples, startRun, systemTables, type RejectionSample } from "./history.js";
+import { finishRun, lastRun, leftStepsOut, recordStep, rejectionSamples, startRun, systemTables, type RejectionSample } from "./history.js";
 import type { SchemaChanges } from "./output.js";
 import type { Plan, PlannedStep } from "./plan.js";
 import type { StepCounts, StepDefinition, StepOutcome } from "./step.js";
@@ -131,7 +131,6 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     // why: a report deleted on disk is written again, so the derived steps run even when nothing else changed.
     const missing = previous === undefined ? [] : outputs.filter((output) => !existsSync(path.resolve(plan.config.baseDir, output)));
     if (missing.length > 0) report.notes.push(`${missing.join(", ")} missing on disk: written again`);
-    const recorded = previous === undefined ? new Set<string>() : stepsOfRun(db, previous.runId);
     // why: when no source changed and neither did the configuration or its SQL, derived steps would recompute the same rows.
     let changed =
       previous === undefined ||
@@ -140,7 +139,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       options.fullRefresh !== undefined ||
       missing.length > 0 ||
       // why: a run with --select may have changed tables without running every step that derives from them.
-      !plan.steps.every((step) => recorded.has(step.name));
+      leftStepsOut(db, previous.runId);
     const runId = startRun(db, { startedAt, configSha256, configFile: plan.config.file });
     report.runId = runId;
     const files: OutputFile[] = [];
@@ -150,7 +149,11 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       // why: a check runs once the last step writing a table it reads has run, before the next step.
       checks.runDue(db, runId, startedAt, step.index);
       throwIfAborted(options.signal);
-      if (options.select && !options.select.has(step.name)) continue;
+      if (options.select && !options.select.has(step.name)) {
+        // why: recorded as such, so the next run derives again and this step's pending rows stay pending.
+        recordStep(db, { runId, ...report.steps[step.index]!, index: step.index });
+        continue;
+      }
       const definition = options.typeOf(step.spec);
       const skip = !changed && definition.derived ? `inputs unchanged since run ${previous!.runId}` : undefined;
       const outcome = await runStep(step, definition, { plan, options, db, runId, startedAt, result: report.steps[step.index]!, skip });
@@ -170,8 +173,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       return report;
     }
     recordOutputs(db, plan.database, plan.config.baseDir, runId, files);
-    const unselected = plan.steps.filter((step) => options.select && !options.select.has(step.name)).map((step) => step.name);
-    report.status = finishRun(db, runId, now().toISOString(), unselected);
+    report.status = finishRun(db, runId, now().toISOString());
     report.rejectedRows = rejectedRowsOf(db, runId);
     // why: an index that disagrees with its table (a damaged file) lets duplicates in and hides rows from lookups; never save on top of it.
     refuseDamage(db, declaredTables(plan), plan.database);

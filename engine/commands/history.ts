@@ -11,7 +11,7 @@ export interface RunSummary {
   finishedAt: string;
   status: string;
   durationMs: number;
-  /** The steps the run recorded (a run with --select records only those it executed). */
+  /** The steps the run executed: a run with --select leaves the others out, and a derived step skipped as unchanged does not count. */
   steps: string[];
   read: number;
   inserted: number;
@@ -67,7 +67,7 @@ export function lastRuns(db: SqlDatabase, limit: number): RunSummary[] {
   return runs.map((run) => {
     const steps = db.all(
       `SELECT step, coalesce("read", 0) AS "read", coalesce(inserted, 0) AS inserted, coalesce(updated, 0) AS updated,
-         coalesce(deleted, 0) AS deleted FROM pipeline_run_steps WHERE run_id = ? ORDER BY step_index`,
+         coalesce(deleted, 0) AS deleted FROM pipeline_run_steps WHERE run_id = ? AND status NOT IN ('not_executed', 'skipped') ORDER BY step_index`,
       [run["run_id"] ?? null],
     );
     const sum = (column: string) => steps.reduce((total, step) => total + Number(step[column]), 0);
