@@ -25,6 +25,7 @@ import { pendingRejections, type PendingRejection } from "./history.js";
 import { renderRejections } from "./rejections-report.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { listCommand } from "./commands/list.js";
+import { initCommand } from "./commands/init.js";
 import { historyCommand } from "./commands/history.js";
 import { selectSteps, stepLinks } from "./dependencies.js";
 
@@ -43,11 +44,27 @@ export interface Io {
 /** Exit codes, documented in the README. */
 export const exitCodes = { ok: 0, runFailed: 1, invalid: 2, busy: 3, savedWithRejections: 4, interrupted: 130 } as const;
 
-const commands = ["run", "validate", "plan", "list", "history", "doctor", "schema", "profile", "rejections", "test", "help"] as const;
+const commands = [
+  "init",
+  "run",
+  "validate",
+  "plan",
+  "list",
+  "history",
+  "doctor",
+  "schema",
+  "profile",
+  "rejections",
+  "test",
+  "help",
+] as const;
 
 const usage = `Usage: pipeline <command> [options]
 
 Commands:
+  init FILE_OR_URL...
+                   draft a pipeline.yaml (or -c FILE) that loads each CSV source into its own table: types,
+                   keys and references inferred from the values; never replaces an existing file
   run              validate, then run every step and save the database (default)
   run --dry-run    validate and print the plan; nothing is fetched or written
   run --full-refresh [STEP...]
@@ -134,6 +151,7 @@ const commandTable: Record<(typeof commands)[number], Command> = {
   },
   doctor: { pipeline: false, run: ({ args, io, json }) => doctor(args, io, json) },
   list: listCommand,
+  init: initCommand,
   history: historyCommand,
   validate: {
     pipeline: true,
@@ -352,6 +370,8 @@ export interface CommandLine {
   fullRefresh: boolean;
   /** The load steps named after `run --full-refresh`. */
   steps: string[];
+  /** `init`: the CSV sources (files or URLs) to draft a pipeline from. */
+  sources: string[];
   lockTimeoutMs: number;
   everyMs: number | undefined;
   maxRuns: number | undefined;
@@ -396,7 +416,8 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   const [command = "run", ...rest] = parsed.positionals;
   if (!(commands as readonly string[]).includes(command)) throw usageError(`unknown command "${command}"${didYouMean(command, commands)}`);
   const v = parsed.values;
-  if (rest.length > 0 && !(command === "run" && v["full-refresh"])) throw usageError(`unexpected argument "${rest[0]}"`);
+  if (rest.length > 0 && !(command === "run" && v["full-refresh"]) && command !== "init")
+    throw usageError(`unexpected argument "${rest[0]}"`);
   for (const option of ["dry-run", "strict", "full-refresh"] as const) {
     if (v[option] && command !== "run") throw usageError(`--${option} goes with the run command`);
   }
@@ -431,7 +452,8 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     force: v.force,
     strict: v.strict,
     fullRefresh: v["full-refresh"],
-    steps: rest,
+    steps: command === "init" ? [] : rest,
+    sources: command === "init" ? rest : [],
     lockTimeoutMs: duration("lock-timeout", v["lock-timeout"])!,
     everyMs,
     maxRuns,

@@ -268,3 +268,67 @@ describe("history", () => {
     expect((await ws.cli(["history", "--last", "0"])).code).toBe(2);
   });
 });
+
+describe("init", () => {
+  let empty: Workspace;
+  beforeEach(() => {
+    empty = new Workspace({ withClientPipeline: false });
+    empty.copyClientFiles();
+  });
+  afterEach(() => empty.remove());
+  const sources = ["tests/fixtures/client/produits.csv", "tests/fixtures/client/magasins.csv", "tests/fixtures/client/ventes.csv"];
+
+  test("drafts a pipeline.yaml from the client's three CSVs that validates and runs", async () => {
+    const init = await empty.cli(["init", ...sources]);
+    expect(init.code, init.stderr).toBe(0);
+    expect(init.stdout).toContain("wrote pipeline.yaml: 3 table(s)");
+    const { readFileSync } = await import("node:fs");
+    const text = readFileSync(empty.path("pipeline.yaml"), "utf8");
+    expect(text.split("\n")[0]).toMatch(/^# yaml-language-server: \$schema=\S*pipeline\.schema\.json$/);
+    expect(text).toContain("      prix: { type: decimal, scale: 2 }");
+    expect(text).toContain("    primary_key: [id_reference_produit]");
+    expect(text).toContain("      - { columns: [id_magasin], references: { table: magasins, columns: [id_magasin] } }");
+    expect(text).toContain('      id_reference_produit: "ID Référence produit"');
+    expect((await empty.cli(["validate"])).code).toBe(0);
+    const run = await empty.cli(["run"]);
+    expect(run.code, run.stdout + run.stderr).toBe(0);
+    expect(sqlite(empty.path("output/pipeline.db"), "SELECT count(*), sum(quantite) FROM ventes")).toBe("30|122");
+    expect(sqlite(empty.path("output/pipeline.db"), "SELECT prix FROM produits WHERE id_reference_produit = 'REF001'")).toBe("4999");
+  });
+
+  test("a column whose name is its header needs no mapping", async () => {
+    empty.write("data/cities.csv", "city,region,opened\nParis,IDF,01/02/2020\nLyon,ARA,15/03/2021\n");
+    const init = await empty.cli(["init", "data/cities.csv", "--json"]);
+    expect(init.code, init.stdout).toBe(0);
+    expect(JSON.parse(init.stdout)).toMatchObject({ ok: true, command: "init", file: "pipeline.yaml" });
+    const { readFileSync } = await import("node:fs");
+    const text = readFileSync(empty.path("pipeline.yaml"), "utf8");
+    expect(text).toContain('    columns:\n      city:\n      region:\n      opened: { format: "dd/MM/yyyy" }\n');
+    expect((await empty.cli(["run"])).code).toBe(0);
+    expect(sqlite(empty.path("output/pipeline.db"), "SELECT city, region, opened FROM cities ORDER BY city")).toBe(
+      "Lyon|ARA|2021-03-15\nParis|IDF|2020-02-01",
+    );
+    empty.write("data/cities.csv", "town,region,opened\nParis,IDF,01/02/2020\n");
+    const wrong = await empty.cli(["run"]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain('missing "city" (for cities.city)');
+  });
+
+  test("never replaces an existing file, and needs a source", async () => {
+    empty.write("pipeline.yaml", "# mine\n");
+    const refused = await empty.cli(["init", ...sources]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain("error E_USAGE pipeline.yaml already exists");
+    const { readFileSync } = await import("node:fs");
+    expect(readFileSync(empty.path("pipeline.yaml"), "utf8")).toBe("# mine\n");
+    expect((await empty.cli(["init", "-c", "other.yaml", sources[0]!])).code).toBe(0);
+    expect((await empty.cli(["validate", "-c", "other.yaml"])).code).toBe(0);
+    const none = await empty.cli(["init", "-c", "third.yaml"]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain("init needs the CSV sources");
+    const missing = await empty.cli(["init", "-c", "fourth.yaml", "nowhere.csv", "--json"]);
+    expect(missing.code).toBe(2);
+    expect(JSON.parse(missing.stdout)).toMatchObject({ ok: false, error: { code: "E_USAGE" } });
+    expect(empty.bytes("fourth.yaml")).toBeUndefined();
+  });
+});
