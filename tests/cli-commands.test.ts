@@ -148,7 +148,7 @@ describe("list", () => {
 });
 
 describe("run --select", () => {
-  test("runs only the named step; the next full run derives again from what it loaded", async () => {
+  test("runs only the named step, and the next full run derives again from what it loaded", async () => {
     expect((await ws.cli(["run"], clientFileEnv)).code).toBe(0);
     const cities = () =>
       sqlite(ws.path("output/sales.db"), "SELECT group_concat(city, ',') FROM (SELECT city FROM sales_by_city ORDER BY city)");
