@@ -15,16 +15,13 @@ import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, typ
 import { planPipeline, type Plan } from "./plan.js";
 import { executePlan, previewPlan } from "./run.js";
 import { resolveDatabasePath } from "./db/store.js";
-import { readDatabase } from "./db/session.js";
 import { engineNames, type EngineName } from "./db/engines/index.js";
 import { databaseSetting, type Pipeline } from "./config/schema.js";
 import type { LoadedConfig } from "./config/load.js";
 import { parseDuration } from "./duration.js";
-import { existingTables } from "./db/tables.js";
-import { pendingRejections, type PendingRejection } from "./history.js";
-import { renderRejections } from "./rejections-report.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { listCommand } from "./commands/list.js";
+import { rejectionsCommand } from "./commands/rejections.js";
 import { initCommand } from "./commands/init.js";
 import { historyCommand } from "./commands/history.js";
 import { selectSteps, stepLinks } from "./dependencies.js";
@@ -180,15 +177,7 @@ const commandTable: Record<(typeof commands)[number], Command> = {
       return profiles.every((p) => !p.error) ? exitCodes.ok : exitCodes.runFailed;
     },
   },
-  rejections: {
-    pipeline: true,
-    async run({ args, io, json, c }, { database, engine, plan }) {
-      const rejections = await readPendingRejections(database, engine, args.lockTimeoutMs);
-      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "rejections", database: plan.database, rejections }, null, 2) + "\n");
-      else io.stdout.write(renderRejections(plan.database, rejections, c));
-      return exitCodes.ok;
-    },
-  },
+  rejections: rejectionsCommand,
   test: {
     pipeline: true,
     async run({ args, io, json, c }, { database, engine, plan }) {
@@ -496,13 +485,6 @@ function displayPath(cwd: string, file: string): string {
 
 function resolveAgainst(baseDir: string, file: string): string {
   return path.isAbsolute(file) ? file : path.resolve(baseDir, file);
-}
-
-/** The pending rejections stored in the database file; none when it does not exist yet. Never writes. */
-async function readPendingRejections(database: string, engine: EngineName, lockTimeoutMs: number): Promise<PendingRejection[]> {
-  return readDatabase(database, engine, lockTimeoutMs, (db) =>
-    existingTables(db).has("pipeline_rejected_rows") ? pendingRejections(db) : [],
-  );
 }
 
 function isEngineName(name: string): name is EngineName {
