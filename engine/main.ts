@@ -5,7 +5,6 @@ import { loadConfigFile } from "./config/load.js";
 import { outputPathDiagnostics } from "./config/output-paths.js";
 import { validatePipeline } from "./config/validate.js";
 import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError } from "./errors.js";
-import { readSchema, renderSchemaMarkdown } from "./schema-diagram.js";
 import { profileSources } from "./profile.js";
 import { renderProfile, replaceGenerated } from "./profile-report.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
@@ -22,6 +21,7 @@ import { parseDuration } from "./duration.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { listCommand } from "./commands/list.js";
 import { rejectionsCommand } from "./commands/rejections.js";
+import { schemaCommand } from "./commands/schema.js";
 import { initCommand } from "./commands/init.js";
 import { historyCommand } from "./commands/history.js";
 import { selectSteps, stepLinks } from "./dependencies.js";
@@ -158,15 +158,7 @@ const commandTable: Record<(typeof commands)[number], Command> = {
       return exitCodes.ok;
     },
   },
-  schema: {
-    pipeline: true,
-    async run({ io, json }, { config, pipeline }) {
-      const tables = await readSchema(pipeline);
-      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "schema", config: config.file, tables }, null, 2) + "\n");
-      else io.stdout.write(renderSchemaMarkdown(tables, config.file));
-      return exitCodes.ok;
-    },
-  },
+  schema: schemaCommand,
   profile: {
     pipeline: true,
     async run({ args, io, json, c }, { config, pipeline }) {
