@@ -5,8 +5,6 @@ import { loadConfigFile } from "./config/load.js";
 import { outputPathDiagnostics } from "./config/output-paths.js";
 import { validatePipeline } from "./config/validate.js";
 import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError } from "./errors.js";
-import { profileSources } from "./profile.js";
-import { renderProfile, replaceGenerated } from "./profile-report.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
 import { freshnessChecks } from "./freshness.js";
 import { testStoredDatabase } from "./test-command.js";
@@ -22,6 +20,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { listCommand } from "./commands/list.js";
 import { rejectionsCommand } from "./commands/rejections.js";
 import { schemaCommand } from "./commands/schema.js";
+import { profileCommand } from "./commands/profile.js";
 import { initCommand } from "./commands/init.js";
 import { historyCommand } from "./commands/history.js";
 import { selectSteps, stepLinks } from "./dependencies.js";
@@ -159,16 +158,7 @@ const commandTable: Record<(typeof commands)[number], Command> = {
     },
   },
   schema: schemaCommand,
-  profile: {
-    pipeline: true,
-    async run({ args, io, json, c }, { config, pipeline }) {
-      const profiles = await profileSources(pipeline, config.baseDir, stepType);
-      if (json) io.stdout.write(JSON.stringify({ ok: profiles.every((p) => !p.error), sources: profiles }, null, 2) + "\n");
-      else if (args.update) await updateGenerated(path.resolve(io.cwd, args.update), "profile", renderProfile(profiles, "markdown", c));
-      else io.stdout.write(renderProfile(profiles, args.markdown ? "markdown" : "text", c));
-      return profiles.every((p) => !p.error) ? exitCodes.ok : exitCodes.runFailed;
-    },
-  },
+  profile: profileCommand,
   rejections: rejectionsCommand,
   test: {
     pipeline: true,
@@ -513,21 +503,6 @@ function planJson(plan: Plan, { createdTables, addedColumns }: SchemaChanges) {
       writes: s.writes,
     })),
   };
-}
-
-async function updateGenerated(file: string, name: string, body: string): Promise<void> {
-  const { readFile, writeFile } = await import("node:fs/promises");
-  let document: string;
-  try {
-    document = await readFile(file, "utf8");
-  } catch (error) {
-    throw new PipelineError("E_USAGE", `cannot read ${file}: ${(error as Error).message}`, { exitCode: exitCodes.invalid });
-  }
-  try {
-    await writeFile(file, replaceGenerated(document, name, body));
-  } catch (error) {
-    throw new PipelineError("E_USAGE", `${file}: ${(error as Error).message}`, { exitCode: exitCodes.invalid });
-  }
 }
 
 async function version(): Promise<string> {
