@@ -7,7 +7,6 @@ import { validatePipeline } from "./config/validate.js";
 import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError } from "./errors.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
 import { freshnessChecks } from "./freshness.js";
-import { testStoredDatabase } from "./test-command.js";
 import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream, type SchemaChanges } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
 import { executePlan, previewPlan } from "./run.js";
@@ -21,6 +20,8 @@ import { listCommand } from "./commands/list.js";
 import { rejectionsCommand } from "./commands/rejections.js";
 import { schemaCommand } from "./commands/schema.js";
 import { profileCommand } from "./commands/profile.js";
+import { validateCommand } from "./commands/validate.js";
+import { testCommand } from "./commands/test.js";
 import { initCommand } from "./commands/init.js";
 import { historyCommand } from "./commands/history.js";
 import { selectSteps, stepLinks } from "./dependencies.js";
@@ -149,24 +150,11 @@ const commandTable: Record<(typeof commands)[number], Command> = {
   list: listCommand,
   init: initCommand,
   history: historyCommand,
-  validate: {
-    pipeline: true,
-    async run({ io, json, c }, { config, pipeline, plan }) {
-      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "validate", config: config.file, steps: plan.steps.length }) + "\n");
-      else io.stdout.write(c.green(`${config.file} is valid: ${plan.steps.length} steps, ${Object.keys(pipeline.tables).length} tables\n`));
-      return exitCodes.ok;
-    },
-  },
+  validate: validateCommand,
   schema: schemaCommand,
   profile: profileCommand,
   rejections: rejectionsCommand,
-  test: {
-    pipeline: true,
-    async run({ args, io, json, c }, { database, engine, plan }) {
-      const options = { json, stdout: io.stdout, colors: c, typeOf: stepType, now: io.now ?? (() => new Date()), engine };
-      return testStoredDatabase(plan, database, { ...options, lockTimeoutMs: args.lockTimeoutMs });
-    },
-  },
+  test: testCommand,
   plan: {
     pipeline: true,
     async run({ args, io, json, c }, { database, engine, plan }) {
