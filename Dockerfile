@@ -5,6 +5,8 @@
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+# why: bin/ is a workspace (the `pipeline` command for npx); npm ci needs its package.json.
+COPY bin bin
 # why: --ignore-scripts skips the `node` devDependency's download; this image already is Node 24.
 RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
@@ -16,6 +18,7 @@ RUN npx tsc -p tsconfig.build.json
 FROM node:24-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY bin bin
 # why: sql.js ships a dozen builds (browser, asm.js, debug); Node loads only sql-wasm.js and its .wasm.
 RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts && rm -rf /root/.npm \
  && find node_modules/sql.js/dist -type f ! -name sql-wasm.js ! -name sql-wasm.wasm -delete

@@ -8,12 +8,13 @@ export type CastResult = { ok: true; value: SqlValue } | { ok: false; reason: st
 /** Turns one CSV field into the value stored for a column. */
 export type Caster = (field: string) => CastResult;
 
-/** A mapping in its long form. */
-export type MappingOptions = Exclude<ColumnMapping, string>;
+/** A mapping in its long form, its header named. */
+export type MappingOptions = Exclude<ColumnMapping, string | null> & { from: string };
 
-/** The long form of a column mapping (a bare string names the source column). */
-export function mappingOptions(mapping: ColumnMapping): MappingOptions {
-  return typeof mapping === "string" ? { from: mapping } : mapping;
+/** The long form of a column mapping (a bare string names the source column; no mapping, or no `from`, the column's own name). */
+export function mappingOptions(mapping: ColumnMapping, target: string): MappingOptions {
+  if (mapping === null) return { from: target };
+  return typeof mapping === "string" ? { from: mapping } : { ...mapping, from: mapping.from ?? target };
 }
 
 /** The date formats a mapping's `format` may use: tokens yyyy, MM, dd (M and d accept one digit). */

@@ -31,7 +31,7 @@ export async function runtimeChecks(runnerVersion: string, engine: EngineName, n
         ? {
             name: "node",
             ok: true,
-            detail: `${nodeVersion} (works: every feature the runner uses is there; the project pins and tests Node ${pinnedNodeMajor}, see package.json engines)`,
+            detail: `${nodeVersion} (works with the sqljs engine, though without node:sqlite (Node 22.5+) its save cannot hold SQLite's write lock, so a sqlite3 write in its last milliseconds can be lost, and the native engine is unavailable; the project pins and tests Node ${pinnedNodeMajor}, see package.json engines)`,
           }
         : {
             name: "node",

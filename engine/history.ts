@@ -458,6 +458,11 @@ export function writeSourceState(
   );
 }
 
+/** Whether a run left steps out (`run --select`): they are recorded `not_executed`. */
+export function leftStepsOut(db: SqlDatabase, runId: number): boolean {
+  return db.all("SELECT 1 FROM pipeline_run_steps WHERE run_id = ? AND status = 'not_executed' LIMIT 1", [runId]).length > 0;
+}
+
 /** The last successful run, if any. */
 export function lastRun(db: SqlDatabase): { runId: number; configSha256: string } | undefined {
   const row = db.all("SELECT run_id, config_sha256 FROM pipeline_runs WHERE status LIKE 'succeeded%' ORDER BY run_id DESC LIMIT 1")[0];

@@ -5,12 +5,8 @@ import { loadConfigFile } from "./config/load.js";
 import { outputPathDiagnostics } from "./config/output-paths.js";
 import { validatePipeline } from "./config/validate.js";
 import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError } from "./errors.js";
-import { readSchema, renderSchemaMarkdown } from "./schema-diagram.js";
-import { profileSources } from "./profile.js";
-import { renderProfile, replaceGenerated } from "./profile-report.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
 import { freshnessChecks } from "./freshness.js";
-import { testStoredDatabase } from "./test-command.js";
 import {
   colorsFor,
   renderDeepPlan,
@@ -24,15 +20,20 @@ import {
 import { planPipeline, type Plan } from "./plan.js";
 import { executePlan, previewPlan } from "./run.js";
 import { resolveDatabasePath } from "./db/store.js";
-import { readDatabase } from "./db/session.js";
 import { engineNames, type EngineName } from "./db/engines/index.js";
 import { databaseSetting, type Pipeline } from "./config/schema.js";
 import type { LoadedConfig } from "./config/load.js";
 import { parseDuration } from "./duration.js";
-import { existingTables } from "./db/tables.js";
-import { pendingRejections, type PendingRejection } from "./history.js";
-import { renderRejections } from "./rejections-report.js";
 import { setTimeout as sleep } from "node:timers/promises";
+import { listCommand } from "./commands/list.js";
+import { rejectionsCommand } from "./commands/rejections.js";
+import { schemaCommand } from "./commands/schema.js";
+import { profileCommand } from "./commands/profile.js";
+import { validateCommand } from "./commands/validate.js";
+import { testCommand } from "./commands/test.js";
+import { initCommand } from "./commands/init.js";
+import { historyCommand } from "./commands/history.js";
+import { selectSteps, stepLinks } from "./dependencies.js";
 
 /** What main() may touch: injected so tests run it in-process. */
 export interface Io {
@@ -49,11 +50,27 @@ export interface Io {
 /** Exit codes, documented in the README. */
 export const exitCodes = { ok: 0, runFailed: 1, invalid: 2, busy: 3, savedWithRejections: 4, interrupted: 130 } as const;
 
-const commands = ["run", "validate", "plan", "doctor", "schema", "profile", "rejections", "test", "help"] as const;
+const commands = [
+  "init",
+  "run",
+  "validate",
+  "plan",
+  "list",
+  "history",
+  "doctor",
+  "schema",
+  "profile",
+  "rejections",
+  "test",
+  "help",
+] as const;
 
 const usage = `Usage: pipeline <command> [options]
 
 Commands:
+  init FILE_OR_URL...
+                   draft a pipeline.yaml (or -c FILE) that loads each CSV source into its own table: types,
+                   keys and references inferred from the values; never replaces an existing file
   run              validate, then run every step and save the database (default)
   run --dry-run    validate and print the plan and the checks that will run; nothing is fetched or written
   run --dry-run --deep
@@ -64,10 +81,17 @@ Commands:
   run --full-refresh [STEP...]
                    read every source (or those of the named load steps) in full: no conditional GET,
                    no same-content or grown-file shortcut; the derived steps run again
+  run --select STEP[+][,STEP...]
+                   run only the named steps (repeatable); STEP+ adds every later step that reads what
+                   STEP writes, directly or through other steps; the others are not executed
   plan             same as run --dry-run (plan --deep: same as run --dry-run --deep)
+  list             the steps in run order: type, the tables each reads and writes
+  history          the last runs recorded in the database: status, counts, duration, error (--last N,
+                   default 10); reads the database, writes nothing
   validate         check pipeline.yaml and report every problem with its line:col
   doctor           check the runtime, the configuration, the database directory and every source
   schema           print the database schema the pipeline creates, as Markdown with a Mermaid diagram
+                   (--json: the tables, their columns, keys and references as JSON)
   profile          fetch every source like a run would and report what it holds (data qualification);
                    --markdown for Markdown, --json for JSON, --update FILE to refresh the
                    <!-- generated:profile --> section of a document; writes nothing else
@@ -89,8 +113,12 @@ Options:
       --strict        with run: exit 4 when the run saved with rejected rows (or, unchanged, the run it
                       leaves unchanged did); what is saved is the same as without --strict
       --lock-timeout D  with run and plan --deep: how long to wait while another run holds the database (default 60s)
+      --select STEP   with run: only this step (repeatable, or comma-separated; STEP+ with what depends on it)
+      --last N        with history: how many runs to show (default 10)
       --every D       with run: run again every D (e.g. 15m) until stopped with Ctrl-C or SIGTERM;
-                      a failed run is reported and the next one still happens
+                      a failed run is reported and the next one still happens; with --json, one JSON document
+                      per run, one per line
+      --max-runs N    with --every: stop after N runs
   -h, --help          this help
   -v, --version       the runner's version
 
@@ -101,7 +129,7 @@ Exit codes: 0 success, 1 the run failed (nothing was saved), 2 invalid configura
 `;
 
 /** What every command gets: the parsed command line, the I/O and the colours of each stream. */
-interface CommandContext {
+export interface CommandContext {
   args: CommandLine;
   io: Io;
   json: boolean;
@@ -110,7 +138,7 @@ interface CommandContext {
 }
 
 /** The pipeline a command works on: loaded, validated, its database and engine chosen, planned. */
-interface Loaded {
+export interface Loaded {
   config: LoadedConfig;
   pipeline: Pipeline;
   /** The database's real path. */
@@ -120,55 +148,28 @@ interface Loaded {
 }
 
 /** One command: whether it needs the pipeline loaded first, and what it does; returns the exit code. */
-type Command =
+export type Command =
   | { pipeline: false; run(context: CommandContext): Promise<number> }
   | { pipeline: true; run(context: CommandContext, loaded: Loaded): Promise<number> };
 
 /** Every command, by name (citty's subCommands): a new command is one entry here and its lines in the usage. */
 const commandTable: Record<(typeof commands)[number], Command> = {
-  help: { pipeline: false, run: async ({ io }) => (io.stdout.write(usage), exitCodes.ok) },
+  help: {
+    pipeline: false,
+    async run({ io, json }) {
+      io.stdout.write(json ? JSON.stringify({ ok: true, command: "help", usage }, null, 2) + "\n" : usage);
+      return exitCodes.ok;
+    },
+  },
   doctor: { pipeline: false, run: ({ args, io, json }) => doctor(args, io, json) },
-  validate: {
-    pipeline: true,
-    async run({ io, json, c }, { config, pipeline, plan }) {
-      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "validate", config: config.file, steps: plan.steps.length }) + "\n");
-      else io.stdout.write(c.green(`${config.file} is valid: ${plan.steps.length} steps, ${Object.keys(pipeline.tables).length} tables\n`));
-      return exitCodes.ok;
-    },
-  },
-  schema: {
-    pipeline: true,
-    async run({ io }, { config, pipeline }) {
-      io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline), config.file));
-      return exitCodes.ok;
-    },
-  },
-  profile: {
-    pipeline: true,
-    async run({ args, io, json, c }, { config, pipeline }) {
-      const profiles = await profileSources(pipeline, config.baseDir, stepType);
-      if (json) io.stdout.write(JSON.stringify({ ok: profiles.every((p) => !p.error), sources: profiles }, null, 2) + "\n");
-      else if (args.update) await updateGenerated(path.resolve(io.cwd, args.update), "profile", renderProfile(profiles, "markdown", c));
-      else io.stdout.write(renderProfile(profiles, args.markdown ? "markdown" : "text", c));
-      return profiles.every((p) => !p.error) ? exitCodes.ok : exitCodes.runFailed;
-    },
-  },
-  rejections: {
-    pipeline: true,
-    async run({ args, io, json, c }, { database, engine, plan }) {
-      const rejections = await readPendingRejections(database, engine, args.lockTimeoutMs);
-      if (json) io.stdout.write(JSON.stringify({ ok: true, command: "rejections", database: plan.database, rejections }, null, 2) + "\n");
-      else io.stdout.write(renderRejections(plan.database, rejections, c));
-      return exitCodes.ok;
-    },
-  },
-  test: {
-    pipeline: true,
-    async run({ args, io, json, c }, { database, engine, plan }) {
-      const options = { json, stdout: io.stdout, colors: c, typeOf: stepType, now: io.now ?? (() => new Date()), engine };
-      return testStoredDatabase(plan, database, { ...options, lockTimeoutMs: args.lockTimeoutMs });
-    },
-  },
+  list: listCommand,
+  init: initCommand,
+  history: historyCommand,
+  validate: validateCommand,
+  schema: schemaCommand,
+  profile: profileCommand,
+  rejections: rejectionsCommand,
+  test: testCommand,
   plan: {
     pipeline: true,
     async run({ args, io, json, c }, { database, engine, plan }) {
@@ -196,7 +197,11 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   const errorColors = colorsFor(io.stderr, io.env);
   try {
     const args = parseCommandLine(argv);
-    if (args.version) return (io.stdout.write(`pipeline-runner ${await version()}\n`), exitCodes.ok);
+    if (args.version) {
+      const runner = await version();
+      io.stdout.write(json ? JSON.stringify({ ok: true, command: "version", version: runner }) + "\n" : `pipeline-runner ${runner}\n`);
+      return exitCodes.ok;
+    }
     const command = commandTable[args.help ? "help" : args.command];
     const context: CommandContext = { args, io, json, c, errorColors };
     if (!command.pipeline) return await command.run(context);
@@ -230,14 +235,19 @@ async function loadPipeline(args: CommandLine, io: Io): Promise<Loaded> {
 }
 
 /** `run`: one run, or one per interval with --every. */
-async function runCommand({ args, io, json, c, errorColors }: CommandContext, { database, engine, plan }: Loaded): Promise<number> {
+async function runCommand(
+  { args, io, json, c, errorColors }: CommandContext,
+  { config, pipeline, database, engine, plan }: Loaded,
+): Promise<number> {
   const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : checkRefreshSteps(args.steps, plan));
+  const select = args.select.length === 0 ? undefined : selectSteps(args.select, await stepLinks(pipeline, config, stepType), usageError);
   const runOnce = async (compact: boolean): Promise<number> => {
     const report = await executePlan(
       { ...plan, database },
       {
         force: args.force,
         fullRefresh: fullRefresh || undefined,
+        select,
         engine,
         lockTimeoutMs: args.lockTimeoutMs,
         signal: io.signal,
@@ -247,6 +257,12 @@ async function runCommand({ args, io, json, c, errorColors }: CommandContext, { 
       },
     );
     report.database = plan.database;
+    if (select && report.error?.code === "E_CHECK") {
+      const withDependents = args.select.map((name) => (name.endsWith("+") ? name : `${name}+`)).join(",");
+      report.notes.push(
+        `with --select, the steps left out did not derive again from what the selected ones loaded; --select ${withDependents} runs them too`,
+      );
+    }
     if (json) {
       const document = { command: "run", ...report, rssBytes: process.memoryUsage().rss };
       io.stdout.write((compact ? JSON.stringify(document) : JSON.stringify(document, null, 2)) + "\n");
@@ -343,7 +359,8 @@ async function runEvery(
   return io.signal?.aborted ? exitCodes.ok : last;
 }
 
-interface CommandLine {
+/** The parsed command line. */
+export interface CommandLine {
   command: (typeof commands)[number];
   config: string;
   db: string | undefined;
@@ -356,9 +373,15 @@ interface CommandLine {
   fullRefresh: boolean;
   /** The load steps named after `run --full-refresh`. */
   steps: string[];
+  /** `init`: the CSV sources (files or URLs) to draft a pipeline from. */
+  sources: string[];
   lockTimeoutMs: number;
   everyMs: number | undefined;
   maxRuns: number | undefined;
+  /** `run --select`: step names, each maybe ending in + (what depends on it too). */
+  select: string[];
+  /** `history --last N`: how many runs. */
+  last: number;
   markdown: boolean;
   update: string | undefined;
   help: boolean;
@@ -379,6 +402,8 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     "lock-timeout": { type: "string", default: "60s" },
     every: { type: "string" },
     "max-runs": { type: "string" },
+    select: { type: "string", multiple: true },
+    last: { type: "string" },
     markdown: { type: "boolean", default: false },
     update: { type: "string" },
     help: { type: "boolean", short: "h", default: false },
@@ -395,7 +420,8 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   const [command = "run", ...rest] = parsed.positionals;
   if (!(commands as readonly string[]).includes(command)) throw usageError(`unknown command "${command}"${didYouMean(command, commands)}`);
   const v = parsed.values;
-  if (rest.length > 0 && !(command === "run" && v["full-refresh"])) throw usageError(`unexpected argument "${rest[0]}"`);
+  if (rest.length > 0 && !(command === "run" && v["full-refresh"]) && command !== "init")
+    throw usageError(`unexpected argument "${rest[0]}"`);
   for (const option of ["dry-run", "strict", "full-refresh"] as const) {
     if (v[option] && command !== "run") throw usageError(`--${option} goes with the run command`);
   }
@@ -408,9 +434,18 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
   };
   const everyMs = duration("every", v.every);
   if (everyMs !== undefined && (command !== "run" || v["dry-run"])) throw usageError("--every goes with the run command");
+  if (everyMs === 0) throw usageError(`--every takes a duration longer than zero, not "${v.every}"`);
+  if (v["max-runs"] !== undefined && everyMs === undefined) throw usageError("--max-runs goes with --every: it stops a repeated run");
   const maxRuns = v["max-runs"] === undefined ? undefined : Number(v["max-runs"]);
   if (maxRuns !== undefined && !(Number.isInteger(maxRuns) && maxRuns > 0))
     throw usageError(`--max-runs takes a positive whole number, not "${v["max-runs"]}"`);
+  const select = (v.select ?? []).flatMap((names) => names.split(",")).map((name) => name.trim());
+  if (select.length > 0 && (command !== "run" || v["dry-run"])) throw usageError("--select goes with the run command (not --dry-run)");
+  if (select.some((name) => name === "" || name === "+"))
+    throw usageError(`--select takes step names, such as --select load_sales+, not "${v.select!.join(",")}"`);
+  const last = v.last === undefined ? 10 : Number(v.last);
+  if (v.last !== undefined && command !== "history") throw usageError("--last goes with the history command");
+  if (!(Number.isInteger(last) && last > 0)) throw usageError(`--last takes a positive whole number, not "${v.last}"`);
   if (v.engine !== undefined && !isEngineName(v.engine))
     throw usageError(`--engine takes ${engineNames.join(" or ")}, not "${v.engine}"${didYouMean(v.engine, engineNames)}`);
   return {
@@ -423,10 +458,13 @@ function parseCommandLine(argv: readonly string[]): CommandLine {
     force: v.force,
     strict: v.strict,
     fullRefresh: v["full-refresh"],
-    steps: rest,
+    steps: command === "init" ? [] : rest,
+    sources: command === "init" ? rest : [],
     lockTimeoutMs: duration("lock-timeout", v["lock-timeout"])!,
     everyMs,
     maxRuns,
+    select,
+    last,
     markdown: v.markdown,
     update: v.update,
     help: v.help || command === "help",
@@ -466,13 +504,6 @@ function resolveAgainst(baseDir: string, file: string): string {
   return path.isAbsolute(file) ? file : path.resolve(baseDir, file);
 }
 
-/** The pending rejections stored in the database file; none when it does not exist yet. Never writes. */
-async function readPendingRejections(database: string, engine: EngineName, lockTimeoutMs: number): Promise<PendingRejection[]> {
-  return readDatabase(database, engine, lockTimeoutMs, (db) =>
-    existingTables(db).has("pipeline_rejected_rows") ? pendingRejections(db) : [],
-  );
-}
-
 function isEngineName(name: string): name is EngineName {
   return (engineNames as readonly string[]).includes(name);
 }
@@ -508,21 +539,6 @@ function planJson(plan: Plan, { createdTables, addedColumns, checks }: SchemaCha
     })),
     checks: checks ?? [],
   };
-}
-
-async function updateGenerated(file: string, name: string, body: string): Promise<void> {
-  const { readFile, writeFile } = await import("node:fs/promises");
-  let document: string;
-  try {
-    document = await readFile(file, "utf8");
-  } catch (error) {
-    throw new PipelineError("E_USAGE", `cannot read ${file}: ${(error as Error).message}`, { exitCode: exitCodes.invalid });
-  }
-  try {
-    await writeFile(file, replaceGenerated(document, name, body));
-  } catch (error) {
-    throw new PipelineError("E_USAGE", `${file}: ${(error as Error).message}`, { exitCode: exitCodes.invalid });
-  }
 }
 
 async function version(): Promise<string> {

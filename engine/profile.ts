@@ -109,12 +109,13 @@ async function profileOne(step: LoadStepSpec, table: TableSpec, key: readonly st
     const csv = parseCsv(text, step.csv ?? {}, source);
     profile.header = csv.header;
     profile.rows = csv.records.length;
-    const targetOf = new Map(Object.entries(step.columns).map(([target, m]) => [mappingOptions(m).from, target]));
+    const targetOf = new Map(Object.entries(step.columns).map(([target, m]) => [mappingOptions(m, target).from, target]));
     const rows = csv.records.map((r) => ({ line: r.line, values: {} as Record<string, SqlValue>, ok: true }));
     profile.columns = csv.header.map((name, index) => {
       const target = targetOf.get(name.trim());
       const spec = target ? table.columns[target] : undefined;
-      const caster = target && spec ? makeCaster(spec, mappingOptions(step.columns[target]!), isRequired(table, target)) : undefined;
+      const caster =
+        target && spec ? makeCaster(spec, mappingOptions(step.columns[target]!, target), isRequired(table, target)) : undefined;
       const fields = csv.records.map((r) => r.fields[index]);
       const invalid: Finding[] = [];
       fields.forEach((field, i) => {

@@ -11,7 +11,7 @@ import { ensureTables } from "./db/tables.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
 import { recordFailedRuns, type FailedRun } from "./failed-runs.js";
 import { recordOutputs, refuseOutputsOfAnotherDatabase } from "./outputs.js";
-import { finishRun, lastRun, recordStep, rejectionSamples, startRun, systemTables, type RejectionSample } from "./history.js";
+import { finishRun, lastRun, leftStepsOut, recordStep, rejectionSamples, startRun, systemTables, type RejectionSample } from "./history.js";
 import type { SchemaChanges } from "./output.js";
 import type { Plan, PlannedStep } from "./plan.js";
 import type { StepCounts, StepDefinition, StepOutcome } from "./step.js";
@@ -82,6 +82,8 @@ export interface RunOptions {
   force: boolean;
   /** `--full-refresh`: every load step (true) or the named ones read their source in full; derived steps run again. */
   fullRefresh?: true | readonly string[] | undefined;
+  /** `--select`: run only these steps; the others stay not executed (their tables and pending rows as they were). */
+  select?: ReadonlySet<string> | undefined;
   /** The storage engine: `sqljs` (the default) or `native`. */
   engine: EngineName;
   /** How long to wait for another run's lock on the database, and for another program writing it. */
@@ -149,7 +151,9 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       previous.configSha256 !== configSha256 ||
       report.createdTables.length > 0 ||
       options.fullRefresh !== undefined ||
-      missing.length > 0;
+      missing.length > 0 ||
+      // why: a run with --select may have changed tables without running every step that derives from them.
+      leftStepsOut(db, previous.runId);
     const runId = startRun(db, { startedAt, configSha256, configFile: plan.config.file });
     report.runId = runId;
     const files: OutputFile[] = [];
@@ -159,6 +163,11 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       // why: a check runs once the last step writing a table it reads has run, before the next step.
       checks.runDue(db, runId, startedAt, step.index);
       throwIfAborted(options.signal);
+      if (options.select && !options.select.has(step.name)) {
+        // why: recorded as such, so the next run derives again and this step's pending rows stay pending.
+        recordStep(db, { runId, ...report.steps[step.index]!, index: step.index });
+        continue;
+      }
       const definition = options.typeOf(step.spec);
       const skip = !changed && definition.derived ? `inputs unchanged since run ${previous!.runId}` : undefined;
       const outcome = await runStep(step, definition, { plan, options, db, runId, startedAt, result: report.steps[step.index]!, skip });

@@ -45,6 +45,15 @@ export interface CheckContext {
   at(subpath: readonly (string | number)[], key?: string): SourcePlace;
 }
 
+/** What a step may use to say which tables it reads. */
+export interface ReadContext {
+  pipeline: Pipeline;
+  /** The directory relative paths start from (the pipeline file's). */
+  baseDir: string;
+  /** The tables one query or script reads, from its compiled program; nothing runs. */
+  tablesRead(sql: string): string[];
+}
+
 /** Live progress of a long step; the CLI shows it on a terminal. */
 export type ProgressReporter = (rows: number) => void;
 
@@ -73,6 +82,8 @@ export interface StepDefinition<S extends StepSpec = StepSpec> {
   details(step: S, pipeline: Pipeline): PlanDetail[];
   /** The tables the step writes. */
   writes(step: S): string[];
+  /** The tables the step reads (`list`, `run --select STEP+`); `tablesRead` gives those a query reads, from its compiled program. */
+  reads?(step: S, context: ReadContext): string[];
   /** The files the step may write, relative to the pipeline file; the run removes temporary files a killed run left for them. */
   files?(step: S): string[];
   /** The files the step reads (a source, SQL files), relative to the pipeline file, each with what it is to the step; no output may replace them. */

@@ -64,13 +64,15 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     const key = loadKey(step, table);
     if (key && step.mode !== "append") details.push(["key", key.join(", ")]);
     if (step.mode === "insert_new") details.push(["on conflict", conflictPolicy(step)]);
-    const columns = Object.entries(step.columns).map(([target, mapping]) => `${target} <- "${mappingOptions(mapping).from}"`);
+    const columns = Object.entries(step.columns).map(([target, mapping]) => `${target} <- "${mappingOptions(mapping, target).from}"`);
     details.push(["columns", columns.join(", ")]);
     if (step.max_rejected !== undefined) details.push(["max rejected", String(step.max_rejected)]);
     return details;
   },
 
   writes: (step) => [step.table],
+  // why: a row whose reference is not stored yet waits, and is retried by the next run of this step.
+  reads: (step, { pipeline }) => (pipeline.tables[step.table]?.foreign_keys ?? []).map((fk) => fk.references.table),
   inputs: (step) => (isUrl(step.source) ? [] : [{ file: step.source, what: "the source" }]),
   derived: false,
 
@@ -98,7 +100,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
         );
         continue;
       }
-      const options = mappingOptions(mapping);
+      const options = mappingOptions(mapping, target);
       const misplaced = (option: keyof typeof options, type: string) => {
         if (options[option] !== undefined && column.type !== type) {
           problem(`${option} applies to ${type} columns; ${step.table}.${target} is ${column.type}`, ["columns", target], option);
@@ -242,7 +244,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   const source = redactCredentials(step.source);
   const targets = Object.keys(step.columns);
   const casters: Caster[] = targets.map((target) =>
-    makeCaster(table.columns[target]!, mappingOptions(step.columns[target]!), isRequired(table, target)),
+    makeCaster(table.columns[target]!, mappingOptions(step.columns[target]!, target), isRequired(table, target)),
   );
   const insertRejection = rejectionWriter(db, runId, step.name, step.source);
   const keepRejection = rejectionKeeper(db, runId);
@@ -701,14 +703,14 @@ function headerIndexes(step: LoadStepSpec, header: string[], source: string, map
   const clean = header.map((name) => name.trim());
   const missing: string[] = [];
   const indexes = Object.entries(step.columns).map(([target, mapping]) => {
-    const wanted = mappingOptions(mapping).from;
+    const wanted = mappingOptions(mapping, target).from;
     const index = clean.indexOf(wanted);
     if (index < 0) missing.push(`"${wanted}" (for ${step.table}.${target})${didYouMean(wanted, clean)} (mapped at ${mappedAt(target)})`);
     else if (clean.indexOf(wanted, index + 1) >= 0) missing.push(`"${wanted}" appears twice`);
     return index;
   });
   if (missing.length > 0) {
-    const expected = Object.values(step.columns).map((m) => mappingOptions(m).from);
+    const expected = Object.entries(step.columns).map(([target, m]) => mappingOptions(m, target).from);
     throw new PipelineError(
       "E_HEADER",
       `${source}: the header does not have the expected columns: missing ${missing.join(", ")}. Expected ${JSON.stringify(expected)}; got ${JSON.stringify(header.slice(0, 20).map((name) => clip(name, 100)))}${header.length > 20 ? ` and ${header.length - 20} more` : ""}`,

@@ -43,6 +43,10 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
 
   writes: () => [],
   files: outputFiles,
+  reads: (step, context) => [
+    ...step.sections.flatMap((section) => context.tablesRead(readSqlText(section, context.baseDir))),
+    ...(step.byline?.sql === undefined ? [] : context.tablesRead(step.byline.sql)),
+  ],
   inputs: (step) => step.sections.flatMap((section) => (section.file ? [{ file: section.file, what: "the SQL file" }] : [])),
   derived: true,
 

@@ -224,12 +224,16 @@ const tableSchema = {
 const mappingSchema = {
   anyOf: [
     { type: "string", minLength: 1, description: "the source column's header, exactly as in the CSV" },
+    { type: "null" },
     {
       type: "object",
       additionalProperties: false,
-      required: ["from"],
       properties: {
-        from: { type: "string", minLength: 1, description: "the source column's header, exactly as in the CSV" },
+        from: {
+          type: "string",
+          minLength: 1,
+          description: "the source column's header, exactly as in the CSV; default: the column's own name",
+        },
         format: {
           type: "string",
           minLength: 1,
@@ -393,7 +397,8 @@ const loadStepSchema = {
       propertyNames: identifier,
       additionalProperties: mappingSchema,
       minProperties: 1,
-      description: "each target column and the source header it is read from: `column: Header` or `column: { from: Header, format: ... }`",
+      description:
+        "each target column and the source header it is read from: `column: Header`, `column: { from: Header, format: ... }`, or `column:` alone when the header is the column's name",
       examples: [{ product_id: "ID Référence produit", date: { from: "Date", format: "dd/MM/yyyy" } }],
     },
     max_rejected: {

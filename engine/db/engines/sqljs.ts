@@ -85,7 +85,8 @@ async function replaceFile(file: string, image: Uint8Array, loaded: Loaded, opti
   let old: FileHandle | undefined;
   try {
     if (loaded.identity !== undefined && (await fileIdentity(file)) !== undefined) {
-      guard = await writeLock(file, options);
+      // why: below Node 22.5 there is no node:sqlite to hold SQLite's write lock; the check and rename still run, as before it existed (doctor says so).
+      if (process.getBuiltinModule?.("node:sqlite") !== undefined) guard = await writeLock(file, options);
       old = await open(file, "r+");
     }
     await refuseIfChanged(file, loaded, old);
