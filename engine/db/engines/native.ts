@@ -9,7 +9,7 @@ import { splitStatements } from "../split-sql.js";
 import type { Engine, OpenOptions, Transaction } from "./engine.js";
 
 /** SQLite's page cache for a run, in KiB: all that the native engine holds in memory of the database. */
-const cacheKiB = 65_536;
+const cacheKiB = 16_384;
 
 /**
  * The native engine (`node:sqlite`, the SQLite built into Node): the steps run in one transaction
