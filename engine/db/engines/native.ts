@@ -1,4 +1,4 @@
-import { closeSync, openSync } from "node:fs";
+import { closeSync, fstatSync, openSync } from "node:fs";
 import { rm, stat } from "node:fs/promises";
 import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { nodeSqlite } from "./node-sqlite.js";
@@ -49,7 +49,8 @@ export const nativeEngine: Engine = {
     };
     const transaction: Transaction = {
       db: wrapDatabase(raw, file),
-      soundTables: existed ? await tablesCheckedAtMark(file, found) : "all",
+      // why: "all" only for a file still empty under the write lock: one another program created since exists() is checked.
+      soundTables: existed ? await tablesCheckedAtMark(file, found) : fd !== undefined && fstatSync(fd).size === 0 ? "all" : new Set(),
       async commit(checkedTables) {
         guarded(file, () => raw.exec("COMMIT"));
         if (fd !== undefined) await recordMark(file, counterAfterCommit, checkedTables, fd);
