@@ -121,7 +121,11 @@ describe("saving fails", () => {
       );
       expect(readFileSync(ws.path("mnt/sales.db"))).toEqual(before);
       // The temporary file is gone, which leaves room for the failure's line in the journal.
-      expect(execFileSync("ls", ["-A", mnt], { encoding: "utf8" }).trim().split("\n")).toEqual(["sales.db", "sales.db.failed-runs.jsonl"]);
+      expect(execFileSync("ls", ["-A", mnt], { encoding: "utf8" }).trim().split("\n")).toEqual([
+        "sales.db",
+        "sales.db.checked",
+        "sales.db.failed-runs.jsonl",
+      ]);
       expect(readFileSync(ws.path("mnt/sales.db.failed-runs.jsonl"), "utf8")).toMatch(
         testEngine === "sqljs"
           ? /"error":"E_SAVE cannot save the database .*ENOSPC/

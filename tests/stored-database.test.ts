@@ -1,6 +1,6 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { clientFileEnv, sqlite, Workspace } from "./helpers/workspace.js";
+import { clientFileEnv, sqlite, testEngine, Workspace } from "./helpers/workspace.js";
 
 // The stored database is not taken on faith: objects the runner did not create (triggers, views,
 // indexes) on the tables it declares, and damaged indexes, are refused before anything is saved.
@@ -183,6 +183,65 @@ describe("a damaged database", () => {
     expect(run.code).toBe(0);
     expect(sqlite(db(), "SELECT count(*), count(DISTINCT date || product_id || store_id) FROM sales")).toBe("31|31");
   });
+
+  /** Writes the source's sales in reverse order, so the source did not only grow and every row is looked up again. */
+  function reverseSales(): void {
+    const [header, ...lines] = readFileSync(ws.path(sales), "utf8").trim().split(/\r?\n/);
+    ws.write(sales, [header, ...lines.reverse()].join("\r\n"));
+  }
+
+  /** The mark a commit of the runner records beside the database, forged from the file as it is now, with `change` applied. */
+  function forgeMark(change: Record<string, number>): void {
+    const info = statSync(db());
+    const counter = readFileSync(db()).readUInt32BE(24);
+    const tables = sqlite(db(), "SELECT name FROM sqlite_schema WHERE type = 'table'").split("\n");
+    writeFileSync(`${db()}.checked`, JSON.stringify({ size: info.size, mtimeMs: info.mtimeMs, ino: info.ino, counter, tables, ...change }));
+  }
+
+  test.each([
+    ["its change counter", { counter: -1 }],
+    ["its size", { size: -1 }],
+    ["its modification time", { mtimeMs: -1 }],
+    ["its inode", { ino: -1 }],
+  ])(
+    "the integrity check is skipped only for a file exactly as the runner's last commit left it: a mark that differs in %s is not trusted",
+    async (_, change) => {
+      emptySalesIndex();
+      forgeMark(change);
+      reverseSales();
+      const before = ws.bytes();
+      const run = await ws.cli(["run"], env);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/^error E_DB .*table sales: .*index sqlite_autoindex_sales_1/);
+      expect(ws.bytes()).toEqual(before);
+    },
+  );
+
+  test("a file as the runner's last commit left it is not checked again (the limit: a mark forged to match lets planted damage through)", async () => {
+    emptySalesIndex();
+    forgeMark({});
+    addSale();
+    const run = await ws.cli(["run"], env);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    // why: a fresh mark was recorded by that commit, and the damage is still there for the next run that does check.
+    expect(sqlite(db(), "PRAGMA integrity_check(sales)")).toMatch(/missing from index sqlite_autoindex_sales_1/);
+  });
+
+  test.skipIf(testEngine !== "native")(
+    "in WAL mode, where a commit changes neither the header's counter nor the main file, damage planted by the sqlite3 CLI is refused",
+    async () => {
+      expect(sqlite(db(), "PRAGMA journal_mode = WAL")).toBe("wal");
+      addSale();
+      expect((await ws.cli(["run"], env)).code).toBe(0);
+      emptySalesIndex();
+      reverseSales();
+      const run = await ws.cli(["run"], env);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/^error E_DB .*table sales: .*index sqlite_autoindex_sales_1/);
+      expect(sqlite(db(), "SELECT count(*) FROM sales NOT INDEXED")).toBe("31");
+    },
+  );
 
   test("a damaged page met during a step is reported as a damaged database, not as a crash", async () => {
     const root = Number(sqlite(db(), "SELECT rootpage FROM sqlite_schema WHERE name = 'sqlite_autoindex_sales_1'"));

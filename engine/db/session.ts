@@ -35,10 +35,19 @@ export interface Session {
   readonly db: SqlDatabase;
   /** Whether the transaction was committed. */
   readonly saved: boolean;
+  /** The tables known sound without an integrity check (see {@link Transaction.soundTables}); set by {@link Session.begin}. */
+  readonly soundTables: ReadonlySet<string> | "all";
   /** Opens the database and begins the transaction; returns the failed runs waiting in the journal. */
   begin(): Promise<FailedRun[]>;
-  /** Stages `files`, commits, empties the journal, then puts the files in place; says which were placed and which not (with why). */
-  commit(files: readonly OutputFile[], baseDir: string): Promise<{ placed: string[]; notPlaced: string[] }>;
+  /**
+   * Stages `files`, commits, empties the journal, then puts the files in place; says which were placed and which not (with why).
+   * `checkedTables` are the tables this run knows sound (checked, or already known sound), which the next run need not check.
+   */
+  commit(
+    files: readonly OutputFile[],
+    baseDir: string,
+    checkedTables: readonly string[],
+  ): Promise<{ placed: string[]; notPlaced: string[] }>;
   /** Rolls back; `journalRecorded` when the journal's runs are already in the database, which empties it. */
   rollback(options?: { journalRecorded: boolean }): Promise<void>;
   /** Keeps a failed run in the journal, for the next run that commits; never a second error. */
@@ -79,6 +88,9 @@ export async function lockDatabase(database: string, options: SessionOptions): P
     get saved() {
       return saved;
     },
+    get soundTables() {
+      return transaction?.soundTables ?? new Set<string>();
+    },
     async begin() {
       transaction = await engineNamed(options.engine).begin(database, { busyTimeoutMs: options.lockTimeoutMs });
       try {
@@ -91,13 +103,13 @@ export async function lockDatabase(database: string, options: SessionOptions): P
         return [];
       }
     },
-    async commit(files, baseDir) {
+    async commit(files, baseDir, checkedTables) {
       const staged: { path: string; file: StagedFile }[] = [];
       try {
         // why: a file that cannot be written fails the run with nothing changed; after the commit, only renames remain.
         for (const file of files) staged.push({ path: file.path, file: await stageOutput(path.resolve(baseDir, file.path), file.content) });
         throwIfAborted(options.signal);
-        await transaction!.commit();
+        await transaction!.commit(checkedTables);
         saved = true;
         await emptyJournal();
         const placed: string[] = [];

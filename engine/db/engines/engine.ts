@@ -32,8 +32,13 @@ export interface Engine {
 export interface Transaction {
   /** The database the steps read and write, inside the transaction. */
   readonly db: SqlDatabase;
-  /** Makes the transaction durable in the file, or throws with the file as it was. */
-  commit(): Promise<void>;
+  /**
+   * The tables known sound without an integrity check: all in a new file; in a file exactly as
+   * this runner's last commit left it (engine/db/commit-mark.ts), those that commit checked; else none.
+   */
+  readonly soundTables: ReadonlySet<string> | "all";
+  /** Makes the transaction durable in the file, or throws with the file as it was; `checkedTables` are now known sound. */
+  commit(checkedTables: readonly string[]): Promise<void>;
   /** Abandons the transaction: the file keeps its content as before. */
   rollback(): Promise<void>;
   /** Releases the connection; after commit or rollback. */

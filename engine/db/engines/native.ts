@@ -1,13 +1,15 @@
+import { closeSync, fstatSync, openSync } from "node:fs";
 import { rm, stat } from "node:fs/promises";
 import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { nodeSqlite } from "./node-sqlite.js";
+import { markOf, recordMark, tablesCheckedAtMark } from "../commit-mark.js";
 import { PipelineError } from "../../errors.js";
 import type { Params, Row, SqlDatabase, SqlValue, Statement } from "../database.js";
 import { splitStatements } from "../split-sql.js";
 import type { Engine, OpenOptions, Transaction } from "./engine.js";
 
 /** SQLite's page cache for a run, in KiB: all that the native engine holds in memory of the database. */
-const cacheKiB = 65_536;
+const cacheKiB = 16_384;
 
 /**
  * The native engine (`node:sqlite`, the SQLite built into Node): the steps run in one transaction
@@ -35,21 +37,34 @@ export const nativeEngine: Engine = {
       if (!existed) await removeEmpty(file);
       throw error;
     }
+    // why: the header is read under the write lock, so no other commit comes between this mark and ours; a new file's first commit
+    // makes its counter 1. The descriptor stays open until the connection is closed (closing it would drop SQLite's locks).
+    let fd = options.preview ? undefined : openIfAny(file);
+    const found = existed && fd !== undefined ? markOf(file, fd) : undefined;
+    const counterAfterCommit = existed ? (found ? found.counter + 1 : undefined) : 1;
+    const release = () => {
+      if (raw.isOpen) raw.close();
+      if (fd !== undefined) closeSync(fd);
+      fd = undefined;
+    };
     const transaction: Transaction = {
       db: wrapDatabase(raw, file),
-      async commit() {
+      // why: "all" only for a file still empty under the write lock: one another program created since exists() is checked.
+      soundTables: existed ? await tablesCheckedAtMark(file, found) : fd !== undefined && fstatSync(fd).size === 0 ? "all" : new Set(),
+      async commit(checkedTables) {
         guarded(file, () => raw.exec("COMMIT"));
+        if (fd !== undefined) await recordMark(file, counterAfterCommit, checkedTables, fd);
       },
       async rollback() {
         if (raw.isOpen && raw.isTransaction) raw.exec("ROLLBACK");
         // why: SQLite writes nothing to a new file before the first commit; the empty file a failed first run opened is removed.
         if (!existed) {
-          if (raw.isOpen) raw.close();
+          release();
           await removeEmpty(file);
         }
       },
       close() {
-        if (raw.isOpen) raw.close();
+        release();
       },
     };
     return transaction;
@@ -97,6 +112,15 @@ function sqliteError(error: unknown, file: string, options: OpenOptions): Pipeli
     );
   }
   return new PipelineError("E_DB", `${file}: ${(error as Error).message}`, { cause: error });
+}
+
+/** A descriptor open on `file` for reading, or undefined when it cannot be opened (the mark is then not taken). */
+function openIfAny(file: string): number | undefined {
+  try {
+    return openSync(file, "r");
+  } catch {
+    return undefined;
+  }
 }
 
 async function exists(file: string): Promise<boolean> {

@@ -5,6 +5,7 @@ import { PipelineError } from "../../errors.js";
 import { openSqlJs, sqlJsVersion, type ImageDatabase } from "../sqljs.js";
 import { checkNoSqliteSidecars, fileIdentity, readDatabaseFile, stageFile, type FileIdentity } from "../store.js";
 import type { Engine, OpenOptions } from "./engine.js";
+import { recordMark, tablesCheckedAtMark } from "../commit-mark.js";
 
 /**
  * The sql.js engine (the design card's): the file is loaded whole into memory, the steps run
@@ -24,11 +25,17 @@ export const sqlJsEngine: Engine = {
     db.exec("BEGIN");
     // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
     db.exec("PRAGMA defer_foreign_keys = ON");
+    const counter = changeCounter(image);
+    const wal = image !== undefined && image.byteLength > 19 && (image[18] === 2 || image[19] === 2);
     return {
       db,
-      async commit() {
+      soundTables:
+        loaded === undefined ? "all" : await tablesCheckedAtMark(file, !wal && counter !== undefined ? { ...loaded, counter } : undefined),
+      async commit(checkedTables) {
         db.exec("COMMIT");
-        await replaceFile(file, db.export(), { identity: loaded, counter: changeCounter(image) }, options);
+        const saved = db.export();
+        await replaceFile(file, saved, { identity: loaded, counter }, options);
+        await recordMark(file, changeCounter(saved), checkedTables);
       },
       async rollback() {
         try {
