@@ -242,27 +242,30 @@ export function rejectionWriter(db: SqlDatabase, runId: number, step: string, so
        status, kind, value, fields, key_values, last_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)
      RETURNING rejection_id`,
   );
-  const json = (values: unknown) => (values === undefined ? null : JSON.stringify(values, jsonSafe));
   const shown = redactCredentials(source);
-  return (r) =>
-    Number(
-      insert.getValues([
-        runId,
-        step,
-        shown,
-        r.line,
-        r.raw,
-        r.column ?? null,
-        r.reason,
-        json(r.storedValues),
-        json(r.newValues),
-        r.kind,
-        r.value === undefined ? null : clipValue(r.value),
-        json(r.fields),
-        json(r.key),
-        runId,
-      ])?.[0],
+  return (r) => {
+    const { line, raw, column, reason, storedValues, newValues, kind, value, fields, key } = rejectionColumns(r);
+    return Number(
+      insert.getValues([runId, step, shown, line, raw, column, reason, storedValues, newValues, kind, value, fields, key, runId])?.[0],
     );
+  };
+}
+
+/** A rejection as the columns of pipeline_rejected_rows hold it: JSON for values, the failing field clipped. */
+function rejectionColumns(r: Rejection) {
+  const json = (values: unknown) => (values === undefined ? null : JSON.stringify(values, jsonSafe));
+  return {
+    line: r.line,
+    raw: r.raw,
+    column: r.column ?? null,
+    reason: r.reason,
+    storedValues: json(r.storedValues),
+    newValues: json(r.newValues),
+    kind: r.kind,
+    value: r.value === undefined ? null : clipValue(r.value),
+    fields: json(r.fields),
+    key: json(r.key),
+  };
 }
 
 /** Prepares the update that keeps an open rejection for a row a full read rejects again the same way: today's line, reason and values, seen by this run. */
@@ -271,21 +274,10 @@ export function rejectionKeeper(db: SqlDatabase, runId: number): (id: number, re
     `UPDATE pipeline_rejected_rows SET line = ?, column = ?, reason = ?, stored_values = ?, new_values = ?, status = 'pending', kind = ?,
        value = ?, fields = ?, key_values = ?, last_run_id = ?, shadowed_line = NULL, shadowed_raw = NULL WHERE rejection_id = ?`,
   );
-  const json = (values: unknown) => (values === undefined ? null : JSON.stringify(values, jsonSafe));
-  return (id, r) =>
-    update.run([
-      r.line,
-      r.column ?? null,
-      r.reason,
-      json(r.storedValues),
-      json(r.newValues),
-      r.kind,
-      r.value === undefined ? null : clipValue(r.value),
-      json(r.fields),
-      json(r.key),
-      runId,
-      id,
-    ]);
+  return (id, r) => {
+    const { line, column, reason, storedValues, newValues, kind, value, fields, key } = rejectionColumns(r);
+    update.run([line, column, reason, storedValues, newValues, kind, value, fields, key, runId, id]);
+  };
 }
 
 /** A value as the rejected-rows table keeps it: at most 200 characters. */

@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { clientFixtures, root, sqlite, Workspace } from "./helpers/workspace.js";
+import { eventsPipeline } from "./helpers/events-pipeline.js";
 
 // Attacks on the rule "an incremental run equals a fresh load of the same final files": sequences the
 // property test does not generate. Each runs the CLI in-process on local files, then one run of the
@@ -14,31 +15,7 @@ beforeEach(() => {
 });
 afterEach(() => ws.remove());
 
-/** A pipeline of items and events whose foreign key (item_id) is outside the events' key (day, slot). */
-const eventsYaml = (mode: string, extra = "") => `version: 1
-database: db.sqlite
-tables:
-  items:
-    columns: { id: { type: integer } }
-    primary_key: [id]
-  events:
-    columns:
-      day: { type: date, required: true }
-      slot: { type: integer, required: true }
-      item_id: { type: integer, required: true }
-      qty: { type: integer, required: true }
-    unique: [[day, slot]]
-    foreign_keys: [{ columns: [item_id], references: { table: items, columns: [id] } }]
-steps:
-  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: Id } }
-  - name: load_events
-    type: load
-    source: events.csv
-    table: events
-    mode: ${mode}
-    key: [day, slot]
-    columns: { day: Day, slot: Slot, item_id: Item, qty: Qty }
-${extra}`;
+const eventsYaml = eventsPipeline;
 
 const detailOf = (report: { steps: { name: string; detail?: string }[] }) =>
   report.steps.find((s) => s.name === "load_events")?.detail ?? "";

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { serveClientData, type ClientServer } from "./helpers/client-server.js";
 import { readFileSync } from "node:fs";
 import path from "node:path";
+import { eventsPipeline } from "./helpers/events-pipeline.js";
 import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
 
 // Late data: a row rejected today because what it needs is not there yet is loaded by the run
@@ -233,30 +234,7 @@ describe("a pending row and a later line with the same key", () => {
   });
   afterEach(() => ws.remove());
 
-  const yaml = (mode: string) => `version: 1
-database: db.sqlite
-tables:
-  items:
-    columns: { id: { type: integer } }
-    primary_key: [id]
-  events:
-    columns:
-      day: { type: date, required: true }
-      slot: { type: integer, required: true }
-      item_id: { type: integer, required: true }
-      qty: { type: integer, required: true }
-    unique: [[day, slot]]
-    foreign_keys: [{ columns: [item_id], references: { table: items, columns: [id] } }]
-steps:
-  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: Id } }
-  - name: load_events
-    type: load
-    source: events.csv
-    table: events
-    mode: ${mode}
-    key: [day, slot]
-    columns: { day: Day, slot: Slot, item_id: Item, qty: Qty }
-`;
+  const yaml = (mode: string) => eventsPipeline(mode);
   const events = "Day,Slot,Item,Qty\n2024-01-01,1,9,1\n2024-01-01,1,1,2\n";
 
   /** The events table and its pending rejections after the runs, for comparison with a fresh load. */
