@@ -40,7 +40,9 @@ export async function runtimeChecks(runnerVersion: string, engine: EngineName, n
           };
   const checks: Check[] = [node, { name: "pipeline-runner", ok: true, detail: runnerVersion }];
   for (const name of engineNames) {
-    const label = name === "sqljs" ? "sqlite (sql.js)" : "sqlite (native)";
+    // why: the server engine is checked by connecting, which only a pipeline naming a server asks for.
+    if (name === "postgres" && engine !== "postgres") continue;
+    const label = name === "sqljs" ? "sqlite (sql.js)" : name === "native" ? "sqlite (native)" : "postgres";
     try {
       checks.push({ name: label, ok: true, detail: `${await engineNamed(name).version()}${name === engine ? ", in use" : ""}` });
     } catch (error) {

@@ -4,8 +4,9 @@ import { stepType } from "../steps/index.js";
 import { loadConfigFile } from "./config/load.js";
 import { outputPathDiagnostics } from "./config/output-paths.js";
 import { validatePipeline } from "./config/validate.js";
-import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError } from "./errors.js";
+import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError, redactCredentials } from "./errors.js";
 import { readSchema, renderSchemaMarkdown } from "./schema-diagram.js";
+import { compileOnServer } from "./compile-on-server.js";
 import { profileSources } from "./profile.js";
 import { renderProfile, replaceGenerated } from "./profile-report.js";
 import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
@@ -16,7 +17,8 @@ import { planPipeline, type Plan } from "./plan.js";
 import { executePlan, previewPlan } from "./run.js";
 import { resolveDatabasePath } from "./db/store.js";
 import { readDatabase } from "./db/session.js";
-import { engineNames, type EngineName } from "./db/engines/index.js";
+import { engineNamed, engineNames, type EngineName } from "./db/engines/index.js";
+import { isPostgresUrl } from "./db/engines/postgres.js";
 import { databaseSetting, type Pipeline } from "./config/schema.js";
 import type { LoadedConfig } from "./config/load.js";
 import { parseDuration } from "./duration.js";
@@ -115,7 +117,12 @@ const commandTable: Record<(typeof commands)[number], Command> = {
   doctor: { pipeline: false, run: ({ args, io, json }) => doctor(args, io, json) },
   validate: {
     pipeline: true,
-    async run({ io, json, c }, { config, pipeline, plan }) {
+    async run({ args, io, json, c }, { config, pipeline, plan, database, engine }) {
+      if (engineNamed(engine).dialect) {
+        // why: a server's SQL differs from SQLite's; its own planner says whether each query compiles there.
+        const refused = await compileOnServer(pipeline, config.baseDir, database, engine, args.lockTimeoutMs);
+        if (refused.length > 0) throw new ConfigError(refused);
+      }
       if (json) io.stdout.write(JSON.stringify({ ok: true, command: "validate", config: config.file, steps: plan.steps.length }) + "\n");
       else io.stdout.write(c.green(`${config.file} is valid: ${plan.steps.length} steps, ${Object.keys(pipeline.tables).length} tables\n`));
       return exitCodes.ok;
@@ -123,8 +130,9 @@ const commandTable: Record<(typeof commands)[number], Command> = {
   },
   schema: {
     pipeline: true,
-    async run({ io }, { config, pipeline }) {
-      io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline), config.file));
+    async run({ io }, { config, pipeline, engine }) {
+      const dialect = engineNamed(engine).dialect;
+      io.stdout.write(renderSchemaMarkdown(await readSchema(pipeline, dialect), config.file, dialect));
       return exitCodes.ok;
     },
   },
@@ -202,10 +210,17 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
 async function loadPipeline(args: CommandLine, io: Io): Promise<Loaded> {
   const config = await loadConfigFile(args.config, io.env, io.cwd);
   const pipeline = await validatePipeline(config, stepType, io.signal);
-  const database = await resolveDatabasePath(
-    path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, databaseSetting(pipeline).path)),
-  );
+  const named = args.db ?? databaseSetting(pipeline).path;
+  if (isPostgresUrl(named)) {
+    if (args.engine !== undefined && args.engine !== "postgres") {
+      throw usageError(`--engine ${args.engine} stores a SQLite file, but the database is a PostgreSQL URL (${redactCredentials(named)})`);
+    }
+    const plan = planPipeline(pipeline, config, redactCredentials(named), stepType);
+    return { config, pipeline, database: named, engine: "postgres", plan };
+  }
+  const database = await resolveDatabasePath(path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, named)));
   const engine = chooseEngine(args, pipeline, io);
+  if (engine === "postgres") throw usageError(`the postgres engine needs a postgres:// URL as the database, not ${named}`);
   if (args.db !== undefined) {
     const clashes = outputPathDiagnostics(config, pipeline, stepType, { file: database, label: `${database} (--db)` });
     if (clashes.length > 0) throw new ConfigError(clashes);

@@ -21,6 +21,7 @@ export interface ForeignObject {
  * Objects of the user's own tables that name no declared table are left alone.
  */
 export function findForeignObjects(db: SqlDatabase, declared: Iterable<string>): ForeignObject[] {
+  if (db.dialect) return []; // why: not yet read from a server's catalog (docs/postgres.md says so).
   const tables = new Map([...declared].map((name) => [foldCase(name), name]));
   const found: ForeignObject[] = [];
   // why: no filter on the reserved sqlite_ prefix: PRAGMA writable_schema can plant a trigger under such a name, and SQLite loads it.
