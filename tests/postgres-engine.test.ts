@@ -132,6 +132,32 @@ describe("validate on PostgreSQL", () => {
 });
 
 describe("types on PostgreSQL", () => {
+  test("a table created otherwise on the server is refused (E_DRIFT) naming the column, and nothing is written", async () => {
+    q("CREATE TABLE products (product_id text PRIMARY KEY, name text NOT NULL, price_cents numeric NOT NULL, stock bigint)");
+    const run = await ws.cli(["run"], env);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(
+      /E_DRIFT table products in the database does not match its declaration: column price_cents is stored as numeric NOT NULL, declared as bigint NOT NULL/,
+    );
+    expect(q("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'pipeline_%'")).toBe("1");
+    expect(q("SELECT count(*) FROM products")).toBe("0");
+    expect(q("SELECT status FROM pipeline_runs")).toBe("failed");
+  });
+
+  test("a trigger planted on a declared table is refused (E_DRIFT) naming it and the statement that drops it", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    q(
+      "CREATE FUNCTION zero_price() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.price_cents := 0; RETURN NEW; END $$; " +
+        "CREATE TRIGGER planted BEFORE INSERT OR UPDATE ON products FOR EACH ROW EXECUTE FUNCTION zero_price()",
+    );
+    const before = dataTables();
+    server.file("/produits.csv", fixture("produits.csv") + "\r\nProduit F,REF006,20.00,5");
+    const run = await ws.cli(["run"], env);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/E_DRIFT .*holds 1 trigger\(s\) .*"planted" on table products \(DROP TRIGGER "planted" ON "products";\)/);
+    expect(dataTables()).toBe(before);
+  });
+
   test("schema shows the types the server stores: bigint for exact cents, date, boolean, double precision", async () => {
     const schema = await ws.cli(["schema"], env);
     expect(schema.code, schema.stderr).toBe(0);

@@ -38,6 +38,8 @@ export interface Dialect {
   missingTable(error: unknown): string | undefined;
   /** Checks every deferred constraint now; throws a PipelineError naming the violations. */
   checkConstraints(db: SqlDatabase): void;
+  /** The triggers on the declared tables, which the runner never creates. */
+  foreignTriggers(db: SqlDatabase, declared: ReadonlySet<string>): { name: string; table: string }[];
   /** Whether one statement would change the database; nothing runs. */
   writesDatabase(db: SqlDatabase, statement: string): boolean;
   /** The tables a query reads, from its plan; nothing runs. */

@@ -55,6 +55,14 @@ export const postgresDialect: Dialect = {
       );
     }
   },
+  foreignTriggers: (db, declared) =>
+    db
+      .all(
+        `SELECT t.tgname AS name, c.relname AS tbl FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND n.nspname = current_schema() ORDER BY 1`,
+      )
+      .map((row) => ({ name: String(row["name"]), table: String(row["tbl"]) }))
+      .filter((trigger) => declared.has(trigger.table)),
   writesDatabase(db, statement) {
     if (!/^\s*(\(\s*)*(SELECT|WITH|VALUES|TABLE)\b/i.test(stripLeadingComments(statement))) return true;
     return /"Node Type":\s*"(ModifyTable|LockRows)"/.test(explain(db, statement));
