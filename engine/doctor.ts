@@ -5,6 +5,7 @@ import fetch from "node-fetch";
 import type { Pipeline, StepSpec } from "./config/schema.js";
 import type { StepDefinition } from "./step.js";
 import { engineNamed, engineNames, type EngineName } from "./db/engines/index.js";
+import { readDatabase } from "./db/session.js";
 import { redactCredentials } from "./errors.js";
 import { fileKind } from "./paths.js";
 import { isUrl, networkReason, requestTarget } from "./sources/fetch.js";
@@ -67,6 +68,16 @@ export async function databaseCheck(database: string): Promise<Check> {
     return { name: "database", ok: true, detail: `${database} (${what}); ${directory} is writable` };
   } catch (error) {
     return { name: "database", ok: false, detail: `${directory} is not writable: ${(error as Error).message}` };
+  }
+}
+
+/** Whether the database server answers: connects, reads its version in a read-only transaction, and names the URL without its password. */
+export async function serverCheck(url: string, engine: EngineName): Promise<Check> {
+  try {
+    const version = await readDatabase(url, engine, 10_000, (db) => String(db.all("SELECT version() AS v")[0]?.["v"] ?? "?"));
+    return { name: "database", ok: true, detail: `${redactCredentials(url)} answers: ${version.split(",")[0]}` };
+  } catch (error) {
+    return { name: "database", ok: false, detail: redactCredentials((error as Error).message) };
   }
 }
 

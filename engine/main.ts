@@ -9,7 +9,7 @@ import { readSchema, renderSchemaMarkdown } from "./schema-diagram.js";
 import { compileOnServer } from "./compile-on-server.js";
 import { profileSources } from "./profile.js";
 import { renderProfile, replaceGenerated } from "./profile-report.js";
-import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
+import { databaseCheck, runtimeChecks, serverCheck, sourceChecks, type Check } from "./doctor.js";
 import { freshnessChecks } from "./freshness.js";
 import { testStoredDatabase } from "./test-command.js";
 import { colorsFor, renderDiagnostics, renderPlan, renderSummary, runLogger, type OutputStream, type SchemaChanges } from "./output.js";
@@ -275,8 +275,10 @@ async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number>
       ok: true,
       detail: `${config.file}: ${pipeline.steps.length} steps, ${Object.keys(pipeline.tables).length} tables`,
     });
-    const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, databaseSetting(pipeline).path));
-    checks.push(await databaseCheck(database));
+    const named = args.db ?? databaseSetting(pipeline).path;
+    const database = isPostgresUrl(named) ? named : path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, named));
+    if (isPostgresUrl(named)) engine = "postgres";
+    checks.push(isPostgresUrl(named) ? await serverCheck(named, "postgres") : await databaseCheck(database));
     checks.push(...(await sourceChecks(pipeline, config.baseDir, stepType)));
     checks.push(...(await freshnessChecks(pipeline, config.baseDir, database, (io.now ?? (() => new Date()))())));
   } catch (error) {

@@ -131,6 +131,19 @@ describe("validate on PostgreSQL", () => {
   });
 });
 
+describe("doctor on PostgreSQL", () => {
+  test("connects to the server and names its version; an unreachable one fails the check without the password", async () => {
+    const result = await ws.cli(["doctor"], env);
+    expect(result.code, result.stdout).toBe(0);
+    expect(result.stdout).toMatch(/✓ postgres: client pg \d+\.\d+\.\d+ .*, in use/);
+    expect(result.stdout).toContain(`✓ database: ${env["DB_PATH"]!.replace("postgres@", "***@")} answers: PostgreSQL 1`);
+    const down = await ws.cli(["doctor"], { ...env, DB_PATH: "postgres://loader:s3cret-pw@127.0.0.1:1/sales" });
+    expect(down.code).toBe(1);
+    expect(down.stdout).toMatch(/✗ database: .*postgres:\/\/\*\*\*@127\.0\.0\.1:1\/sales.*ECONNREFUSED/);
+    expect(down.stdout + down.stderr).not.toContain("s3cret-pw");
+  });
+});
+
 describe("types on PostgreSQL", () => {
   test("a table created otherwise on the server is refused (E_DRIFT) naming the column, and nothing is written", async () => {
     q("CREATE TABLE products (product_id text PRIMARY KEY, name text NOT NULL, price_cents numeric NOT NULL, stock bigint)");

@@ -1,3 +1,4 @@
+import { createRequire } from "node:module";
 import { PipelineError, redactCredentials } from "../../errors.js";
 import { recordFailedRuns } from "../../failed-runs.js";
 import { systemTables } from "../../history.js";
@@ -39,7 +40,8 @@ export const postgresEngine: Engine = {
   name: "postgres",
   dialect: postgresDialect,
   async version() {
-    return "PostgreSQL (server version shown once connected; client: pg)";
+    const client = (createRequire(import.meta.url)("pg/package.json") as { version: string }).version;
+    return `client pg ${client} (the server's version: see the database check)`;
   },
   async begin(url, options) {
     const connection = connectPostgres(url);
