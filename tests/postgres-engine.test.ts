@@ -66,6 +66,19 @@ describe("the client's pipeline on PostgreSQL", () => {
     expect(q("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")).toBe("0");
   });
 
+  test("plan and test read the stored database on the server and change nothing", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    const before = dataTables();
+    const plan = await ws.cli(["plan"], env);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(plan.stdout).not.toContain("would create");
+    const checked = await ws.cli(["test"], env);
+    expect(checked.code, checked.stderr).toBe(0);
+    expect(checked.stdout).toMatch(/Testing postgres:\/\/\*\*\*@127\.0\.0\.1:\d+\/run_\d+ \(run 1\)/);
+    expect(checked.stdout).toContain("revenue_reconciles");
+    expect(dataTables()).toBe(before);
+  });
+
   test("a second run adds nothing and leaves every results table identical", async () => {
     expect((await ws.cli(["run"], env)).code).toBe(0);
     const before = results();
