@@ -318,6 +318,21 @@ describe("the same promises on PostgreSQL", () => {
     expect(q("SELECT count(*) FROM products")).toBe("6");
   }, 60_000);
 
+  test("SIGTERM mid-run stops cleanly: exit 130, rolled back, the failure recorded, the lock released", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    const before = dataTables();
+    server.file("/produits.csv", fixture("produits.csv") + "\r\nProduit F,REF006,20.00,5");
+    const stall = stallSales();
+    const run = spawnCli(["run"], ws.dir, env);
+    await waitFor(stall.started, 20_000);
+    run.child.kill("SIGTERM");
+    const done = await run.done;
+    expect(done.code, done.stderr).toBe(130);
+    expect(dataTables()).toBe(before);
+    expect(q("SELECT status FROM pipeline_runs ORDER BY run_id")).toBe("succeeded\ninterrupted");
+    expect(q("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pipeline-runner%'")).toBe("0");
+  }, 60_000);
+
   test("the password is never printed: a server that cannot be reached is an error naming the URL without it", async () => {
     const url = pg.url.replace("postgres@", "postgres:s3cret-pw@").replace("127.0.0.1", "127.0.0.1");
     const run = await ws.cli(["run"], { ...env, DB_PATH: url.replace(/:\d+\//, ":1/") });
