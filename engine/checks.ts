@@ -132,7 +132,7 @@ export function failingRowsSql(check: DeclaredCheck, baseDir: string): string {
         ...(spec.min === undefined ? [] : [`${c} ${inclusive ? ">=" : ">"} ${literal(spec.min)}`]),
         ...(spec.max === undefined ? [] : [`${c} ${inclusive ? "<=" : "<"} ${literal(spec.max)}`]),
       ];
-      return `SELECT * FROM ${t} WHERE ${c} IS NOT NULL AND NOT (${bounds.join(" AND ") || "1"})`;
+      return `SELECT * FROM ${t} WHERE ${c} IS NOT NULL AND NOT (${bounds.join(" AND ") || "TRUE"})`;
     }
     case "expression":
       return `SELECT * FROM ${t} WHERE NOT (\n${spec.expression}\n)`;
@@ -141,7 +141,7 @@ export function failingRowsSql(check: DeclaredCheck, baseDir: string): string {
         ...(spec.min === undefined ? [] : [`"rows" >= ${spec.min}`]),
         ...(spec.max === undefined ? [] : [`"rows" <= ${spec.max}`]),
       ];
-      return `SELECT "rows" FROM (SELECT count(*) AS "rows" FROM ${t}) WHERE NOT (${bounds.join(" AND ") || "1"})`;
+      return `SELECT "rows" FROM (SELECT count(*) AS "rows" FROM ${t}) AS counted WHERE NOT (${bounds.join(" AND ") || "TRUE"})`;
     }
     case "sql": {
       const text = readSqlText(spec, baseDir);
@@ -154,7 +154,8 @@ export function failingRowsSql(check: DeclaredCheck, baseDir: string): string {
 
 /** The one query a check runs: the failing rows counted, with the first `samples` of them (no row at all when none fails). */
 export function countingSql(failing: string, samples = checkSamples): string {
-  return `SELECT (SELECT count(*) FROM (\n${failing}\n)) AS "__failing_rows", * FROM (\n${failing}\n) LIMIT ${samples}`;
+  // why: PostgreSQL (before 16) wants every subquery in FROM named.
+  return `SELECT (SELECT count(*) FROM (\n${failing}\n) AS counted) AS "__failing_rows", * FROM (\n${failing}\n) AS failing LIMIT ${samples}`;
 }
 
 /** Runs one check against the database; its status follows its severity. */
@@ -195,6 +196,7 @@ function sampleValue(value: SqlValue): string | number | null {
 
 /** The tables a query reads, from its compiled program (EXPLAIN: the b-trees it opens to read); nothing runs. */
 export function tablesRead(db: SqlDatabase, sql: string): Set<string> {
+  if (db.dialect) return db.dialect.tablesRead(db, sql, parametersOf(sql, { run_id: 0, run_started_at: "" }));
   const roots = new Map(
     db.all("SELECT tbl_name, rootpage FROM sqlite_schema WHERE rootpage > 0").map((r) => [Number(r["rootpage"]), String(r["tbl_name"])]),
   );

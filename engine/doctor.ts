@@ -5,6 +5,7 @@ import fetch from "node-fetch";
 import type { Pipeline, StepSpec } from "./config/schema.js";
 import type { StepDefinition } from "./step.js";
 import { engineNamed, engineNames, type EngineName } from "./db/engines/index.js";
+import { readDatabase } from "./db/session.js";
 import { redactCredentials } from "./errors.js";
 import { fileKind } from "./paths.js";
 import { isUrl, networkReason, requestTarget } from "./sources/fetch.js";
@@ -40,7 +41,9 @@ export async function runtimeChecks(runnerVersion: string, engine: EngineName, n
           };
   const checks: Check[] = [node, { name: "pipeline-runner", ok: true, detail: runnerVersion }];
   for (const name of engineNames) {
-    const label = name === "sqljs" ? "sqlite (sql.js)" : "sqlite (native)";
+    // why: the server engine is checked by connecting, which only a pipeline naming a server asks for.
+    if (name === "postgres" && engine !== "postgres") continue;
+    const label = name === "sqljs" ? "sqlite (sql.js)" : name === "native" ? "sqlite (native)" : "postgres";
     try {
       checks.push({ name: label, ok: true, detail: `${await engineNamed(name).version()}${name === engine ? ", in use" : ""}` });
     } catch (error) {
@@ -65,6 +68,16 @@ export async function databaseCheck(database: string): Promise<Check> {
     return { name: "database", ok: true, detail: `${database} (${what}); ${directory} is writable` };
   } catch (error) {
     return { name: "database", ok: false, detail: `${directory} is not writable: ${(error as Error).message}` };
+  }
+}
+
+/** Whether the database server answers: connects, reads its version in a read-only transaction, and names the URL without its password. */
+export async function serverCheck(url: string, engine: EngineName): Promise<Check> {
+  try {
+    const version = await readDatabase(url, engine, 10_000, (db) => String(db.all("SELECT version() AS v")[0]?.["v"] ?? "?"));
+    return { name: "database", ok: true, detail: `${redactCredentials(url)} answers: ${version.split(",")[0]}` };
+  } catch (error) {
+    return { name: "database", ok: false, detail: redactCredentials((error as Error).message) };
   }
 }
 

@@ -77,7 +77,7 @@ export function recordFailedRuns(db: SqlDatabase, runs: readonly FailedRun[]): n
   let recorded = 0;
   for (const run of runs) {
     const seen = db.all(
-      "SELECT 1 FROM pipeline_runs WHERE started_at = ? AND finished_at = ? AND status = ? AND config_sha256 = ? AND error IS ?",
+      "SELECT 1 FROM pipeline_runs WHERE started_at = ? AND finished_at = ? AND status = ? AND config_sha256 = ? AND error IS NOT DISTINCT FROM ?",
       [run.startedAt, run.finishedAt, run.status, run.configSha256, run.error],
     );
     if (seen.length > 0) continue;

@@ -1,5 +1,6 @@
 import type { TableSpec } from "./config/schema.js";
 import type { SqlDatabase, SqlValue } from "./db/database.js";
+import { storedColumnNames } from "./db/tables.js";
 import { redactCredentials } from "./errors.js";
 import type { StepCounts } from "./step.js";
 
@@ -141,8 +142,8 @@ export interface RunRow {
 
 /** Inserts a row of pipeline_runs; returns its id. */
 export function insertRun(db: SqlDatabase, run: RunRow): number {
-  db.run(
-    "INSERT INTO pipeline_runs (started_at, finished_at, status, config_sha256, config_file, rejected_rows, error) VALUES (?, ?, ?, ?, ?, 0, ?)",
+  const inserted = db.all(
+    "INSERT INTO pipeline_runs (started_at, finished_at, status, config_sha256, config_file, rejected_rows, error) VALUES (?, ?, ?, ?, ?, 0, ?) RETURNING run_id",
     [
       run.startedAt,
       run.finishedAt,
@@ -152,7 +153,7 @@ export function insertRun(db: SqlDatabase, run: RunRow): number {
       run.error === undefined ? null : redactCredentials(run.error),
     ],
   );
-  return Number(db.all("SELECT last_insert_rowid() AS id")[0]?.["id"]);
+  return Number(inserted[0]?.["run_id"]);
 }
 
 /** Inserts the run's row (finished_at and status are rewritten when the run ends); returns its id. */
@@ -238,7 +239,7 @@ export const retriedKinds: ReadonlySet<RejectionKind> = new Set(["reference", "c
 /** Prepares an insert into the rejected-rows table for one step: each row is recorded pending; returns its rejection_id. */
 export function rejectionWriter(db: SqlDatabase, runId: number, step: string, source: string): (rejection: Rejection) => number {
   const insert = db.prepare(
-    `INSERT INTO pipeline_rejected_rows (run_id, step, source, line, raw, column, reason, stored_values, new_values,
+    `INSERT INTO pipeline_rejected_rows (run_id, step, source, line, raw, "column", reason, stored_values, new_values,
        status, kind, value, fields, key_values, last_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)
      RETURNING rejection_id`,
   );
@@ -271,7 +272,7 @@ function rejectionColumns(r: Rejection) {
 /** Prepares the update that keeps an open rejection for a row a full read rejects again the same way: today's line, reason and values, seen by this run. */
 export function rejectionKeeper(db: SqlDatabase, runId: number): (id: number, rejection: Rejection) => void {
   const update = db.prepare(
-    `UPDATE pipeline_rejected_rows SET line = ?, column = ?, reason = ?, stored_values = ?, new_values = ?, status = 'pending', kind = ?,
+    `UPDATE pipeline_rejected_rows SET line = ?, "column" = ?, reason = ?, stored_values = ?, new_values = ?, status = 'pending', kind = ?,
        value = ?, fields = ?, key_values = ?, last_run_id = ?, shadowed_line = NULL, shadowed_raw = NULL WHERE rejection_id = ?`,
   );
   return (id, r) => {
@@ -334,7 +335,7 @@ export function keepPending(
   runId: number,
   problem: { kind: RejectionKind; column?: string | undefined; value?: string | undefined; reason: string },
 ): void {
-  db.run("UPDATE pipeline_rejected_rows SET last_run_id = ?, kind = ?, column = ?, value = ?, reason = ? WHERE rejection_id = ?", [
+  db.run('UPDATE pipeline_rejected_rows SET last_run_id = ?, kind = ?, "column" = ?, value = ?, reason = ? WHERE rejection_id = ?', [
     runId,
     problem.kind,
     problem.column ?? null,
@@ -374,12 +375,12 @@ export interface PendingRejection {
 
 /** Every pending rejection, by step and line; in a table written by an older version (no status, kind, value, last_run_id), every row. */
 export function pendingRejections(db: SqlDatabase): PendingRejection[] {
-  const present = new Set(db.all("SELECT name FROM pragma_table_info('pipeline_rejected_rows')").map((row) => String(row["name"])));
+  const present = storedColumnNames(db, "pipeline_rejected_rows");
   const column = (name: string) => (present.has(name) ? name : `NULL AS ${name}`);
   return db
     .all(
-      `SELECT step, line, column, ${column("value")}, ${column("kind")}, reason, run_id, ${column("last_run_id")} FROM pipeline_rejected_rows
-       WHERE ${present.has("status") ? "status = 'pending' OR status IS NULL" : "1"} ORDER BY step, line, rejection_id`,
+      `SELECT step, line, "column", ${column("value")}, ${column("kind")}, reason, run_id, ${column("last_run_id")} FROM pipeline_rejected_rows
+       WHERE ${present.has("status") ? "status = 'pending' OR status IS NULL" : "TRUE"} ORDER BY step, line, rejection_id`,
     )
     .map((row) => ({
       step: String(row["step"]),
@@ -478,10 +479,10 @@ const sampleChars = 160;
  */
 export function rejectionSamples(db: SqlDatabase, runId: number, step: string | undefined, limit: number): RejectionSample[] {
   const clip = (column: string) =>
-    `CASE WHEN length(${column}) > ${sampleChars} THEN substr(${column}, 1, ${sampleChars - 41}) || '…' || substr(${column}, -40) ELSE ${column} END`;
+    `CASE WHEN length(${column}) > ${sampleChars} THEN substr(${column}, 1, ${sampleChars - 41}) || '…' || substr(${column}, length(${column}) - 39) ELSE ${column} END`;
   const rows = db.all(
     `SELECT line, "column", ${clip("reason")} AS reason, ${clip("raw")} AS raw FROM pipeline_rejected_rows
-     WHERE (run_id = ? OR (last_run_id = ? AND status = 'pending')) AND (? IS NULL OR step = ?) ORDER BY line, rejection_id LIMIT ?`,
+     WHERE (run_id = ? OR (last_run_id = ? AND status = 'pending')) AND (CAST(? AS TEXT) IS NULL OR step = ?) ORDER BY line, rejection_id LIMIT ?`,
     [runId, runId, step ?? null, step ?? null, limit],
   );
   return rows.map((row) => ({

@@ -4,8 +4,8 @@ import { stepType } from "../steps/index.js";
 import { loadConfigFile } from "./config/load.js";
 import { outputPathDiagnostics } from "./config/output-paths.js";
 import { validatePipeline } from "./config/validate.js";
-import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError } from "./errors.js";
-import { databaseCheck, runtimeChecks, sourceChecks, type Check } from "./doctor.js";
+import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError, redactCredentials } from "./errors.js";
+import { databaseCheck, runtimeChecks, serverCheck, sourceChecks, type Check } from "./doctor.js";
 import { freshnessChecks } from "./freshness.js";
 import {
   colorsFor,
@@ -21,6 +21,7 @@ import { planPipeline, type Plan } from "./plan.js";
 import { executePlan, previewPlan } from "./run.js";
 import { resolveDatabasePath } from "./db/store.js";
 import { engineNames, type EngineName } from "./db/engines/index.js";
+import { isPostgresUrl } from "./db/engines/postgres.js";
 import { databaseSetting, type Pipeline } from "./config/schema.js";
 import type { LoadedConfig } from "./config/load.js";
 import { parseDuration } from "./duration.js";
@@ -223,10 +224,17 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
 async function loadPipeline(args: CommandLine, io: Io): Promise<Loaded> {
   const config = await loadConfigFile(args.config, io.env, io.cwd);
   const pipeline = await validatePipeline(config, stepType, io.signal);
-  const database = await resolveDatabasePath(
-    path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, databaseSetting(pipeline).path)),
-  );
+  const named = args.db ?? databaseSetting(pipeline).path;
+  if (isPostgresUrl(named)) {
+    if (args.engine !== undefined && args.engine !== "postgres") {
+      throw usageError(`--engine ${args.engine} stores a SQLite file, but the database is a PostgreSQL URL (${redactCredentials(named)})`);
+    }
+    const plan = planPipeline(pipeline, config, redactCredentials(named), stepType);
+    return { config, pipeline, database: named, engine: "postgres", plan };
+  }
+  const database = await resolveDatabasePath(path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, named)));
   const engine = chooseEngine(args, pipeline, io);
+  if (engine === "postgres") throw usageError(`the postgres engine needs a postgres:// URL as the database, not ${named}`);
   if (args.db !== undefined) {
     const clashes = outputPathDiagnostics(config, pipeline, stepType, { file: database, label: `${database} (--db)` });
     if (clashes.length > 0) throw new ConfigError(clashes);
@@ -318,8 +326,10 @@ async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number>
       ok: true,
       detail: `${config.file}: ${pipeline.steps.length} steps, ${Object.keys(pipeline.tables).length} tables`,
     });
-    const database = path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, databaseSetting(pipeline).path));
-    checks.push(await databaseCheck(database));
+    const named = args.db ?? databaseSetting(pipeline).path;
+    const database = isPostgresUrl(named) ? named : path.resolve(io.cwd, args.db ?? resolveAgainst(config.baseDir, named));
+    if (isPostgresUrl(named)) engine = "postgres";
+    checks.push(isPostgresUrl(named) ? await serverCheck(named, "postgres") : await databaseCheck(database));
     checks.push(...(await sourceChecks(pipeline, config.baseDir, stepType)));
     checks.push(...(await freshnessChecks(pipeline, config.baseDir, database, (io.now ?? (() => new Date()))())));
   } catch (error) {

@@ -47,11 +47,10 @@ export function recordOutputs(
 ) {
   for (const file of files) {
     const sha256 = createHash("sha256").update(file.content).digest("hex");
-    db.run("INSERT OR REPLACE INTO pipeline_outputs (path, sha256, run_id) VALUES (?, ?, ?)", [
-      recordedPath(database, path.resolve(baseDir, file.path)),
-      sha256,
-      runId,
-    ]);
+    db.run(
+      "INSERT INTO pipeline_outputs (path, sha256, run_id) VALUES (?, ?, ?) ON CONFLICT (path) DO UPDATE SET sha256 = excluded.sha256, run_id = excluded.run_id",
+      [recordedPath(database, path.resolve(baseDir, file.path)), sha256, runId],
+    );
   }
 }
 

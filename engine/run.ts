@@ -448,6 +448,7 @@ function rejectedRowsOf(db: SqlDatabase, runId: number): number {
 }
 
 function checkForeignKeys(db: SqlDatabase): void {
+  if (db.dialect) return db.dialect.checkConstraints(db);
   const violations = db.all("PRAGMA foreign_key_check");
   if (violations.length === 0) return;
   const first = violations.slice(0, 5).map((v) => {

@@ -1,3 +1,4 @@
+import type { Dialect } from "./db/dialect.js";
 import type { Pipeline, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
 import { openSqlJs } from "./db/sqljs.js";
@@ -24,14 +25,24 @@ interface TableInfo {
  * Creates the pipeline's tables (and the runner's own) in an empty in-memory database with the
  * same DDL a run uses, then reads the schema back from SQLite itself.
  */
-export async function readSchema(pipeline: Pipeline): Promise<TableInfo[]> {
+export async function readSchema(pipeline: Pipeline, dialect?: Dialect): Promise<TableInfo[]> {
   const db = await openSqlJs();
   try {
     const declared = { ...(pipeline.tables as Record<string, TableSpec>) };
     ensureTables(db, declared);
     ensureTables(db, systemTables as Record<string, TableSpec>);
     const all: Record<string, TableSpec> = { ...declared, ...(systemTables as Record<string, TableSpec>) };
-    return Object.keys(all).map((name) => introspect(db, name, all[name]!, !(name in declared)));
+    const tables = Object.keys(all).map((name) => introspect(db, name, all[name]!, !(name in declared)));
+    // why: a server stores each declared type as its dialect says; the keys and constraints read from SQLite are the same.
+    if (dialect) {
+      for (const table of tables) {
+        for (const column of table.columns) {
+          const type = all[table.name]!.columns[column.name]?.type;
+          if (type) column.type = dialect.columnType(type);
+        }
+      }
+    }
+    return tables;
   } finally {
     db.close();
   }
@@ -95,7 +106,7 @@ export function renderErDiagram(tables: TableInfo[]): string {
 }
 
 /** The whole `docs/schema.md`: the diagram, then one table per table for details. */
-export function renderSchemaMarkdown(tables: TableInfo[], configFile: string): string {
+export function renderSchemaMarkdown(tables: TableInfo[], configFile: string, dialect?: Dialect): string {
   const out = [
     "# Database schema",
     "",
@@ -103,7 +114,9 @@ export function renderSchemaMarkdown(tables: TableInfo[], configFile: string): s
     "same statements a run uses, then read back from SQLite. Do not edit by hand; a test fails when",
     "this file no longer matches what the pipeline creates.",
     "",
-    "Types are SQLite storage classes (tables are `STRICT`). PK primary key, FK foreign key, UK part of a unique key.",
+    dialect
+      ? `Types are ${dialect.name === "postgres" ? "PostgreSQL" : dialect.name}'s, as the engine ${dialect.name} creates them. PK primary key, FK foreign key, UK part of a unique key.`
+      : "Types are SQLite storage classes (tables are `STRICT`). PK primary key, FK foreign key, UK part of a unique key.",
     "Decimals are stored as integers of their smallest unit (`decimal(2)`: cents).",
     "",
     "```mermaid",

@@ -88,6 +88,7 @@ const writeOpcodes = new Set([
  */
 export function writesDatabase(db: SqlDatabase, statement: string): boolean {
   if (/^\s*EXPLAIN\b/i.test(statement)) return false; // why: an EXPLAIN only describes its statement; it never runs it.
+  if (db.dialect) return db.dialect.writesDatabase(db, statement);
   return db
     .all(`EXPLAIN ${statement}`)
     .some((op) => (op["opcode"] === "Transaction" && op["p2"] !== 0) || writeOpcodes.has(String(op["opcode"])));

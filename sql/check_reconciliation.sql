@@ -26,6 +26,6 @@ SELECT
   coalesce(b.sales_lines, 0)    AS breakdown_sales_lines
 FROM revenue_total AS t
 CROSS JOIN breakdowns AS b
-WHERE t.revenue_cents IS NOT coalesce(b.revenue_cents, 0)
-   OR t.quantity IS NOT coalesce(b.quantity, 0)
-   OR t.sales_lines IS NOT coalesce(b.sales_lines, 0);
+WHERE t.revenue_cents IS DISTINCT FROM coalesce(b.revenue_cents, 0)
+   OR t.quantity IS DISTINCT FROM coalesce(b.quantity, 0)
+   OR t.sales_lines IS DISTINCT FROM coalesce(b.sales_lines, 0);

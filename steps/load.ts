@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { checkDateFormat, makeCaster, mappingOptions, type Caster } from "../engine/cast.js";
 import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.js";
-import { quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
+import { isConstraintViolation, quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
 import { clip, didYouMean, formatPlace, PipelineError, redactCredentials, throwIfAborted, type Diagnostic } from "../engine/errors.js";
 import {
@@ -753,13 +753,17 @@ interface RowWriter {
 function rowWriter(db: SqlDatabase, step: LoadStepSpec, table: TableSpec, targets: string[]): RowWriter {
   const t = quoteIdent(step.table);
   const insert = db.prepare(`INSERT INTO ${t} (${targets.map(quoteIdent).join(", ")}) VALUES (${targets.map(() => "?").join(", ")})`);
+  // why: on a server an error aborts the whole transaction; a savepoint keeps the run going past a rejected row.
+  const guard = db.dialect?.errorsAbortTransaction === true;
   const tryInsert = (values: SqlValue[]): WriteResult => {
+    if (guard) db.exec("SAVEPOINT load_row");
     try {
       insert.run(values);
+      if (guard) db.exec("RELEASE load_row");
       return { kind: "inserted" };
     } catch (error) {
-      const message = (error as Error).message;
-      if (/constraint failed/i.test(message)) return { kind: "error", message };
+      if (guard) db.exec("ROLLBACK TO load_row; RELEASE load_row");
+      if (isConstraintViolation(db, error)) return { kind: "error", message: (error as Error).message };
       throw error;
     }
   };

@@ -111,18 +111,19 @@ function keepHistory(db: SqlDatabase, into: string, sql: string, values: { run_i
   const statement = db.prepare(sql);
   const columns = statement.columnNames();
   statement.free();
-  const query = `SELECT * FROM (\n${sql.trim().replace(/;\s*$/, "")}\n)`;
+  // why: every subquery in FROM is named and the stamps are cast, so that PostgreSQL compiles the same text.
+  const query = `SELECT * FROM (\n${sql.trim().replace(/;\s*$/, "")}\n) AS query`;
   const table = quoteIdent(into);
   const last = db.all(`SELECT max(run_id) AS last FROM ${table}`)[0]?.["last"];
   if (last !== null && last !== undefined) {
     const stored = `SELECT ${columns.map(quoteIdent).join(", ")} FROM ${table} WHERE run_id = ${Number(last)}`;
-    const compare = `SELECT (SELECT count(*) FROM (${query})) = (SELECT count(*) FROM (${stored}))
+    const compare = `SELECT (SELECT count(*) FROM (${query}) AS q) = (SELECT count(*) FROM (${stored}) AS s)
       AND NOT EXISTS (${query} EXCEPT ${stored}) AND NOT EXISTS (${stored} EXCEPT ${query}) AS same`;
     if (db.all(compare, parametersOf(compare, values))[0]?.["same"] === 1)
       return { status: "unchanged", counts: { inserted: 0 }, detail: `figures unchanged since run ${Number(last)}` };
   }
   const insert = `INSERT INTO ${table} ("run_id", "run_started_at", ${columns.map(quoteIdent).join(", ")})
-    SELECT :run_id, :run_started_at, * FROM (${query})`;
+    SELECT CAST(:run_id AS BIGINT), CAST(:run_started_at AS TEXT), * FROM (${query}) AS rows`;
   return { status: "success", counts: { inserted: db.run(insert, parametersOf(insert, values)) } };
 }
 

@@ -194,15 +194,18 @@ steps:
 
   test("--engine overrides database: { engine: }, and a wrong name is refused with the names", async () => {
     ws.write("pipeline.yaml", pipeline("{ path: data.db, engine: native }"));
-    const wrong = await ws.cli(["run", "--engine", "postgres"]);
+    const wrong = await ws.cli(["run", "--engine", "mysql"]);
     expect(wrong.code).toBe(2);
-    expect(wrong.stderr).toContain('--engine takes sqljs or native, not "postgres"');
+    expect(wrong.stderr).toContain('--engine takes sqljs or native or postgres, not "mysql"');
+    const fileForServer = await ws.cli(["run", "--engine", "postgres"]);
+    expect(fileForServer.code).toBe(2);
+    expect(fileForServer.stderr).toContain("the postgres engine needs a postgres:// URL as the database, not data.db");
     const badEnv = await ws.cli(["run"], { PIPELINE_ENGINE: "sqlite" });
     expect(badEnv.code).toBe(0);
     ws.write("pipeline.yaml", pipeline("data.db"));
     const refused = await ws.cli(["run"], { PIPELINE_ENGINE: "sqlite" });
     expect(refused.code).toBe(2);
-    expect(refused.stderr).toContain('PIPELINE_ENGINE takes sqljs or native, not "sqlite"');
+    expect(refused.stderr).toContain('PIPELINE_ENGINE takes sqljs or native or postgres, not "sqlite"');
   });
 
   test("an unknown engine in pipeline.yaml is a validation error with its line", async () => {

@@ -570,7 +570,7 @@ export const pipelineSchema = {
     description: { type: "string", description: "what the pipeline is for, for people" },
     database: {
       description:
-        "the SQLite database file, relative to this file (--db replaces it), or { path, engine } to choose the storage engine (--engine replaces it)",
+        "the SQLite database file, relative to this file, or a postgres:// URL (the password from ${PGPASSWORD} or ${DATABASE_URL}; --db replaces it), or { path, engine } to choose the storage engine (--engine replaces it)",
       examples: ["${DB_PATH:-output/sales.db}", { path: "output/sales.db", engine: "native" }],
       anyOf: [
         { type: "string", minLength: 1 },
@@ -579,12 +579,12 @@ export const pipelineSchema = {
           additionalProperties: false,
           required: ["path"],
           properties: {
-            path: { type: "string", minLength: 1, description: "the SQLite database file, relative to this file" },
+            path: { type: "string", minLength: 1, description: "the SQLite database file, relative to this file, or a postgres:// URL" },
             engine: {
               enum: engineNames,
               default: "sqljs",
               description:
-                "sqljs (default): the file is loaded in memory and replaced on save; native: node:sqlite, in place on the live file",
+                "sqljs (default): the file is loaded in memory and replaced on save; native: node:sqlite, in place on the live file; postgres: a PostgreSQL server (path is its URL)",
             },
           },
         },

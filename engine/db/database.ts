@@ -1,3 +1,5 @@
+import type { Dialect } from "./dialect.js";
+
 /** A value as SQLite stores it. */
 export type SqlValue = string | number | bigint | Uint8Array | null;
 /** One result row, by column name. */
@@ -39,9 +41,17 @@ export interface SqlDatabase {
   changes(): number;
   /** Frees the database. */
   close(): void;
+  /** How a server engine's SQL differs from SQLite's; absent on the SQLite engines. */
+  readonly dialect?: Dialect | undefined;
 }
 
 /** Quotes an identifier for SQL (`"name"`), doubling any quote inside. */
 export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** Whether an error from `db` is a broken constraint (key, NOT NULL, CHECK, foreign key), whichever engine raised it. */
+export function isConstraintViolation(db: SqlDatabase, error: unknown): boolean {
+  if (db.dialect) return db.dialect.isConstraintViolation(error);
+  return error instanceof Error && /constraint failed/i.test(error.message);
 }

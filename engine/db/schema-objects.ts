@@ -21,6 +21,11 @@ export interface ForeignObject {
  * Objects of the user's own tables that name no declared table are left alone.
  */
 export function findForeignObjects(db: SqlDatabase, declared: Iterable<string>): ForeignObject[] {
+  if (db.dialect) {
+    return db.dialect
+      .foreignTriggers(db, new Set(declared))
+      .map(({ name, table }) => ({ type: "trigger", name, table, reason: `on table ${table}` }));
+  }
   const tables = new Map([...declared].map((name) => [foldCase(name), name]));
   const found: ForeignObject[] = [];
   // why: no filter on the reserved sqlite_ prefix: PRAGMA writable_schema can plant a trigger under such a name, and SQLite loads it.
@@ -52,6 +57,13 @@ export function findForeignObjects(db: SqlDatabase, declared: Iterable<string>):
 export function refuseForeignObjects(db: SqlDatabase, declared: Iterable<string>, database: string): void {
   const found = findForeignObjects(db, declared);
   if (found.length === 0) return;
+  if (db.dialect) {
+    const drops = found.map((object) => `DROP TRIGGER ${quoteIdent(object.name)} ON ${quoteIdent(object.table)};`);
+    throw new PipelineError(
+      "E_DRIFT",
+      `${database} holds ${found.length} trigger(s) the runner did not create, which would run on the tables it declares: ${found.map((object, i) => `${quoteIdent(object.name)} ${object.reason} (${drops[i]})`).join("; ")}. Nothing was changed. If you did not put them there, find out who did; to keep your data as the runner wrote it, remove them with psql, then run again.`,
+    );
+  }
   const drops = found.map(fixFor);
   const list = found.map((object, i) => `${object.type} ${quoteIdent(object.name)} ${object.reason} (${drops[i]})`);
   throw new PipelineError(

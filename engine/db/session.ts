@@ -3,7 +3,7 @@ import { PipelineError, throwIfAborted } from "../errors.js";
 import { clearFailedRuns, failedRunsJournal, journalFailedRun, readFailedRuns, type FailedRun } from "../failed-runs.js";
 import type { SqlDatabase } from "./database.js";
 import { engineNamed, type EngineName } from "./engines/index.js";
-import type { Transaction } from "./engines/engine.js";
+import type { Engine, Transaction } from "./engines/engine.js";
 import { acquireLock, removeLocksLeftAside, type DatabaseLock } from "./lock.js";
 import { removeStrayTemporaries, stageFile, type StagedFile } from "./store.js";
 
@@ -58,6 +58,8 @@ export interface Session {
 
 /** Takes the database's run lock (waiting up to the lock timeout) and removes what killed runs left. */
 export async function lockDatabase(database: string, options: SessionOptions): Promise<Session> {
+  const engine = engineNamed(options.engine);
+  if (engine.lock) return serverSession(database, engine, await engine.lock(database, { timeoutMs: options.lockTimeoutMs }), options);
   const lock: DatabaseLock = await acquireLock(database, { timeoutMs: options.lockTimeoutMs, signal: options.signal });
   let transaction: Transaction | undefined;
   let journalLines = 0;
@@ -138,6 +140,81 @@ export async function lockDatabase(database: string, options: SessionOptions): P
         notes.push(`this failure is kept in ${journal}; the next run that saves records it in pipeline_runs`);
       } catch (error) {
         notes.push(`this failure could not be kept in ${journal}: ${(error as Error).message}`);
+      }
+    },
+    async release() {
+      try {
+        if (transaction && !saved) await transaction.rollback();
+      } finally {
+        transaction?.close();
+        await lock.release();
+      }
+    },
+  };
+}
+
+/**
+ * The session on a server: its own lock (held by a connection: a killed run's lock and transaction
+ * go with it), no journal file beside a URL (a failed run is recorded at once in its own
+ * transaction after the rollback), and the outputs staged and put in place after the commit.
+ */
+async function serverSession(database: string, engine: Engine, lock: DatabaseLock, options: SessionOptions): Promise<Session> {
+  let transaction: Transaction | undefined;
+  let saved = false;
+  try {
+    for (const file of options.outputs) await removeStrayTemporaries(file);
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
+  return {
+    get db() {
+      if (!transaction) throw new Error("the session has not begun");
+      return transaction.db;
+    },
+    get saved() {
+      return saved;
+    },
+    get soundTables() {
+      return "all" as const;
+    },
+    async begin() {
+      transaction = await engine.begin(database, { busyTimeoutMs: options.lockTimeoutMs });
+      return [];
+    },
+    async commit(files, baseDir) {
+      const staged: { path: string; file: StagedFile }[] = [];
+      try {
+        for (const file of files) staged.push({ path: file.path, file: await stageOutput(path.resolve(baseDir, file.path), file.content) });
+        throwIfAborted(options.signal);
+        await transaction!.commit([]);
+        saved = true;
+        const placed: string[] = [];
+        const notPlaced: string[] = [];
+        for (const { path: file, file: output } of staged) {
+          try {
+            await output.commit();
+            placed.push(file);
+          } catch (error) {
+            notPlaced.push(`${file} (${(error as Error).message})`);
+          }
+        }
+        return { placed, notPlaced };
+      } finally {
+        await Promise.all(staged.map(({ file }) => file.discard()));
+      }
+    },
+    async rollback() {
+      await transaction?.rollback();
+    },
+    async journalFailure(run) {
+      if (saved) return;
+      try {
+        await transaction?.rollback();
+        await engine.recordFailure!(database, run);
+        options.notes.push("this failure is recorded in pipeline_runs");
+      } catch (error) {
+        options.notes.push(`this failure could not be recorded in pipeline_runs: ${(error as Error).message}`);
       }
     },
     async release() {

@@ -1,7 +1,10 @@
+import type { FailedRun } from "../../failed-runs.js";
 import type { SqlDatabase } from "../database.js";
+import type { Dialect } from "../dialect.js";
+import type { DatabaseLock } from "../lock.js";
 
-/** The storage engines a pipeline can use; `sqljs` is the default. */
-export const engineNames = ["sqljs", "native"] as const;
+/** The storage engines a pipeline can use; `sqljs` is the default, `postgres` a server named by URL. */
+export const engineNames = ["sqljs", "native", "postgres"] as const;
 
 /** One storage engine's name, as `database: { engine: }` and `--engine` spell it. */
 export type EngineName = (typeof engineNames)[number];
@@ -26,6 +29,12 @@ export interface Engine {
   begin(file: string, options: OpenOptions): Promise<Transaction>;
   /** Opens `file` for reading only; an absent file reads as an empty database and is not created. */
   read(file: string, options: OpenOptions): Promise<SqlDatabase>;
+  /** How the engine's SQL differs from SQLite's (a server engine); absent on the SQLite engines. */
+  readonly dialect?: Dialect | undefined;
+  /** A server's own run lock (absent: a lock file beside the database file), waiting up to `timeoutMs`. */
+  lock?(database: string, options: { timeoutMs: number }): Promise<DatabaseLock>;
+  /** A server records a failed run at once, in its own transaction after the rollback (absent: the journal file beside the database). */
+  recordFailure?(database: string, run: FailedRun): Promise<void>;
 }
 
 /** An open transaction on one database file. */

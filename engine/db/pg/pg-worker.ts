@@ -27,6 +27,8 @@ pg.types.setTypeParser(20, (text: string) => {
   return Number.isSafeInteger(value) ? value : BigInt(text);
 });
 pg.types.setTypeParser(1700, (text: string) => Number(text));
+// why: a boolean reads as SQLite holds it (1/0), so a stored row compares equal to a new one.
+pg.types.setTypeParser(16, (text: string) => (text === "t" ? 1 : 0));
 pg.types.setTypeParser(1082, (text: string) => text);
 pg.types.setTypeParser(1114, (text: string) => text);
 pg.types.setTypeParser(1184, (text: string) => text);

@@ -1,0 +1,182 @@
+import { createRequire } from "node:module";
+import { PipelineError, redactCredentials } from "../../errors.js";
+import { recordFailedRuns } from "../../failed-runs.js";
+import { systemTables } from "../../history.js";
+import { ensureTables } from "../tables.js";
+import { takeAdvisoryLock } from "../pg/advisory-lock.js";
+import type { Params, Row, SqlDatabase, Statement } from "../database.js";
+import { postgresDialect } from "../pg/dialect.js";
+import { toPositional } from "../pg/parameters.js";
+import { connectSync, PgServerError, type PgResult, type SyncPgConnection } from "../pg/sync-connection.js";
+import { splitStatements } from "../split-sql.js";
+import type { Engine, OpenOptions, Transaction } from "./engine.js";
+
+/** Whether a `database:` setting names a PostgreSQL server (postgres:// or postgresql://) rather than a file. */
+export function isPostgresUrl(database: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(database);
+}
+
+/** How long to wait for the server to accept a connection. */
+const connectTimeoutMs = 10_000;
+
+/** What the runner's connections call themselves, so another runner can say who holds the lock. */
+export function applicationName(): string {
+  return `pipeline-runner pid ${process.pid}`;
+}
+
+/** Opens a connection to `url`, naming it without its password in every message. */
+export function connectPostgres(url: string): SyncPgConnection {
+  const connection = connectSync(url, { timeoutMs: connectTimeoutMs, shownUrl: redactCredentials(url) });
+  connection.query("SELECT set_config('application_name', $1, false)", [applicationName()]);
+  return connection;
+}
+
+/**
+ * The PostgreSQL engine: the run is one transaction on the server (BEGIN … COMMIT or ROLLBACK),
+ * foreign keys are checked at commit as SQLite's defer_foreign_keys does, and a killed runner's
+ * transaction is rolled back by the server when its connection drops.
+ */
+export const postgresEngine: Engine = {
+  name: "postgres",
+  dialect: postgresDialect,
+  async version() {
+    const client = (createRequire(import.meta.url)("pg/package.json") as { version: string }).version;
+    return `client pg ${client} (the server's version: see the database check)`;
+  },
+  async begin(url, options) {
+    const connection = connectPostgres(url);
+    try {
+      connection.query("BEGIN");
+      connection.query("SET CONSTRAINTS ALL DEFERRED");
+    } catch (error) {
+      connection.close();
+      throw serverError(error, url, options);
+    }
+    let open = true;
+    const transaction: Transaction = {
+      db: wrapConnection(connection),
+      // why: SQLite's integrity_check has no meaning here; the server keeps its indexes consistent with its tables.
+      soundTables: "all",
+      async commit() {
+        try {
+          connection.query("COMMIT");
+          open = false;
+        } catch (error) {
+          open = false;
+          throw new PipelineError(
+            "E_SAVE",
+            `${redactCredentials(url)}: the commit failed (${(error as Error).message}); nothing was saved`,
+            {
+              cause: error,
+            },
+          );
+        }
+      },
+      async rollback() {
+        if (!open) return;
+        open = false;
+        try {
+          connection.query("ROLLBACK");
+        } catch {
+          // why: a connection that broke has lost its transaction already; the server rolled it back.
+        }
+      },
+      close() {
+        try {
+          connection.close();
+        } catch {
+          // the server closed it first
+        }
+      },
+    };
+    return transaction;
+  },
+  async lock(url, options) {
+    const connection = connectPostgres(url);
+    try {
+      return takeAdvisoryLock(connection, url, options.timeoutMs);
+    } catch (error) {
+      connection.close();
+      throw error;
+    }
+  },
+  async recordFailure(url, run) {
+    const transaction = await postgresEngine.begin(url, { busyTimeoutMs: connectTimeoutMs });
+    try {
+      ensureTables(transaction.db, systemTables, { addColumns: true });
+      recordFailedRuns(transaction.db, [run]);
+      await transaction.commit([]);
+    } finally {
+      await transaction.rollback();
+      transaction.close();
+    }
+  },
+  async read(url) {
+    const connection = connectPostgres(url);
+    connection.query("BEGIN TRANSACTION READ ONLY");
+    const db = wrapConnection(connection);
+    return {
+      ...db,
+      close() {
+        try {
+          connection.query("ROLLBACK");
+        } finally {
+          connection.close();
+        }
+      },
+    };
+  },
+};
+
+function serverError(error: unknown, url: string, _options: OpenOptions): unknown {
+  if (error instanceof PipelineError) return error;
+  return new PipelineError("E_DB", `${redactCredentials(url)}: ${(error as Error).message}`, { cause: error });
+}
+
+function rowsOf(result: PgResult): Row[] {
+  return result.rows.map((values) => Object.fromEntries(result.fields.map((field, i) => [field, values[i] as Row[string]])));
+}
+
+/** The {@link SqlDatabase} over one connection: SQLite-style parameters rewritten, rows as objects, changes from the row count. */
+function wrapConnection(connection: SyncPgConnection): SqlDatabase {
+  let changes = 0;
+  const query = (sql: string, params: Params | undefined): PgResult => {
+    const { text, values } = toPositional(sql, params);
+    const result = connection.query(text, values);
+    changes = result.rowCount;
+    return result;
+  };
+  const prepare = (sql: string): Statement => {
+    let fields: string[] | undefined;
+    const remember = (result: PgResult) => {
+      fields = result.fields;
+      return result;
+    };
+    return {
+      run: (params) => void query(sql, params),
+      get: (params) => rowsOf(remember(query(sql, params)))[0],
+      getValues: (params) => remember(query(sql, params)).rows[0] as Row[string][] | undefined,
+      all: (params) => rowsOf(remember(query(sql, params))),
+      // why: a statement not yet run is described by running it for no row (every parameter NULL).
+      columnNames: () => (fields ??= query(`SELECT * FROM (\n${sql.trim().replace(/;\s*$/, "")}\n) AS described LIMIT 0`, {}).fields),
+      free: () => undefined,
+    };
+  };
+  return {
+    exec(sql) {
+      changes = connection.query(sql).rowCount;
+    },
+    run: (sql, params) => query(sql, params).rowCount,
+    all: (sql, params) => rowsOf(query(sql, params)),
+    prepare,
+    runScript(sql, params) {
+      for (const text of splitStatements(sql)) query(text, params ?? {});
+    },
+    statements: (sql) => splitStatements(sql),
+    changes: () => changes,
+    close: () => connection.close(),
+    dialect: postgresDialect,
+  };
+}
+
+export { PgServerError };
