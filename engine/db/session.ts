@@ -105,29 +105,12 @@ export async function lockDatabase(database: string, options: SessionOptions): P
         return [];
       }
     },
-    async commit(files, baseDir, checkedTables) {
-      const staged: { path: string; file: StagedFile }[] = [];
-      try {
-        // why: a file that cannot be written fails the run with nothing changed; after the commit, only renames remain.
-        for (const file of files) staged.push({ path: file.path, file: await stageOutput(path.resolve(baseDir, file.path), file.content) });
-        throwIfAborted(options.signal);
+    commit(files, baseDir, checkedTables) {
+      return commitWithFiles(files, baseDir, options.signal, async () => {
         await transaction!.commit(checkedTables);
         saved = true;
         await emptyJournal();
-        const placed: string[] = [];
-        const notPlaced: string[] = [];
-        for (const { path: file, file: output } of staged) {
-          try {
-            await output.commit();
-            placed.push(file);
-          } catch (error) {
-            notPlaced.push(`${file} (${(error as Error).message})`);
-          }
-        }
-        return { placed, notPlaced };
-      } finally {
-        await Promise.all(staged.map(({ file }) => file.discard()));
-      }
+      });
     },
     async rollback(rollbackOptions) {
       await transaction?.rollback();
@@ -182,27 +165,11 @@ async function serverSession(database: string, engine: Engine, lock: DatabaseLoc
       transaction = await engine.begin(database, { busyTimeoutMs: options.lockTimeoutMs });
       return [];
     },
-    async commit(files, baseDir) {
-      const staged: { path: string; file: StagedFile }[] = [];
-      try {
-        for (const file of files) staged.push({ path: file.path, file: await stageOutput(path.resolve(baseDir, file.path), file.content) });
-        throwIfAborted(options.signal);
+    commit(files, baseDir) {
+      return commitWithFiles(files, baseDir, options.signal, async () => {
         await transaction!.commit([]);
         saved = true;
-        const placed: string[] = [];
-        const notPlaced: string[] = [];
-        for (const { path: file, file: output } of staged) {
-          try {
-            await output.commit();
-            placed.push(file);
-          } catch (error) {
-            notPlaced.push(`${file} (${(error as Error).message})`);
-          }
-        }
-        return { placed, notPlaced };
-      } finally {
-        await Promise.all(staged.map(({ file }) => file.discard()));
-      }
+      });
     },
     async rollback() {
       await transaction?.rollback();
@@ -254,6 +221,38 @@ export async function readDatabase<T>(
     return body(db);
   } finally {
     db.close();
+  }
+}
+
+/**
+ * Stages `files` beside their targets, runs `commit`, then puts the files in place by rename; says
+ * which were placed and which not (with why). A file that cannot be written fails before the
+ * commit, with nothing changed; after it, only renames remain.
+ */
+async function commitWithFiles(
+  files: readonly OutputFile[],
+  baseDir: string,
+  signal: AbortSignal | undefined,
+  commit: () => Promise<void>,
+): Promise<{ placed: string[]; notPlaced: string[] }> {
+  const staged: { path: string; file: StagedFile }[] = [];
+  try {
+    for (const file of files) staged.push({ path: file.path, file: await stageOutput(path.resolve(baseDir, file.path), file.content) });
+    throwIfAborted(signal);
+    await commit();
+    const placed: string[] = [];
+    const notPlaced: string[] = [];
+    for (const { path: file, file: output } of staged) {
+      try {
+        await output.commit();
+        placed.push(file);
+      } catch (error) {
+        notPlaced.push(`${file} (${(error as Error).message})`);
+      }
+    }
+    return { placed, notPlaced };
+  } finally {
+    await Promise.all(staged.map(({ file }) => file.discard()));
   }
 }
 
