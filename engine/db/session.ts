@@ -159,7 +159,7 @@ async function serverSession(database: string, engine: Engine, lock: DatabaseLoc
       return saved;
     },
     get soundTables() {
-      return "all" as const;
+      return transaction?.soundTables ?? new Set<string>();
     },
     async begin() {
       transaction = await engine.begin(database, { busyTimeoutMs: options.lockTimeoutMs });
