@@ -36,6 +36,7 @@ COPY --from=build /app/dist dist
 COPY package.json pipeline.yaml ./
 COPY sql sql
 COPY data data
+COPY docker/runner-entrypoint.sh /usr/local/bin/runner-entrypoint
 USER node
 ENTRYPOINT ["node", "/app/dist/engine/cli.js"]
 CMD ["run"]
@@ -55,3 +56,21 @@ USER sqlite
 WORKDIR /data
 # why: a long-running service, so `docker compose exec sqlite3 sqlite3 /data/sales.db` opens the CLI.
 CMD ["sleep", "infinity"]
+
+# --- postgres: the server of the `postgres` compose profile (Debian's PostgreSQL 15) --------
+FROM debian:bookworm-slim AS postgres
+# why: uid 1000 like the other services; created before the package so that its postinst reuses it. No cluster is
+# made at install time (createcluster.conf): the entry point makes one on the named volume at first start.
+RUN groupadd --gid 1000 postgres && useradd --uid 1000 --gid postgres --home-dir /var/lib/postgresql --create-home postgres \
+ && mkdir -p /etc/postgresql-common && printf 'create_main_cluster = false\n' > /etc/postgresql-common/createcluster.conf \
+ && apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql-15 \
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /var/lib/postgresql/data /run/postgresql \
+ && chown postgres:postgres /var/lib/postgresql/data /run/postgresql && chmod 0700 /var/lib/postgresql/data
+COPY docker/postgres-entrypoint.sh /usr/local/bin/postgres-entrypoint
+ENV PATH=/usr/lib/postgresql/15/bin:$PATH \
+    PGDATA=/var/lib/postgresql/data
+USER postgres
+WORKDIR /var/lib/postgresql
+ENTRYPOINT ["/usr/local/bin/postgres-entrypoint"]

@@ -2,7 +2,8 @@
 # End-to-end test of the real Docker Compose stack (issue: two services under Docker Compose).
 # Builds both images, serves the client's files from 127.0.0.1, runs the runner through compose,
 # reads the database through the sqlite3 service, kills the stack mid-run, and edits pipeline.yaml
-# (a new query) to see the next run take it without a rebuild (the file is restored on exit).
+# (a new query) to see the next run take it without a rebuild (the file is restored on exit); then
+# the postgres profile: the same pipeline into the PostgreSQL service, read back with psql there.
 # Skips, saying why, where no Docker engine can run (offline-docker.sh check).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +16,9 @@ if [ ! -x "$S" ] || ! reason=$("$S" check 2>&1); then
   exit 0
 fi
 
+# why: the default profile must work as it always did, with no PostgreSQL setting in the environment.
+unset PGPASSWORD DATABASE_URL PIPELINE_ENGINE
+started=$(date +%s.%N)
 engine_was_up=0
 docker info >/dev/null 2>&1 && engine_was_up=1
 eval "$("$S" start)"
@@ -24,7 +28,7 @@ server_pid=""
 edited=0
 cleanup() {
   if [ "$edited" = 1 ]; then cp "$work/pipeline.yaml.orig" pipeline.yaml; rm -f sql/e2e_sales_by_day.sql; fi
-  docker compose down -v --remove-orphans >/dev/null 2>&1 || true
+  docker compose --profile postgres down -v --remove-orphans >/dev/null 2>&1 || true
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
   rm -rf "$work"
   [ "$engine_was_up" = 1 ] || "$S" stop || true
@@ -44,9 +48,13 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 "$S" seed . >/dev/null
-export COMPOSE_FILE="docker-compose.yml:$("$S" override .):tests/docker/compose.test.yml"
+# why: the override gives every built service host networking for its build; the postgres service is in a profile.
+override=$(COMPOSE_PROFILES=postgres "$S" override .)
+export COMPOSE_FILE="docker-compose.yml:$override:tests/docker/compose.test.yml"
+# why: the postgres phase's compose file names the files it serves; set now, so that cleanup can always read it.
+export E2E_FILES="$work/pgfiles"
 
-t0=$(now); docker compose build -q; t1=$(now); docker compose build -q; t2=$(now)
+t0=$(now); docker compose --profile postgres build -q; t1=$(now); docker compose --profile postgres build -q; t2=$(now)
 size=$(docker image inspect pipeline-runner:local --format '{{.Size}}')
 echo "docker e2e: build $(elapsed "$t0" "$t1") s (this machine's cache as it was), rebuild $(elapsed "$t1" "$t2") s (warm); runner image $((size / 1000000)) MB"
 
@@ -148,6 +156,55 @@ check "and no image was rebuilt" "$image_before" "$(docker image inspect pipelin
 cp "$work/pipeline.yaml.orig" pipeline.yaml && rm -f sql/e2e_sales_by_day.sql && edited=0
 check "pipeline.yaml, sql/ and data/ are mounted read-only" "ro|ro|ro" "$(docker compose run --rm -T --entrypoint sh runner -c 'for m in /app/pipeline.yaml /app/sql /app/data; do grep " $m " /proc/mounts | cut -d" " -f4 | cut -d, -f1; done' 2>/dev/null | paste -sd'|')"
 
+echo "the postgres profile: the same pipeline into the PostgreSQL service"
+# A password of this run only; the checks below look for it where it must not be.
+export PGPASSWORD="e2e-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+mkdir "$work/pgfiles" && cp tests/fixtures/client/*.csv "$work/pgfiles/" && chmod 755 "$work/pgfiles" && chmod 644 "$work/pgfiles"/*
+export COMPOSE_FILE="docker-compose.yml:$override:tests/docker/compose.postgres.test.yml"
+export PRODUCTS_URL=http://fixtures:8080/produits.csv STORES_URL=http://fixtures:8080/magasins.csv SALES_URL=http://fixtures:8080/ventes.csv
+pg() { docker compose --profile postgres "$@"; }
+pq() { pg exec -T postgres psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+sqlite_runs=$(q 'SELECT count(*) FROM pipeline_runs')
+pg up -d --wait fixtures >/dev/null 2>&1
+t5=$(now); code=$(rc "$work/pg1.log" pg run --rm -T runner); t6=$(now)
+check "docker compose --profile postgres run runner exits 0" 0 "$code"
+echo "  (first run, the server's first start included: $(elapsed "$t5" "$t6") s)"
+check "the runner started once the server was healthy" "healthy" "$(docker inspect --format '{{.State.Health.Status}}' "$(pg ps -q postgres)")"
+check "and saved into the server, through its socket" 1 "$(grep -c 'saved postgres://\*\*\*@/sales?host=/run/postgresql' "$work/pg1.log")"
+check "30 sales, read with psql in the postgres service" 30 "$(pq 'SELECT count(*) FROM sales')"
+check "the README's query, to the cent, as on SQLite" "2023-05-27|2023-06-25|30|122|526878|5268.78" "$(pq 'SELECT * FROM revenue_total')"
+check "exact cents are bigint on the server" "bigint" "$(pq "SELECT data_type FROM information_schema.columns WHERE table_name = 'revenue_total' AND column_name = 'revenue_cents'")"
+check "the SQLite file was not written" "$sqlite_runs" "$(q 'SELECT count(*) FROM pipeline_runs')"
+check "a second run exits 0" 0 "$(rc "$work/pg2.log" pg run --rm -T runner)"
+check "and changes nothing" "30|1|succeeded" "$(pq 'SELECT (SELECT count(*) FROM sales), run_id, status FROM pipeline_runs')"
+check "and says so" 1 "$(grep -c 'nothing changed since run 1; the database was not rewritten' "$work/pg2.log")"
+
+echo "the password: from PGPASSWORD, shown nowhere"
+check "not in docker compose config" 0 "$(pg config 2>&1 | grep -c -- "$PGPASSWORD" || true)"
+check "not in the runner's output" 0 "$(cat "$work/pg1.log" "$work/pg2.log" | grep -c -- "$PGPASSWORD" || true)"
+check "not in the postgres service's logs nor its container's settings" 0 "$({ pg logs postgres; docker inspect "$(pg ps -q postgres)"; } 2>&1 | grep -c -- "$PGPASSWORD" || true)"
+check "the runner holds no copy of it" 0 "$(pg run --rm -T --no-deps --entrypoint sh runner -c 'env; cat /run/secrets/* 2>/dev/null' 2>/dev/null | grep -c -- "$PGPASSWORD" || true)"
+check "it is the role's password over TCP" 30 "$(pg exec -T -e PGPASSWORD postgres psql -XAtq -h 127.0.0.1 -U pipeline -d sales -c 'SELECT count(*) FROM sales' 2>&1)"
+check "a wrong one is refused" 2 "$(rc "$work/pg-wrong.log" pg exec -T -e PGPASSWORD=wrong postgres psql -XAtq -h 127.0.0.1 -U pipeline -d sales -c 'SELECT 1')"
+check "saying so" 1 "$(grep -c 'password authentication failed for user "pipeline"' "$work/pg-wrong.log")"
+
+echo "the postgres service's hardening"
+check "runs as uid 1000" 1000 "$(pg exec -T postgres id -u)"
+check "has no capability and no way to gain one" "0000000000000000|1" "$(pg exec -T postgres sh -c "$caps")"
+check "has its memory and pid limits" "1073741824|160" "$(docker inspect --format '{{.HostConfig.Memory}}|{{.HostConfig.PidsLimit}}' "$(pg ps -q postgres)")"
+check "listens on the project's network only (no published port)" "{}" "$(docker inspect --format '{{json .HostConfig.PortBindings}}' "$(pg ps -q postgres)")"
+
+echo "docker compose down (without -v) keeps the server's data"
+pg down >/dev/null 2>&1
+check "no container left" "" "$(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")"
+check "the volume is kept" 1 "$(docker volume ls -q | grep -cx "${COMPOSE_PROJECT_NAME}_postgres-data")"
+pg up -d --wait postgres >/dev/null 2>&1
+check "after up: the figures are still there" "30|526878|1" "$(pq 'SELECT (SELECT count(*) FROM sales), (SELECT revenue_cents FROM revenue_total), (SELECT count(*) FROM pipeline_runs)')"
+check "and the next run finds nothing to do" 1 "$(pg run --rm -T runner 2>&1 | grep -c 'nothing changed since run 1')"
+pg down >/dev/null 2>&1
+check "without the server, the runner is back on the SQLite file" 1 "$(docker compose run --rm -T -e NO_COLOR=1 runner --dry-run 2>/dev/null | grep -c '^Plan for .* -> /data/sales.db$')"
+docker compose down >/dev/null 2>&1
+
 echo "the runtime image"
 run_in() { docker run --rm --network none --entrypoint sh pipeline-runner:local -c "$1"; }
 check "runs as uid 1000" 1000 "$(run_in 'id -u')"
@@ -155,5 +212,5 @@ check "has no dev dependencies" "" "$(run_in 'ls /app/node_modules | grep -E "^(
 check "has no compiler toolchain nor npm" "" "$(run_in 'for t in gcc cc g++ make npm npx; do command -v $t; done || true')"
 check "runs Node 24" 24 "$(run_in 'node -p "process.versions.node.split(\".\")[0]"')"
 
-echo "docker e2e: $passed passed, $failed failed"
+echo "docker e2e: $passed passed, $failed failed in $(elapsed "$started" "$(now)") s"
 [ "$failed" = 0 ]

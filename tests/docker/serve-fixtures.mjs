@@ -1,5 +1,5 @@
 // A static file server for the Docker end-to-end test: serves a directory on 127.0.0.1 at a free
-// port and prints the port. `/slow/<file>` sends the same file a few bytes at a time over ~8 s,
+// port and prints the port (FIXTURES_HOST and FIXTURES_PORT choose others, for a container). `/slow/<file>` sends the same file a few bytes at a time over ~8 s,
 // so a run can be killed while it is in progress.
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
@@ -31,5 +31,5 @@ const server = createServer(async (request, response) => {
     offset += step;
   }, 100);
 });
-server.listen(0, "127.0.0.1", () => console.log(server.address().port));
+server.listen(Number(process.env["FIXTURES_PORT"] ?? 0), process.env["FIXTURES_HOST"] ?? "127.0.0.1", () => console.log(server.address().port));
 process.on("SIGTERM", () => server.close(() => process.exit(0)));
