@@ -31,5 +31,7 @@ const server = createServer(async (request, response) => {
     offset += step;
   }, 100);
 });
-server.listen(Number(process.env["FIXTURES_PORT"] ?? 0), process.env["FIXTURES_HOST"] ?? "127.0.0.1", () => console.log(server.address().port));
+server.listen(Number(process.env["FIXTURES_PORT"] ?? 0), process.env["FIXTURES_HOST"] ?? "127.0.0.1", () =>
+  console.log(server.address().port),
+);
 process.on("SIGTERM", () => server.close(() => process.exit(0)));
