@@ -7,7 +7,8 @@
 # Skips, saying why, where no Docker engine can run (offline-docker.sh check).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-S=../shared/docker/offline-docker.sh
+# why: OFFLINE_DOCKER names it from a worktree elsewhere than beside ../shared.
+S=${OFFLINE_DOCKER:-../shared/docker/offline-docker.sh}
 passed=0
 failed=0
 
