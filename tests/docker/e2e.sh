@@ -199,7 +199,7 @@ echo "docker compose down (without -v) keeps the server's data"
 pg down >/dev/null 2>&1
 check "no container left" "" "$(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")"
 check "the volume is kept" 1 "$(docker volume ls -q | grep -cx "${COMPOSE_PROJECT_NAME}_postgres-data")"
-pg up -d --wait postgres >/dev/null 2>&1
+pg up -d --wait postgres fixtures >/dev/null 2>&1
 check "after up: the figures are still there" "30|526878|1" "$(pq 'SELECT (SELECT count(*) FROM sales), (SELECT revenue_cents FROM revenue_total), (SELECT count(*) FROM pipeline_runs)')"
 check "and the next run finds nothing to do" 1 "$(pg run --rm -T runner 2>&1 | grep -c 'nothing changed since run 1')"
 pg down >/dev/null 2>&1
