@@ -202,9 +202,12 @@ check "the volume is kept" 1 "$(docker volume ls -q | grep -cx "${COMPOSE_PROJEC
 pg up -d --wait postgres fixtures >/dev/null 2>&1
 check "after up: the figures are still there" "30|526878|1" "$(pq 'SELECT (SELECT count(*) FROM sales), (SELECT revenue_cents FROM revenue_total), (SELECT count(*) FROM pipeline_runs)')"
 check "and the next run finds nothing to do" 1 "$(pg run --rm -T runner 2>&1 | grep -c 'nothing changed since run 1')"
+# why: the runner follows the server, not the command line (docs/postgres.md): documented, so checked.
+check "while the server runs, a run without the profile loads into it too" 1 "$(docker compose run --rm -T -e NO_COLOR=1 runner --dry-run 2>/dev/null | grep -c '^Plan for .* -> postgres://\*\*\*@/sales?host=/run/postgresql$')"
 pg down >/dev/null 2>&1
 check "without the server, the runner is back on the SQLite file" 1 "$(docker compose run --rm -T -e NO_COLOR=1 runner --dry-run 2>/dev/null | grep -c '^Plan for .* -> /data/sales.db$')"
 docker compose down >/dev/null 2>&1
+echo "  (the postgres profile's checks: $(elapsed "$t5" "$(now)") s)"
 
 echo "the runtime image"
 run_in() { docker run --rm --network none --entrypoint sh pipeline-runner:local -c "$1"; }
