@@ -70,7 +70,7 @@ RUN groupadd --gid 1000 postgres && useradd --uid 1000 --gid postgres --home-dir
  && chown postgres:postgres /var/lib/postgresql/data /run/postgresql && chmod 0700 /var/lib/postgresql/data
 COPY docker/postgres-entrypoint.sh /usr/local/bin/postgres-entrypoint
 ENV PATH=/usr/lib/postgresql/15/bin:$PATH \
-    PGDATA=/var/lib/postgresql/data
+    PGDATA=/var/lib/postgresql/data/cluster
 USER postgres
 WORKDIR /var/lib/postgresql
 ENTRYPOINT ["/usr/local/bin/postgres-entrypoint"]

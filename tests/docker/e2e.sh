@@ -30,6 +30,7 @@ edited=0
 cleanup() {
   if [ "$edited" = 1 ]; then cp "$work/pipeline.yaml.orig" pipeline.yaml; rm -f sql/e2e_sales_by_day.sql; fi
   docker compose --profile postgres down -v --remove-orphans >/dev/null 2>&1 || true
+  COMPOSE_PROJECT_NAME=pipeline-e2e-firststart docker compose --profile postgres down -v >/dev/null 2>&1 || true
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
   rm -rf "$work"
   [ "$engine_was_up" = 1 ] || "$S" stop || true
@@ -194,6 +195,19 @@ check "runs as uid 1000" 1000 "$(pg exec -T postgres id -u)"
 check "has no capability and no way to gain one" "0000000000000000|1" "$(pg exec -T postgres sh -c "$caps")"
 check "has its memory and pid limits" "1073741824|160" "$(docker inspect --format '{{.HostConfig.Memory}}|{{.HostConfig.PidsLimit}}' "$(pg ps -q postgres)")"
 check "listens on the project's network only (no published port)" "{}" "$(docker inspect --format '{{json .HostConfig.PortBindings}}' "$(pg ps -q postgres)")"
+
+echo "a first start killed while it makes the cluster"
+# why: its own project, so the cluster of the checks above stays as it is; it is removed at once (and by cleanup).
+main_project=$COMPOSE_PROJECT_NAME
+export COMPOSE_PROJECT_NAME=pipeline-e2e-firststart
+pg up -d postgres >/dev/null 2>&1
+for _ in $(seq 200); do pg logs postgres 2>/dev/null | grep -q 'first start' && break; sleep 0.05; done
+docker kill "$(pg ps -q postgres)" >/dev/null
+echo "  (killed after: $(pg logs postgres 2>&1 | grep -c 'ready to accept connections') server start(s); 0 means during the first start)"
+check "the next start comes up healthy" 0 "$(rc "$work/firststart.log" pg up -d --wait postgres)"
+check "with the runner's role and database" "pipeline|sales" "$(pg exec -T postgres psql -XAtq -U pipeline -d sales -c 'SELECT current_user, current_database()' 2>&1)"
+pg down -v >/dev/null 2>&1
+export COMPOSE_PROJECT_NAME=$main_project
 
 echo "docker compose down (without -v) keeps the server's data"
 pg down >/dev/null 2>&1
