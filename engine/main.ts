@@ -18,7 +18,8 @@ import {
   type SchemaChanges,
 } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
-import { executePlan, previewPlan } from "./run.js";
+import { executePlan } from "./run.js";
+import { previewPlan } from "./run/preview.js";
 import { resolveDatabasePath } from "./db/store.js";
 import { engineNames, type EngineName } from "./db/engines/index.js";
 import { isPostgresUrl } from "./db/engines/postgres.js";

@@ -1,81 +1,21 @@
-import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { databaseSetting, type StepSpec, type TableSpec } from "./config/schema.js";
-import { quoteIdent, type SqlDatabase } from "./db/database.js";
+import { CheckRun } from "./checks.js";
+import type { StepSpec } from "./config/schema.js";
+import type { SqlDatabase } from "./db/database.js";
 import type { EngineName } from "./db/engines/index.js";
-import { lockDatabase, preview, type OutputFile, type Session } from "./db/session.js";
-import { explainDamage, refuseDamage } from "./db/integrity.js";
-import { refuseForeignObjects } from "./db/schema-objects.js";
-import { ensureTables } from "./db/tables.js";
+import { explainDamage } from "./db/integrity.js";
+import { declaredTables } from "./db/schema.js";
+import { lockDatabase, type OutputFile, type Session } from "./db/session.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
-import { recordFailedRuns, type FailedRun } from "./failed-runs.js";
-import { recordOutputs, refuseOutputsOfAnotherDatabase } from "./outputs.js";
-import { finishRun, lastRun, leftStepsOut, recordStep, rejectionSamples, startRun, systemTables, type RejectionSample } from "./history.js";
-import type { SchemaChanges } from "./output.js";
+import { configFingerprint } from "./fingerprint.js";
+import { recordStep } from "./history.js";
 import type { Plan, PlannedStep } from "./plan.js";
-import type { StepCounts, StepDefinition, StepOutcome } from "./step.js";
-import { CheckRun, declaredChecks, type CheckResult, type PlannedCheck } from "./checks.js";
+import { DeepPlan } from "./run/deep-plan.js";
+import { closeRun, openRun, plannedOutputs, prepareDatabase, type OpenedRun } from "./run/record.js";
+import { failedRun, plannedReport, reportUnchanged, showRejections, type RunEvent, type RunReport, type StepResult } from "./run/report.js";
+import type { StepDefinition, StepOutcome } from "./step.js";
 
-/** Where a step stands in a run report. */
-export type StepStatus = "not_executed" | "success" | "unchanged" | "skipped" | "error";
-
-/** The report of one step: it starts as the plan, not executed. */
-export interface StepResult {
-  index: number;
-  name: string;
-  type: string;
-  description: string;
-  status: StepStatus;
-  counts: StepCounts;
-  durationMs: number;
-  detail?: string | undefined;
-  error?: { code: string; message: string } | undefined;
-  /** The first rows the step rejected or kept aside in this run, by line. */
-  rejections?: RejectionSample[] | undefined;
-}
-
-/** How many rejected rows a step shows in the log and the JSON report. */
-const rejectionSamplesShown = 3;
-
-/** The report of a whole run. */
-export interface RunReport {
-  ok: boolean;
-  database: string;
-  runId?: number | undefined;
-  status: string;
-  createdTables: string[];
-  steps: StepResult[];
-  durationMs: number;
-  saved: boolean;
-  /** Files put in place after the database was saved (reports), relative to the pipeline file. */
-  files: string[];
-  error?: { code: string; message: string; expected: boolean } | undefined;
-  /** The exit code this report calls for. */
-  exitCode: number;
-  /** A sentence on the outcome, when there is more to say than the status. */
-  detail?: string | undefined;
-  /** What else the run did or could not do: columns added to the engine's tables, failed runs recorded. */
-  notes: string[];
-  /** Rows rejected or kept aside by the run that saved; for an unchanged run, the rows still pending. */
-  rejectedRows: number;
-  /** The checks that ran, in order: passed, warned or failed. */
-  checks?: CheckResult[] | undefined;
-  /** A deep plan (`plan --deep`): every step and check ran, then everything was rolled back; nothing was saved or written. */
-  deep?: boolean | undefined;
-  /** With `deep`: the tables whose rows the run would change, in the order of the steps that write them. */
-  changedTables?: string[] | undefined;
-  /** With `deep`: the files the run would write (reports), relative to the pipeline file; none was written. */
-  plannedFiles?: string[] | undefined;
-}
-
-/** What a run tells its caller as it goes. */
-export type RunEvent =
-  | { kind: "start"; database: string; createdTables: string[] }
-  | { kind: "step-start"; step: PlannedStep; total: number }
-  | { kind: "step-end"; result: StepResult }
-  | { kind: "progress"; step: PlannedStep; rows: number; elapsedMs: number }
-  | { kind: "check"; result: CheckResult };
+export type { RunEvent, RunReport, StepResult, StepStatus } from "./run/report.js";
 
 /** Options of a run. */
 export interface RunOptions {
@@ -97,6 +37,12 @@ export interface RunOptions {
   deep?: boolean | undefined;
 }
 
+/** What a run that held the lock keeps for the journal, should it fail. */
+interface Attempt {
+  startedAt: string;
+  configSha256: string;
+}
+
 /**
  * Executes a plan against its database through one session: every step runs in one transaction,
  * committed only when every step succeeded. A failed run leaves the database as it was.
@@ -105,15 +51,10 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
   const now = options.now ?? (() => new Date());
   const started = performance.now();
   const report = plannedReport(plan);
-  const outputs = plan.steps.flatMap((step) => options.typeOf(step.spec).files?.(step.spec) ?? []);
+  const outputs = plannedOutputs(plan, options.typeOf);
+  const deep = options.deep ? new DeepPlan(plan, options.typeOf) : undefined;
   let session: Session | undefined;
-  let startedAt: string | undefined;
-  let configSha256 = "";
-  let copies: Map<string, string> | undefined;
-  // why: a deep plan says which tables would change before its transaction is rolled back, while their rows can still be compared.
-  const judgeChanges = () => {
-    if (options.deep) report.changedTables = changedTables(report.steps, plan, options.typeOf, session && safeDb(session), copies);
-  };
+  let attempt: Attempt | undefined;
   try {
     session = await lockDatabase(plan.database, {
       engine: options.engine,
@@ -122,173 +63,122 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       outputs: outputs.map((output) => path.resolve(plan.config.baseDir, output)),
       notes: report.notes,
     });
-    startedAt = now().toISOString();
+    attempt = { startedAt: now().toISOString(), configSha256: "" };
+    const { startedAt } = attempt;
     const failures = await session.begin();
     const db = session.db;
-    const schema = ensureSchema(db, plan);
-    report.createdTables = schema.createdTables;
-    await refuseOutputsOfAnotherDatabase(db, {
-      database: plan.database,
-      configured: path.resolve(plan.config.baseDir, databaseSetting(plan.pipeline).path),
-      configuredAs: databaseSetting(plan.pipeline).path,
-      baseDir: plan.config.baseDir,
-      outputs: plan.steps.flatMap((step) =>
-        (options.typeOf(step.spec).files?.(step.spec) ?? []).map((file) => ({ path: file, step: step.name })),
-      ),
-    });
-    if (schema.addedColumns.length > 0) report.notes.push(`added the column(s) ${schema.addedColumns.join(", ")}`);
-    options.onEvent({ kind: "start", database: plan.database, createdTables: report.createdTables });
-    configSha256 = configFingerprint(plan, options.typeOf);
-    if (options.deep) copies = copyDerivedTables(db, plan, options.typeOf);
-    const previous = lastRun(db);
-    const recordedFailures = recordFailedRuns(db, failures);
-    // why: a report deleted on disk is written again, so the derived steps run even when nothing else changed.
-    const missing = previous === undefined ? [] : outputs.filter((output) => !existsSync(path.resolve(plan.config.baseDir, output)));
-    if (missing.length > 0) report.notes.push(`${missing.join(", ")} missing on disk: written again`);
-    // why: when no source changed and neither did the configuration or its SQL, derived steps would recompute the same rows.
-    let changed =
-      previous === undefined ||
-      previous.configSha256 !== configSha256 ||
-      report.createdTables.length > 0 ||
-      options.fullRefresh !== undefined ||
-      missing.length > 0 ||
-      // why: a run with --select may have changed tables without running every step that derives from them.
-      leftStepsOut(db, previous.runId);
-    const runId = startRun(db, { startedAt, configSha256, configFile: plan.config.file });
-    report.runId = runId;
-    const files: OutputFile[] = [];
-    const checks = new CheckRun(plan, options.typeOf, now, (result) => options.onEvent({ kind: "check", result }));
-    report.checks = checks.results;
-    for (const step of plan.steps) {
-      // why: a check runs once the last step writing a table it reads has run, before the next step.
-      checks.runDue(db, runId, startedAt, step.index);
-      throwIfAborted(options.signal);
-      if (options.select && !options.select.has(step.name)) {
-        // why: recorded as such, so the next run derives again and this step's pending rows stay pending.
-        recordStep(db, { runId, ...report.steps[step.index]!, index: step.index });
-        continue;
-      }
-      const definition = options.typeOf(step.spec);
-      const skip = !changed && definition.derived ? `inputs unchanged since run ${previous!.runId}` : undefined;
-      const outcome = await runStep(step, definition, { plan, options, db, runId, startedAt, result: report.steps[step.index]!, skip });
-      files.push(...(outcome?.files ?? []));
-      if (outcome && !definition.derived && outcome.status !== "unchanged") changed = true;
-    }
-    checks.runDue(db, runId, startedAt, plan.steps.length);
-    if (!changed && recordedFailures === 0 && schema.addedColumns.length === 0) {
+    const schema = await prepareDatabase(db, plan, report, options);
+    attempt.configSha256 = configFingerprint(plan, options.typeOf);
+    deep?.copyDerivedTables(db);
+    const run = openRun(db, plan, report, { ...attempt, failures, outputs, fullRefresh: options.fullRefresh });
+    const { files, changed } = await runSteps(db, plan, options, report, { ...run, startedAt, now });
+    if (!changed && run.recordedFailures === 0 && schema.addedColumns.length === 0) {
       // why: nothing to record but the fact that nothing changed; committing that costs more than the run.
-      report.status = "unchanged";
-      report.runId = undefined;
-      report.rejectedRows = pendingRowsIn(db);
-      const left = report.rejectedRows > 0 ? `; ${report.rejectedRows} rejected row(s) still pending (see the rejections command)` : "";
-      report.detail = `nothing changed since run ${previous!.runId}${left}; the database was not rewritten`;
-      Object.assign(report, { ok: true, exitCode: 0 });
-      judgeChanges();
+      reportUnchanged(report, db, run.previous!.runId);
+      deep?.judge(report, db);
       // why: a deep plan leaves the journal of failed runs for the next real run to record.
-      await session.rollback({ journalRecorded: !options.deep });
+      await session.rollback({ journalRecorded: !deep });
       return report;
     }
-    recordOutputs(db, plan.database, plan.config.baseDir, runId, files);
-    report.status = finishRun(db, runId, now().toISOString());
-    report.rejectedRows = rejectedRowsOf(db, runId);
-    // why: an index that disagrees with its table (a damaged file) lets duplicates in and hides rows from lookups; never save on top of it.
-    // A table this runner's last commit checked, in a file nobody wrote since, holds no damage from outside (docs/reliability.md).
-    const sound = session.soundTables;
-    refuseDamage(db, sound === "all" ? [] : declaredTables(plan).filter((table) => !sound.has(table)), plan.database);
-    checkForeignKeys(db);
+    closeRun(db, plan, report, { runId: run.runId, files, finishedAt: now().toISOString(), soundTables: session.soundTables });
     throwIfAborted(options.signal);
-    if (options.deep) {
+    if (deep) {
       // why: the deep plan stops where the run would save: same steps, checks and verifications, then nothing kept.
-      judgeChanges();
+      deep.judge(report, db);
       await session.rollback();
       report.plannedFiles = files.map((file) => file.path);
       Object.assign(report, { ok: true, exitCode: 0 });
       return report;
     }
-    const { placed, notPlaced } = await session.commit(files, plan.config.baseDir, declaredTables(plan));
-    report.saved = true;
-    report.files.push(...placed);
-    if (recordedFailures > 0) report.notes.push(`recorded ${recordedFailures} earlier failed run(s) in pipeline_runs`);
-    if (notPlaced.length > 0) {
-      throw new PipelineError("E_SAVE", `the database was saved, but these files could not be put in place: ${notPlaced.join(", ")}`);
-    }
+    await commitRun(session, report, run, files, plan);
     Object.assign(report, { ok: true, exitCode: 0 });
   } catch (thrown) {
-    const error = explainDamage(thrown, session?.saved === false ? safeDb(session) : undefined, declaredTables(plan), plan.database);
-    report.status = "failed";
-    report.error = describeError(error);
-    report.exitCode = error instanceof PipelineError ? error.exitCode : 1;
-    // why: only the lock holder (startedAt is set once the lock is held) may touch the journal, and a run that saved is already in the history;
-    // a run refused for its configuration (exit 2) did not run.
-    if (session && startedAt !== undefined && !report.saved && report.exitCode !== 2) {
-      judgeChanges();
-      await session.rollback();
-      if (!options.deep)
-        await session.journalFailure(failedRun(plan, report, { startedAt, finishedAt: now().toISOString(), configSha256 }));
-    }
+    await failRun(thrown, { plan, report, session, attempt, deep, now });
   } finally {
     await session?.release();
     report.durationMs = performance.now() - started;
-    if (options.deep) Object.assign(report, { deep: true, changedTables: report.changedTables ?? [] });
+    if (deep) Object.assign(report, { deep: true, changedTables: report.changedTables ?? [] });
   }
   return report;
 }
 
-/**
- * For a deep plan: a temporary copy of each table a derived step writes, taken before the steps, so
- * that a table a step empties and fills again with the same rows reads as unchanged. Rolled back
- * with the run's transaction; never in the database file.
- */
-function copyDerivedTables(db: SqlDatabase, plan: Plan, typeOf: (step: StepSpec) => StepDefinition): Map<string, string> {
-  const copies = new Map<string, string>();
-  for (const step of plan.steps) {
-    const definition = typeOf(step.spec);
-    if (!definition.derived) continue;
-    for (const table of definition.writes(step.spec)) {
-      if (copies.has(table)) continue;
-      const copy = `deep_plan_before_${copies.size}`;
-      db.exec(`CREATE TEMP TABLE ${quoteIdent(copy)} AS SELECT * FROM main.${quoteIdent(table)}`);
-      copies.set(table, copy);
-    }
-  }
-  return copies;
-}
-
-/**
- * The tables a run's steps would change, in step order: a table copied before the steps when its
- * rows differ from the copy; another when its step inserted, updated or deleted rows, or counts
- * none (a script).
- */
-function changedTables(
-  steps: readonly StepResult[],
+/** The step loop: runs each step (or skips it, or leaves it out with --select), and each check once the steps it reads have run. */
+async function runSteps(
+  db: SqlDatabase,
   plan: Plan,
-  typeOf: (step: StepSpec) => StepDefinition,
-  db: SqlDatabase | undefined,
-  copies: ReadonlyMap<string, string> | undefined,
-): string[] {
-  const tables = new Set<string>();
-  for (const result of steps) {
-    if (result.status !== "success") continue;
-    const { inserted = 0, updated = 0, deleted = 0 } = result.counts;
-    const counted = ["inserted", "updated", "deleted"].some((name) => name in result.counts);
-    const spec = plan.steps[result.index]!.spec;
-    for (const table of typeOf(spec).writes(spec)) {
-      const copy = copies?.get(table);
-      const changed = copy !== undefined && db !== undefined ? rowsDiffer(db, table, copy) : inserted + updated + deleted > 0 || !counted;
-      if (changed) tables.add(table);
+  options: RunOptions,
+  report: RunReport,
+  run: OpenedRun & { startedAt: string; now: () => Date },
+): Promise<{ files: OutputFile[]; changed: boolean }> {
+  const startedAt = run.startedAt;
+  let changed = run.changed;
+  const files: OutputFile[] = [];
+  const checks = new CheckRun(plan, options.typeOf, run.now, (result) => options.onEvent({ kind: "check", result }));
+  report.checks = checks.results;
+  for (const step of plan.steps) {
+    // why: a check runs once the last step writing a table it reads has run, before the next step.
+    checks.runDue(db, run.runId, startedAt, step.index);
+    throwIfAborted(options.signal);
+    if (options.select && !options.select.has(step.name)) {
+      // why: recorded as such, so the next run derives again and this step's pending rows stay pending.
+      recordStep(db, { runId: run.runId, ...report.steps[step.index]!, index: step.index });
+      continue;
     }
+    const definition = options.typeOf(step.spec);
+    const skip = !changed && definition.derived ? `inputs unchanged since run ${run.previous!.runId}` : undefined;
+    const outcome = await runStep(step, definition, {
+      plan,
+      options,
+      db,
+      runId: run.runId,
+      startedAt,
+      result: report.steps[step.index]!,
+      skip,
+    });
+    files.push(...(outcome?.files ?? []));
+    if (outcome && !definition.derived && outcome.status !== "unchanged") changed = true;
   }
-  return [...tables];
+  checks.runDue(db, run.runId, startedAt, plan.steps.length);
+  return { files, changed };
 }
 
-/** Whether a table's rows differ from its copy (as sets of rows); when they cannot be compared, they differ. */
-function rowsDiffer(db: SqlDatabase, table: string, copy: string): boolean {
-  const [t, c] = [`main.${quoteIdent(table)}`, `temp.${quoteIdent(copy)}`];
-  try {
-    const oneOf = (a: string, b: string) => db.all(`SELECT 1 FROM (SELECT * FROM ${a} EXCEPT SELECT * FROM ${b}) LIMIT 1`).length > 0;
-    return oneOf(t, c) || oneOf(c, t);
-  } catch {
-    return true;
+/** Commits the run with its files, and says which files were put in place; a file that could not be is an error after the save. */
+async function commitRun(session: Session, report: RunReport, run: OpenedRun, files: readonly OutputFile[], plan: Plan): Promise<void> {
+  const { placed, notPlaced } = await session.commit(files, plan.config.baseDir, declaredTables(plan.pipeline.tables));
+  report.saved = true;
+  report.files.push(...placed);
+  if (run.recordedFailures > 0) report.notes.push(`recorded ${run.recordedFailures} earlier failed run(s) in pipeline_runs`);
+  if (notPlaced.length > 0) {
+    throw new PipelineError("E_SAVE", `the database was saved, but these files could not be put in place: ${notPlaced.join(", ")}`);
+  }
+}
+
+/** Reports a failed run: explains a damaged file, rolls back, and (for a real run that held the lock) keeps the failure in the journal. */
+async function failRun(
+  thrown: unknown,
+  run: {
+    plan: Plan;
+    report: RunReport;
+    session: Session | undefined;
+    attempt: Attempt | undefined;
+    deep: DeepPlan | undefined;
+    now: () => Date;
+  },
+): Promise<void> {
+  const { plan, report, session, attempt, deep } = run;
+  const db = session?.saved === false ? safeDb(session) : undefined;
+  const error = explainDamage(thrown, db, declaredTables(plan.pipeline.tables), plan.database);
+  report.status = "failed";
+  report.error = describeError(error);
+  report.exitCode = error instanceof PipelineError ? error.exitCode : 1;
+  // why: only the lock holder (attempt is set once the lock is held) may touch the journal, and a run that saved is already in the history;
+  // a run refused for its configuration (exit 2) did not run.
+  if (!session || attempt === undefined || report.saved || report.exitCode === 2) return;
+  deep?.judge(report, safeDb(session));
+  await session.rollback();
+  if (!deep) {
+    const finishedAt = run.now().toISOString();
+    await session.journalFailure(failedRun(plan, report, { startedAt: attempt.startedAt, finishedAt, configSha256: attempt.configSha256 }));
   }
 }
 
@@ -334,31 +224,6 @@ async function runStep(
   }
 }
 
-/** The report of a run before it starts: every step planned, not executed. */
-function plannedReport(plan: Plan): RunReport {
-  return {
-    ok: false,
-    database: plan.database,
-    status: "failed",
-    createdTables: [],
-    saved: false,
-    files: [],
-    notes: [],
-    rejectedRows: 0,
-    exitCode: 1,
-    durationMs: 0,
-    steps: plan.steps.map((step) => ({
-      index: step.index,
-      name: step.name,
-      type: step.type,
-      description: step.description,
-      status: "not_executed",
-      counts: {},
-      durationMs: 0,
-    })),
-  };
-}
-
 /** The session's database while its transaction is open, for explaining an error; undefined before it began. */
 function safeDb(session: Session): SqlDatabase | undefined {
   try {
@@ -366,98 +231,4 @@ function safeDb(session: Session): SqlDatabase | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** The tables a run would create, the columns it would add and the checks it will make, through the same session path rolled back; never writes. */
-export async function previewPlan(
-  plan: Plan,
-  engine: EngineName,
-  lockTimeoutMs: number,
-  typeOf: (step: StepSpec) => StepDefinition,
-): Promise<SchemaChanges & { checks: PlannedCheck[] }> {
-  return preview(plan.database, engine, lockTimeoutMs, (db) => {
-    const changes = ensureSchema(db, plan);
-    return { ...changes, checks: new CheckRun(plan, typeOf, () => new Date()).planned(db) };
-  });
-}
-
-/**
- * Refuses triggers, views and indexes the runner did not create on the tables it declares, then
- * creates the engine's tables and the pipeline's that are absent, and adds to the engine's tables
- * the columns a newer version declares (never to the pipeline's; any other difference is E_DRIFT).
- * Returns the pipeline tables created and the columns added.
- */
-function ensureSchema(db: SqlDatabase, plan: Plan): SchemaChanges {
-  refuseForeignObjects(db, declaredTables(plan), plan.database);
-  const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
-  const pipeline = ensureTables(db, plan.pipeline.tables as Record<string, TableSpec>);
-  return { createdTables: pipeline.created, addedColumns: system.addedColumns };
-}
-
-/** The tables the runner declares: the engine's and the pipeline's. */
-function declaredTables(plan: Plan): string[] {
-  return [...Object.keys(systemTables), ...Object.keys(plan.pipeline.tables)];
-}
-
-/** A failed run as the journal keeps it. */
-function failedRun(plan: Plan, report: RunReport, run: { startedAt: string; finishedAt: string; configSha256: string }): FailedRun {
-  return {
-    ...run,
-    status: report.error?.code === "E_ABORTED" ? "interrupted" : "failed",
-    configFile: plan.config.file,
-    error: `${report.error?.code ?? "E_RUN"} ${report.error?.message ?? ""}`.trim(),
-    steps: report.steps
-      .filter((step) => step.status !== "not_executed" && step.status !== "skipped")
-      .map(({ index, name, type, status, counts, durationMs, detail, error }) => ({
-        index,
-        name,
-        type,
-        status,
-        counts,
-        durationMs,
-        detail: error?.message ?? detail,
-      })),
-    checks: report.checks ?? [],
-  };
-}
-
-/** A hash of everything that decides what derived steps compute and what the checks judge: the configuration, every file the derived steps read (their SQL) and the SQL files of `check: sql`. */
-function configFingerprint(plan: Plan, typeOf: (step: StepSpec) => StepDefinition): string {
-  const hash = createHash("sha256").update(JSON.stringify(plan.pipeline));
-  const files = plan.pipeline.steps.flatMap((step) => (typeOf(step).derived ? (typeOf(step).inputs?.(step) ?? []) : []));
-  for (const { spec } of declaredChecks(plan.pipeline))
-    if (spec.check === "sql" && spec.file !== undefined) files.push({ file: spec.file, what: "check" });
-  for (const { file } of files) hash.update(`\0${file}\0`).update(readFileSync(path.resolve(plan.config.baseDir, file)));
-  return hash.digest("hex");
-}
-
-/** Puts a step's first rejected rows on its report, for the log and the JSON report. */
-function showRejections(db: SqlDatabase, runId: number, result: StepResult): void {
-  const samples = rejectionSamples(db, runId, result.name, rejectionSamplesShown);
-  if (samples.length > 0) result.rejections = samples;
-}
-
-/** How many rejected rows are pending in the database, whichever run read them. */
-function pendingRowsIn(db: SqlDatabase): number {
-  return Number(db.all("SELECT count(*) AS n FROM pipeline_rejected_rows WHERE status = 'pending'")[0]?.["n"] ?? 0);
-}
-
-/** How many rows a saved run left pending (read or retried by it), as pipeline_runs records it. */
-function rejectedRowsOf(db: SqlDatabase, runId: number): number {
-  return Number(db.all("SELECT rejected_rows FROM pipeline_runs WHERE run_id = ?", [runId])[0]?.["rejected_rows"] ?? 0);
-}
-
-function checkForeignKeys(db: SqlDatabase): void {
-  if (db.dialect) return db.dialect.checkConstraints(db);
-  const violations = db.all("PRAGMA foreign_key_check");
-  if (violations.length === 0) return;
-  const first = violations.slice(0, 5).map((v) => {
-    const table = String(v["table"]);
-    const row = db.all(`SELECT * FROM ${quoteIdent(table)} WHERE rowid = ?`, [v["rowid"] ?? null])[0];
-    return `${table} row ${JSON.stringify(row ?? { rowid: v["rowid"] })} references a missing ${String(v["parent"])} row`;
-  });
-  throw new PipelineError(
-    "E_DB",
-    `${violations.length} foreign key violation(s) at the end of the run, so nothing was saved: ${first.join("; ")}`,
-  );
 }

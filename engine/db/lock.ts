@@ -4,6 +4,7 @@ import { link, mkdir, open, readFile, readdir, rename, rm, stat, utimes } from "
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { PipelineError } from "../errors.js";
+import { removeStrayTemporaries } from "./store.js";
 
 /** A held lock on a database file; release it once, in a finally. */
 export interface DatabaseLock {
@@ -163,4 +164,23 @@ export async function removeLocksLeftAside(database: string, lock: DatabaseLock)
   }
   await Promise.all(strays.map((name) => rm(path.join(directory, name), { force: true })));
   return strays.length;
+}
+
+/**
+ * The run lock of a database file: `<database>.lock` (see {@link acquireLock}), then what runs
+ * killed at the wrong moment left beside the file: a lock moved aside, temporaries of the database.
+ */
+export async function lockFileBeside(
+  database: string,
+  options: { timeoutMs: number; signal?: AbortSignal | undefined },
+): Promise<DatabaseLock> {
+  const lock = await acquireLock(database, options);
+  try {
+    await removeLocksLeftAside(database, lock);
+    await removeStrayTemporaries(database);
+    return lock;
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
 }

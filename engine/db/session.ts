@@ -1,10 +1,10 @@
 import path from "node:path";
 import { PipelineError, throwIfAborted } from "../errors.js";
-import { clearFailedRuns, failedRunsJournal, journalFailedRun, readFailedRuns, type FailedRun } from "../failed-runs.js";
+import type { FailedRun } from "../failed-runs.js";
 import type { SqlDatabase } from "./database.js";
 import { engineNamed, type EngineName } from "./engines/index.js";
-import type { Engine, Transaction } from "./engines/engine.js";
-import { acquireLock, removeLocksLeftAside, type DatabaseLock } from "./lock.js";
+import type { Transaction } from "./engines/engine.js";
+import { failureJournal } from "./failure-journal.js";
 import { removeStrayTemporaries, stageFile, type StagedFile } from "./store.js";
 
 /** How a session holds its database. */
@@ -56,95 +56,16 @@ export interface Session {
   release(): Promise<void>;
 }
 
-/** Takes the database's run lock (waiting up to the lock timeout) and removes what killed runs left. */
+/** Takes the database's run lock through its engine (waiting up to the lock timeout) and removes what killed runs left. */
 export async function lockDatabase(database: string, options: SessionOptions): Promise<Session> {
   const engine = engineNamed(options.engine);
-  if (engine.lock) return serverSession(database, engine, await engine.lock(database, { timeoutMs: options.lockTimeoutMs }), options);
-  const lock: DatabaseLock = await acquireLock(database, { timeoutMs: options.lockTimeoutMs, signal: options.signal });
+  const lock = await engine.lock(database, { timeoutMs: options.lockTimeoutMs, signal: options.signal });
+  const journal = failureJournal(engine, database, options.notes);
   let transaction: Transaction | undefined;
-  let journalLines = 0;
-  let saved = false;
-  const notes = options.notes;
-  const journal = `${path.basename(failedRunsJournal(database))} (beside the database)`;
-  const emptyJournal = async () => {
-    if (journalLines === 0) return;
-    try {
-      await clearFailedRuns(database);
-    } catch (error) {
-      notes.push(`could not empty ${journal} (${(error as Error).message}); its runs are recorded once all the same`);
-    }
-  };
-  try {
-    // why: what runs killed at the wrong moment left: a lock moved aside, temporary files of the database or of a report.
-    await removeLocksLeftAside(database, lock);
-    for (const file of [database, ...options.outputs]) await removeStrayTemporaries(file);
-  } catch (error) {
-    await lock.release();
-    throw error;
-  }
-  return {
-    get db() {
-      if (!transaction) throw new Error("the session has not begun");
-      return transaction.db;
-    },
-    get saved() {
-      return saved;
-    },
-    get soundTables() {
-      return transaction?.soundTables ?? new Set<string>();
-    },
-    async begin() {
-      transaction = await engineNamed(options.engine).begin(database, { busyTimeoutMs: options.lockTimeoutMs });
-      try {
-        const contents = await readFailedRuns(database);
-        journalLines = contents.runs.length + contents.unreadable;
-        if (contents.unreadable > 0) notes.push(`skipped ${contents.unreadable} unreadable line(s) of ${journal}`);
-        return contents.runs;
-      } catch (error) {
-        notes.push(`could not read ${journal} (${(error as Error).message}); its failed runs are recorded later`);
-        return [];
-      }
-    },
-    commit(files, baseDir, checkedTables) {
-      return commitWithFiles(files, baseDir, options.signal, async () => {
-        await transaction!.commit(checkedTables);
-        saved = true;
-        await emptyJournal();
-      });
-    },
-    async rollback(rollbackOptions) {
-      await transaction?.rollback();
-      if (rollbackOptions?.journalRecorded) await emptyJournal();
-    },
-    async journalFailure(run) {
-      if (saved) return;
-      try {
-        await journalFailedRun(database, run);
-        notes.push(`this failure is kept in ${journal}; the next run that saves records it in pipeline_runs`);
-      } catch (error) {
-        notes.push(`this failure could not be kept in ${journal}: ${(error as Error).message}`);
-      }
-    },
-    async release() {
-      try {
-        if (transaction && !saved) await transaction.rollback();
-      } finally {
-        transaction?.close();
-        await lock.release();
-      }
-    },
-  };
-}
-
-/**
- * The session on a server: its own lock (held by a connection: a killed run's lock and transaction
- * go with it), no journal file beside a URL (a failed run is recorded at once in its own
- * transaction after the rollback), and the outputs staged and put in place after the commit.
- */
-async function serverSession(database: string, engine: Engine, lock: DatabaseLock, options: SessionOptions): Promise<Session> {
-  let transaction: Transaction | undefined;
+  let rolledBack = false;
   let saved = false;
   try {
+    // why: temporary files of a report that a run killed at the wrong moment left.
     for (const file of options.outputs) await removeStrayTemporaries(file);
   } catch (error) {
     await lock.release();
@@ -163,26 +84,27 @@ async function serverSession(database: string, engine: Engine, lock: DatabaseLoc
     },
     async begin() {
       transaction = await engine.begin(database, { busyTimeoutMs: options.lockTimeoutMs });
-      return [];
+      return journal.read();
     },
-    commit(files, baseDir) {
+    commit(files, baseDir, checkedTables) {
       return commitWithFiles(files, baseDir, options.signal, async () => {
-        await transaction!.commit([]);
+        await transaction!.commit(checkedTables);
         saved = true;
+        await journal.clear();
       });
     },
-    async rollback() {
+    async rollback(rollbackOptions) {
+      rolledBack = true;
       await transaction?.rollback();
+      if (rollbackOptions?.journalRecorded) await journal.clear();
     },
     async journalFailure(run) {
       if (saved) return;
-      try {
-        await transaction?.rollback();
-        await engine.recordFailure!(database, run);
-        options.notes.push("this failure is recorded in pipeline_runs");
-      } catch (error) {
-        options.notes.push(`this failure could not be recorded in pipeline_runs: ${(error as Error).message}`);
+      if (!rolledBack) {
+        rolledBack = true;
+        await transaction?.rollback().catch(() => undefined);
       }
+      await journal.keep(run);
     },
     async release() {
       try {

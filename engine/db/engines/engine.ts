@@ -1,6 +1,7 @@
 import type { FailedRun } from "../../failed-runs.js";
 import type { SqlDatabase } from "../database.js";
 import type { Dialect } from "../dialect.js";
+import type { FailureJournal } from "../failure-journal.js";
 import type { DatabaseLock } from "../lock.js";
 
 /** The storage engines a pipeline can use; `sqljs` is the default, `postgres` a server named by URL. */
@@ -19,9 +20,13 @@ export interface OpenOptions {
 
 /**
  * One engine behind the database session, like a Kysely driver: it owns connecting, the
- * transaction, commit and rollback; the session above it never asks which engine it has.
+ * transaction, commit and rollback, the run lock and where failed runs are kept; the session above
+ * it never asks which engine it has.
  */
-export interface Engine {
+export type Engine = EngineCore & FailureKeeping;
+
+/** What every engine implements. */
+export interface EngineCore {
   readonly name: EngineName;
   /** What `doctor` shows: the SQLite version and where it comes from. */
   version(): Promise<string>;
@@ -31,11 +36,23 @@ export interface Engine {
   read(file: string, options: OpenOptions): Promise<SqlDatabase>;
   /** How the engine's SQL differs from SQLite's (a server engine); absent on the SQLite engines. */
   readonly dialect?: Dialect | undefined;
-  /** A server's own run lock (absent: a lock file beside the database file), waiting up to `timeoutMs`. */
-  lock?(database: string, options: { timeoutMs: number }): Promise<DatabaseLock>;
-  /** A server records a failed run at once, in its own transaction after the rollback (absent: the journal file beside the database). */
-  recordFailure?(database: string, run: FailedRun): Promise<void>;
+  /**
+   * The run lock, waiting up to `timeoutMs`, with what killed runs left behind removed: a lock file
+   * beside a database file (`lockFileBeside`), or a server's own lock held by a connection.
+   */
+  lock(database: string, options: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<DatabaseLock>;
 }
+
+/** Where an engine keeps failed runs until they are in pipeline_runs: a journal of its own, or recorded at once. */
+export type FailureKeeping =
+  | {
+      /** The session's journal of failed runs, e.g. `journalBeside` for a database file. */
+      journal(database: string, notes: string[]): FailureJournal;
+    }
+  | {
+      /** A server records a failed run at once, in its own transaction after the rollback. */
+      recordFailure(database: string, run: FailedRun): Promise<void>;
+    };
 
 /** An open transaction on one database file. */
 export interface Transaction {

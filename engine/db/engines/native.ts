@@ -6,6 +6,8 @@ import { markOf, recordMark, tablesCheckedAtMark } from "../commit-mark.js";
 import { PipelineError } from "../../errors.js";
 import type { Params, Row, SqlDatabase, SqlValue, Statement } from "../database.js";
 import { splitStatements } from "../split-sql.js";
+import { journalBeside } from "../failure-journal.js";
+import { lockFileBeside } from "../lock.js";
 import type { Engine, OpenOptions, Transaction } from "./engine.js";
 
 /** SQLite's page cache for a run, in KiB: all that the native engine holds in memory of the database. */
@@ -18,6 +20,8 @@ const cacheKiB = 16_384;
  */
 export const nativeEngine: Engine = {
   name: "native",
+  lock: lockFileBeside,
+  journal: journalBeside,
   async version() {
     const db = new (nodeSqlite().DatabaseSync)(":memory:");
     try {

@@ -4,6 +4,8 @@ import { nodeSqlite } from "./node-sqlite.js";
 import { PipelineError } from "../../errors.js";
 import { openSqlJs, sqlJsVersion, type ImageDatabase } from "../sqljs.js";
 import { checkNoSqliteSidecars, fileIdentity, readDatabaseFile, stageFile, type FileIdentity } from "../store.js";
+import { journalBeside } from "../failure-journal.js";
+import { lockFileBeside } from "../lock.js";
 import type { Engine, OpenOptions } from "./engine.js";
 import { recordMark, tablesCheckedAtMark } from "../commit-mark.js";
 
@@ -17,6 +19,8 @@ import { recordMark, tablesCheckedAtMark } from "../commit-mark.js";
 export const sqlJsEngine: Engine = {
   name: "sqljs",
   version: async () => `${await sqlJsVersion()} (sql.js)`,
+  lock: lockFileBeside,
+  journal: journalBeside,
   async begin(file, options) {
     if (!options.preview) await checkNoSqliteSidecars(file);
     const loaded = await fileIdentity(file);
