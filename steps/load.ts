@@ -354,8 +354,14 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   const valuesOf = (values: readonly SqlValue[]) => Object.fromEntries(targets.map((t, i) => [t, values[i] ?? null]));
 
   /** Writes one row on its own: the path for retried rows and for rows whose batch did not go in whole. */
-  const writeOne = (values: SqlValue[], line: number, raw: () => string): RowFate => {
-    const result = writer.write(values);
+  const writeOne = (values: SqlValue[], line: number, raw: () => string): RowFate => settle(writer.write(values), values, line, raw);
+  /** Counts and records what became of a row; a row a bulk write already updated (`updated`) is not written again. */
+  const settle = (result: WriteResult | { kind: "updated" }, values: SqlValue[], line: number, raw: () => string): RowFate => {
+    if (result.kind === "updated") {
+      counts.updated++;
+      noteLoaded(raw);
+      return "updated";
+    }
     if (result.kind === "conflict") {
       const storedValues = valuesOf(result.stored);
       const newValues = valuesOf(values);
@@ -386,10 +392,14 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   };
 
   const batch = batchWriter(db, step, targets);
+  // why: a server writes whole batches set-based (COPY into a staging table) and says what became of each row.
+  const bulk = db.bulkWriter?.({ table: step.table, columns: targets, key: writer.key, lastWins });
   const queued: { values: SqlValue[]; line: number; raw: () => string }[] = [];
   const flush = () => {
     if (queued.length === 0) return;
-    if (batch.insertAll(queued.map((row) => row.values))) {
+    const fates = bulk?.write(queued.map((row) => row.values));
+    if (fates) queued.forEach((row, i) => settle(fates[i]!, row.values, row.line, row.raw));
+    else if (!bulk && batch.insertAll(queued.map((row) => row.values))) {
       counts.inserted += queued.length;
       if (earlierByRaw.size > 0) for (const row of queued) noteLoaded(row.raw);
     } else for (const row of queued) writeOne(row.values, row.line, row.raw);
@@ -491,13 +501,14 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     }
     if (tracksClaims || pendingKeys.size > 0) claimRead(values, line, raw);
     queued.push({ values, line, raw });
-    if (queued.length === batchRows) flush();
+    if (queued.length === (bulk?.batchRows ?? batchRows)) flush();
   };
 
   const finish = (): StepOutcome => {
     flush();
     writer.free();
     batch.free();
+    bulk?.free();
     context.progress(counts.read);
     checkRejected(step, counts, { tailOnly, earlier: earlierRejected, partial: false }, context);
     // why: the counts say how many pending rows were retried and how many still wait; the detail says where they are.
@@ -516,6 +527,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
         touchPending(db, step.name, runId);
         writer.free();
         batch.free();
+        bulk?.free();
         return { status: "unchanged", counts: {}, detail: why };
       }
       useHeader(storedHeader);

@@ -4,6 +4,7 @@ import { recordFailedRuns } from "../../failed-runs.js";
 import { systemTables } from "../../history.js";
 import { ensureTables } from "../tables.js";
 import { takeAdvisoryLock } from "../pg/advisory-lock.js";
+import { pgBulkWriter } from "../pg/bulk-load.js";
 import type { Params, Row, SqlDatabase, Statement } from "../database.js";
 import { postgresDialect } from "../pg/dialect.js";
 import { toPositional } from "../pg/parameters.js";
@@ -162,7 +163,7 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
       free: () => undefined,
     };
   };
-  return {
+  const db: SqlDatabase = {
     exec(sql) {
       changes = connection.query(sql).rowCount;
     },
@@ -176,7 +177,9 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
     changes: () => changes,
     close: () => connection.close(),
     dialect: postgresDialect,
+    bulkWriter: (load) => pgBulkWriter(db, (sql, data) => connection.copyIn(sql, data), load),
   };
+  return db;
 }
 
 export { PgServerError };
