@@ -397,9 +397,15 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   const queued: { values: SqlValue[]; line: number; raw: () => string }[] = [];
   const flush = () => {
     if (queued.length === 0) return;
-    const fates = bulk?.write(queued.map((row) => row.values));
-    if (fates) queued.forEach((row, i) => settle(fates[i]!, row.values, row.line, row.raw));
-    else if (!bulk && batch.insertAll(queued.map((row) => row.values))) {
+    if (bulk) {
+      const rows = queued.splice(0);
+      return bulk.write(
+        rows.map((row) => row.values),
+        (fates) =>
+          rows.forEach((row, i) => (fates ? settle(fates[i]!, row.values, row.line, row.raw) : writeOne(row.values, row.line, row.raw))),
+      );
+    }
+    if (batch.insertAll(queued.map((row) => row.values))) {
       counts.inserted += queued.length;
       if (earlierByRaw.size > 0) for (const row of queued) noteLoaded(row.raw);
     } else for (const row of queued) writeOne(row.values, row.line, row.raw);
@@ -487,6 +493,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     if (++counts.read % 50_000 === 0) {
       context.progress(counts.read);
       throwIfAborted(context.signal);
+      bulk?.drain();
       checkRejected(step, counts, { tailOnly, earlier: earlierRejected, partial: true }, context);
     }
     const values: SqlValue[] = new Array<SqlValue>(targets.length);

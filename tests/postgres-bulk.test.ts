@@ -1,6 +1,9 @@
+import { execFileSync } from "node:child_process";
+import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import type { BulkFate } from "../engine/db/database.js";
 import { postgresEngine } from "../engine/db/engines/postgres.js";
-import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { postgresBinDir, startPostgres, type TestPostgres } from "./helpers/postgres.js";
 import { sqlite, Workspace } from "./helpers/workspace.js";
 
 // Loads on PostgreSQL go through COPY into a staging table and set-based INSERT … ON CONFLICT
@@ -82,21 +85,21 @@ const rewritten = first
   .replace("2024-01-02,2,1,2,extra,field\n", "")
   .replace(",x,", ",4,");
 
-/** `count` rows with distinct keys; a key repeated across the first batch's end (20 000 rows), with other and with the same values; one missing item. */
+/** `count` rows with distinct keys; a key repeated across the first batch's end (50 000 rows), with other and with the same values; one missing item. */
 function many(count: number, from = 0): string {
   const lines: string[] = [];
   for (let i = from; i < from + count; i++) {
     const day = new Date(Date.UTC(2025, 0, 1 + Math.floor(i / 100))).toISOString().slice(0, 10);
     lines.push(`${day},${i % 100},${1 + (i % 2)},${i % 7},n${i}`);
-    if (i === 20_010) lines.push(lines[19_990]!.replace(/,n\d+$/, ",other values"));
-    if (i === 20_020) lines.push(lines[5]!);
-    if (i === 21_000) lines.push(`${day},${100 + (i % 100)},99,1,no item 99`);
+    if (i === 50_010) lines.push(lines[49_990]!.replace(/,n\d+$/, ",other values"));
+    if (i === 50_020) lines.push(lines[5]!);
+    if (i === 51_000) lines.push(`${day},${100 + (i % 100)},99,1,no item 99`);
   }
   return lines.join("\n") + "\n";
 }
 
-const big = header + many(25_000);
-const bigGrown = big + many(250, 25_000) + many(2, 24_990).replace(/,n(\d+)/g, ",changed $1");
+const big = header + many(52_000);
+const bigGrown = big + many(500, 52_000) + many(2, 51_990).replace(/,n(\d+)/g, ",changed $1");
 
 const sequence: State[] = [
   { items: items(1, 2), events: first },
@@ -130,7 +133,6 @@ async function compare(yaml: string, states: State[]): Promise<Report[]> {
   const server = new Workspace({ withClientPipeline: false });
   workspaces.push(native, server);
   const url = pg.createDatabase(`bulk_${workspaces.length}_${Date.now()}`);
-  const database = new URL(url).pathname.slice(1);
   const reports: Report[] = [];
   for (const [i, state] of states.entries()) {
     for (const ws of [native, server]) {
@@ -149,17 +151,24 @@ async function compare(yaml: string, states: State[]): Promise<Report[]> {
     expect(b.code, `state ${i + 1}: exit code`).toBe(a.code);
     expect(shown(rb!), `state ${i + 1}: report`).toEqual(shown(ra!));
     for (const sql of tables) {
-      expect(pg.psql(database, sql), `state ${i + 1}: ${sql.slice(0, 40)}`).toBe(sqlite(native.path("db.sqlite"), sql));
+      expect(psql(url, sql), `state ${i + 1}: ${sql.slice(0, 40)}`).toBe(sqlite(native.path("db.sqlite"), sql));
     }
     reports.push(ra!);
   }
   return reports;
 }
 
+/** The server's answer as psql prints it (`|` between columns), with room for every row of the tables compared. */
+const psql = (url: string, sql: string) =>
+  execFileSync(path.join(postgresBinDir()!, "psql"), ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql], {
+    encoding: "utf8",
+    maxBuffer: 256 * 1024 * 1024,
+  }).trimEnd();
+
 const events = (report: Report) => report.steps.find((step) => step.name === "load_events")!;
 
 describe("a load on PostgreSQL (COPY, staging table, set-based INSERT … ON CONFLICT) equals the row-by-row load on SQLite", () => {
-  test("insert_new: the first line of a key holds it, later ones are kept aside; late data, tail reads and batches of 20 000", async () => {
+  test("insert_new: the first line of a key holds it, later ones are kept aside; late data, tail reads and batches of 50 000", async () => {
     const reports = await compare(pipeline("insert_new"), sequence);
     expect(events(reports[0]!).counts).toMatchObject({ inserted: 4, unchanged: 1, conflicting: 2, rejected: 4 });
     expect(events(reports[4]!).counts).toMatchObject({ conflicting: 1, unchanged: 1, rejected: 1 });
@@ -193,7 +202,7 @@ describe("a load on PostgreSQL (COPY, staging table, set-based INSERT … ON CON
     ]);
     expect(reports[0]!.status).toBe("succeeded_with_rejections");
     expect(reports[1]!.error?.message).toMatch(/line 14: key \(day, slot\) is already stored with other values/);
-    expect(reports[2]!.error?.message).toMatch(/line 20013: key \(day, slot\) is already stored with other values/);
+    expect(reports[2]!.error?.message).toMatch(/line 50013: key \(day, slot\) is already stored with other values/);
   }, 180_000);
 });
 
@@ -207,25 +216,46 @@ describe("the server's bulk writer", () => {
       db.run("INSERT INTO t VALUES (1, 'stored', '2024-01-01'), (2, 'same', '2024-01-02')");
       const writer = db.bulkWriter!({ table: "t", columns: ["k", "v", "d"], key: ["k"], lastWins: false });
       const text = "tab\there, line\nend, back\\slash, \\N and \r";
-      const fates = writer.write([
-        [1, "other", "2024-01-01"],
-        [2, "same", "2024-01-02"],
-        [3, text, null],
-        [3, "later", null],
-        [3, text, null],
+      let fates: BulkFate[] | undefined;
+      // New keys only: the server copies and inserts while this thread goes on; the next statement settles the batch first.
+      writer.write(
+        [
+          [3, "new", "2024-01-03"],
+          [4, text, null],
+        ],
+        (settled) => (fates = settled),
+      );
+      expect(db.all("SELECT k, v, d FROM pg_temp.pipeline_load_stage ORDER BY k")).toEqual([
+        { k: 3, v: "new", d: "2024-01-03" },
+        { k: 4, v: text, d: null },
       ]);
-      expect(db.all("SELECT count(*) AS n FROM pg_temp.pipeline_load_stage")[0]?.["n"]).toBe(5);
+      expect(fates).toEqual([{ kind: "inserted" }, { kind: "inserted" }]);
+      // Stored and repeated keys: decided in SQL against the staged batch, in file order.
+      writer.write(
+        [
+          [1, "other", "2024-01-01"],
+          [2, "same", "2024-01-02"],
+          [5, text, null],
+          [5, "later", null],
+          [5, text, null],
+        ],
+        (settled) => (fates = settled),
+      );
+      writer.drain();
       expect(fates).toEqual([
         { kind: "conflict", stored: [1, "stored", "2024-01-01"] },
         { kind: "unchanged" },
         { kind: "inserted" },
-        { kind: "conflict", stored: [3, text, null] },
+        { kind: "conflict", stored: [5, text, null] },
         { kind: "unchanged" },
       ]);
+      expect(db.all("SELECT count(*) AS n FROM pg_temp.pipeline_load_stage")[0]?.["n"]).toBe(5);
       expect(db.all("SELECT k, v, d FROM t ORDER BY k")).toEqual([
         { k: 1, v: "stored", d: "2024-01-01" },
         { k: 2, v: "same", d: "2024-01-02" },
-        { k: 3, v: text, d: null },
+        { k: 3, v: "new", d: "2024-01-03" },
+        { k: 4, v: text, d: null },
+        { k: 5, v: text, d: null },
       ]);
       writer.free();
     } finally {

@@ -63,8 +63,16 @@ export type BulkFate = { kind: "inserted" | "unchanged" | "updated" } | { kind: 
 export interface BulkWriter {
   /** Rows per call of {@link write}. */
   readonly batchRows: number;
-  /** Writes the rows (in file order) and says what became of each; undefined when a constraint stopped the set and nothing was written. */
-  write(rows: readonly SqlValue[][]): BulkFate[] | undefined;
+  /**
+   * Writes the rows (in file order) and calls `settle` with what became of each, or with undefined
+   * when nothing was written (a constraint stopped the set: write them one by one). `settle` may
+   * come later, while the server works and the caller reads on, but always before any other
+   * statement runs on the database, and at the latest on {@link drain}.
+   */
+  write(rows: readonly SqlValue[][], settle: (fates: BulkFate[] | undefined) => void): void;
+  /** Settles the batch still being written, if any. */
+  drain(): void;
+  /** Settles, then drops what the writer made. */
   free(): void;
 }
 

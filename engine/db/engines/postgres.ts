@@ -141,7 +141,15 @@ function rowsOf(result: PgResult): Row[] {
 /** The {@link SqlDatabase} over one connection: SQLite-style parameters rewritten, rows as objects, changes from the row count. */
 function wrapConnection(connection: SyncPgConnection): SqlDatabase {
   let changes = 0;
+  // why: a bulk write still running on the server is settled before any other statement, as if it had run synchronously.
+  let barrier: (() => void) | undefined;
+  const pass = () => {
+    const settle = barrier;
+    barrier = undefined;
+    settle?.();
+  };
   const query = (sql: string, params: Params | undefined): PgResult => {
+    pass();
     const { text, values } = toPositional(sql, params);
     const result = connection.query(text, values);
     changes = result.rowCount;
@@ -165,6 +173,7 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
   };
   const db: SqlDatabase = {
     exec(sql) {
+      pass();
       changes = connection.query(sql).rowCount;
     },
     run: (sql, params) => query(sql, params).rowCount,
@@ -177,7 +186,7 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
     changes: () => changes,
     close: () => connection.close(),
     dialect: postgresDialect,
-    bulkWriter: (load) => pgBulkWriter(db, (sql, data) => connection.copyIn(sql, data), load),
+    bulkWriter: (load) => pgBulkWriter(db, connection, load, (settle) => (barrier = settle)),
   };
   return db;
 }

@@ -1,8 +1,8 @@
 import { quoteIdent, type BulkFate, type BulkLoad, type BulkWriter, type SqlDatabase, type SqlValue } from "../database.js";
-import { PgServerError } from "./sync-connection.js";
+import { PgServerError, type SyncPgConnection } from "./sync-connection.js";
 
 /** Rows per COPY: enough that the statements around it cost nothing per row, few enough that a batch's memory stays small. */
-const batchRows = 20_000;
+const batchRows = 50_000;
 
 const stage = "pg_temp.pipeline_load_stage";
 const ord = quoteIdent("pipeline load ord");
@@ -16,7 +16,12 @@ const ord = quoteIdent("pipeline load ord");
  * the lines before it left. A broken constraint or a value the server refuses rolls the batch back
  * (a savepoint) and the caller writes its rows one by one, which rejects exactly the rows at fault.
  */
-export function pgBulkWriter(db: SqlDatabase, copyIn: (sql: string, data: string) => number, load: BulkLoad): BulkWriter {
+export function pgBulkWriter(
+  db: SqlDatabase,
+  connection: Pick<SyncPgConnection, "copyIn" | "send" | "collect">,
+  load: BulkLoad,
+  setBarrier: (barrier: (() => void) | undefined) => void,
+): BulkWriter {
   const table = quoteIdent(load.table);
   const columns = load.columns.map(quoteIdent);
   const list = columns.join(", ");
@@ -30,10 +35,13 @@ export function pgBulkWriter(db: SqlDatabase, copyIn: (sql: string, data: string
     `DROP TABLE IF EXISTS ${stage}; CREATE TEMP TABLE pipeline_load_stage ON COMMIT DROP AS SELECT 0::integer AS ${ord}, ${list} FROM ${table} WITH NO DATA`,
   );
   const copy = `COPY ${stage} (${ord}, ${list}) FROM STDIN`;
-  // why: the stored rows a batch's keys meet; their values only when they differ and a conflict may have to show them.
-  const stored = `SELECT s.${ord}, ${row("s", columns)} IS NOT DISTINCT FROM ${row("t", columns)} AS "pipeline same"${
-    load.lastWins ? "" : `, ${columns.map((c) => `t.${c}`).join(", ")}`
-  } FROM ${stage} s JOIN ${table} t ON ${keyColumns.map((k) => `s.${k} = t.${k}`).join(" AND ")}`;
+  // why: the stored rows a batch's keys meet: the equal ones as one array of positions (a re-read meets mostly those), the
+  // others with their values when a conflict may have to show them.
+  const shown = load.lastWins ? [] : columns;
+  const stored = `WITH met AS MATERIALIZED (SELECT s.${ord} AS o, ${row("s", columns)} IS NOT DISTINCT FROM ${row("t", columns)} AS same${shown.map((c) => `, t.${c}`).join("")}
+      FROM ${stage} s JOIN ${table} t ON ${keyColumns.map((k) => `s.${k} = t.${k}`).join(" AND ")})
+    SELECT NULL AS ${ord}, (SELECT array_agg(o) FROM met WHERE same) AS "pipeline same"${shown.map((c) => `, NULL AS ${c}`).join("")}
+    UNION ALL SELECT o, NULL${shown.map((c) => `, ${c}`).join("")} FROM met WHERE NOT same`;
   const firstOrLast = load.lastWins ? "DESC" : "";
   const onConflict =
     load.lastWins && others.length > 0
@@ -43,6 +51,8 @@ export function pgBulkWriter(db: SqlDatabase, copyIn: (sql: string, data: string
     FROM ${stage} ORDER BY ${keyColumns.join(", ")}, ${ord} ${firstOrLast}) AS d ORDER BY ${ord}
     ON CONFLICT (${keyColumns.join(", ")}) ${onConflict}`;
   const append = `INSERT INTO ${table} (${list}) SELECT ${list} FROM ${stage} ORDER BY ${ord}`;
+  // why: while no key of a batch is stored or repeated (a first load, appended rows), a plain INSERT takes every row, at COPY's speed.
+  let optimistic = true;
 
   const keyOf = (values: readonly SqlValue[]) => keyPositions.map((i) => `${typeof values[i]}:${String(values[i])}`).join("\u0000");
   const hasNullKey = (values: readonly SqlValue[]) => keyPositions.some((i) => values[i] === null);
@@ -81,47 +91,99 @@ export function pgBulkWriter(db: SqlDatabase, copyIn: (sql: string, data: string
     return { fates, inserts };
   };
 
+  /** Decides the staged batch against the stored rows and writes it in one upsert; undefined when a constraint stopped it (nothing written). */
+  const decideStaged = (rows: readonly SqlValue[][]): BulkFate[] | undefined => {
+    db.exec("SAVEPOINT pipeline_bulk");
+    try {
+      const met = new Map<number, { same: boolean; values: SqlValue[] | undefined }>();
+      // why: the planner needs the batch's size to probe the stored rows by their key rather than hash them all.
+      db.exec(`ANALYZE ${stage}`);
+      const [same, ...others] = db.all(stored);
+      for (const position of (same?.["pipeline same"] ?? []) as unknown as number[]) met.set(position, { same: true, values: undefined });
+      for (const found of others) {
+        const values = load.lastWins ? undefined : load.columns.map((column) => found[column] ?? null);
+        met.set(Number(found["pipeline load ord"]), { same: false, values });
+      }
+      const { fates, inserts } = decide(rows, met);
+      const updates = load.lastWins && fates.some((fate) => fate.kind === "updated");
+      const written = inserts > 0 || updates ? db.run(upsert) : 0;
+      // why: under first-wins every row written is an insert; another count means a key was stored meanwhile by another session.
+      if (!load.lastWins && written !== inserts) return undo();
+      db.exec("RELEASE pipeline_bulk");
+      optimistic = inserts === rows.length;
+      return fates;
+    } catch (error) {
+      if (refused(error)) return undo();
+      throw error;
+    }
+  };
+  const undo = () => {
+    db.exec("ROLLBACK TO pipeline_bulk; RELEASE pipeline_bulk");
+    return undefined;
+  };
+
+  let pending: { rows: readonly SqlValue[][]; settle: (fates: BulkFate[] | undefined) => void } | undefined;
+  /** Settles the batch the server is writing: every row inserted, or (a key stored or repeated) decided in SQL, or row by row. */
+  const settlePending = () => {
+    const batch = pending;
+    if (!batch) return;
+    pending = undefined;
+    setBarrier(undefined);
+    const outcome = connection.collect();
+    if (outcome.ok) return batch.settle(batch.rows.map(() => ({ kind: "inserted" })));
+    if (!refused(outcome.error)) throw outcome.error;
+    optimistic = false;
+    // why: the insert stopped on a key already stored or repeated, the staged rows kept; a refused COPY or append goes row by row.
+    batch.settle(keyed && outcome.failedAt === insertStep ? decideStaged(batch.rows) : undefined);
+  };
+  const insertStep = 3;
+
   return {
     batchRows,
-    write(rows) {
+    write(rows, settle) {
+      settlePending();
       // why: a NULL key meets no stored row and no other line (`=` is never true there); the row path inserts each such row, in file order.
-      if (rows.length === 0 || (keyed && rows.some(hasNullKey))) return rows.length === 0 ? [] : undefined;
-      db.exec(`TRUNCATE ${stage}; SAVEPOINT pipeline_bulk`);
-      const undo = () => {
-        db.exec("ROLLBACK TO pipeline_bulk; RELEASE pipeline_bulk");
-        return undefined;
-      };
-      try {
-        copyIn(copy, copyText(rows));
-        let fates: BulkFate[];
-        if (!keyed) {
-          db.run(append);
-          fates = rows.map(() => ({ kind: "inserted" }));
-        } else {
-          const met = new Map<number, { same: boolean; values: SqlValue[] | undefined }>();
-          for (const found of db.all(stored)) {
-            const values = load.lastWins ? undefined : load.columns.map((column) => found[column] ?? null);
-            met.set(Number(found["pipeline load ord"]), { same: found["pipeline same"] === 1, values });
-          }
-          const decided = decide(rows, met);
-          fates = decided.fates;
-          const updates = load.lastWins && fates.some((fate) => fate.kind === "updated");
-          const written = decided.inserts > 0 || updates ? db.run(upsert) : 0;
-          // why: under first-wins every row written is an insert; another count means a key was stored meanwhile by another session.
-          if (!load.lastWins && written !== decided.inserts) return undo();
-        }
-        db.exec("RELEASE pipeline_bulk");
-        return fates;
-      } catch (error) {
-        // why: a broken constraint (23…) or a value the server refuses (22…): the row path finds the rows at fault.
-        if (error instanceof PgServerError && /^2[23]/.test(error.code ?? "")) return undo();
-        throw error;
+      if (rows.length === 0 || (keyed && rows.some(hasNullKey))) return settle(rows.length === 0 ? [] : undefined);
+      if (!keyed || optimistic) {
+        // why: the server copies and inserts this batch while this thread reads the next; any other statement waits for it first.
+        connection.send([
+          { sql: `SAVEPOINT pipeline_bulk; TRUNCATE ${stage}` },
+          { sql: copy, data: copyText(rows), onError: "ROLLBACK TO pipeline_bulk; RELEASE pipeline_bulk" },
+          { sql: "SAVEPOINT pipeline_bulk_new" },
+          {
+            sql: append,
+            onError: keyed
+              ? "ROLLBACK TO pipeline_bulk_new; RELEASE pipeline_bulk_new; RELEASE pipeline_bulk"
+              : "ROLLBACK TO pipeline_bulk; RELEASE pipeline_bulk",
+          },
+          { sql: "RELEASE pipeline_bulk_new; RELEASE pipeline_bulk" },
+        ]);
+        pending = { rows, settle };
+        setBarrier(settlePending);
+        return;
       }
+      db.exec(`TRUNCATE ${stage}; SAVEPOINT pipeline_bulk`);
+      try {
+        connection.copyIn(copy, copyText(rows));
+        db.exec("RELEASE pipeline_bulk");
+      } catch (error) {
+        if (!refused(error)) throw error;
+        undo();
+        return settle(undefined);
+      }
+      settle(decideStaged(rows));
     },
+    drain: settlePending,
     free() {
+      settlePending();
       db.exec(`DROP TABLE IF EXISTS ${stage}`);
     },
   };
+}
+
+/** A broken constraint (SQLSTATE 23…) or a value the server refuses (22…): the row path finds the rows at fault. */
+function refused(error: unknown): boolean {
+  return error instanceof PgServerError && /^2[23]/.test(error.code ?? "");
 }
 
 /** Rows as COPY's text format: tab between fields, `\N` for NULL, backslash, tab and line ends escaped, `ord` first. */
