@@ -1,10 +1,12 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import type { BulkFate } from "../engine/db/database.js";
 import { postgresEngine } from "../engine/db/engines/postgres.js";
 import { postgresBinDir, startPostgres, type TestPostgres } from "./helpers/postgres.js";
-import { sqlite, Workspace } from "./helpers/workspace.js";
+import { root, sqlite, Workspace } from "./helpers/workspace.js";
 
 // Loads on PostgreSQL go through COPY into a staging table and set-based INSERT … ON CONFLICT
 // (engine/db/pg/bulk-load.ts). The proof that nothing changed: the same sequence of source states
@@ -207,6 +209,25 @@ describe("a load on PostgreSQL (COPY, staging table, set-based INSERT … ON CON
 });
 
 describe("the server's bulk writer", () => {
+  test("a writer given nothing to write (304, same content) makes no staging table", async () => {
+    const url = pg.createDatabase(`bulk_idle_${Date.now()}`);
+    const transaction = await postgresEngine.begin(url, { busyTimeoutMs: 5000 });
+    try {
+      const { db } = transaction;
+      db.exec("CREATE TABLE t (k bigint PRIMARY KEY)");
+      const writer = db.bulkWriter!({ table: "t", columns: ["k"], key: ["k"], lastWins: false });
+      const stage = () => db.all("SELECT to_regclass('pg_temp.pipeline_load_stage') IS NOT NULL AS made")[0]?.["made"];
+      expect(stage()).toBe(0);
+      writer.write([[1]], () => undefined);
+      expect(stage()).toBe(1);
+      writer.free();
+      expect(stage()).toBe(0);
+    } finally {
+      await transaction.rollback();
+      transaction.close();
+    }
+  });
+
   test("COPYs a batch into a staging table and says what became of each row in file order", async () => {
     const url = pg.createDatabase(`bulk_writer_${Date.now()}`);
     const transaction = await postgresEngine.begin(url, { busyTimeoutMs: 5000 });
@@ -263,4 +284,22 @@ describe("the server's bulk writer", () => {
       transaction.close();
     }
   });
+});
+
+describe("npm run bench -- --engine postgres (a small smoke run; timings belong to the benchmark)", () => {
+  test("starts its own cluster, and ours and psql \\copy agree; the figures are written as JSON", () => {
+    const out = path.join(mkdtempSync(path.join(tmpdir(), "bench-pg-")), "bench.json");
+    const result = spawnSync(
+      process.execPath,
+      [path.join(root, "dist/tests/bench/bench.js"), "--rows", "3000", "--repeat", "1", "--engine", "postgres", "--out", out],
+      { cwd: root, encoding: "utf8" },
+    );
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain("results agree with the psql \\copy (postgres): yes");
+    const figures = JSON.parse(readFileSync(out.replace(/\.json$/, ".postgres.json"), "utf8")) as Record<string, unknown>;
+    expect(figures).toMatchObject({ engine: "postgres", rows: 3000, agree: true });
+    expect(Object.keys(figures["ratios"] as object).sort()).toEqual(["full", "incremental", "rss"]);
+    expect(Object.keys((figures["psql"] as { median: object }).median).sort()).toEqual(["full", "incremental"]);
+  }, 120_000);
 });

@@ -202,7 +202,9 @@ try {
   /** A database of the engine, empty: a file removed, or a database dropped and created again on the cluster. */
   const fresh = (name: string, engine = "sqljs") => {
     if (engine === "postgres") {
-      cluster!.psql("postgres", `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      if (cluster!.psql("postgres", `SELECT count(*) FROM pg_database WHERE datname = '${name}'`) === "1") {
+        cluster!.psql("postgres", `DROP DATABASE ${name} WITH (FORCE)`);
+      }
       return cluster!.createDatabase(name);
     }
     const db = path.join(work, name);

@@ -31,9 +31,15 @@ export function pgBulkWriter(
   const others = columns.filter((_, i) => !keyPositions.includes(i));
   const row = (alias: string, names: string[]) => `ROW(${names.map((name) => `${alias}.${name}`).join(", ")})`;
 
-  db.exec(
-    `DROP TABLE IF EXISTS ${stage}; CREATE TEMP TABLE pipeline_load_stage ON COMMIT DROP AS SELECT 0::integer AS ${ord}, ${list} FROM ${table} WITH NO DATA`,
-  );
+  // why: made at the first batch, so that a step with nothing to write (304, same content) costs the server nothing.
+  let staged = false;
+  const makeStage = () => {
+    if (staged) return;
+    staged = true;
+    db.exec(
+      `DROP TABLE IF EXISTS ${stage}; CREATE TEMP TABLE pipeline_load_stage ON COMMIT DROP AS SELECT 0::integer AS ${ord}, ${list} FROM ${table} WITH NO DATA`,
+    );
+  };
   const copy = `COPY ${stage} (${ord}, ${list}) FROM STDIN`;
   // why: the stored rows a batch's keys meet: the equal ones as one array of positions (a re-read meets mostly those), the
   // others with their values when a conflict may have to show them.
@@ -144,6 +150,7 @@ export function pgBulkWriter(
       settlePending();
       // why: a NULL key meets no stored row and no other line (`=` is never true there); the row path inserts each such row, in file order.
       if (rows.length === 0 || (keyed && rows.some(hasNullKey))) return settle(rows.length === 0 ? [] : undefined);
+      makeStage();
       if (!keyed || optimistic) {
         // why: the server copies and inserts this batch while this thread reads the next; any other statement waits for it first.
         connection.send([
@@ -176,7 +183,8 @@ export function pgBulkWriter(
     drain: settlePending,
     free() {
       settlePending();
-      db.exec(`DROP TABLE IF EXISTS ${stage}`);
+      if (staged) db.exec(`DROP TABLE IF EXISTS ${stage}`);
+      staged = false;
     },
   };
 }
