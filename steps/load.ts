@@ -354,8 +354,14 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   const valuesOf = (values: readonly SqlValue[]) => Object.fromEntries(targets.map((t, i) => [t, values[i] ?? null]));
 
   /** Writes one row on its own: the path for retried rows and for rows whose batch did not go in whole. */
-  const writeOne = (values: SqlValue[], line: number, raw: () => string): RowFate => {
-    const result = writer.write(values);
+  const writeOne = (values: SqlValue[], line: number, raw: () => string): RowFate => settle(writer.write(values), values, line, raw);
+  /** Counts and records what became of a row; a row a bulk write already updated (`updated`) is not written again. */
+  const settle = (result: WriteResult | { kind: "updated" }, values: SqlValue[], line: number, raw: () => string): RowFate => {
+    if (result.kind === "updated") {
+      counts.updated++;
+      noteLoaded(raw);
+      return "updated";
+    }
     if (result.kind === "conflict") {
       const storedValues = valuesOf(result.stored);
       const newValues = valuesOf(values);
@@ -386,9 +392,19 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   };
 
   const batch = batchWriter(db, step, targets);
+  // why: a server writes whole batches set-based (COPY into a staging table) and says what became of each row.
+  const bulk = db.bulkWriter?.({ table: step.table, columns: targets, key: writer.key, lastWins });
   const queued: { values: SqlValue[]; line: number; raw: () => string }[] = [];
   const flush = () => {
     if (queued.length === 0) return;
+    if (bulk) {
+      const rows = queued.splice(0);
+      return bulk.write(
+        rows.map((row) => row.values),
+        (fates) =>
+          rows.forEach((row, i) => (fates ? settle(fates[i]!, row.values, row.line, row.raw) : writeOne(row.values, row.line, row.raw))),
+      );
+    }
     if (batch.insertAll(queued.map((row) => row.values))) {
       counts.inserted += queued.length;
       if (earlierByRaw.size > 0) for (const row of queued) noteLoaded(row.raw);
@@ -477,6 +493,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     if (++counts.read % 50_000 === 0) {
       context.progress(counts.read);
       throwIfAborted(context.signal);
+      bulk?.drain();
       checkRejected(step, counts, { tailOnly, earlier: earlierRejected, partial: true }, context);
     }
     const values: SqlValue[] = new Array<SqlValue>(targets.length);
@@ -491,13 +508,14 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     }
     if (tracksClaims || pendingKeys.size > 0) claimRead(values, line, raw);
     queued.push({ values, line, raw });
-    if (queued.length === batchRows) flush();
+    if (queued.length === (bulk?.batchRows ?? batchRows)) flush();
   };
 
   const finish = (): StepOutcome => {
     flush();
     writer.free();
     batch.free();
+    bulk?.free();
     context.progress(counts.read);
     checkRejected(step, counts, { tailOnly, earlier: earlierRejected, partial: false }, context);
     // why: the counts say how many pending rows were retried and how many still wait; the detail says where they are.
@@ -516,6 +534,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
         touchPending(db, step.name, runId);
         writer.free();
         batch.free();
+        bulk?.free();
         return { status: "unchanged", counts: {}, detail: why };
       }
       useHeader(storedHeader);

@@ -43,6 +43,37 @@ export interface SqlDatabase {
   close(): void;
   /** How a server engine's SQL differs from SQLite's; absent on the SQLite engines. */
   readonly dialect?: Dialect | undefined;
+  /** A set-based writer for a load step's rows (a server's COPY into a staging table); absent: multi-row INSERTs. */
+  bulkWriter?(load: BulkLoad): BulkWriter;
+}
+
+/** What a bulk writer writes: the table, the step's columns in order, the key rows are matched on (empty: append). */
+export interface BulkLoad {
+  table: string;
+  columns: readonly string[];
+  key: readonly string[];
+  /** The last line of a key wins (upsert, on_conflict: update); else the first one holds it. */
+  lastWins: boolean;
+}
+
+/** What became of one row of a bulk write, exactly as if the rows had been written one by one in file order. */
+export type BulkFate = { kind: "inserted" | "unchanged" | "updated" } | { kind: "conflict"; stored: SqlValue[] };
+
+/** Writes a load step's rows a batch at a time with set-based SQL. */
+export interface BulkWriter {
+  /** Rows per call of {@link write}. */
+  readonly batchRows: number;
+  /**
+   * Writes the rows (in file order) and calls `settle` with what became of each, or with undefined
+   * when nothing was written (a constraint stopped the set: write them one by one). `settle` may
+   * come later, while the server works and the caller reads on, but always before any other
+   * statement runs on the database, and at the latest on {@link drain}.
+   */
+  write(rows: readonly SqlValue[][], settle: (fates: BulkFate[] | undefined) => void): void;
+  /** Settles the batch still being written, if any. */
+  drain(): void;
+  /** Settles, then drops what the writer made. */
+  free(): void;
 }
 
 /** Quotes an identifier for SQL (`"name"`), doubling any quote inside. */

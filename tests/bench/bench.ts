@@ -1,16 +1,19 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { startServer } from "../helpers/http-server.js";
 import { median } from "../helpers/median.js";
+import { postgresBinDir, startPostgres, type TestPostgres } from "../helpers/postgres.js";
 
-// npm run bench [-- --rows N --repeat K --out FILE --engine sqljs|native]: our runner (on each storage
-// engine; both by default) against the sqlite3 CLI on the same machine, in the same run, on a synthetic
-// data set in the client's format. Prints a table of medians and ratios per engine, and writes each
-// engine's figures as JSON beside FILE (default bench-results.json -> bench-results.sqljs.json, .native.json).
+// npm run bench [-- --rows N --repeat K --out FILE --engine sqljs|native|postgres]: our runner (on each
+// storage engine; sqljs and native by default) against the sqlite3 CLI on the same machine, in the same
+// run, on a synthetic data set in the client's format; on postgres, against psql's \copy into the same
+// keyed tables of a throwaway cluster (tests/helpers/postgres.ts) started here. Prints a table of medians
+// and ratios per engine, and writes each engine's figures as JSON beside FILE (default
+// bench-results.json -> bench-results.sqljs.json, .native.json, .postgres.json).
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const cli = path.join(root, "dist/engine/cli.js");
@@ -22,7 +25,9 @@ const rows = Number(arg("rows", "1000000"));
 const repeat = Number(arg("repeat", "3"));
 const out = path.resolve(arg("out", "bench-results.json"));
 const engines = process.argv.includes("--engine") ? [arg("engine", "sqljs")] : ["sqljs", "native"];
-if (engines.some((engine) => engine !== "sqljs" && engine !== "native")) throw new Error(`--engine takes sqljs or native`);
+if (engines.some((engine) => engine !== "sqljs" && engine !== "native" && engine !== "postgres")) {
+  throw new Error(`--engine takes sqljs, native or postgres`);
+}
 /** Where one engine's figures go: FILE.json -> FILE.<engine>.json. */
 const outFor = (engine: string) => out.replace(/(\.json)?$/, `.${engine}.json`);
 const header = "Date,ID Référence produit,Quantité,ID Magasin";
@@ -127,12 +132,46 @@ COMMIT;
 `;
 }
 
+/** psql's side on the server: the same tables in the engine's types, `\copy` straight into the keyed sales table, then the same analyses. */
+function psqlScript(dir: string, file: string, incremental: boolean): string {
+  if (incremental) {
+    // why: like the sqlite3 CLI's re-run, the whole grown file, its stored keys left alone.
+    return `CREATE TEMP TABLE sales_raw (c1 text, c2 text, c3 text, c4 text);
+\\copy sales_raw FROM '${file}' CSV HEADER
+INSERT INTO sales SELECT c1::date, c2, c4::bigint, c3::bigint FROM sales_raw ON CONFLICT DO NOTHING;
+${analysesSql}
+`;
+  }
+  const fk = "DEFERRABLE INITIALLY DEFERRED";
+  return `CREATE TABLE products (product_id text PRIMARY KEY, name text NOT NULL, price_cents bigint NOT NULL, stock bigint);
+CREATE TABLE stores (store_id bigint PRIMARY KEY, city text NOT NULL, employees bigint);
+CREATE TABLE city_regions (city text PRIMARY KEY, region text NOT NULL, region_code text);
+CREATE TABLE sales (date date NOT NULL, product_id text NOT NULL REFERENCES products ${fk}, store_id bigint NOT NULL REFERENCES stores ${fk}, quantity bigint NOT NULL, UNIQUE (date, product_id, store_id));
+CREATE TABLE sales_by_store_product (store_id bigint REFERENCES stores ${fk}, product_id text REFERENCES products ${fk}, sales_lines bigint NOT NULL, quantity bigint NOT NULL, revenue_cents bigint NOT NULL, PRIMARY KEY (store_id, product_id));
+CREATE TABLE revenue_total (period_start date, period_end date, sales_lines bigint NOT NULL, quantity bigint NOT NULL, revenue_cents bigint NOT NULL, revenue double precision NOT NULL);
+CREATE TABLE sales_by_product (product_id text PRIMARY KEY, name text NOT NULL, unit_price_cents bigint NOT NULL, sales_lines bigint NOT NULL, quantity bigint NOT NULL, revenue_cents bigint NOT NULL, revenue double precision NOT NULL, revenue_share_pct double precision NOT NULL);
+CREATE TABLE sales_by_city (city text PRIMARY KEY, region text NOT NULL, stores bigint NOT NULL, sales_lines bigint NOT NULL, quantity bigint NOT NULL, revenue_cents bigint NOT NULL, revenue double precision NOT NULL, revenue_share_pct double precision NOT NULL);
+CREATE TABLE sales_by_region (region text PRIMARY KEY, cities bigint NOT NULL, sales_lines bigint NOT NULL, quantity bigint NOT NULL, revenue_cents bigint NOT NULL, revenue double precision NOT NULL, revenue_share_pct double precision NOT NULL);
+CREATE TEMP TABLE products_raw (c1 text, c2 text, c3 text, c4 text);
+CREATE TEMP TABLE stores_raw (c1 text, c2 text, c3 text);
+\\copy products_raw FROM '${path.join(dir, "products.csv")}' CSV HEADER
+\\copy stores_raw FROM '${path.join(dir, "stores.csv")}' CSV HEADER
+\\copy city_regions FROM '${path.join(root, "data/city_regions.csv")}' CSV HEADER
+INSERT INTO products SELECT c2, c1, round(c3::numeric * 100)::bigint, c4::bigint FROM products_raw;
+INSERT INTO stores SELECT c1::bigint, c2, c3::bigint FROM stores_raw;
+\\copy sales (date, product_id, quantity, store_id) FROM '${file}' CSV HEADER
+${analysesSql}
+`;
+}
+
 const results =
   "SELECT count(*), sum(quantity) FROM sales; SELECT * FROM sales_by_store_product; SELECT * FROM revenue_total; SELECT * FROM sales_by_product; SELECT * FROM sales_by_city; SELECT * FROM sales_by_region;";
 const readBack = (db: string) => execFileSync("sqlite3", ["-batch", db, results], { encoding: "utf8", maxBuffer: 64 << 20 });
 
 const server = await startServer();
 const work = mkdtempSync(path.join(tmpdir(), "bench-"));
+const loadAtStart = loadavg().map((load) => Number(load.toFixed(2)));
+const cluster: TestPostgres | undefined = engines.includes("postgres") ? await startPostgres() : undefined;
 try {
   const data = dataset(rows, Math.max(1, Math.round(rows / 100)));
   for (const [name, body] of Object.entries({ products: data.products, stores: data.stores, sales: data.sales, grown: data.grown })) {
@@ -157,38 +196,73 @@ try {
   const ours = (db: string, engine: string) =>
     measure(process.execPath, [cli, "run", "--json", "--engine", engine], { env: env(db), cwd: work });
   const sqliteCli = (db: string, script: string) => measure("sqlite3", [db], { input: script });
-  const fresh = (name: string) => {
+  const psqlBin = path.join(postgresBinDir() ?? "/usr/bin", "psql");
+  const psql = (url: string, script: string) =>
+    measure(psqlBin, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", url, "-f", "-"], { input: script });
+  /** A database of the engine, empty: a file removed, or a database dropped and created again on the cluster. */
+  const fresh = (name: string, engine = "sqljs") => {
+    if (engine === "postgres") {
+      if (cluster!.psql("postgres", `SELECT count(*) FROM pg_database WHERE datname = '${name}'`) === "1") {
+        cluster!.psql("postgres", `DROP DATABASE ${name} WITH (FORCE)`);
+      }
+      return cluster!.createDatabase(name);
+    }
     const db = path.join(work, name);
     for (const file of [db, `${db}.lock`, `${db}-wal`, `${db}-shm`, `${db}-journal`]) rmSync(file, { force: true });
     return db;
   };
+  const pgResults = (url: string) =>
+    cluster!.psql(
+      new URL(url).pathname.slice(1),
+      "SELECT count(*), sum(quantity) FROM sales; SELECT * FROM sales_by_store_product ORDER BY 1, 2; SELECT * FROM revenue_total; " +
+        "SELECT * FROM sales_by_product ORDER BY 1; SELECT * FROM sales_by_city ORDER BY 1; SELECT * FROM sales_by_region ORDER BY 1",
+    );
 
   const baseFull: Measure[] = [];
   const baseIncremental: Measure[] = [];
+  const psqlFull: Measure[] = [];
+  const psqlIncremental: Measure[] = [];
   const byEngine = new Map(
     engines.map((engine) => [engine, { full: [] as Measure[], incremental: [] as Measure[], unchanged: [] as Measure[] }]),
   );
+  const sqliteEngines = engines.some((engine) => engine !== "postgres");
+  let oursUrl = "";
+  let baseUrl = "";
   for (let i = 0; i < repeat; i++) {
     for (const [engine, m] of byEngine) {
-      const db = path.join(work, `ours-${engine}.db`);
+      const name = engine === "postgres" ? "ours_postgres" : `ours-${engine}.db`;
       server.file("/sales.csv", data.sales);
-      m.full.push(await ours(fresh(`ours-${engine}.db`), engine));
+      const db = fresh(name, engine);
+      if (engine === "postgres") oursUrl = db;
+      m.full.push(await ours(db, engine));
       m.unchanged.push(await ours(db, engine));
       server.file("/sales.csv", data.grown);
       m.incremental.push(await ours(db, engine));
     }
-    baseFull.push(await sqliteCli(fresh("base.db"), baselineScript(work, path.join(work, "sales.csv"), false)));
-    baseIncremental.push(await sqliteCli(path.join(work, "base.db"), baselineScript(work, path.join(work, "grown.csv"), true)));
+    if (sqliteEngines) {
+      baseFull.push(await sqliteCli(fresh("base.db"), baselineScript(work, path.join(work, "sales.csv"), false)));
+      baseIncremental.push(await sqliteCli(path.join(work, "base.db"), baselineScript(work, path.join(work, "grown.csv"), true)));
+    }
+    if (cluster) {
+      baseUrl = fresh("base_psql", "postgres");
+      psqlFull.push(await psql(baseUrl, psqlScript(work, path.join(work, "sales.csv"), false)));
+      psqlIncremental.push(await psql(baseUrl, psqlScript(work, path.join(work, "grown.csv"), true)));
+    }
   }
-  const [bf, binc] = [baseFull, baseIncremental].map(medianOf) as [Measure, Measure];
-  const baseline = readBack(path.join(work, "base.db"));
+  const baseline = sqliteEngines ? readBack(path.join(work, "base.db")) : "";
   const sqliteVersion = execFileSync("sqlite3", ["--version"], { encoding: "utf8" }).split(" ")[0];
+  const psqlVersion = cluster ? execFileSync(psqlBin, ["--version"], { encoding: "utf8" }).trim() : undefined;
   console.log(`bench: ${rows} sales rows (${(statSync(path.join(work, "sales.csv")).size / 1e6).toFixed(1)} MB), median of ${repeat}`);
   for (const [engine, { full, incremental, unchanged }] of byEngine) {
-    const agree = readBack(path.join(work, `ours-${engine}.db`)) === baseline;
+    const onServer = engine === "postgres";
+    const [baseName, bFull, bIncremental] = onServer
+      ? (["psql \\copy", psqlFull, psqlIncremental] as const)
+      : (["sqlite3 CLI", baseFull, baseIncremental] as const);
+    const agree = onServer ? pgResults(oursUrl) === pgResults(baseUrl) : readBack(path.join(work, `ours-${engine}.db`)) === baseline;
+    const [bf, binc] = [bFull, bIncremental].map(medianOf) as [Measure, Measure];
     const [f, inc, un] = [full, incremental, unchanged].map(medianOf) as [Measure, Measure, Measure];
     const table = [
-      [`measure (${engine})`, "ours", "sqlite3 CLI", "ratio"],
+      [`measure (${engine})`, "ours", baseName, "ratio"],
       ["full ingest + analyses (s)", f.seconds.toFixed(2), bf.seconds.toFixed(2), (f.seconds / bf.seconds).toFixed(2)],
       ["re-run, 1% new rows (s)", inc.seconds.toFixed(2), binc.seconds.toFixed(2), (inc.seconds / binc.seconds).toFixed(2)],
       ["re-run, unchanged (s)", un.seconds.toFixed(2), "", ""],
@@ -197,7 +271,7 @@ try {
     ];
     const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
     for (const row of table) console.log(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  "));
-    console.log(`results agree with the sqlite3 CLI (${engine}): ${agree ? "yes" : "NO"}`);
+    console.log(`results agree with the ${baseName} (${engine}): ${agree ? "yes" : "NO"}`);
     writeFileSync(
       outFor(engine),
       JSON.stringify(
@@ -208,14 +282,15 @@ try {
           bytes: statSync(path.join(work, "sales.csv")).size,
           agree,
           ours: { full, incremental, unchanged, median: { full: f, incremental: inc, unchanged: un } },
-          sqlite3: { full: baseFull, incremental: baseIncremental, median: { full: bf, incremental: binc } },
+          [onServer ? "psql" : "sqlite3"]: { full: bFull, incremental: bIncremental, median: { full: bf, incremental: binc } },
           ratios: { full: f.seconds / bf.seconds, incremental: inc.seconds / binc.seconds, rss: f.maxRssMb / bf.maxRssMb },
           machine: {
             node: process.versions.node,
-            sqliteCli: sqliteVersion,
+            ...(onServer ? { psql: psqlVersion } : { sqliteCli: sqliteVersion }),
             cpus: cpus().length,
             cpu: cpus()[0]?.model,
             memoryGb: Math.round(totalmem() / 2 ** 30),
+            loadAverage: { start: loadAtStart, end: loadavg().map((load) => Number(load.toFixed(2))) },
           },
           date: new Date().toISOString(),
         },
@@ -228,5 +303,6 @@ try {
   }
 } finally {
   await server.close();
+  cluster?.stop();
   rmSync(work, { recursive: true, force: true });
 }

@@ -4,6 +4,7 @@ import { recordFailedRuns } from "../../failed-runs.js";
 import { systemTables } from "../../history.js";
 import { ensureTables } from "../tables.js";
 import { takeAdvisoryLock } from "../pg/advisory-lock.js";
+import { pgBulkWriter } from "../pg/bulk-load.js";
 import type { Params, Row, SqlDatabase, Statement } from "../database.js";
 import { postgresDialect } from "../pg/dialect.js";
 import { toPositional } from "../pg/parameters.js";
@@ -140,7 +141,15 @@ function rowsOf(result: PgResult): Row[] {
 /** The {@link SqlDatabase} over one connection: SQLite-style parameters rewritten, rows as objects, changes from the row count. */
 function wrapConnection(connection: SyncPgConnection): SqlDatabase {
   let changes = 0;
+  // why: a bulk write still running on the server is settled before any other statement, as if it had run synchronously.
+  let barrier: (() => void) | undefined;
+  const pass = () => {
+    const settle = barrier;
+    barrier = undefined;
+    settle?.();
+  };
   const query = (sql: string, params: Params | undefined): PgResult => {
+    pass();
     const { text, values } = toPositional(sql, params);
     const result = connection.query(text, values);
     changes = result.rowCount;
@@ -162,8 +171,9 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
       free: () => undefined,
     };
   };
-  return {
+  const db: SqlDatabase = {
     exec(sql) {
+      pass();
       changes = connection.query(sql).rowCount;
     },
     run: (sql, params) => query(sql, params).rowCount,
@@ -176,7 +186,9 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
     changes: () => changes,
     close: () => connection.close(),
     dialect: postgresDialect,
+    bulkWriter: (load) => pgBulkWriter(db, connection, load, (settle) => (barrier = settle)),
   };
+  return db;
 }
 
 export { PgServerError };

@@ -8,7 +8,8 @@ import copyStreams from "pg-copy-streams";
 // loaded as TypeScript by Node's type stripping under the tests, and compiled in dist/.
 
 interface Request {
-  kind: "connect" | "query" | "copy" | "close";
+  kind: "connect" | "query" | "copy" | "script" | "close";
+  script?: { sql: string; data?: string; onError?: string }[];
   url?: string;
   sql?: string;
   params?: unknown[];
@@ -32,6 +33,16 @@ pg.types.setTypeParser(16, (text: string) => (text === "t" ? 1 : 0));
 pg.types.setTypeParser(1082, (text: string) => text);
 pg.types.setTypeParser(1114, (text: string) => text);
 pg.types.setTypeParser(1184, (text: string) => text);
+
+async function copy(sql: string, data: string): Promise<number> {
+  const stream = client!.query(copyStreams.from(sql));
+  await new Promise<void>((resolve, reject) => {
+    stream.on("error", reject);
+    stream.on("finish", () => resolve());
+    stream.end(data);
+  });
+  return Number((stream as unknown as { rowCount?: number }).rowCount ?? 0);
+}
 
 function answer(message: unknown): void {
   port.postMessage(message);
@@ -57,14 +68,23 @@ async function handle(request: Request): Promise<unknown> {
       const last = Array.isArray(result) ? result[result.length - 1] : result;
       return { rows: last.rows ?? [], fields: (last.fields ?? []).map((f: { name: string }) => f.name), rowCount: last.rowCount ?? 0 };
     }
-    case "copy": {
-      const stream = client!.query(copyStreams.from(request.sql!));
-      await new Promise<void>((resolve, reject) => {
-        stream.on("error", reject);
-        stream.on("finish", () => resolve());
-        stream.end(request.data ?? "");
-      });
-      return { rowCount: Number((stream as unknown as { rowCount?: number }).rowCount ?? 0) };
+    case "copy":
+      return { rowCount: await copy(request.sql!, request.data ?? "") };
+    case "script": {
+      // why: statements run one after the other; the first that fails runs its undo and stops the script, named by its index.
+      const rowCounts: number[] = [];
+      for (const [i, step] of request.script!.entries()) {
+        try {
+          rowCounts.push(
+            step.data === undefined ? (((await client!.query(step.sql)) as pg.QueryResult).rowCount ?? 0) : await copy(step.sql, step.data),
+          );
+        } catch (error) {
+          if (step.onError) await client!.query(step.onError);
+          (error as Error).message = `step ${i}: ${(error as Error).message}`;
+          throw error;
+        }
+      }
+      return rowCounts;
     }
     case "close": {
       await client?.end();

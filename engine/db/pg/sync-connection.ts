@@ -30,8 +30,25 @@ export interface SyncPgConnection {
   query(sql: string, params?: readonly unknown[]): PgResult;
   /** Runs `COPY … FROM STDIN` with `data` as its input (text or CSV, as the statement says). */
   copyIn(sql: string, data: string): number;
+  /**
+   * Sends a script and returns at once, so that this thread works on while the server runs it;
+   * the next call waits for it first, and {@link collect} gives its outcome.
+   */
+  send(script: ScriptStep[]): void;
+  /** The outcome of the script last sent (waiting for it if need be). */
+  collect(): ScriptOutcome;
   close(): void;
 }
+
+/** One statement of a script: COPY input when `data` is given; `onError` runs (to undo) when it fails, and the script stops. */
+export interface ScriptStep {
+  sql: string;
+  data?: string;
+  onError?: string;
+}
+
+/** What a script did: each statement's row count, or the step that failed and its error. */
+export type ScriptOutcome = { ok: true; rowCounts: number[] } | { ok: false; failedAt: number; error: PgServerError };
 
 /** Opens a connection; a server that does not answer within `timeoutMs` (or a wrong URL) is an E_DB error naming the URL without its password. */
 export function connectSync(url: string, options: { timeoutMs: number; shownUrl: string }): SyncPgConnection {
@@ -42,11 +59,11 @@ export function connectSync(url: string, options: { timeoutMs: number; shownUrl:
   const worker = new Worker(file, { workerData: { flag, port: port2 }, transferList: [port2] });
   worker.unref();
   let closed = false;
+  let sent: { kind: string } | undefined;
+  let outcome: ScriptOutcome | undefined;
 
-  const call = (request: Record<string, unknown>, timeoutMs: number): unknown => {
-    if (closed) throw new PipelineError("E_DB", `the connection to ${options.shownUrl} is closed`);
-    Atomics.store(signal, 0, 0);
-    port1.postMessage(request);
+  /** Waits for the answer to the request already posted. */
+  const answer = (request: Record<string, unknown>, timeoutMs: number): unknown => {
     const waited = Atomics.wait(signal, 0, 0, timeoutMs);
     const reply = receiveMessageOnPort(port1)?.message as
       | { ok: true; result: unknown }
@@ -62,6 +79,25 @@ export function connectSync(url: string, options: { timeoutMs: number; shownUrl:
     }
     return reply.result;
   };
+  const call = (request: Record<string, unknown>, timeoutMs: number): unknown => {
+    if (closed) throw new PipelineError("E_DB", `the connection to ${options.shownUrl} is closed`);
+    if (sent) receive();
+    Atomics.store(signal, 0, 0);
+    port1.postMessage(request);
+    return answer(request, timeoutMs);
+  };
+  const receive = () => {
+    const request = sent!;
+    sent = undefined;
+    try {
+      outcome = { ok: true, rowCounts: answer(request, statementTimeoutMs) as number[] };
+    } catch (error) {
+      if (!(error instanceof PgServerError)) throw error;
+      outcome = { ok: false, failedAt: Number(/^step (\d+): /.exec(error.message)?.[1] ?? -1), error: withoutStep(error) };
+    }
+  };
+  // why: a statement may wait for a lock held by another session; the session's lock timeout bounds it, not this one.
+  const statementTimeoutMs = 24 * 3600 * 1000;
   const terminate = () => {
     closed = true;
     port1.close();
@@ -75,11 +111,24 @@ export function connectSync(url: string, options: { timeoutMs: number; shownUrl:
     if (error instanceof PipelineError) throw error;
     throw new PipelineError("E_DB", `cannot connect to ${options.shownUrl}: ${(error as Error).message}`, { cause: error });
   }
-  // why: a statement may wait for a lock held by another session; the session's lock timeout bounds it, not this one.
-  const statementTimeoutMs = 24 * 3600 * 1000;
   return {
     query: (sql, params = []) => call({ kind: "query", sql, params: [...params] }, statementTimeoutMs) as PgResult,
     copyIn: (sql, data) => (call({ kind: "copy", sql, data }, statementTimeoutMs) as { rowCount: number }).rowCount,
+    send(script) {
+      if (closed) throw new PipelineError("E_DB", `the connection to ${options.shownUrl} is closed`);
+      if (sent) receive();
+      outcome = undefined;
+      sent = { kind: "script" };
+      Atomics.store(signal, 0, 0);
+      port1.postMessage({ kind: "script", script });
+    },
+    collect() {
+      if (sent) receive();
+      if (!outcome) throw new Error("collect: no script was sent");
+      const result = outcome;
+      outcome = undefined;
+      return result;
+    },
     close() {
       if (closed) return;
       try {
@@ -89,4 +138,9 @@ export function connectSync(url: string, options: { timeoutMs: number; shownUrl:
       }
     },
   };
+}
+
+/** The server's error without the worker's `step N: ` prefix. */
+function withoutStep(error: PgServerError): PgServerError {
+  return new PgServerError(error.message.replace(/^step \d+: /, ""), error.code, error.position, error.detail);
 }
