@@ -1,7 +1,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { startServer } from "../helpers/http-server.js";
@@ -21,6 +21,8 @@ const arg = (name: string, fallback: string) => {
 const rows = Number(arg("rows", "1000000"));
 const repeat = Number(arg("repeat", "3"));
 const out = path.resolve(arg("out", "bench-results.json"));
+// why: `--cpu-prof DIR` writes a CPU profile of each of our runs there (node --cpu-prof), to see where their time goes.
+const profileDir = process.argv.includes("--cpu-prof") ? path.resolve(arg("cpu-prof", "profiles")) : undefined;
 const engines = process.argv.includes("--engine") ? [arg("engine", "sqljs")] : ["sqljs", "native"];
 if (engines.some((engine) => engine !== "sqljs" && engine !== "native")) throw new Error(`--engine takes sqljs or native`);
 /** Where one engine's figures go: FILE.json -> FILE.<engine>.json. */
@@ -155,7 +157,11 @@ try {
     PERIOD_START: "1950-01-01",
   });
   const ours = (db: string, engine: string) =>
-    measure(process.execPath, [cli, "run", "--json", "--engine", engine], { env: env(db), cwd: work });
+    measure(
+      process.execPath,
+      [...(profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : []), cli, "run", "--json", "--engine", engine],
+      { env: env(db), cwd: work },
+    );
   const sqliteCli = (db: string, script: string) => measure("sqlite3", [db], { input: script });
   const fresh = (name: string) => {
     const db = path.join(work, name);
@@ -183,7 +189,11 @@ try {
   const [bf, binc] = [baseFull, baseIncremental].map(medianOf) as [Measure, Measure];
   const baseline = readBack(path.join(work, "base.db"));
   const sqliteVersion = execFileSync("sqlite3", ["--version"], { encoding: "utf8" }).split(" ")[0];
-  console.log(`bench: ${rows} sales rows (${(statSync(path.join(work, "sales.csv")).size / 1e6).toFixed(1)} MB), median of ${repeat}`);
+  console.log(
+    `bench: ${rows} sales rows (${(statSync(path.join(work, "sales.csv")).size / 1e6).toFixed(1)} MB), median of ${repeat}; load average ${loadavg()
+      .map((load) => load.toFixed(2))
+      .join(" ")}`,
+  );
   for (const [engine, { full, incremental, unchanged }] of byEngine) {
     const agree = readBack(path.join(work, `ours-${engine}.db`)) === baseline;
     const [f, inc, un] = [full, incremental, unchanged].map(medianOf) as [Measure, Measure, Measure];
@@ -216,6 +226,7 @@ try {
             cpus: cpus().length,
             cpu: cpus()[0]?.model,
             memoryGb: Math.round(totalmem() / 2 ** 30),
+            loadAverage: loadavg().map((load) => Math.round(load * 100) / 100),
           },
           date: new Date().toISOString(),
         },
