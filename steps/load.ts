@@ -181,7 +181,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     const http = { ...httpDefaults, ...step.http };
     const quote = step.csv?.quote ?? '"';
     // why: the body goes to disk as it arrives, hashed and checked on the way, and is read back in pieces: memory does not grow with the source.
-    const spool = new SpooledBody({
+    const spool = new SpooledBody(redactCredentials(step.source), {
       prefixBytes: validators && validators.bytes > 0 ? validators.bytes : undefined,
       utf8: isUtf8(step.csv?.encoding),
       quote: quote.charCodeAt(0) < 0x80 ? quote.charCodeAt(0) : undefined,

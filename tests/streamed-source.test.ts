@@ -1,5 +1,7 @@
+import { writeFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { readCsv, readCsvPieces } from "../engine/sources/csv.js";
+import { spawnCli } from "./helpers/spawn-cli.js";
 import { sqlite, Workspace } from "./helpers/workspace.js";
 
 /** Every record (line, fields, raw) and the header that a reader reports. */
@@ -118,10 +120,22 @@ steps:
       Buffer.from([0x31, 0x2c, 0xff, 0x2c, 0x31, 0x2c, 0x0a]),
       Buffer.from(lines.slice(30_001).join("\n")),
     ]);
-    ws.write("events.csv", bad);
+    writeFileSync(ws.path("events.csv"), bad);
     const result = await ws.cli(["run", "--json"]);
     expect(result.code).not.toBe(0);
     expect(JSON.parse(result.stdout).error.message).toContain(`is not valid UTF-8 (line 30002, byte ${before.length + 2})`);
+    expect(ws.bytes("db.sqlite")).toBeUndefined();
+  });
+
+  test("a temporary directory the source cannot be spooled to is a clear error naming it and TMPDIR, and nothing is saved", async () => {
+    ws.write("events.csv", [header, ...rows(1, 10)].join("\n"));
+    // why: a file, not a missing directory: Node's compile cache would create a missing one.
+    const missing = ws.write("not-a-dir", "");
+    const { code, stderr } = await spawnCli(["run"], ws.dir, { TMPDIR: missing }).done;
+    expect(code).toBe(1);
+    expect(stderr).toContain(`E_FETCH cannot spool events.csv to a temporary file in ${missing}`);
+    expect(stderr).toContain("set TMPDIR to a directory with room for the source");
+    expect(stderr).not.toContain("    at ");
     expect(ws.bytes("db.sqlite")).toBeUndefined();
   });
 });

@@ -3,6 +3,7 @@ import { createHash, type Hash } from "node:crypto";
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { PipelineError } from "../errors.js";
 
 /** Where a source's body goes while it is fetched, chunk by chunk; `reset` starts it over (a retried attempt). */
 export interface BodySink {
@@ -47,18 +48,23 @@ export class SpooledBody implements BodySink {
    * @param options.utf8 check that the body is valid UTF-8
    * @param options.quote the quote character's byte, or undefined when it is not a single byte
    */
-  constructor(private readonly options: { prefixBytes: number | undefined; utf8: boolean; quote: number | undefined }) {
-    const dir = mkdtempSync(path.join(tmpdir(), "pipeline-source-"));
-    try {
-      this.fd = openSync(path.join(dir, "body"), "w+", 0o600);
-    } finally {
-      // why: the open descriptor keeps the file; once unlinked, nothing is left behind, even by a killed run.
-      rmSync(dir, { recursive: true, force: true });
-    }
+  constructor(
+    private readonly source: string,
+    private readonly options: { prefixBytes: number | undefined; utf8: boolean; quote: number | undefined },
+  ) {
+    this.fd = this.spooling(() => {
+      const dir = mkdtempSync(path.join(tmpdir(), "pipeline-source-"));
+      try {
+        return openSync(path.join(dir, "body"), "w+", 0o600);
+      } finally {
+        // why: the open descriptor keeps the file; once unlinked, nothing is left behind, even by a killed run.
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
   }
 
   reset(): void {
-    ftruncateSync(this.fd, 0);
+    this.spooling(() => ftruncateSync(this.fd, 0));
     this.size = 0;
     this.hash = createHash("sha256");
     this.prefixSha256 = undefined;
@@ -134,6 +140,19 @@ export class SpooledBody implements BodySink {
     if (this.closed) return;
     this.closed = true;
     closeSync(this.fd);
+  }
+
+  /** Runs a file operation of the spool; a failure (no such directory, a full disk) is an error naming the source and TMPDIR. */
+  private spooling<T>(action: () => T): T {
+    try {
+      return action();
+    } catch (error) {
+      throw new PipelineError(
+        "E_FETCH",
+        `cannot spool ${this.source} to a temporary file in ${tmpdir()}: ${(error as Error).message}; set TMPDIR to a directory with room for the source`,
+        { cause: error },
+      );
+    }
   }
 
   /** Checks the chunk as UTF-8, keeping a character cut at its end for the next chunk. */
