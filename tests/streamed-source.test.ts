@@ -40,7 +40,7 @@ describe("a source read in pieces", () => {
   });
 });
 
-describe("a source larger than one piece (1 MiB)", () => {
+describe("a source of many pieces (64 KiB each)", () => {
   let ws: Workspace;
   beforeEach(() => {
     ws = new Workspace({ withClientPipeline: false });
@@ -68,8 +68,8 @@ steps:
   afterEach(() => ws.remove());
 
   /**
-   * Rows of one width, and a header padded, so that the first piece ends between a CR and its LF
-   * and the second one inside an "é" (two bytes in UTF-8).
+   * Rows of one width, and a header padded, so that the piece ending at 1 MiB ends between a CR and its LF
+   * and the one ending at 2 MiB inside an "é" (two bytes in UTF-8).
    */
   const layout = (() => {
     for (let pad = 0; pad < 100; pad++) {

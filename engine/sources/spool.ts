@@ -24,8 +24,12 @@ export interface SpoolSummary {
   lastQuote: number;
 }
 
-/** Bytes read from the spool per call when it is read back. */
-const pieceBytes = 1024 * 1024;
+/**
+ * Bytes read from the spool per call when it is read back. why: a piece's text then stays in V8's
+ * young generation, collected as it is dropped; pieces of a mebibyte are "large objects", kept
+ * until a full collection: measured at 1M rows, 177 MB peak against 218-251 MB.
+ */
+const pieceBytes = 64 * 1024;
 
 /**
  * A source's body spooled to an unlinked temporary file while it is fetched, so that memory does
@@ -121,7 +125,7 @@ export class SpooledBody implements BodySink {
     return done === buffer.length ? buffer : buffer.subarray(0, done);
   }
 
-  /** The body from `from` to its end, in pieces of about a mebibyte. */
+  /** The body from `from` to its end, in pieces of 64 KiB. */
   *pieces(from = 0): Generator<Buffer> {
     for (let at = from; at < this.size; at += pieceBytes) yield this.read(at, at + pieceBytes);
   }
