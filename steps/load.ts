@@ -23,8 +23,19 @@ import {
   rejectionSamples,
 } from "../engine/history.js";
 import { describeRejection } from "../engine/output.js";
-import { countLineEnds, decodeText, headerSpan, parseCsv, readCsv } from "../engine/sources/csv.js";
-import { fetchSource, httpDefaults, isUrl } from "../engine/sources/fetch.js";
+import {
+  binaryProbeBytes,
+  countLineEnds,
+  decodePieces,
+  decodeText,
+  headerSpan,
+  parseCsv,
+  readCsv,
+  readCsvPieces,
+  refuseBinary,
+} from "../engine/sources/csv.js";
+import { fetchSourceInto, httpDefaults, isUrl } from "../engine/sources/fetch.js";
+import { SpooledBody, type SpoolSummary } from "../engine/sources/spool.js";
 import type { RunContext, StepCounts, StepDefinition, StepOutcome } from "../engine/step.js";
 
 const defaultMinReplaceRatio = 0.5;
@@ -168,55 +179,112 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     const legacy = open.some((rejection) => rejection.kind === null);
     const validators = !context.fullRefresh && previous?.stepSha256 === stepSha256 && !legacy ? previous : undefined;
     const http = { ...httpDefaults, ...step.http };
-    const fetched = await fetchSource(step.source, { baseDir: context.config.baseDir, http, previous: validators, signal: context.signal });
-    const source = redactCredentials(step.source);
-    const loader = rowLoader(step, table, context, open);
-    if (fetched.kind === "not_modified") return loader.retryOnly(validators?.header, "source not modified (HTTP 304)");
-    const contentSha256 = sha256(fetched.bytes);
-    const { etag, lastModified } = fetched;
-    const byteLength = fetched.bytes.length;
-    const remember = (header: string[] | null) =>
-      writeSourceState(db, {
-        step: step.name,
-        source,
-        stepSha256,
-        etag,
-        lastModified,
-        contentSha256,
-        bytes: byteLength,
-        header,
-        fetchedAt: new Date().toISOString(),
-        runId: context.runId,
-      });
-    if (validators?.contentSha256 === contentSha256) {
-      remember(null);
-      return loader.retryOnly(validators.header, "source unchanged (same content as last run)");
+    const quote = step.csv?.quote ?? '"';
+    // why: the body goes to disk as it arrives, hashed and checked on the way, and is read back in pieces: memory does not grow with the source.
+    const spool = new SpooledBody(redactCredentials(step.source), {
+      prefixBytes: validators && validators.bytes > 0 ? validators.bytes : undefined,
+      utf8: isUtf8(step.csv?.encoding),
+      quote: quote.charCodeAt(0) < 0x80 ? quote.charCodeAt(0) : undefined,
+    });
+    try {
+      const fetched = await fetchSourceInto(
+        step.source,
+        { baseDir: context.config.baseDir, http, previous: validators, signal: context.signal },
+        spool,
+      );
+      const source = redactCredentials(step.source);
+      const loader = rowLoader(step, table, context, open);
+      if (fetched.kind === "not_modified") return loader.retryOnly(validators?.header, "source not modified (HTTP 304)");
+      const summary = spool.summary();
+      const contentSha256 = summary.sha256;
+      const { etag, lastModified } = fetched;
+      const remember = (header: string[] | null) =>
+        writeSourceState(db, {
+          step: step.name,
+          source,
+          stepSha256,
+          etag,
+          lastModified,
+          contentSha256,
+          bytes: summary.size,
+          header,
+          fetchedAt: new Date().toISOString(),
+          runId: context.runId,
+        });
+      if (validators?.contentSha256 === contentSha256) {
+        remember(null);
+        return loader.retryOnly(validators.header, "source unchanged (same content as last run)");
+      }
+      const tail = validators ? grownTail(step, spool, summary, validators) : undefined;
+      const outcome = loader.read(
+        sourceText(step, spool, summary, tail, source),
+        tail ? { firstLine: tail.firstLine, afterRows: tail.afterRows } : undefined,
+      );
+      if (tail) {
+        const grew = `the file grew: only what follows its first ${validators!.bytes} bytes (read by an earlier run) was parsed`;
+        outcome.detail = outcome.detail ? `${grew}; ${outcome.detail}` : grew;
+      }
+      if (fetched.redirectedTo) {
+        const redirected = `redirected to ${fetched.redirectedTo} (http.allow_redirect_hosts)`;
+        outcome.detail = outcome.detail ? `${redirected}; ${outcome.detail}` : redirected;
+      }
+      remember(loader.header());
+      return outcome;
+    } finally {
+      spool.close();
     }
-    const tail = validators ? grownTail(step, fetched.bytes, validators) : undefined;
-    const text = tail ? decodeTail(fetched.bytes, tail, step.csv?.encoding, source) : decodeText(fetched.bytes, step.csv?.encoding, source);
-    // why: only the text is parsed; letting go of the bytes keeps one copy of the source in memory during the load, not two.
-    fetched.bytes = new Uint8Array(0);
-    const outcome = loader.read(text, tail ? { firstLine: tail.firstLine, afterRows: tail.afterRows } : undefined);
-    if (tail) {
-      const grew = `the file grew: only what follows its first ${validators!.bytes} bytes (read by an earlier run) was parsed`;
-      outcome.detail = outcome.detail ? `${grew}; ${outcome.detail}` : grew;
-    }
-    if (fetched.redirectedTo) {
-      const redirected = `redirected to ${fetched.redirectedTo} (http.allow_redirect_hosts)`;
-      outcome.detail = outcome.detail ? `${redirected}; ${outcome.detail}` : redirected;
-    }
-    remember(loader.header());
-    return outcome;
   },
 };
 
-/** The header glued to the appended part; text that does not decode is reported from the whole file, at its line there. */
-function decodeTail(
-  bytes: Uint8Array,
-  tail: { header: { start: number; end: number }; from: number },
-  encoding: NonNullable<LoadStepSpec["csv"]>["encoding"],
+function isUtf8(encoding: NonNullable<LoadStepSpec["csv"]>["encoding"]): boolean {
+  return encoding === undefined || encoding === "utf8" || encoding === "utf-8";
+}
+
+/** A step's tail read: where the header lies, where the appended part starts, and the line numbering of the header glued to it. */
+type Tail = { header: { start: number; end: number }; from: number; firstLine: number; afterRows: boolean };
+
+/**
+ * The text a read parses: pieces decoded from the spool as they are parsed, when the part to read
+ * holds no quote character (the quote-free split needs no look-ahead); else the whole text, for
+ * csv-parse (quoted fields, `header_line`) and for replace, which counts the rows before it deletes.
+ * Decoding errors are found and placed as a whole decode places them, before any row is read.
+ */
+function sourceText(
+  step: LoadStepSpec,
+  spool: SpooledBody,
+  summary: SpoolSummary,
+  tail: Tail | undefined,
   source: string,
-): string {
+): string | Iterable<string> {
+  const encoding = step.csv?.encoding;
+  const quoted = tail
+    ? (summary.firstQuote >= 0 && summary.firstQuote < tail.header.end) || summary.lastQuote >= tail.from
+    : summary.firstQuote >= 0;
+  if (quoted || (step.csv?.header_line ?? 1) > 1 || step.mode === "replace") {
+    const bytes = spool.all();
+    return tail ? decodeTail(bytes, tail, encoding, source) : decodeText(bytes, encoding, source);
+  }
+  const start = tail ? tail.from - 1 : 0;
+  refuseBinary(spool.read(start, start + binaryProbeBytes), source);
+  // why: the error names the line of the first byte that does not decode, in the whole file.
+  if (!summary.utf8) decodeText(spool.all(), encoding, source);
+  if (!tail) return decodePieces(spool.pieces(0), encoding);
+  const header = decodeText(spool.read(tail.header.start, tail.header.end), encoding, source);
+  return gluedTail(header, decodePieces(spool.pieces(start), encoding));
+}
+
+/** The header, then the appended part decoded from the line end before it, that line end dropped (so a BOM in its first row stays, as in the whole file). */
+function* gluedTail(header: string, appended: Iterable<string>): Generator<string> {
+  yield header + "\n";
+  let first = true;
+  for (const piece of appended) {
+    yield first ? piece.slice(1) : piece;
+    first = false;
+  }
+}
+
+/** The header glued to the appended part; text that does not decode is reported from the whole file, at its line there. */
+function decodeTail(bytes: Uint8Array, tail: Tail, encoding: NonNullable<LoadStepSpec["csv"]>["encoding"], source: string): string {
   try {
     // why: a decoder drops a BOM at the start of what it decodes; from the line end before the tail, a BOM in its first row stays, as in the whole file.
     const appended = decodeText(bytes.subarray(tail.from - 1), encoding, source).slice(1);
@@ -544,8 +612,8 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
       return { ...outcome, status: changed ? "success" : "unchanged", detail: `${why}; ${outcome.detail ?? ""}`.replace(/; $/, "") };
     },
 
-    /** Reads CSV text: the whole file, or (with `tail`) its header glued to what an earlier run had not read. */
-    read(text: string, tail: { firstLine: number; afterRows: boolean } | undefined): StepOutcome {
+    /** Reads CSV text, whole or in pieces: the whole file, or (with `tail`) its header glued to what an earlier run had not read. */
+    read(text: string | Iterable<string>, tail: { firstLine: number; afterRows: boolean } | undefined): StepOutcome {
       tailRead = tail !== undefined;
       tailOnly = tail?.afterRows ?? false;
       if (!tail) {
@@ -563,7 +631,9 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
           earlierRejected = counts.pending + open.filter((r) => r.kind === "shape" || r.kind === "constraint").length;
         }
       };
-      if (step.mode === "replace") {
+      if (typeof text !== "string") {
+        readCsvPieces(text, step.csv ?? {}, source, { header: onHeader, record: onRecord }, tail?.firstLine ?? 1);
+      } else if (step.mode === "replace") {
         // why: the guard needs the number of incoming rows before anything is deleted.
         const csv = parseCsv(text, step.csv ?? {}, source);
         onHeader(csv.header);
@@ -672,34 +742,55 @@ function batchWriter(db: SqlDatabase, step: LoadStepSpec, targets: string[]): { 
  * and the tail need parsing. Only for insert_new and upsert, where re-reading the prefix could not
  * change anything. `firstLine` numbers the header so that every tail record keeps its line in the file.
  */
-function grownTail(
-  step: LoadStepSpec,
-  bytes: Uint8Array,
-  previous: SourceState,
-): { header: { start: number; end: number }; from: number; firstLine: number; afterRows: boolean } | undefined {
+function grownTail(step: LoadStepSpec, spool: SpooledBody, summary: SpoolSummary, previous: SourceState): Tail | undefined {
   const old = previous.bytes;
   if ((step.mode !== "insert_new" && step.mode !== "upsert") || (step.csv?.header_line ?? 1) > 1) return undefined;
   // why: a percentage is of the rows a fresh load reads, the whole file; the appended rows alone would judge a late row on its own.
   if (typeof step.max_rejected === "string") return undefined;
-  if (old <= 0 || bytes.length <= old) return undefined;
-  const last = bytes[old - 1];
-  const next = bytes[old];
+  if (old <= 0 || summary.size <= old) return undefined;
+  const [last, next, after] = spool.read(old - 1, old + 2);
   // why: the tail starts on a line of its own; a line end split between the two reads (CR | LF) belongs to the old last line.
   let from: number;
   if (last === 0x0a) from = old;
   else if (last === 0x0d) from = next === 0x0a ? old + 1 : old;
   else if (next === 0x0a) from = old + 1;
-  else if (next === 0x0d) from = bytes[old + 1] === 0x0a ? old + 2 : old + 1;
+  else if (next === 0x0d) from = after === 0x0a ? old + 2 : old + 1;
   else return undefined;
-  if (sha256(bytes.subarray(0, old)) !== previous.contentSha256) return undefined;
-  const encoding = step.csv?.encoding;
-  const header = headerSpan(bytes, step.csv?.quote ?? '"', old, encoding === undefined || encoding === "utf8" || encoding === "utf-8");
+  if (summary.prefixSha256 !== previous.contentSha256) return undefined;
+  // why: no header worth reading is longer (maxHeaderLength characters); one that does not end there is read by a full read, which refuses it.
+  const start = spool.read(0, Math.min(old, 4 * maxHeaderLength + 1024));
+  const header = headerSpan(start, step.csv?.quote ?? '"', start.length, isUtf8(step.csv?.encoding));
   if (!header) return undefined;
-  const headerLines = 1 + countLineEnds(bytes, header.start, header.end);
-  const tailLine = 1 + countLineEnds(bytes, 0, from);
-  let afterRows = false;
-  for (let i = header.end; i < old && !afterRows; i++) afterRows = bytes[i] !== 0x0a && bytes[i] !== 0x0d;
-  return { header, from, firstLine: tailLine - headerLines, afterRows };
+  const headerLines = 1 + countLineEnds(start, header.start, header.end);
+  const tailLine = 1 + lineEndsBefore(spool, from);
+  return { header, from, firstLine: tailLine - headerLines, afterRows: holdsRow(spool, header.end, old) };
+}
+
+/** Line ends in the spool's first `end` bytes, counted as {@link countLineEnds} counts them, piece by piece. */
+function lineEndsBefore(spool: SpooledBody, end: number): number {
+  let count = 0;
+  let crBefore = false;
+  for (let at = 0; at < end;) {
+    const piece = spool.read(at, Math.min(end, at + 1024 * 1024));
+    if (piece.length === 0) break;
+    count += countLineEnds(piece, 0, piece.length);
+    // why: a CR ending the previous piece was counted alone; with this LF it is one CRLF.
+    if (crBefore && piece[0] === 0x0a) count--;
+    crBefore = piece[piece.length - 1] === 0x0d;
+    at += piece.length;
+  }
+  return count;
+}
+
+/** Whether bytes `[from, to)` hold anything but line ends: a row after the header. */
+function holdsRow(spool: SpooledBody, from: number, to: number): boolean {
+  for (let at = from; at < to;) {
+    const piece = spool.read(at, Math.min(to, at + 64 * 1024));
+    if (piece.length === 0) return false;
+    for (const b of piece) if (b !== 0x0a && b !== 0x0d) return true;
+    at += piece.length;
+  }
+  return false;
 }
 
 /** The counts a step reports: `deleted` only for replace, the retry counts only when rows were retried. */

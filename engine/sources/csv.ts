@@ -23,18 +23,9 @@ export interface CsvTable {
  * or the configured single-byte encoding. Invalid UTF-8 is an error, not replacement characters.
  */
 export function decodeText(bytes: Uint8Array, encoding: CsvOptions["encoding"], source: string): string {
-  const utf16 = utf16ByteOrder(bytes);
-  if (utf16) {
-    throw new PipelineError(
-      "E_DECODE",
-      `${source} looks like UTF-16 (${utf16}) text, not UTF-8: re-export it as UTF-8 (in Excel, "CSV UTF-8"; or iconv -f UTF-16 -t UTF-8)`,
-    );
-  }
-  const nul = bytes.subarray(0, 8192).indexOf(0);
-  if (nul >= 0) throw new PipelineError("E_DECODE", `${source} looks like a binary file, not CSV text (a NUL byte at byte ${nul})`);
-  const label = encoding === undefined || encoding === "utf8" ? "utf-8" : encoding;
+  refuseBinary(bytes, source);
   try {
-    return new TextDecoder(label, { fatal: true }).decode(bytes);
+    return new TextDecoder(decoderLabel(encoding), { fatal: true }).decode(bytes);
   } catch {
     const offset = firstInvalidUtf8(bytes);
     const line = 1 + countLineEnds(bytes, 0, offset);
@@ -43,6 +34,42 @@ export function decodeText(bytes: Uint8Array, encoding: CsvOptions["encoding"], 
       `${source} is not valid UTF-8 (line ${line}, byte ${offset}); if the file is Latin-1, set csv.encoding: latin1 on this step`,
     );
   }
+}
+
+/** Bytes a source's start is examined over for signs that it is not text: {@link refuseBinary} reads no further. */
+export const binaryProbeBytes = 8192;
+
+/** Refuses bytes that start like UTF-16 text or hold a NUL byte in their first {@link binaryProbeBytes}: not a CSV file in a byte encoding. */
+export function refuseBinary(bytes: Uint8Array, source: string): void {
+  const utf16 = utf16ByteOrder(bytes);
+  if (utf16) {
+    throw new PipelineError(
+      "E_DECODE",
+      `${source} looks like UTF-16 (${utf16}) text, not UTF-8: re-export it as UTF-8 (in Excel, "CSV UTF-8"; or iconv -f UTF-16 -t UTF-8)`,
+    );
+  }
+  const nul = bytes.subarray(0, binaryProbeBytes).indexOf(0);
+  if (nul >= 0) throw new PipelineError("E_DECODE", `${source} looks like a binary file, not CSV text (a NUL byte at byte ${nul})`);
+}
+
+/** The TextDecoder label of a step's `csv.encoding`. */
+export function decoderLabel(encoding: CsvOptions["encoding"]): string {
+  return encoding === undefined || encoding === "utf8" ? "utf-8" : encoding;
+}
+
+/**
+ * Decodes pieces of bytes as one text, piece by piece (a character cut between two pieces is
+ * joined); a BOM at the very start is dropped, as {@link decodeText} drops it. Bytes that do not
+ * decode throw: the caller, who knows the whole source, says where.
+ */
+export function* decodePieces(pieces: Iterable<Uint8Array>, encoding: CsvOptions["encoding"]): Generator<string> {
+  const decoder = new TextDecoder(decoderLabel(encoding), { fatal: true });
+  for (const piece of pieces) {
+    const text = decoder.decode(piece, { stream: true });
+    if (text.length > 0) yield text;
+  }
+  const rest = decoder.decode();
+  if (rest.length > 0) yield rest;
 }
 
 /** Receives one data record: its fields, its 1-based line in the file, and its raw text on demand. */
@@ -86,6 +113,94 @@ export function readCsv(
       : readQuoteFree(text, options.delimiter ?? ",", onHeader, handlers.record, firstLine);
   if (result === undefined || !seen) throw new PipelineError("E_HEADER", `${source} is empty: no header line`);
   return result;
+}
+
+/**
+ * Reads CSV text given in pieces, record by record, as {@link readCsv} reads the same text whole;
+ * for text known to hold no quote character, read with the first line as the header (no
+ * `header_line`), so that memory holds a piece and a line, not the source.
+ */
+export function readCsvPieces(
+  pieces: Iterable<string>,
+  options: CsvOptions,
+  source: string,
+  handlers: { header?: (header: string[]) => void; record: RecordHandler },
+  firstLine = 1,
+): { header: string[]; headerLine: number } {
+  const iterator = pieces[Symbol.iterator]();
+  // why: the check for an HTML page looks at the text's first 4096 characters, as readCsv does.
+  let start = "";
+  let next = iterator.next();
+  while (!next.done && start.length < 4096) {
+    start += next.value;
+    next = iterator.next();
+  }
+  if (/^\s*</.test(start.slice(0, 512)) && /<(!doctype\s+)?html|<head|<body/i.test(start.slice(0, 4096))) {
+    throw new PipelineError("E_HEADER", `${source} sent an HTML page, not CSV; first line: ${JSON.stringify(firstLineOf(start))}`);
+  }
+  let header: { header: string[]; headerLine: number } | undefined;
+  const splitter = quoteFreeSplitter(
+    options.delimiter ?? ",",
+    (fields) => {
+      header = { header: fields, headerLine: splitter.line };
+      handlers.header?.(fields);
+    },
+    handlers.record,
+    firstLine,
+  );
+  splitter.push(start, next.done === true);
+  while (!next.done) {
+    const piece = next.value;
+    next = iterator.next();
+    splitter.push(piece, next.done === true);
+  }
+  if (header === undefined) throw new PipelineError("E_HEADER", `${source} is empty: no header line`);
+  return header;
+}
+
+/**
+ * Splits quote-free text pushed in pieces into lines and fields, numbering lines as
+ * {@link readQuoteFree} does (LF, CRLF, a lone CR; blank lines skipped). A line cut between
+ * pieces waits for the rest; a CR at a piece's end waits to see whether an LF follows.
+ */
+function quoteFreeSplitter(delimiter: string, onHeader: (header: string[]) => void, onRecord: RecordHandler, firstLine: number) {
+  let carry = "";
+  let seenHeader = false;
+  const state = {
+    line: firstLine,
+    push(piece: string, final: boolean): void {
+      // why: a piece without a line end only lengthens the current line; scanning it again with each piece would be quadratic.
+      if (!final && piece.indexOf("\n") < 0 && piece.indexOf("\r") < 0) {
+        carry += piece;
+        return;
+      }
+      const text = carry + piece;
+      const length = text.length;
+      let start = 0;
+      let nextLf = text.indexOf("\n");
+      let nextCr = text.indexOf("\r");
+      while (start < length) {
+        if (nextLf !== -1 && nextLf < start) nextLf = text.indexOf("\n", start);
+        if (nextCr !== -1 && nextCr < start) nextCr = text.indexOf("\r", start);
+        let end = nextLf === -1 ? (nextCr === -1 ? length : nextCr) : nextCr === -1 ? nextLf : Math.min(nextLf, nextCr);
+        if (!final && (end === length || (end === nextCr && end + 1 === length))) break;
+        if (end > start) {
+          const recordStart = start;
+          const recordEnd = end;
+          const fields = text.slice(start, end).split(delimiter);
+          if (!seenHeader) {
+            seenHeader = true;
+            onHeader(fields);
+          } else onRecord(fields, state.line, () => text.slice(recordStart, recordEnd));
+        }
+        if (end === nextCr && text.charCodeAt(end + 1) === 10) end++;
+        if (end < length) state.line++;
+        start = end + 1;
+      }
+      carry = start >= length ? "" : text.slice(start);
+    },
+  };
+  return state;
 }
 
 function readQuoteFree(

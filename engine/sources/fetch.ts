@@ -6,6 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import fetch, { FetchError, type Response } from "node-fetch";
 import { httpSchema, type HttpOptions } from "../config/schema.js";
 import { clip, PipelineError, redactCredentials } from "../errors.js";
+import type { BodySink } from "./spool.js";
 
 /** HTTP settings with their defaults applied. */
 export type HttpSettings = Required<HttpOptions>;
@@ -28,6 +29,9 @@ export type FetchResult =
       redirectedTo?: string | undefined;
     };
 
+/** What a source answered, its body given to a {@link BodySink} instead of kept. */
+export type FetchedHead = { kind: "not_modified" } | (Omit<Extract<FetchResult, { kind: "body" }>, "bytes"> & { size: number });
+
 /** Validators remembered from the previous fetch, for a conditional GET. */
 export interface Validators {
   etag: string | null;
@@ -48,8 +52,21 @@ export async function fetchSource(
   source: string,
   options: { baseDir: string; http: HttpSettings; previous?: Validators | undefined; signal?: AbortSignal | undefined },
 ): Promise<FetchResult> {
-  if (isUrl(source)) return fetchHttp(source, options.http, options.previous, options.signal);
-  return readLocalSource(path.resolve(options.baseDir, source), options.http.max_bytes, options.signal);
+  let chunks: Uint8Array[] = [];
+  const head = await fetchSourceInto(source, options, { reset: () => (chunks = []), write: (chunk) => chunks.push(chunk) });
+  if (head.kind === "not_modified") return head;
+  const { size, ...rest } = head;
+  return { ...rest, bytes: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size) };
+}
+
+/** Reads a source as {@link fetchSource} does, handing its body to `sink` chunk by chunk, so that the caller need not hold it. */
+export async function fetchSourceInto(
+  source: string,
+  options: { baseDir: string; http: HttpSettings; previous?: Validators | undefined; signal?: AbortSignal | undefined },
+  sink: BodySink,
+): Promise<FetchedHead> {
+  if (isUrl(source)) return fetchHttp(source, options.http, options.previous, options.signal, sink);
+  return readLocalSource(path.resolve(options.baseDir, source), options.http.max_bytes, options.signal, sink);
 }
 
 /** The URL to request, without the credentials it may carry, and those credentials as a Basic `Authorization` header. */
@@ -67,10 +84,10 @@ export function requestTarget(source: string): { url: string; authorization: str
   return { url: url.href, authorization: `Basic ${Buffer.from(credentials).toString("base64")}` };
 }
 
-/** Bytes read from a local file per call, after a first read sized to the file. */
+/** Bytes read from a local file per call. */
 const readChunkBytes = 1024 * 1024;
 
-async function readLocalSource(file: string, maxBytes: number, signal: AbortSignal | undefined): Promise<FetchResult> {
+async function readLocalSource(file: string, maxBytes: number, signal: AbortSignal | undefined, sink: BodySink): Promise<FetchedHead> {
   if (signal?.aborted) throw aborted(file);
   let handle: FileHandle;
   try {
@@ -83,9 +100,9 @@ async function readLocalSource(file: string, maxBytes: number, signal: AbortSign
     const stats = await handle.stat();
     if (!stats.isFile()) throw notRegular(file, stats);
     if (stats.size > maxBytes) throw tooLarge(file, stats.size, maxBytes);
-    const chunks: Buffer[] = [];
+    sink.reset();
     let size = 0;
-    for (let length = Math.min(stats.size + 1, maxBytes + 1); ; length = Math.min(readChunkBytes, maxBytes + 1 - size)) {
+    for (let length = Math.min(stats.size + 1, maxBytes + 1, readChunkBytes); ; length = Math.min(readChunkBytes, maxBytes + 1 - size)) {
       if (signal?.aborted) throw aborted(file);
       const buffer = Buffer.allocUnsafeSlow(Math.max(length, 1));
       const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
@@ -93,10 +110,9 @@ async function readLocalSource(file: string, maxBytes: number, signal: AbortSign
       size += bytesRead;
       // why: a file may grow while it is read; the limit holds whatever its size said.
       if (size > maxBytes) throw tooLarge(file, size, maxBytes);
-      chunks.push(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
+      sink.write(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
     }
-    const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-    return { kind: "body", bytes, etag: null, lastModified: null, contentType: null };
+    return { kind: "body", size, etag: null, lastModified: null, contentType: null };
   } catch (error) {
     if (error instanceof PipelineError) throw error;
     throw await unreadable(file, error);
@@ -145,14 +161,15 @@ async function fetchHttp(
   http: HttpSettings,
   previous: Validators | undefined,
   signal: AbortSignal | undefined,
-): Promise<FetchResult> {
+  sink: BodySink,
+): Promise<FetchedHead> {
   const shown = redactCredentials(source);
   const target = requestTarget(source);
   const deadline = performance.now() + http.total_timeout_ms;
   const failures: string[] = [];
   for (let attempt = 0; ; attempt++) {
     try {
-      return await attemptHttp(target, shown, http, previous, signal, deadline);
+      return await attemptHttp(target, shown, http, previous, signal, deadline, sink);
     } catch (error) {
       if (!(error instanceof Retryable)) throw error;
       failures.push(error.message);
@@ -192,7 +209,8 @@ async function attemptHttp(
   previous: Validators | undefined,
   signal: AbortSignal | undefined,
   deadline: number,
-): Promise<FetchResult> {
+  sink: BodySink,
+): Promise<FetchedHead> {
   if (signal?.aborted) throw aborted(shown);
   const controller = new AbortController();
   // why: which of the three ways to stop fired decides the error: the run's signal, the deadline, or silence.
@@ -272,14 +290,14 @@ async function attemptHttp(
       throw new PipelineError("E_FETCH", `GET ${shownUrl(url, source, shown)} -> ${response.status} ${statusText}`);
     const declared = Number(response.headers.get("content-length") ?? NaN);
     if (declared > http.max_bytes && !response.headers.get("content-encoding")) throw tooLarge(shown, declared, http.max_bytes);
-    const chunks: Buffer[] = [];
+    sink.reset();
     try {
       for await (const chunk of response.body ?? []) {
         clearTimeout(silenceTimer);
         silenceTimer = setTimeout(stop("silence"), http.timeout_ms);
         size += (chunk as Buffer).length;
         if (size > http.max_bytes) throw tooLarge(shown, size, http.max_bytes);
-        chunks.push(chunk as Buffer);
+        sink.write(chunk as Buffer);
       }
     } catch (error) {
       if (error instanceof PipelineError) throw error;
@@ -288,7 +306,7 @@ async function attemptHttp(
     complete = true;
     return {
       kind: "body",
-      bytes: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size),
+      size,
       etag: response.headers.get("etag"),
       lastModified: response.headers.get("last-modified"),
       contentType: response.headers.get("content-type"),

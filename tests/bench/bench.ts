@@ -24,6 +24,8 @@ const arg = (name: string, fallback: string) => {
 const rows = Number(arg("rows", "1000000"));
 const repeat = Number(arg("repeat", "3"));
 const out = path.resolve(arg("out", "bench-results.json"));
+// why: `--cpu-prof DIR` writes a CPU profile of each of our runs there (node --cpu-prof), to see where their time goes.
+const profileDir = process.argv.includes("--cpu-prof") ? path.resolve(arg("cpu-prof", "profiles")) : undefined;
 const engines = process.argv.includes("--engine") ? [arg("engine", "sqljs")] : ["sqljs", "native"];
 if (engines.some((engine) => engine !== "sqljs" && engine !== "native" && engine !== "postgres")) {
   throw new Error(`--engine takes sqljs, native or postgres`);
@@ -194,7 +196,11 @@ try {
     PERIOD_START: "1950-01-01",
   });
   const ours = (db: string, engine: string) =>
-    measure(process.execPath, [cli, "run", "--json", "--engine", engine], { env: env(db), cwd: work });
+    measure(
+      process.execPath,
+      [...(profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : []), cli, "run", "--json", "--engine", engine],
+      { env: env(db), cwd: work },
+    );
   const sqliteCli = (db: string, script: string) => measure("sqlite3", [db], { input: script });
   const psqlBin = path.join(postgresBinDir() ?? "/usr/bin", "psql");
   const psql = (url: string, script: string) =>
@@ -252,7 +258,11 @@ try {
   const baseline = sqliteEngines ? readBack(path.join(work, "base.db")) : "";
   const sqliteVersion = execFileSync("sqlite3", ["--version"], { encoding: "utf8" }).split(" ")[0];
   const psqlVersion = cluster ? execFileSync(psqlBin, ["--version"], { encoding: "utf8" }).trim() : undefined;
-  console.log(`bench: ${rows} sales rows (${(statSync(path.join(work, "sales.csv")).size / 1e6).toFixed(1)} MB), median of ${repeat}`);
+  console.log(
+    `bench: ${rows} sales rows (${(statSync(path.join(work, "sales.csv")).size / 1e6).toFixed(1)} MB), median of ${repeat}; load average ${loadavg()
+      .map((load) => load.toFixed(2))
+      .join(" ")}`,
+  );
   for (const [engine, { full, incremental, unchanged }] of byEngine) {
     const onServer = engine === "postgres";
     const [baseName, bFull, bIncremental] = onServer
