@@ -6,7 +6,7 @@ import { openSqlJs } from "./db/sqljs.js";
 import { ensureTables } from "./db/tables.js";
 import { didYouMean, PipelineError, type Diagnostic } from "./errors.js";
 import { freshnessDiagnostics, freshnessOf } from "./freshness.js";
-import { systemTables } from "./history.js";
+import { systemTableNames, systemTables } from "./history.js";
 import {
   compileQuery,
   parametersHint,
@@ -46,6 +46,22 @@ export interface CheckResult {
   /** The first failing rows, values clipped. */
   samples: Record<string, string | number | null>[];
   detail?: string | undefined;
+  /** When the result was carried over instead of run: the run that ran the check (its inputs unchanged since). */
+  carriedFromRun?: number | undefined;
+}
+
+/**
+ * What a run knows that lets a check's recorded result stand instead of running it again: the
+ * tables exactly as the runner's last commit left them (engine/db/commit-mark.ts proves it; none
+ * when another program wrote the file since, in WAL mode, or on a server), the run that made that
+ * commit, whether the configuration is the same, and this run's step results so far.
+ */
+export interface CarryOverBasis {
+  untouched: ReadonlySet<string> | "all";
+  previousRunId: number | undefined;
+  sameConfig: boolean;
+  /** The run's step results, by index: a step `unchanged`, `skipped` or `not_executed` wrote none of its tables. */
+  steps: readonly { status: string }[];
 }
 
 /** A check as the plan shows it: what it judges and the step after which it runs. */
@@ -209,6 +225,61 @@ export function tablesRead(db: SqlDatabase, sql: string): Set<string> {
   return read;
 }
 
+/** Functions whose result is not fixed by the tables read: the clock, chance, the connection's state. */
+const unsteadyFunctions = new Set([
+  "date",
+  "time",
+  "datetime",
+  "julianday",
+  "unixepoch",
+  "strftime",
+  "timediff",
+  "current_date",
+  "current_time",
+  "current_timestamp",
+  "random",
+  "randomblob",
+  "changes",
+  "total_changes",
+  "last_insert_rowid",
+  "sqlite_offset",
+]);
+
+/**
+ * The tables a check's query reads when its result depends on nothing else, from its compiled
+ * program; or why it may not be carried over: it uses a parameter (`:run_started_at`), a
+ * clock-dependent or random function (in a view it reads too), a virtual table, the schema, or a
+ * table outside the main database.
+ */
+export function steadyInputs(db: SqlDatabase, sql: string): { tables: Set<string> } | { reason: string } {
+  if (db.dialect) return { reason: "no commit mark on a server" };
+  const roots = new Map(
+    db.all("SELECT tbl_name, rootpage FROM sqlite_schema WHERE rootpage > 0").map((r) => [Number(r["rootpage"]), String(r["tbl_name"])]),
+  );
+  const tables = new Set<string>();
+  let program: Row[];
+  try {
+    program = db.all(`EXPLAIN ${sql}`, parametersOf(sql, { run_id: 0, run_started_at: "" }));
+  } catch (error) {
+    return { reason: (error as Error).message };
+  }
+  for (const op of program) {
+    const opcode = String(op["opcode"]);
+    if (opcode === "Variable") return { reason: "it uses a parameter of the run" };
+    if (opcode.startsWith("V")) return { reason: "it reads a virtual table" };
+    if (opcode === "Function" || opcode === "PureFunc") {
+      const name = String(op["p4"]).replace(/\(.*$/, "").toLowerCase();
+      if (unsteadyFunctions.has(name)) return { reason: `it calls ${name}()` };
+    }
+    if (opcode === "OpenRead" || opcode === "OpenWrite" || opcode === "ReopenIdx") {
+      const table = roots.get(Number(op["p2"]));
+      if (op["p3"] !== 0 || table === undefined) return { reason: "it reads outside the declared tables" };
+      tables.add(table);
+    }
+  }
+  return { tables };
+}
+
 /**
  * The checks of one run: each runs once, after the last step that writes a table it reads (a
  * freshness limit, after its load step), inside the run's transaction; each result is recorded
@@ -218,14 +289,22 @@ export class CheckRun {
   /** Every result so far, in the order the checks ran. */
   readonly results: CheckResult[] = [];
   private schedule:
-    { after: number; check: Omit<PlannedCheck, "after">; run: (db: SqlDatabase, values: SqlParameterValues) => CheckResult }[] | undefined;
+    | {
+        after: number;
+        check: Omit<PlannedCheck, "after">;
+        run: (db: SqlDatabase, values: SqlParameterValues) => CheckResult;
+        /** For a declared check: the tables it reads when nothing else decides its result (see {@link steadyInputs}). */
+        steady?: Set<string> | undefined;
+        column?: string | undefined;
+      }[]
+    | undefined;
 
   constructor(
     private readonly plan: { pipeline: Pipeline; config: LoadedConfig; steps: readonly { index: number; spec: StepSpec }[] },
     private readonly typeOf: (step: StepSpec) => StepDefinition,
     private readonly now: () => Date,
     private readonly onResult: (result: CheckResult) => void = () => undefined,
-    private readonly options: { record: boolean } = { record: true },
+    private readonly options: { record: boolean; carry?: CarryOverBasis | undefined } = { record: true },
   ) {}
 
   /** Runs the checks due before step `next` (all that are left when it is past the last step); throws E_CHECK when one with severity error failed. */
@@ -235,13 +314,53 @@ export class CheckRun {
     this.schedule = this.schedule.filter((entry) => entry.after >= next);
     const failed: CheckResult[] = [];
     for (const entry of due) {
-      const result = entry.run(db, { run_id: runId, run_started_at: startedAt });
+      const result = this.carriedOver(db, entry, next) ?? entry.run(db, { run_id: runId, run_started_at: startedAt });
       if (this.options.record) recordCheckResult(db, runId, result);
       this.results.push(result);
       this.onResult(result);
       if (result.status === "failed") failed.push(result);
     }
     if (failed.length > 0) throw checkFailure(failed);
+  }
+
+  /**
+   * The result the last commit recorded for this check, when running it again would give exactly
+   * that: the same configuration, every table it reads as that commit left it (the commit mark)
+   * and not written by this run's steps so far, and nothing else deciding its result.
+   */
+  private carriedOver(db: SqlDatabase, entry: NonNullable<CheckRun["schedule"]>[number], next: number): CheckResult | undefined {
+    const carry = this.options.carry;
+    if (!carry || !carry.sameConfig || carry.previousRunId === undefined || carry.untouched === "all" || !entry.steady) return undefined;
+    const untouched = carry.untouched;
+    // why: a script may write any table, before this check or after it (then the last commit's tables are not what its check saw).
+    if (this.plan.steps.some((step) => this.typeOf(step.spec).writesUndeclared?.(step.spec))) return undefined;
+    const written = new Set<string>();
+    for (const step of this.plan.steps) {
+      if (step.index >= next) break;
+      const status = carry.steps[step.index]?.status;
+      if (status === "unchanged" || status === "skipped" || status === "not_executed") continue;
+      for (const table of this.typeOf(step.spec).writes(step.spec)) written.add(table);
+    }
+    if (![...entry.steady].every((table) => untouched.has(table) && !written.has(table) && !systemTableNames.has(table))) return undefined;
+    const row = db.all(
+      "SELECT kind, severity, status, failing_rows, samples, detail, carried_from_run FROM pipeline_check_results WHERE run_id = ? AND check_name = ?",
+      [carry.previousRunId, entry.check.name],
+    )[0];
+    if (!row || row["kind"] !== entry.check.kind || row["severity"] !== entry.check.severity) return undefined;
+    // why: a commit's results passed or warned (a failed error check saves nothing); anything else is not carried.
+    if (row["status"] !== "passed" && row["status"] !== "warned") return undefined;
+    return {
+      name: entry.check.name,
+      table: entry.check.table,
+      column: entry.column,
+      kind: entry.check.kind,
+      severity: entry.check.severity,
+      status: row["status"] === "warned" ? "warned" : "passed",
+      failingRows: Number(row["failing_rows"]),
+      samples: row["samples"] === null ? [] : (JSON.parse(String(row["samples"])) as CheckResult["samples"]),
+      ...(row["detail"] === null ? {} : { detail: String(row["detail"]) }),
+      carriedFromRun: row["carried_from_run"] === null ? carry.previousRunId : Number(row["carried_from_run"]),
+    };
   }
 
   /** The checks a run will make, each with the step it runs after, in the order they run (the plan shows them); runs nothing. */
@@ -256,13 +375,16 @@ export class CheckRun {
     for (const step of steps) for (const table of this.typeOf(step.spec).writes(step.spec)) lastWriter.set(table, step.index);
     const last = steps.length - 1;
     const entries: NonNullable<CheckRun["schedule"]> = declaredChecks(pipeline).map((check) => {
-      const reads = tablesRead(db, failingRowsSql(check, config.baseDir));
+      const failing = failingRowsSql(check, config.baseDir);
+      const reads = tablesRead(db, failing);
       reads.add(check.table);
       const writers = [...reads].map((table) => lastWriter.get(table) ?? -1);
       // why: a check on tables no declared step writes (a script step may) runs once every step has run.
       const after = writers.every((w) => w === -1) ? last : Math.max(...writers);
       const planned = { name: check.name, table: check.table, kind: check.kind, severity: check.severity };
-      return { after, check: planned, run: (d, values) => runCheck(d, check, config.baseDir, values) };
+      const inputs = this.options.carry ? steadyInputs(db, countingSql(failing)) : undefined;
+      const steady = inputs && "tables" in inputs ? new Set([...inputs.tables, check.table]) : undefined;
+      return { after, check: planned, run: (d, values) => runCheck(d, check, config.baseDir, values), steady, column: check.column };
     });
     for (const step of steps) {
       const spec = step.spec as { freshness?: unknown };
@@ -298,8 +420,8 @@ export function describeCheckResult(result: CheckResult): string {
 /** Records a result in pipeline_check_results. */
 export function recordCheckResult(db: SqlDatabase, runId: number, result: CheckResult): void {
   db.run(
-    `INSERT INTO pipeline_check_results (run_id, check_name, table_name, column_name, kind, severity, status, failing_rows, samples, detail)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    `INSERT INTO pipeline_check_results (run_id, check_name, table_name, column_name, kind, severity, status, failing_rows, samples, detail, carried_from_run)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     [
       runId,
       result.name,
@@ -311,6 +433,7 @@ export function recordCheckResult(db: SqlDatabase, runId: number, result: CheckR
       result.failingRows,
       result.samples.length > 0 ? JSON.stringify(result.samples) : null,
       result.detail ?? null,
+      result.carriedFromRun ?? null,
     ],
   );
 }

@@ -157,7 +157,12 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     const runId = startRun(db, { startedAt, configSha256, configFile: plan.config.file });
     report.runId = runId;
     const files: OutputFile[] = [];
-    const checks = new CheckRun(plan, options.typeOf, now, (result) => options.onEvent({ kind: "check", result }));
+    // why: a check whose inputs provably did not change since the last commit keeps that commit's result (docs/checks.md).
+    const carry = { untouched: session.soundTables, previousRunId: previous?.runId, sameConfig: previous?.configSha256 === configSha256 };
+    const checks = new CheckRun(plan, options.typeOf, now, (result) => options.onEvent({ kind: "check", result }), {
+      record: true,
+      carry: { ...carry, steps: report.steps },
+    });
     report.checks = checks.results;
     for (const step of plan.steps) {
       // why: a check runs once the last step writing a table it reads has run, before the next step.

@@ -1,0 +1,166 @@
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { sqlite, Workspace } from "./helpers/workspace.js";
+
+let ws: Workspace;
+beforeEach(() => {
+  ws = new Workspace({ withClientPipeline: false });
+  ws.write("products.csv", "id,price\nA,1.50\nB,2.00\nC,-1.00\n");
+  ws.write("sales.csv", "day,product,qty\n2024-01-02,A,3\n2024-01-03,B,0\n2024-01-04,Z,1\n");
+});
+afterEach(() => ws.remove());
+
+/** Steady checks on both tables (two warn with failing rows), one that reads the clock, one that reads a run parameter; `extra` goes under steps. */
+const pipeline = (options: { description?: string; extraStep?: string } = {}) => `version: 1
+database: db.sqlite
+tables:
+  products:
+    description: ${options.description ?? "one row per product"}
+    columns:
+      id: { type: text }
+      price: { type: decimal, scale: 2, required: true }
+    primary_key: [id]
+    checks:
+      - { name: prices_positive, check: range, column: price, min: 0, inclusive: false, severity: warn }
+  sales:
+    columns:
+      day: { type: date, required: true }
+      product: { type: text, required: true }
+      qty: { type: integer, required: true }
+    unique:
+      - [day, product]
+    checks:
+      - { name: quantities_positive, check: range, column: qty, min: 0, inclusive: false, severity: warn }
+      - { name: products_known, check: relationships, column: product, to: products, field: id, severity: warn }
+      - { name: not_in_the_future, check: expression, expression: "day <= date('now')" }
+      - { name: before_the_run, check: expression, expression: "day <= date(:run_started_at)" }
+steps:
+  - { name: load_products, type: load, source: products.csv, table: products, mode: replace, columns: { id: id, price: price } }
+  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: insert_new, key: [day, product], columns: { day: day, product: product, qty: qty } }
+${options.extraStep ?? ""}`;
+
+interface Check {
+  name: string;
+  status: string;
+  failingRows: number;
+  samples: Record<string, unknown>[];
+  carriedFromRun?: number;
+}
+interface RunJson {
+  ok: boolean;
+  status: string;
+  runId?: number;
+  checks: Check[];
+}
+
+const steady = ["prices_positive", "quantities_positive", "products_known"];
+
+describe.each(["sqljs", "native"] as const)("on the %s engine, a check's result", (engine) => {
+  const run = async (...args: string[]) => {
+    const result = await ws.cli(["run", "--engine", engine, ...args]);
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    return result;
+  };
+  const runJson = async () => JSON.parse((await run("--json")).stdout) as RunJson;
+  const byName = (report: { checks: Check[] }) => new Map(report.checks.map((check) => [check.name, check]));
+  /** What running every check against the stored database gives now (the test command runs them all, carries nothing). */
+  const rerun = async () => {
+    const result = await ws.cli(["test", "--engine", engine, "--json"]);
+    return byName(JSON.parse(result.stdout) as { checks: Check[] });
+  };
+
+  test("is carried over from the last commit when nothing it reads changed, says so, and equals running the check again", async () => {
+    ws.write("pipeline.yaml", pipeline());
+    const first = await runJson();
+    expect(first.runId).toBe(1);
+    const second = await runJson();
+    expect(second.status).toBe("unchanged");
+    const checks = byName(second);
+    for (const name of steady) expect(checks.get(name)?.carriedFromRun, name).toBe(1);
+    // why: the clock and the run's start decide these two; they always run.
+    expect(checks.get("not_in_the_future")?.carriedFromRun).toBeUndefined();
+    expect(checks.get("before_the_run")?.carriedFromRun).toBeUndefined();
+    const fresh = await rerun();
+    for (const name of steady) {
+      const { carriedFromRun: _, ...carried } = checks.get(name)!;
+      expect(carried, name).toEqual(fresh.get(name));
+    }
+    expect(checks.get("products_known")).toMatchObject({ status: "warned", failingRows: 1, samples: [{ product: "Z" }] });
+    const text = await run();
+    expect(text.stdout).toContain("check ⚠ warn products_known on sales: 1 failing row(s)");
+    expect(text.stdout).toContain("(carried over from run 1)");
+    expect(text.stdout).toContain(
+      "carried over from run 1 (nothing they read changed since): prices_positive, quantities_positive, products_known",
+    );
+  });
+
+  test("of a table a run changed is not carried over; that of an untouched table is, from the run that ran it", async () => {
+    ws.write("pipeline.yaml", pipeline());
+    await run();
+    ws.write("sales.csv", `${ws.bytes("sales.csv")!.toString()}2024-01-05,Y,-4\n`);
+    const second = byName(await runJson());
+    expect(second.get("prices_positive")?.carriedFromRun).toBe(1);
+    expect(second.get("quantities_positive")).toMatchObject({ failingRows: 2 });
+    expect(second.get("quantities_positive")?.carriedFromRun).toBeUndefined();
+    expect(second.get("products_known")).toMatchObject({ failingRows: 2 });
+    expect(second.get("products_known")?.carriedFromRun).toBeUndefined();
+    // why: a result carried over is recorded with the run that carried it, naming the run that ran the check.
+    expect(
+      sqlite(
+        ws.path("db.sqlite"),
+        "SELECT carried_from_run FROM pipeline_check_results WHERE run_id = 2 AND check_name = 'prices_positive'",
+      ),
+    ).toBe("1");
+    const third = byName(await runJson());
+    expect(third.get("prices_positive")?.carriedFromRun).toBe(1);
+    expect(third.get("quantities_positive")).toMatchObject({ failingRows: 2, carriedFromRun: 2 });
+  });
+
+  test("is not carried over when another program wrote a table it reads (sqlite3) between runs", async () => {
+    ws.write("pipeline.yaml", pipeline());
+    await run();
+    sqlite(ws.path("db.sqlite"), "INSERT INTO sales (day, product, qty) VALUES ('2024-01-09', 'A', -7)");
+    const second = byName(await runJson());
+    expect(second.get("quantities_positive")).toMatchObject({ failingRows: 2 });
+    for (const name of steady) expect(second.get(name)?.carriedFromRun, name).toBeUndefined();
+    expect(second).toEqual(await rerun());
+  });
+
+  test("is not carried over when the configuration changed", async () => {
+    ws.write("pipeline.yaml", pipeline());
+    await run();
+    ws.write("pipeline.yaml", pipeline({ description: "one row per product, as the sheet lists them" }));
+    const second = await runJson();
+    for (const check of second.checks) expect(check.carriedFromRun, check.name).toBeUndefined();
+    const third = byName(await runJson());
+    expect(third.get("prices_positive")?.carriedFromRun).toBe(2);
+  });
+
+  test("is not carried over when a step may write tables it does not declare (a sql script)", async () => {
+    const script = '  - { name: tidy, type: sql, sql: "UPDATE sales SET qty = qty WHERE 0" }\n';
+    ws.write("pipeline.yaml", pipeline({ extraStep: script }));
+    await run();
+    ws.write("products.csv", `${ws.bytes("products.csv")!.toString()}D,4.00\n`);
+    const second = await runJson();
+    for (const check of second.checks) expect(check.carriedFromRun, check.name).toBeUndefined();
+  });
+});
+
+test("on the native engine, a database in WAL mode never has a check's result carried over", async () => {
+  ws.write("pipeline.yaml", pipeline());
+  const run = async () => {
+    const result = await ws.cli(["run", "--engine", "native", "--json"]);
+    expect(result.code, result.stderr).toBe(0);
+    return JSON.parse(result.stdout) as RunJson;
+  };
+  await run();
+  expect(sqlite(ws.path("db.sqlite"), "PRAGMA journal_mode = WAL")).toBe("wal");
+  for (let i = 0; i < 2; i++) {
+    const again = await run();
+    expect(again.status).toBe("unchanged");
+    for (const check of again.checks) expect(check.carriedFromRun, check.name).toBeUndefined();
+  }
+  // why: a commit in WAL mode leaves the main file as it was; no mark can prove what it holds.
+  ws.write("sales.csv", `${ws.bytes("sales.csv")!.toString()}2024-01-05,A,2\n`);
+  expect((await run()).runId).toBe(2);
+  for (const check of (await run()).checks) expect(check.carriedFromRun, check.name).toBeUndefined();
+});
