@@ -34,6 +34,17 @@ export function renderCheckTable(results: readonly CheckResult[], c: ChalkInstan
     if (r.carriedFromRun !== undefined) carried.set(r.carriedFromRun, [...(carried.get(r.carriedFromRun) ?? []), r.name]);
   for (const [run, names] of carried)
     lines.push(c.dim(`  carried over from run ${run} (nothing they read changed since): ${names.join(", ")}`));
+  const appended = new Map<number, string[]>();
+  for (const r of results)
+    if (r.appendedRows !== undefined)
+      appended.set(r.appendedRows.earlierFromRun, [
+        ...(appended.get(r.appendedRows.earlierFromRun) ?? []),
+        `${r.name} (${r.appendedRows.rows} row(s))`,
+      ]);
+  for (const [run, names] of appended)
+    lines.push(
+      c.dim(`  judged only the rows this run added (the others passed in run ${run} and did not change since): ${names.join(", ")}`),
+    );
   const failed = results.filter((r) => r.status === "failed").length;
   const warned = results.filter((r) => r.status === "warned").length;
   lines.push(

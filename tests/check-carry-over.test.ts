@@ -44,6 +44,7 @@ interface Check {
   failingRows: number;
   samples: Record<string, unknown>[];
   carriedFromRun?: number;
+  appendedRows?: { rows: number; earlierFromRun: number };
 }
 interface RunJson {
   ok: boolean;
@@ -135,6 +136,16 @@ describe.each(["sqljs", "native"] as const)("on the %s engine, a check's result"
     expect(third.get("prices_positive")?.carriedFromRun).toBe(2);
   });
 
+  test("is not carried over when it reads the runner's own tables, which every run writes", async () => {
+    const runs =
+      "      - { name: one_run_so_far, check: sql, severity: warn, sql: 'SELECT count(*) AS runs FROM pipeline_runs HAVING count(*) > 1' }\n";
+    ws.write("pipeline.yaml", pipeline().replace("    checks:\n", `    checks:\n${runs}`));
+    expect(byName(await runJson()).get("one_run_so_far")).toMatchObject({ status: "passed" });
+    const second = byName(await runJson());
+    expect(second.get("prices_positive")?.carriedFromRun).toBe(1);
+    expect(second.get("one_run_so_far")).toMatchObject({ status: "warned", failingRows: 1, samples: [{ runs: 2 }] });
+  });
+
   test("is not carried over when a step may write tables it does not declare (a sql script)", async () => {
     const script = '  - { name: tidy, type: sql, sql: "UPDATE sales SET qty = qty WHERE 0" }\n';
     ws.write("pipeline.yaml", pipeline({ extraStep: script }));
@@ -163,4 +174,105 @@ test("on the native engine, a database in WAL mode never has a check's result ca
   ws.write("sales.csv", `${ws.bytes("sales.csv")!.toString()}2024-01-05,A,2\n`);
   expect((await run()).runId).toBe(2);
   for (const check of (await run()).checks) expect(check.carriedFromRun, check.name).toBeUndefined();
+});
+
+/** Row-by-row checks on sales (all passing on the first data), keyed sales for insert_new, or an upsert on an integer key. */
+const appendPipeline = (mode: "insert_new" | "upsert") => `version: 1
+database: db.sqlite
+tables:
+  products:
+    columns:
+      id: { type: text }
+      price: { type: decimal, scale: 2, required: true }
+    primary_key: [id]
+  sales:
+    columns:
+      sale_id: { type: integer }
+      day: { type: date, required: true }
+      product: { type: text, required: true }
+      qty: { type: integer, required: true }
+    primary_key: [sale_id]
+    checks:
+      - { name: quantities_positive, check: range, column: qty, min: 0, inclusive: false, severity: warn }
+      - { name: products_known, check: relationships, column: product, to: products, field: id, severity: warn }
+      - { name: small_orders, check: expression, expression: "qty < 100", severity: warn }
+      - { name: one_sale_at_least, check: row_count, min: 1 }
+steps:
+  - { name: load_products, type: load, source: products.csv, table: products, mode: replace, columns: { id: id, price: price } }
+  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: ${mode}, key: [sale_id], columns: { sale_id: id, day: day, product: product, qty: qty } }
+`;
+const rowByRow = ["quantities_positive", "products_known", "small_orders"];
+
+describe.each(["sqljs", "native"] as const)("on the %s engine, a row-by-row check after a run that only appended rows", (engine) => {
+  const runJson = async () => {
+    const result = await ws.cli(["run", "--engine", engine, "--json"]);
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    return JSON.parse(result.stdout) as RunJson;
+  };
+  const fresh = async () => {
+    const result = await ws.cli(["test", "--engine", engine, "--json"]);
+    return new Map((JSON.parse(result.stdout) as { checks: Check[] }).checks.map((check) => [check.name, check]));
+  };
+  const append = (file: string, lines: string) => ws.write(file, `${ws.bytes(file)!.toString()}${lines}`);
+  beforeEach(() => ws.write("sales.csv", "id,day,product,qty\n10,2024-01-02,A,3\n20,2024-01-03,B,1\n30,2024-01-04,A,2\n"));
+
+  test("judges only the appended rows, says so, and equals running the whole check", async () => {
+    ws.write("pipeline.yaml", appendPipeline("insert_new"));
+    await runJson();
+    append("sales.csv", "40,2024-01-05,B,4\n50,2024-01-06,A,5\n");
+    const second = await runJson();
+    expect(second.runId).toBe(2);
+    const checks = new Map(second.checks.map((check) => [check.name, check]));
+    const expected = await fresh();
+    for (const name of rowByRow) {
+      expect(checks.get(name)?.appendedRows, name).toEqual({ rows: 2, earlierFromRun: 1 });
+      const { appendedRows: _, ...result } = checks.get(name)!;
+      expect(result, name).toEqual(expected.get(name));
+    }
+    // why: a count over the whole table is not row by row; it runs whole.
+    expect(checks.get("one_sale_at_least")?.appendedRows).toBeUndefined();
+    append("sales.csv", "60,2024-01-07,A,6\n");
+    const text = await ws.cli(["run", "--engine", engine]);
+    expect(text.stdout).toContain(
+      "judged only the rows this run added (the others passed in run 2 and did not change since): quantities_positive (1 row(s)), products_known (1 row(s)), small_orders (1 row(s))",
+    );
+  });
+
+  test("judges the whole table when an appended row fails, so the count and samples are the whole check's", async () => {
+    ws.write("pipeline.yaml", appendPipeline("insert_new"));
+    await runJson();
+    append("sales.csv", "40,2024-01-05,Z,-4\n");
+    const checks = new Map((await runJson()).checks.map((check) => [check.name, check]));
+    expect(checks.get("quantities_positive")).toMatchObject({ status: "warned", failingRows: 1, samples: [{ qty: -4 }] });
+    expect(checks.get("quantities_positive")?.appendedRows).toBeUndefined();
+    expect(checks.get("small_orders")?.appendedRows).toEqual({ rows: 1, earlierFromRun: 1 });
+  });
+
+  test("judges the whole table when another program changed an old row between runs (sqlite3)", async () => {
+    ws.write("pipeline.yaml", appendPipeline("insert_new"));
+    await runJson();
+    sqlite(ws.path("db.sqlite"), "UPDATE sales SET qty = 500 WHERE sale_id = 10");
+    append("sales.csv", "40,2024-01-05,B,4\n");
+    const checks = new Map((await runJson()).checks.map((check) => [check.name, check]));
+    expect(checks.get("small_orders")).toMatchObject({ status: "warned", failingRows: 1, samples: [{ sale_id: 10, qty: 500 }] });
+    for (const name of rowByRow) expect(checks.get(name)?.appendedRows, name).toBeUndefined();
+  });
+
+  test("judges the whole table when a step updated old rows (upsert)", async () => {
+    ws.write("pipeline.yaml", appendPipeline("upsert"));
+    await runJson();
+    ws.write("sales.csv", "id,day,product,qty\n10,2024-01-02,A,300\n20,2024-01-03,B,1\n30,2024-01-04,A,2\n40,2024-01-05,B,4\n");
+    const checks = new Map((await runJson()).checks.map((check) => [check.name, check]));
+    expect(checks.get("small_orders")).toMatchObject({ status: "warned", failingRows: 1, samples: [{ sale_id: 10, qty: 300 }] });
+    expect(checks.get("small_orders")?.appendedRows).toBeUndefined();
+  });
+
+  test("judges the whole table when appended rows took row ids below the last one (an integer key)", async () => {
+    ws.write("pipeline.yaml", appendPipeline("insert_new"));
+    await runJson();
+    append("sales.csv", "5,2024-01-05,B,700\n60,2024-01-06,A,1\n");
+    const checks = new Map((await runJson()).checks.map((check) => [check.name, check]));
+    expect(checks.get("small_orders")).toMatchObject({ status: "warned", failingRows: 1, samples: [{ sale_id: 5, qty: 700 }] });
+    for (const name of rowByRow) expect(checks.get(name)?.appendedRows, name).toBeUndefined();
+  });
 });
