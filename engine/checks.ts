@@ -2,7 +2,8 @@ import type { LoadedConfig } from "./config/load.js";
 import type { CheckSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type Row, type SqlDatabase, type SqlValue } from "./db/database.js";
 import { splitStatements } from "./db/split-sql.js";
-import { openSqlJs } from "./db/sqljs.js";
+import type { EngineName } from "./db/engines/engine.js";
+import { openScratch } from "./db/scratch.js";
 import { ensureTables } from "./db/tables.js";
 import { didYouMean, PipelineError, type Diagnostic } from "./errors.js";
 import { freshnessDiagnostics, freshnessOf } from "./freshness.js";
@@ -538,7 +539,7 @@ export function recordCheckResult(db: SqlDatabase, runId: number, result: CheckR
  * Checks the checks before anything runs: their columns and tables exist, their options agree, and
  * each one's query compiles against the declared tables and only reads. Freshness limits too.
  */
-export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline): Promise<Diagnostic[]> {
+export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline, engine?: EngineName): Promise<Diagnostic[]> {
   const diagnostics: Diagnostic[] = [];
   const tables = pipeline.tables as Record<string, TableSpec>;
   const problem = (message: string, at: (string | number)[], key?: string, code: Diagnostic["code"] = "E_CONFIG") =>
@@ -546,7 +547,7 @@ export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline)
   const checks = declaredChecks(pipeline);
   diagnostics.push(...freshnessDiagnostics(config, pipeline));
   if (checks.length === 0) return diagnostics;
-  const scratch = await openSqlJs();
+  const scratch = await openScratch(engine);
   try {
     ensureTables(scratch, systemTables as Record<string, TableSpec>);
     for (const [name, spec] of Object.entries(tables)) {
