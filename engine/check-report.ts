@@ -33,7 +33,7 @@ export function renderCheckTable(results: readonly CheckResult[], c: ChalkInstan
   for (const r of results)
     if (r.carriedFromRun !== undefined) carried.set(r.carriedFromRun, [...(carried.get(r.carriedFromRun) ?? []), r.name]);
   for (const [run, names] of carried)
-    lines.push(c.dim(`  carried over from run ${run} (nothing they read changed since): ${names.join(", ")}`));
+    lines.push(...wrapped(`carried over from run ${run} (nothing they read changed since):`, names).map((line) => c.dim(line)));
   const appended = new Map<number, string[]>();
   for (const r of results)
     if (r.appendedRows !== undefined)
@@ -43,7 +43,9 @@ export function renderCheckTable(results: readonly CheckResult[], c: ChalkInstan
       ]);
   for (const [run, names] of appended)
     lines.push(
-      c.dim(`  judged only the rows this run added (the others passed in run ${run} and did not change since): ${names.join(", ")}`),
+      ...wrapped(`judged only the rows this run added (the others passed in run ${run} and did not change since):`, names).map((line) =>
+        c.dim(line),
+      ),
     );
   const failed = results.filter((r) => r.status === "failed").length;
   const warned = results.filter((r) => r.status === "warned").length;
@@ -52,5 +54,17 @@ export function renderCheckTable(results: readonly CheckResult[], c: ChalkInstan
       (warned > 0 ? c.yellow(`, ${warned} warned`) : "") +
       (failed > 0 ? c.red(`, ${failed} failed`) : ""),
   );
+  return lines;
+}
+
+/** A heading, then the names after it, as lines of at most about 100 characters, indented. */
+function wrapped(heading: string, names: readonly string[]): string[] {
+  const lines = [`  ${heading}`];
+  for (const name of names) {
+    const last = lines.length - 1;
+    if (lines[last]!.length + name.length + 2 > 100) lines.push(`    ${name},`);
+    else lines[last] += ` ${name},`;
+  }
+  lines[lines.length - 1] = lines.at(-1)!.replace(/,$/, "");
   return lines;
 }
