@@ -5,7 +5,8 @@ import { describeCheckResult, type CheckResult } from "./checks.js";
 export function checkLine(result: CheckResult, c: ChalkInstance): string {
   const mark = result.status === "passed" ? c.green("✓") : result.status === "warned" ? c.yellow("⚠ warn") : c.red("✗ error");
   const text = result.status === "passed" && result.detail === undefined ? result.name : describeCheckResult(result);
-  return `check ${mark} ${result.status === "passed" ? text : (result.status === "warned" ? c.yellow : c.red)(text)}`;
+  const carried = result.carriedFromRun === undefined ? "" : c.dim(` (carried over from run ${result.carriedFromRun})`);
+  return `check ${mark} ${result.status === "passed" ? text : (result.status === "warned" ? c.yellow : c.red)(text)}${carried}`;
 }
 
 /** The checks as a table (check, table, severity, status, failing rows), then the first failing rows of each that did not pass. */
@@ -28,6 +29,24 @@ export function renderCheckTable(results: readonly CheckResult[], c: ChalkInstan
     lines.push(color(`  ${describeCheckResult(result)}`));
     for (const sample of result.samples.slice(1, 3)) lines.push(c.dim(`    ${JSON.stringify(sample)}`));
   }
+  const carried = new Map<number, string[]>();
+  for (const r of results)
+    if (r.carriedFromRun !== undefined) carried.set(r.carriedFromRun, [...(carried.get(r.carriedFromRun) ?? []), r.name]);
+  for (const [run, names] of carried)
+    lines.push(...wrapped(`carried over from run ${run} (nothing they read changed since):`, names).map((line) => c.dim(line)));
+  const appended = new Map<number, string[]>();
+  for (const r of results)
+    if (r.appendedRows !== undefined)
+      appended.set(r.appendedRows.earlierFromRun, [
+        ...(appended.get(r.appendedRows.earlierFromRun) ?? []),
+        `${r.name} (${r.appendedRows.rows} row(s))`,
+      ]);
+  for (const [run, names] of appended)
+    lines.push(
+      ...wrapped(`judged only the rows this run added (the others passed in run ${run} and did not change since):`, names).map((line) =>
+        c.dim(line),
+      ),
+    );
   const failed = results.filter((r) => r.status === "failed").length;
   const warned = results.filter((r) => r.status === "warned").length;
   lines.push(
@@ -35,5 +54,17 @@ export function renderCheckTable(results: readonly CheckResult[], c: ChalkInstan
       (warned > 0 ? c.yellow(`, ${warned} warned`) : "") +
       (failed > 0 ? c.red(`, ${failed} failed`) : ""),
   );
+  return lines;
+}
+
+/** A heading, then the names after it, as lines of at most about 100 characters, indented. */
+function wrapped(heading: string, names: readonly string[]): string[] {
+  const lines = [`  ${heading}`];
+  for (const name of names) {
+    const last = lines.length - 1;
+    if (lines[last]!.length + name.length + 2 > 100) lines.push(`    ${name},`);
+    else lines[last] += ` ${name},`;
+  }
+  lines[lines.length - 1] = lines.at(-1)!.replace(/,$/, "");
   return lines;
 }

@@ -2,11 +2,12 @@ import type { LoadedConfig } from "./config/load.js";
 import type { CheckSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type Row, type SqlDatabase, type SqlValue } from "./db/database.js";
 import { splitStatements } from "./db/split-sql.js";
-import { openSqlJs } from "./db/sqljs.js";
+import type { EngineName } from "./db/engines/engine.js";
+import { openScratch } from "./db/scratch.js";
 import { ensureTables } from "./db/tables.js";
 import { didYouMean, PipelineError, type Diagnostic } from "./errors.js";
 import { freshnessDiagnostics, freshnessOf } from "./freshness.js";
-import { systemTables } from "./history.js";
+import { systemTableNames, systemTables } from "./history.js";
 import {
   compileQuery,
   parametersHint,
@@ -17,7 +18,7 @@ import {
   writesDatabase,
   type SqlParameterValues,
 } from "./sql-source.js";
-import type { CheckContext, StepDefinition } from "./step.js";
+import type { CheckContext, StepCounts, StepDefinition } from "./step.js";
 
 /** The kinds of check a table may declare, and `freshness` for a load step's source. */
 export type CheckKind = CheckSpec["check"] | "freshness";
@@ -46,6 +47,24 @@ export interface CheckResult {
   /** The first failing rows, values clipped. */
   samples: Record<string, string | number | null>[];
   detail?: string | undefined;
+  /** When the result was carried over instead of run: the run that ran the check (its inputs unchanged since). */
+  carriedFromRun?: number | undefined;
+  /** When only the rows this run appended were checked: how many, and the run whose result showed the earlier rows passing. */
+  appendedRows?: { rows: number; earlierFromRun: number } | undefined;
+}
+
+/**
+ * What a run knows that lets a check's recorded result stand instead of running it again: the
+ * tables exactly as the runner's last commit left them (engine/db/commit-mark.ts proves it; none
+ * when another program wrote the file since, in WAL mode, or on a server), the run that made that
+ * commit, whether the configuration is the same, and this run's step results so far.
+ */
+export interface CarryOverBasis {
+  untouched: ReadonlySet<string> | "all";
+  previousRunId: number | undefined;
+  sameConfig: boolean;
+  /** The run's step results, by index: a step `unchanged`, `skipped` or `not_executed` wrote none of its tables. */
+  steps: readonly { status: string; counts?: StepCounts | undefined }[];
 }
 
 /** A check as the plan shows it: what it judges and the step after which it runs. */
@@ -109,22 +128,25 @@ function literal(value: string | number | boolean): string {
 }
 
 /** The query whose rows are the check's failures (one row per failing row, or per repeated key for `unique`). */
-export function failingRowsSql(check: DeclaredCheck, baseDir: string): string {
+export function failingRowsSql(check: DeclaredCheck, baseDir: string, rows?: string): string {
   const spec = check.spec;
   const t = quoteIdent(check.table);
+  // why: with `rows`, a row-by-row check judges only the rows it selects (those a run appended), under the table's own name.
+  const only = rows === undefined ? undefined : `(SELECT * FROM ${t} WHERE ${rows})`;
+  const from = only === undefined ? t : `${only} AS ${t}`;
   switch (spec.check) {
     case "not_null":
-      return `SELECT * FROM ${t} WHERE ${quoteIdent(spec.column)} IS NULL`;
+      return `SELECT * FROM ${from} WHERE ${quoteIdent(spec.column)} IS NULL`;
     case "unique": {
       const list = spec.columns.map(quoteIdent);
       return `SELECT ${list.join(", ")}, count(*) AS "rows" FROM ${t} WHERE ${list.map((c) => `${c} IS NOT NULL`).join(" AND ")} GROUP BY ${list.join(", ")} HAVING count(*) > 1`;
     }
     case "relationships": {
       const c = quoteIdent(spec.column);
-      return `SELECT * FROM ${t} AS child WHERE child.${c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ${quoteIdent(spec.to)} AS parent WHERE parent.${quoteIdent(spec.field)} = child.${c})`;
+      return `SELECT * FROM ${only ?? t} AS child WHERE child.${c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ${quoteIdent(spec.to)} AS parent WHERE parent.${quoteIdent(spec.field)} = child.${c})`;
     }
     case "accepted_values":
-      return `SELECT * FROM ${t} WHERE ${quoteIdent(spec.column)} IS NOT NULL AND ${quoteIdent(spec.column)} NOT IN (${spec.values.map(literal).join(", ")})`;
+      return `SELECT * FROM ${from} WHERE ${quoteIdent(spec.column)} IS NOT NULL AND ${quoteIdent(spec.column)} NOT IN (${spec.values.map(literal).join(", ")})`;
     case "range": {
       const c = quoteIdent(spec.column);
       const inclusive = spec.inclusive ?? true;
@@ -132,10 +154,10 @@ export function failingRowsSql(check: DeclaredCheck, baseDir: string): string {
         ...(spec.min === undefined ? [] : [`${c} ${inclusive ? ">=" : ">"} ${literal(spec.min)}`]),
         ...(spec.max === undefined ? [] : [`${c} ${inclusive ? "<=" : "<"} ${literal(spec.max)}`]),
       ];
-      return `SELECT * FROM ${t} WHERE ${c} IS NOT NULL AND NOT (${bounds.join(" AND ") || "TRUE"})`;
+      return `SELECT * FROM ${from} WHERE ${c} IS NOT NULL AND NOT (${bounds.join(" AND ") || "TRUE"})`;
     }
     case "expression":
-      return `SELECT * FROM ${t} WHERE NOT (\n${spec.expression}\n)`;
+      return `SELECT * FROM ${from} WHERE NOT (\n${spec.expression}\n)`;
     case "row_count": {
       const bounds = [
         ...(spec.min === undefined ? [] : [`"rows" >= ${spec.min}`]),
@@ -159,8 +181,8 @@ export function countingSql(failing: string, samples = checkSamples): string {
 }
 
 /** Runs one check against the database; its status follows its severity. */
-export function runCheck(db: SqlDatabase, check: DeclaredCheck, baseDir: string, values: SqlParameterValues): CheckResult {
-  const sql = countingSql(failingRowsSql(check, baseDir));
+export function runCheck(db: SqlDatabase, check: DeclaredCheck, baseDir: string, values: SqlParameterValues, only?: string): CheckResult {
+  const sql = countingSql(failingRowsSql(check, baseDir, only));
   let rows: Row[];
   try {
     rows = db.all(sql, parametersOf(sql, values));
@@ -209,6 +231,85 @@ export function tablesRead(db: SqlDatabase, sql: string): Set<string> {
   return read;
 }
 
+/** Functions whose result is not fixed by the tables read: the clock, chance, the connection's state. */
+const unsteadyFunctions = new Set([
+  "date",
+  "time",
+  "datetime",
+  "julianday",
+  "unixepoch",
+  "strftime",
+  "timediff",
+  "current_date",
+  "current_time",
+  "current_timestamp",
+  "random",
+  "randomblob",
+  "changes",
+  "total_changes",
+  "last_insert_rowid",
+  "sqlite_offset",
+]);
+
+/**
+ * The tables a check's query reads when its result depends on nothing else, from its compiled
+ * program; or why it may not be carried over: it uses a parameter (`:run_started_at`), a
+ * clock-dependent or random function (in a view it reads too), a virtual table, the schema, or a
+ * table outside the main database.
+ */
+export function steadyInputs(db: SqlDatabase, sql: string): { tables: Set<string> } | { reason: string } {
+  if (db.dialect) return { reason: "no commit mark on a server" };
+  const roots = new Map(
+    db.all("SELECT tbl_name, rootpage FROM sqlite_schema WHERE rootpage > 0").map((r) => [Number(r["rootpage"]), String(r["tbl_name"])]),
+  );
+  const tables = new Set<string>();
+  let program: Row[];
+  try {
+    program = db.all(`EXPLAIN ${sql}`, parametersOf(sql, { run_id: 0, run_started_at: "" }));
+  } catch (error) {
+    return { reason: (error as Error).message };
+  }
+  for (const op of program) {
+    const opcode = String(op["opcode"]);
+    if (opcode === "Variable") return { reason: "it uses a parameter of the run" };
+    if (opcode.startsWith("V")) return { reason: "it reads a virtual table" };
+    if (opcode === "Function" || opcode === "PureFunc") {
+      const name = String(op["p4"]).replace(/\(.*$/, "").toLowerCase();
+      if (unsteadyFunctions.has(name)) return { reason: `it calls ${name}()` };
+    }
+    if (opcode === "OpenRead" || opcode === "OpenWrite" || opcode === "ReopenIdx") {
+      const table = roots.get(Number(op["p2"]));
+      if (op["p3"] !== 0 || table === undefined) return { reason: "it reads outside the declared tables" };
+      tables.add(table);
+    }
+  }
+  return { tables };
+}
+
+type ScheduledCheck = NonNullable<CheckRun["schedule"]>[number];
+
+/** Whether a check judges each row of its table alone: `not_null`, `range`, `accepted_values`, `relationships`, an `expression` without a subquery. */
+function judgesRowByRow(check: DeclaredCheck): boolean {
+  const spec = check.spec;
+  if (spec.check === "expression") return !/\bselect\b/i.test(spec.expression);
+  return spec.check === "not_null" || spec.check === "range" || spec.check === "accepted_values" || spec.check === "relationships";
+}
+
+/** The last rowid of each table a row-by-row check judges (0 when empty). */
+function lastRows(db: SqlDatabase, schedule: readonly ScheduledCheck[]): Map<string, number> {
+  const last = new Map<string, number>();
+  for (const entry of schedule) {
+    const table = entry.rowByRow?.table;
+    if (table === undefined || last.has(table)) continue;
+    try {
+      last.set(table, Number(db.all(`SELECT coalesce(max(rowid), 0) AS last FROM ${quoteIdent(table)}`)[0]?.["last"] ?? 0));
+    } catch {
+      // why: a table without a rowid is judged whole.
+    }
+  }
+  return last;
+}
+
 /**
  * The checks of one run: each runs once, after the last step that writes a table it reads (a
  * freshness limit, after its load step), inside the run's transaction; each result is recorded
@@ -217,31 +318,144 @@ export function tablesRead(db: SqlDatabase, sql: string): Set<string> {
 export class CheckRun {
   /** Every result so far, in the order the checks ran. */
   readonly results: CheckResult[] = [];
+  private lastRowBefore: Map<string, number> | undefined;
   private schedule:
-    { after: number; check: Omit<PlannedCheck, "after">; run: (db: SqlDatabase, values: SqlParameterValues) => CheckResult }[] | undefined;
+    | {
+        after: number;
+        check: Omit<PlannedCheck, "after">;
+        run: (db: SqlDatabase, values: SqlParameterValues) => CheckResult;
+        /** For a declared check: the tables it reads when nothing else decides its result (see {@link steadyInputs}). */
+        steady?: Set<string> | undefined;
+        column?: string | undefined;
+        /** A check that judges each row of its table alone (by the row and unchanged other tables): it can judge only appended rows. */
+        rowByRow?: DeclaredCheck | undefined;
+      }[]
+    | undefined;
 
   constructor(
     private readonly plan: { pipeline: Pipeline; config: LoadedConfig; steps: readonly { index: number; spec: StepSpec }[] },
     private readonly typeOf: (step: StepSpec) => StepDefinition,
     private readonly now: () => Date,
     private readonly onResult: (result: CheckResult) => void = () => undefined,
-    private readonly options: { record: boolean } = { record: true },
+    private readonly options: { record: boolean; carry?: CarryOverBasis | undefined } = { record: true },
   ) {}
 
   /** Runs the checks due before step `next` (all that are left when it is past the last step); throws E_CHECK when one with severity error failed. */
   runDue(db: SqlDatabase, runId: number, startedAt: string, next: number): void {
     this.schedule ??= this.scheduleChecks(db);
+    // why: before any step, the last row of each table a row-by-row check judges; a run that only appends adds rows after it.
+    this.lastRowBefore ??= lastRows(db, this.schedule);
     const due = this.schedule.filter((entry) => entry.after < next);
     this.schedule = this.schedule.filter((entry) => entry.after >= next);
     const failed: CheckResult[] = [];
     for (const entry of due) {
-      const result = entry.run(db, { run_id: runId, run_started_at: startedAt });
+      const result =
+        this.carriedOver(db, entry, next) ??
+        this.appendedOnly(db, entry, next) ??
+        entry.run(db, { run_id: runId, run_started_at: startedAt });
       if (this.options.record) recordCheckResult(db, runId, result);
       this.results.push(result);
       this.onResult(result);
       if (result.status === "failed") failed.push(result);
     }
     if (failed.length > 0) throw checkFailure(failed);
+  }
+
+  /**
+   * The result the last commit recorded for this check, when running it again would give exactly
+   * that: the same configuration, every table it reads as that commit left it (the commit mark)
+   * and not written by this run's steps so far, and nothing else deciding its result.
+   */
+  private carriedOver(db: SqlDatabase, entry: ScheduledCheck, next: number): CheckResult | undefined {
+    const basis = this.carryBasis(entry, next);
+    if (!basis) return undefined;
+    if (![...entry.steady!].every((table) => basis.untouched.has(table) && !basis.written.has(table))) return undefined;
+    const row = this.lastResult(db, entry);
+    if (!row) return undefined;
+    return {
+      name: entry.check.name,
+      table: entry.check.table,
+      column: entry.column,
+      kind: entry.check.kind,
+      severity: entry.check.severity,
+      status: row["status"] === "warned" ? "warned" : "passed",
+      failingRows: Number(row["failing_rows"]),
+      samples: row["samples"] === null ? [] : (JSON.parse(String(row["samples"])) as CheckResult["samples"]),
+      ...(row["detail"] === null ? {} : { detail: String(row["detail"]) }),
+      carriedFromRun: row["carried_from_run"] === null ? basis.previousRunId : Number(row["carried_from_run"]),
+    };
+  }
+
+  /**
+   * A row-by-row check that passed at the last commit, on a table this run only appended to: its
+   * result is that of the appended rows (passed when none fails; otherwise undefined, and the whole
+   * check runs). The old rows are as that commit left them (the mark), no step updated or deleted
+   * rows of the table, and the rows after the table's last row before the steps are exactly as many
+   * as its steps inserted; every other table the check reads is untouched.
+   */
+  private appendedOnly(db: SqlDatabase, entry: ScheduledCheck, next: number): CheckResult | undefined {
+    const check = entry.rowByRow;
+    const basis = check && this.carryBasis(entry, next);
+    if (!check || !basis || !basis.untouched.has(check.table)) return undefined;
+    if (![...entry.steady!].every((table) => table === check.table || (basis.untouched.has(table) && !basis.written.has(table))))
+      return undefined;
+    const last = this.lastRowBefore?.get(check.table);
+    if (last === undefined) return undefined;
+    let inserted = 0;
+    for (const step of this.plan.steps) {
+      if (step.index >= next) break;
+      const result = basis.steps[step.index];
+      if (!result || ["unchanged", "skipped", "not_executed"].includes(result.status)) continue;
+      if (!this.typeOf(step.spec).writes(step.spec).includes(check.table)) continue;
+      const counts = result.counts ?? {};
+      if (counts.inserted === undefined || (counts.updated ?? 0) > 0 || (counts.deleted ?? 0) > 0) return undefined;
+      inserted += counts.inserted;
+    }
+    const row = this.lastResult(db, entry);
+    if (!row || row["status"] !== "passed" || Number(row["failing_rows"]) !== 0) return undefined;
+    const after = `rowid > ${last}`;
+    try {
+      const appended = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(check.table)} WHERE ${after}`)[0]?.["n"]);
+      if (appended !== inserted) return undefined;
+      // why: a row-by-row check on appended rows is steady (no parameter), so the run's values are not needed.
+      const result = runCheck(db, check, this.plan.config.baseDir, { run_id: 0, run_started_at: "" }, after);
+      if (result.status !== "passed") return undefined;
+      const earlierFromRun = row["carried_from_run"] === null ? basis.previousRunId : Number(row["carried_from_run"]);
+      return { ...result, appendedRows: { rows: appended, earlierFromRun } };
+    } catch {
+      return undefined; // why: anything unforeseen (a column named rowid) leaves the whole check to run.
+    }
+  }
+
+  /** What a carried-over or appended-rows result needs: the proof of the last commit, and the tables this run's steps wrote before step `next`. */
+  private carryBasis(
+    entry: ScheduledCheck,
+    next: number,
+  ): (CarryOverBasis & { untouched: ReadonlySet<string>; previousRunId: number; written: Set<string> }) | undefined {
+    const carry = this.options.carry;
+    if (!carry || !carry.sameConfig || carry.previousRunId === undefined || carry.untouched === "all" || !entry.steady) return undefined;
+    // why: a script may write any table, before this check or after it (then the last commit's tables are not what its check saw).
+    if (this.plan.steps.some((step) => this.typeOf(step.spec).writesUndeclared?.(step.spec))) return undefined;
+    if ([...entry.steady].some((table) => systemTableNames.has(table))) return undefined;
+    const written = new Set<string>();
+    for (const step of this.plan.steps) {
+      if (step.index >= next) break;
+      const status = carry.steps[step.index]?.status;
+      if (status === "unchanged" || status === "skipped" || status === "not_executed") continue;
+      for (const table of this.typeOf(step.spec).writes(step.spec)) written.add(table);
+    }
+    return { ...carry, untouched: carry.untouched, previousRunId: carry.previousRunId, written };
+  }
+
+  /** The result the last commit recorded for this check, when it passed or warned with the same kind and severity. */
+  private lastResult(db: SqlDatabase, entry: ScheduledCheck): Row | undefined {
+    const row = db.all(
+      "SELECT kind, severity, status, failing_rows, samples, detail, carried_from_run FROM pipeline_check_results WHERE run_id = ? AND check_name = ?",
+      [this.options.carry!.previousRunId!, entry.check.name],
+    )[0];
+    if (!row || row["kind"] !== entry.check.kind || row["severity"] !== entry.check.severity) return undefined;
+    // why: a commit's results passed or warned (a failed error check saves nothing); anything else is not used.
+    return row["status"] === "passed" || row["status"] === "warned" ? row : undefined;
   }
 
   /** The checks a run will make, each with the step it runs after, in the order they run (the plan shows them); runs nothing. */
@@ -256,13 +470,18 @@ export class CheckRun {
     for (const step of steps) for (const table of this.typeOf(step.spec).writes(step.spec)) lastWriter.set(table, step.index);
     const last = steps.length - 1;
     const entries: NonNullable<CheckRun["schedule"]> = declaredChecks(pipeline).map((check) => {
-      const reads = tablesRead(db, failingRowsSql(check, config.baseDir));
+      const failing = failingRowsSql(check, config.baseDir);
+      const reads = tablesRead(db, failing);
       reads.add(check.table);
       const writers = [...reads].map((table) => lastWriter.get(table) ?? -1);
       // why: a check on tables no declared step writes (a script step may) runs once every step has run.
       const after = writers.every((w) => w === -1) ? last : Math.max(...writers);
       const planned = { name: check.name, table: check.table, kind: check.kind, severity: check.severity };
-      return { after, check: planned, run: (d, values) => runCheck(d, check, config.baseDir, values) };
+      const inputs = this.options.carry ? steadyInputs(db, countingSql(failing)) : undefined;
+      const steady = inputs && "tables" in inputs ? new Set([...inputs.tables, check.table]) : undefined;
+      const rowByRow = steady !== undefined && judgesRowByRow(check) ? check : undefined;
+      const run = (d: SqlDatabase, values: SqlParameterValues) => runCheck(d, check, config.baseDir, values);
+      return { after, check: planned, run, steady, column: check.column, rowByRow };
     });
     for (const step of steps) {
       const spec = step.spec as { freshness?: unknown };
@@ -298,8 +517,8 @@ export function describeCheckResult(result: CheckResult): string {
 /** Records a result in pipeline_check_results. */
 export function recordCheckResult(db: SqlDatabase, runId: number, result: CheckResult): void {
   db.run(
-    `INSERT INTO pipeline_check_results (run_id, check_name, table_name, column_name, kind, severity, status, failing_rows, samples, detail)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    `INSERT INTO pipeline_check_results (run_id, check_name, table_name, column_name, kind, severity, status, failing_rows, samples, detail, carried_from_run)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     [
       runId,
       result.name,
@@ -311,6 +530,7 @@ export function recordCheckResult(db: SqlDatabase, runId: number, result: CheckR
       result.failingRows,
       result.samples.length > 0 ? JSON.stringify(result.samples) : null,
       result.detail ?? null,
+      result.carriedFromRun ?? null,
     ],
   );
 }
@@ -319,7 +539,7 @@ export function recordCheckResult(db: SqlDatabase, runId: number, result: CheckR
  * Checks the checks before anything runs: their columns and tables exist, their options agree, and
  * each one's query compiles against the declared tables and only reads. Freshness limits too.
  */
-export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline): Promise<Diagnostic[]> {
+export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline, engine?: EngineName): Promise<Diagnostic[]> {
   const diagnostics: Diagnostic[] = [];
   const tables = pipeline.tables as Record<string, TableSpec>;
   const problem = (message: string, at: (string | number)[], key?: string, code: Diagnostic["code"] = "E_CONFIG") =>
@@ -327,7 +547,7 @@ export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline)
   const checks = declaredChecks(pipeline);
   diagnostics.push(...freshnessDiagnostics(config, pipeline));
   if (checks.length === 0) return diagnostics;
-  const scratch = await openSqlJs();
+  const scratch = await openScratch(engine);
   try {
     ensureTables(scratch, systemTables as Record<string, TableSpec>);
     for (const [name, spec] of Object.entries(tables)) {

@@ -121,6 +121,10 @@ export const systemTables = {
       failing_rows: { type: "integer", required: true },
       samples: { type: "text", description: "JSON array of the first failing rows" },
       detail: { type: "text", description: "for a freshness limit, the age found" },
+      carried_from_run: {
+        type: "integer",
+        description: "when the result was carried over instead of run: the run that ran the check (nothing it reads changed since)",
+      },
     },
     primary_key: ["run_id", "check_name"],
     foreign_keys: [{ columns: ["run_id"], references: { table: "pipeline_runs", columns: ["run_id"] } }],

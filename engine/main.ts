@@ -224,7 +224,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
 /** Loads and validates the pipeline, resolves its database (--db) and engine, and plans it. */
 async function loadPipeline(args: CommandLine, io: Io): Promise<Loaded> {
   const config = await loadConfigFile(args.config, io.env, io.cwd);
-  const pipeline = await validatePipeline(config, stepType, io.signal);
+  const pipeline = await validatePipeline(config, stepType, io.signal, (value) => engineIfNamed(args, value, io));
   const named = args.db ?? databaseSetting(pipeline).path;
   if (isPostgresUrl(named)) {
     if (args.engine !== undefined && args.engine !== "postgres") {
@@ -525,6 +525,15 @@ function environmentEngine(io: Io): EngineName | undefined {
   if (name === undefined || name === "") return undefined;
   if (!isEngineName(name)) throw usageError(`PIPELINE_ENGINE takes ${engineNames.join(" or ")}, not "${name}"`);
   return name;
+}
+
+/** The engine a command will use, for validation to compile on its SQLite; a wrong name is reported after validation, by {@link chooseEngine}. */
+function engineIfNamed(args: CommandLine, pipeline: Pipeline, io: Io): EngineName | undefined {
+  try {
+    return chooseEngine(args, pipeline, io);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The engine a command uses: --engine, then database: { engine: } in pipeline.yaml, then PIPELINE_ENGINE, then sqljs. */

@@ -71,7 +71,13 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     attempt.configSha256 = configFingerprint(plan, options.typeOf);
     deep?.copyDerivedTables(db);
     const run = openRun(db, plan, report, { ...attempt, failures, outputs, fullRefresh: options.fullRefresh });
-    const { files, changed } = await runSteps(db, plan, options, report, { ...run, startedAt, now });
+    const { files, changed } = await runSteps(db, plan, options, report, {
+      ...run,
+      startedAt,
+      now,
+      untouched: session.soundTables,
+      configSha256: attempt.configSha256,
+    });
     if (!changed && run.recordedFailures === 0 && schema.addedColumns.length === 0) {
       // why: nothing to record but the fact that nothing changed; committing that costs more than the run.
       reportUnchanged(report, db, run.previous!.runId);
@@ -108,12 +114,21 @@ async function runSteps(
   plan: Plan,
   options: RunOptions,
   report: RunReport,
-  run: OpenedRun & { startedAt: string; now: () => Date },
+  run: OpenedRun & { startedAt: string; now: () => Date; untouched: ReadonlySet<string> | "all"; configSha256: string },
 ): Promise<{ files: OutputFile[]; changed: boolean }> {
   const startedAt = run.startedAt;
   let changed = run.changed;
   const files: OutputFile[] = [];
-  const checks = new CheckRun(plan, options.typeOf, run.now, (result) => options.onEvent({ kind: "check", result }));
+  // why: a check whose inputs provably did not change since the last commit keeps that commit's result (docs/checks.md).
+  const carry = {
+    untouched: run.untouched,
+    previousRunId: run.previous?.runId,
+    sameConfig: run.previous?.configSha256 === run.configSha256,
+  };
+  const checks = new CheckRun(plan, options.typeOf, run.now, (result) => options.onEvent({ kind: "check", result }), {
+    record: true,
+    carry: { ...carry, steps: report.steps },
+  });
   report.checks = checks.results;
   for (const step of plan.steps) {
     // why: a check runs once the last step writing a table it reads has run, before the next step.

@@ -82,6 +82,8 @@ export interface StepDefinition<S extends StepSpec = StepSpec> {
   details(step: S, pipeline: Pipeline): PlanDetail[];
   /** The tables the step writes. */
   writes(step: S): string[];
+  /** Whether the step may write tables it does not declare (a script): no check's result is then carried over from an earlier run. */
+  writesUndeclared?(step: S): boolean;
   /** The tables the step reads (`list`, `run --select STEP+`); `tablesRead` gives those a query reads, from its compiled program. */
   reads?(step: S, context: ReadContext): string[];
   /** The files the step may write, relative to the pipeline file; the run removes temporary files a killed run left for them. */

@@ -29,6 +29,7 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
   },
 
   writes: (step) => (step.into ? [step.into] : []),
+  writesUndeclared: (step) => step.into === undefined,
   inputs: (step) => (step.file ? [{ file: step.file, what: "the SQL file" }] : []),
   reads: (step, context) => context.tablesRead(readSqlText(step, context.baseDir)),
   derived: true,

@@ -1,6 +1,7 @@
 import type { ErrorObject } from "ajv";
 import { ensureTables, isRequired } from "../db/tables.js";
-import { openSqlJs } from "../db/sqljs.js";
+import { openScratch } from "../db/scratch.js";
+import type { EngineName } from "../db/engines/engine.js";
 import { didYouMean, ConfigError, throwIfAborted, type Diagnostic } from "../errors.js";
 import { checkDiagnostics } from "../checks.js";
 import { systemTables, systemTableNames } from "../history.js";
@@ -22,19 +23,22 @@ export async function validatePipeline(
   config: LoadedConfig,
   typeOf: (step: StepSpec) => StepDefinition,
   signal?: AbortSignal | undefined,
+  engineOf: (pipeline: Pipeline) => EngineName | undefined = () => undefined,
 ): Promise<Pipeline> {
   const checkpoint = checkpoints(signal);
   await checkpoint(true);
   if (!validateShape(config.value)) throw new ConfigError(await shapeDiagnostics(config, validateShape.errors ?? [], checkpoint));
   await checkpoint(true);
   const pipeline = config.value as Pipeline;
+  // why: the SQL is compiled on the SQLite the run will use (engine/db/scratch.ts).
+  const engine = engineOf(pipeline);
   const diagnostics = misspeltDeclarations(
     config,
     pipeline,
     typeOf,
     tableDiagnostics(config, pipeline)
-      .concat(await stepDiagnostics(config, pipeline, typeOf, checkpoint))
-      .concat(await checkDiagnostics(config, pipeline))
+      .concat(await stepDiagnostics(config, pipeline, typeOf, checkpoint, engine))
+      .concat(await checkDiagnostics(config, pipeline, engine))
       .concat(outputPathDiagnostics(config, pipeline, typeOf)),
   );
   if (diagnostics.length > 0) throw new ConfigError(diagnostics);
@@ -275,10 +279,11 @@ async function stepDiagnostics(
   pipeline: Pipeline,
   typeOf: (step: StepSpec) => StepDefinition,
   checkpoint: Checkpoint,
+  engine: EngineName | undefined,
 ): Promise<Diagnostic[]> {
   const diagnostics: Diagnostic[] = [];
   const names = new Map<string, number>();
-  const scratch = await openSqlJs();
+  const scratch = await openScratch(engine);
   try {
     ensureTables(scratch, systemTables as Record<string, TableSpec>);
     const written = new Set<string>();

@@ -78,6 +78,11 @@ export const nativeEngine: Engine = {
   },
 };
 
+/** An empty in-memory database on node:sqlite, foreign keys enforced: validation's scratch for the native engine. */
+export function openNativeMemory(): SqlDatabase {
+  return wrapDatabase(new (nodeSqlite().DatabaseSync)(":memory:", { enableForeignKeyConstraints: true }), ":memory:");
+}
+
 function open(file: string, options: OpenOptions, readOnly: boolean): DatabaseSync {
   let db: DatabaseSync | undefined;
   try {
