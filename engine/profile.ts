@@ -1,11 +1,6 @@
-import { makeCaster, mappingOptions } from "./cast.js";
-import type { LoadStepSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";
+import type { Pipeline, StepSpec } from "./config/schema.js";
 import type { StepDefinition } from "./step.js";
 import type { SqlValue } from "./db/database.js";
-import { isRequired } from "./db/tables.js";
-import { decodeText, parseCsv } from "./sources/csv.js";
-import { fetchSource, httpDefaults } from "./sources/fetch.js";
-import { describeError, redactCredentials } from "./errors.js";
 
 /** A value that does not fit, with where it stands. */
 export interface Finding {
@@ -49,22 +44,32 @@ export interface SourceProfile {
   unresolved?: Finding[];
 }
 
-interface Loaded {
-  profile: SourceProfile;
-  rows: { line: number; values: Record<string, SqlValue> }[];
+/** One row of a source as it would be stored (target column -> value), with its line in the source. */
+export interface ProfiledRow {
+  line: number;
+  values: Record<string, SqlValue>;
 }
 
-/** Profiles every load step's source: format, columns, values that fail their type, duplicate keys and dangling references. */
+/** What a step's `profile` hook read: the source's profile, and the rows that would be stored. */
+export interface ProfiledSource {
+  profile: SourceProfile;
+  /** The rows that would be stored, for the duplicate-key and cross-step reference checks; none when the source could not be read. */
+  rows: ProfiledRow[];
+}
+
+/** Profiles the source of every step that has a `profile` hook: format, columns, values that fail their type, duplicate keys and dangling references. */
 export async function profileSources(
   pipeline: Pipeline,
   baseDir: string,
   typeOf: (step: StepSpec) => StepDefinition,
 ): Promise<SourceProfile[]> {
-  // why: a step that reads a source is read the way a load reads it (its csv options and column mapping).
-  const loads = pipeline.steps.filter((s): s is LoadStepSpec => typeOf(s).source !== undefined);
-  const loaded: Loaded[] = [];
-  for (const step of loads) {
-    loaded.push(await profileOne(step, pipeline.tables[step.table]!, typeOf(step).key?.(step, pipeline), baseDir));
+  const loaded: ProfiledSource[] = [];
+  for (const step of pipeline.steps) {
+    const definition = typeOf(step);
+    if (!definition.profile) continue;
+    const read = await definition.profile(step, { pipeline, baseDir });
+    if (!read.profile.error) reportDuplicates(read, definition.key?.(step, pipeline));
+    loaded.push(read);
   }
   for (const { profile, rows } of loaded) {
     if (profile.error) continue;
@@ -89,72 +94,36 @@ export async function profileSources(
   return loaded.map((l) => l.profile);
 }
 
-async function profileOne(step: LoadStepSpec, table: TableSpec, key: readonly string[] | undefined, baseDir: string): Promise<Loaded> {
-  const source = redactCredentials(step.source);
-  const profile: SourceProfile = { step: step.name, source, table: step.table };
-  try {
-    const fetched = await fetchSource(step.source, { baseDir, http: { ...httpDefaults, ...step.http } });
-    if (fetched.kind !== "body") throw new Error("unexpected 304");
-    const bytes = fetched.bytes;
-    const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf;
-    const text = decodeText(bytes, step.csv?.encoding, source);
-    Object.assign(profile, {
-      bytes: bytes.length,
-      encoding: step.csv?.encoding ?? (/^[\x00-\x7f]*$/.test(text) ? "ASCII (valid UTF-8)" : "UTF-8"),
-      bom,
-      lineEndings: lineEndings(text),
-      finalNewline: /[\r\n]$/.test(text),
-      delimiter: sniffDelimiter(text),
-    });
-    const csv = parseCsv(text, step.csv ?? {}, source);
-    profile.header = csv.header;
-    profile.rows = csv.records.length;
-    const targetOf = new Map(Object.entries(step.columns).map(([target, m]) => [mappingOptions(m, target).from, target]));
-    const rows = csv.records.map((r) => ({ line: r.line, values: {} as Record<string, SqlValue>, ok: true }));
-    profile.columns = csv.header.map((name, index) => {
-      const target = targetOf.get(name.trim());
-      const spec = target ? table.columns[target] : undefined;
-      const caster =
-        target && spec ? makeCaster(spec, mappingOptions(step.columns[target]!, target), isRequired(table, target)) : undefined;
-      const fields = csv.records.map((r) => r.fields[index]);
-      const invalid: Finding[] = [];
-      fields.forEach((field, i) => {
-        const line = csv.records[i]!.line;
-        if (field === undefined) {
-          invalid.push({ line, value: "", reason: `the row has ${csv.records[i]!.fields.length} fields, the header ${csv.header.length}` });
-          rows[i]!.ok = false;
-          return;
-        }
-        if (!caster) return;
-        const result = caster(field);
-        if (result.ok) rows[i]!.values[target!] = result.value;
-        else {
-          invalid.push({ line, value: field, reason: result.reason });
-          rows[i]!.ok = false;
-        }
-      });
-      const declared = spec ? (spec.type === "decimal" ? `decimal(${spec.scale ?? 0})` : spec.type) : undefined;
-      return { column: name, target, declared, ...describeValues(fields.filter((f): f is string => f !== undefined)), invalid };
-    });
-    const good = rows.filter((r) => r.ok);
-    profile.key = key ? [...key] : undefined;
-    profile.duplicates = [];
-    if (key) {
-      const seen = new Map<string, number[]>();
-      for (const row of good) {
-        const id = key.map((c) => String(row.values[c])).join(", ");
-        seen.set(id, [...(seen.get(id) ?? []), row.line]);
-      }
-      profile.duplicates = [...seen].filter(([, lines]) => lines.length > 1).map(([id, lines]) => ({ key: id, lines }));
-    }
-    return { profile, rows: good };
-  } catch (error) {
-    profile.error = describeError(error).message;
-    return { profile, rows: [] };
+function reportDuplicates({ profile, rows }: ProfiledSource, key: readonly string[] | undefined): void {
+  profile.key = key ? [...key] : undefined;
+  profile.duplicates = [];
+  if (!key) return;
+  const seen = new Map<string, number[]>();
+  for (const row of rows) {
+    const id = key.map((c) => String(row.values[c])).join(", ");
+    seen.set(id, [...(seen.get(id) ?? []), row.line]);
   }
+  profile.duplicates = [...seen].filter(([, lines]) => lines.length > 1).map(([id, lines]) => ({ key: id, lines }));
 }
 
-function describeValues(fields: string[]): Omit<ColumnProfile, "column" | "target" | "declared" | "invalid"> {
+/** How a source's text is written: its size, encoding (`declared` if the step names one), BOM, line endings and delimiter. */
+export function describeText(
+  bytes: Uint8Array,
+  text: string,
+  declared: string | undefined,
+): Pick<SourceProfile, "bytes" | "encoding" | "bom" | "lineEndings" | "finalNewline" | "delimiter"> {
+  return {
+    bytes: bytes.length,
+    encoding: declared ?? (/^[\x00-\x7f]*$/.test(text) ? "ASCII (valid UTF-8)" : "UTF-8"),
+    bom: bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf,
+    lineEndings: lineEndings(text),
+    finalNewline: /[\r\n]$/.test(text),
+    delimiter: sniffDelimiter(text),
+  };
+}
+
+/** What the fields of one column hold: the type they look like, empties, distinct values, bounds and samples. */
+export function describeValues(fields: string[]): Omit<ColumnProfile, "column" | "target" | "declared" | "invalid"> {
   const values = fields.map((f) => f.trim());
   const present = values.filter((v) => v !== "");
   const distinct = [...new Set(present)];

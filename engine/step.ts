@@ -2,6 +2,7 @@ import type { LoadedConfig } from "./config/load.js";
 import type { Pipeline, StepSpec } from "./config/schema.js";
 import type { SqlDatabase } from "./db/database.js";
 import type { Diagnostic, SourcePlace } from "./errors.js";
+import type { ProfiledSource } from "./profile.js";
 
 /** Row counts a step reports; absent counts do not apply to that step. */
 export interface StepCounts {
@@ -54,6 +55,13 @@ export interface ReadContext {
   tablesRead(sql: string): string[];
 }
 
+/** What a step may use while `profile` reads its source. */
+export interface ProfileContext {
+  pipeline: Pipeline;
+  /** The directory relative paths start from (the pipeline file's). */
+  baseDir: string;
+}
+
 /** Live progress of a long step; the CLI shows it on a terminal. */
 export type ProgressReporter = (rows: number) => void;
 
@@ -90,8 +98,10 @@ export interface StepDefinition<S extends StepSpec = StepSpec> {
   files?(step: S): string[];
   /** The files the step reads (a source, SQL files), relative to the pipeline file, each with what it is to the step; no output may replace them. */
   inputs?(step: S): { file: string; what: string }[];
-  /** The source the step reads (a URL, or a file relative to the pipeline file): `doctor` checks it answers, `profile` reads it. */
+  /** The source the step reads (a URL, or a file relative to the pipeline file): `doctor` checks it answers. */
   source?(step: S): string;
+  /** Reads the step's source as a run would, writing nothing: what `profile` reports (a source that cannot be read, in its `error`), and the rows that would be stored. */
+  profile?(step: S, context: ProfileContext): Promise<ProfiledSource>;
   /** The columns the step's rows are unique on once stored, if any: `profile` reports duplicates on them. */
   key?(step: S, pipeline: Pipeline): readonly string[] | undefined;
   /** Whether the step only derives from what earlier steps loaded: skipped when no source and no configuration changed. */

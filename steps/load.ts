@@ -37,6 +37,7 @@ import {
 import { fetchSourceInto, httpDefaults, isUrl } from "../engine/sources/fetch.js";
 import { SpooledBody, type SpoolSummary } from "../engine/sources/spool.js";
 import type { RunContext, StepCounts, StepDefinition, StepOutcome } from "../engine/step.js";
+import { profileLoad } from "./load-profile.js";
 
 const defaultMinReplaceRatio = 0.5;
 /** The most rows one load step may reject in a run when it declares no max_rejected: beyond it the source is not what the step expects (garbage appended, a wrong file). */
@@ -57,6 +58,7 @@ function conflictPolicy(step: LoadStepSpec): "update" | "reject" | "fail" {
 export const loadStep: StepDefinition<LoadStepSpec> = {
   type: "load",
   source: (step) => step.source,
+  profile: profileLoad,
   key: (step, pipeline) => (step.mode === "append" ? undefined : loadKey(step, pipeline.tables[step.table])),
 
   describe(step, pipeline) {
