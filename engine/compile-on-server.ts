@@ -1,5 +1,5 @@
 import path from "node:path";
-import type { Pipeline, TableSpec } from "./config/schema.js";
+import type { Pipeline, StepSpec, TableSpec } from "./config/schema.js";
 import { isConstraintViolation } from "./db/database.js";
 import type { EngineName } from "./db/engines/index.js";
 import { PgServerError } from "./db/pg/sync-connection.js";
@@ -9,6 +9,7 @@ import { ensureTables } from "./db/tables.js";
 import type { Diagnostic } from "./errors.js";
 import { systemTables } from "./history.js";
 import { readSqlText } from "./sql-source.js";
+import type { StepDefinition } from "./step.js";
 
 /** One piece of SQL the pipeline runs, with where it is written. */
 interface QueryText {
@@ -17,16 +18,12 @@ interface QueryText {
   sql: string;
 }
 
-/** The SQL texts a pipeline runs: sql steps, report sections and sql checks, in order. */
-function queryTexts(pipeline: Pipeline, baseDir: string): QueryText[] {
+/** The SQL texts a pipeline runs: each step's queries and the sql checks, in order. */
+function queryTexts(pipeline: Pipeline, baseDir: string, typeOf: (step: StepSpec) => StepDefinition): QueryText[] {
   const texts: QueryText[] = [];
   const add = (label: string, spec: { file?: string | undefined; sql?: string | undefined }) =>
     texts.push({ label: spec.file ?? label, file: spec.file, sql: readSqlText(spec, baseDir) });
-  for (const step of pipeline.steps) {
-    const spec = step as { name: string; file?: string; sql?: string; sections?: { title: string; file?: string; sql?: string }[] };
-    if (spec.file !== undefined || spec.sql !== undefined) add(`step ${spec.name}`, spec);
-    for (const section of spec.sections ?? []) add(`section "${section.title}" of ${spec.name}`, section);
-  }
+  for (const step of pipeline.steps) for (const query of typeOf(step).queries?.(step) ?? []) add(query.label, query);
   for (const [table, spec] of Object.entries(pipeline.tables as Record<string, TableSpec>)) {
     for (const check of spec.checks ?? []) if (check.check === "sql") add(`check on ${table}`, check);
   }
@@ -44,8 +41,9 @@ export async function compileOnServer(
   database: string,
   engine: EngineName,
   lockTimeoutMs: number,
+  typeOf: (step: StepSpec) => StepDefinition,
 ): Promise<Diagnostic[]> {
-  const texts = queryTexts(pipeline, baseDir);
+  const texts = queryTexts(pipeline, baseDir, typeOf);
   return preview(database, engine, lockTimeoutMs, (db) => {
     ensureTables(db, pipeline.tables as Record<string, TableSpec>);
     ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });

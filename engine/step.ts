@@ -55,6 +55,13 @@ export interface ReadContext {
   tablesRead(sql: string): string[];
 }
 
+/** One query a step runs, from a file (relative to the pipeline file) or inline, with what it is to the step. */
+export interface StepQuery {
+  label: string;
+  file?: string | undefined;
+  sql?: string | undefined;
+}
+
 /** What a step may use while `profile` reads its source. */
 export interface ProfileContext {
   pipeline: Pipeline;
@@ -98,6 +105,8 @@ export interface StepDefinition<S extends StepSpec = StepSpec> {
   files?(step: S): string[];
   /** The files the step reads (a source, SQL files), relative to the pipeline file, each with what it is to the step; no output may replace them. */
   inputs?(step: S): { file: string; what: string }[];
+  /** The queries the step runs: `validate` compiles each on a database server. */
+  queries?(step: S): StepQuery[];
   /** The source the step reads (a URL, or a file relative to the pipeline file): `doctor` checks it answers. */
   source?(step: S): string;
   /** Reads the step's source as a run would, writing nothing: what `profile` reports (a source that cannot be read, in its `error`), and the rows that would be stored. */

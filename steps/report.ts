@@ -48,6 +48,10 @@ export const reportStep: StepDefinition<ReportStepSpec> = {
     ...(step.byline?.sql === undefined ? [] : context.tablesRead(step.byline.sql)),
   ],
   inputs: (step) => step.sections.flatMap((section) => (section.file ? [{ file: section.file, what: "the SQL file" }] : [])),
+  queries: (step) => [
+    ...(step.byline?.sql === undefined ? [] : [{ label: `byline of ${step.name}`, sql: step.byline.sql }]),
+    ...step.sections.map((section) => ({ label: `section "${section.title}" of ${step.name}`, file: section.file, sql: section.sql })),
+  ],
   derived: true,
 
   check(step, context) {

@@ -32,6 +32,7 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
   writesUndeclared: (step) => step.into === undefined,
   inputs: (step) => (step.file ? [{ file: step.file, what: "the SQL file" }] : []),
   reads: (step, context) => context.tablesRead(readSqlText(step, context.baseDir)),
+  queries: (step) => [{ label: `step ${step.name}`, file: step.file, sql: step.sql }],
   derived: true,
 
   check(step, context) {

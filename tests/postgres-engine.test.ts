@@ -142,6 +142,19 @@ describe("validate on PostgreSQL", () => {
     );
     expect(q("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")).toBe("0");
   });
+
+  test("a report's byline query the server refuses is an E_SQL error naming it, as its sections' are", async () => {
+    const yaml = readFileSync(ws.path("pipeline.yaml"), "utf8");
+    ws.write(
+      "pipeline.yaml",
+      yaml.replace("sql: SELECT max(date) AS data_date FROM sales", "sql: SELECT strftime('%Y', max(date)) AS data_date FROM sales"),
+    );
+    const result = await ws.cli(["validate"], env);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(
+      /E_SQL byline of fiche_synthese: the server refuses it: function strftime\(unknown, date\) does not exist/,
+    );
+  });
 });
 
 describe("doctor on PostgreSQL", () => {

@@ -1,3 +1,4 @@
+import { stepType } from "../../steps/index.js";
 import { compileOnServer } from "../compile-on-server.js";
 import { engineNamed } from "../db/engines/index.js";
 import { ConfigError } from "../errors.js";
@@ -9,7 +10,7 @@ export const validateCommand: Command = {
   async run({ args, io, json, c }, { config, pipeline, plan, database, engine }) {
     if (engineNamed(engine).dialect) {
       // why: a server's SQL differs from SQLite's; its own planner says whether each query compiles there.
-      const refused = await compileOnServer(pipeline, config.baseDir, database, engine, args.lockTimeoutMs);
+      const refused = await compileOnServer(pipeline, config.baseDir, database, engine, args.lockTimeoutMs, stepType);
       if (refused.length > 0) throw new ConfigError(refused);
     }
     if (json) io.stdout.write(JSON.stringify({ ok: true, command: "validate", config: config.file, steps: plan.steps.length }) + "\n");
