@@ -8,7 +8,7 @@ import type { Params, Row, SqlDatabase, Statement } from "../database.js";
 import { postgresDialect } from "../pg/dialect.js";
 import { toPositional } from "../pg/parameters.js";
 import { connectSync, PgServerError, type PgResult, type SyncPgConnection } from "../pg/sync-connection.js";
-import { splitStatements } from "../split-sql.js";
+import { splitStatements, statementBody } from "../split-sql.js";
 import type { Engine, OpenOptions, Transaction } from "./engine.js";
 
 /** Whether a `database:` setting names a PostgreSQL server (postgres:// or postgresql://) rather than a file. */
@@ -158,7 +158,7 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
       getValues: (params) => remember(query(sql, params)).rows[0] as Row[string][] | undefined,
       all: (params) => rowsOf(remember(query(sql, params))),
       // why: a statement not yet run is described by running it for no row (every parameter NULL).
-      columnNames: () => (fields ??= query(`SELECT * FROM (\n${sql.trim().replace(/;\s*$/, "")}\n) AS described LIMIT 0`, {}).fields),
+      columnNames: () => (fields ??= query(`SELECT * FROM (\n${statementBody(sql)}\n) AS described LIMIT 0`, {}).fields),
       free: () => undefined,
     };
   };
