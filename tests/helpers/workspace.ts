@@ -134,16 +134,23 @@ export class Workspace {
 
   /**
    * What the database holds, to compare before and after: the file's bytes on SQLite (undefined
-   * when absent), every table's rows on postgres (undefined when it holds no table).
+   * when absent); on postgres every table's rows but the records of failed runs, which the server
+   * keeps at once where SQLite journals them beside the file (undefined when no declared table exists
+   * and no row but those).
    */
   state(file = "output/sales.db"): Buffer | string | undefined {
     if (!onPostgres) return this.bytes(file);
     const url = this.databases.get(file) ?? this.databaseUrl();
+    // why: on the server a failed run is recorded at once (pipeline_runs, pipeline_run_steps) where SQLite journals it beside the file.
     const union = psql(
       url,
-      "SELECT string_agg(format('SELECT %L || '': '' || t::text FROM %I t', tablename, tablename), ' UNION ALL ') FROM pg_tables WHERE schemaname = 'public'",
+      `SELECT string_agg(format('SELECT %L || '': '' || t::text FROM %I t', tablename, tablename) || CASE tablename
+         WHEN 'pipeline_runs' THEN ' WHERE ${notFailed("run_id")}' WHEN 'pipeline_run_steps' THEN ' WHERE ${notFailed("run_id")}' ELSE '' END,
+       ' UNION ALL ') FROM pg_tables WHERE schemaname = 'public'`,
     );
-    return union === "" ? undefined : psql(url, `${union} ORDER BY 1`);
+    const others = psql(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'pipeline\\_%'");
+    const rows = union === "" ? "" : psql(url, `${union} ORDER BY 1`);
+    return others === "0" && rows === "" ? undefined : rows;
   }
 
   /** Runs the CLI in-process with this directory as cwd and the given environment (and, when given, a fixed clock); see {@link Workspace.argv}. */
@@ -192,6 +199,11 @@ export function psql(url: string, sql: string): string {
     encoding: "utf8",
     maxBuffer: 256 * 1024 * 1024,
   }).trimEnd();
+}
+
+/** A condition (quoted for format()) keeping the rows of runs that did not fail or stop. */
+function notFailed(column: string): string {
+  return `${column} NOT IN (SELECT run_id FROM pipeline_runs WHERE status IN (''failed'', ''interrupted''))`;
 }
 
 /** A number written with a fractional part loses its trailing zeros (and its point when nothing is left after it). */

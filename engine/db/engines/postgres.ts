@@ -142,7 +142,12 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
   let changes = 0;
   const query = (sql: string, params: Params | undefined): PgResult => {
     const { text, values } = toPositional(sql, params);
-    const result = connection.query(text, values);
+    let result: PgResult;
+    try {
+      result = connection.query(text, values);
+    } catch (error) {
+      throw withDetail(error);
+    }
     changes = result.rowCount;
     return result;
   };
@@ -177,6 +182,16 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
     close: () => connection.close(),
     dialect: postgresDialect,
   };
+}
+
+/**
+ * A constraint violation names its constraint only; its detail says which key and values (`Key
+ * (day, item_id)=(2024-01-01, 1) already exists.`), as SQLite's message names the columns: a
+ * rejected row's reason carries both.
+ */
+function withDetail(error: unknown): unknown {
+  if (!(error instanceof PgServerError) || !error.code?.startsWith("23") || !error.detail) return error;
+  return new PgServerError(`${error.message}: ${error.detail}`, error.code, error.position, error.detail);
 }
 
 export { PgServerError };
