@@ -40,7 +40,7 @@ export default defineConfig({
         test: {
           name: "postgres",
           include: onServer,
-          env: { PIPELINE_ENGINE: "postgres", LATE_DATA_SEQUENCES: process.env["LATE_DATA_SEQUENCES"] ?? "8" },
+          env: { PIPELINE_ENGINE: "postgres" },
           globalSetup: ["tests/helpers/postgres-global.ts"],
         },
       },

@@ -141,11 +141,12 @@ export class Workspace {
   state(file = "output/sales.db"): Buffer | string | undefined {
     if (!onPostgres) return this.bytes(file);
     const url = this.databases.get(file) ?? this.databaseUrl();
-    // why: on the server a failed run is recorded at once (pipeline_runs, pipeline_run_steps) where SQLite journals it beside the file.
+    // why: on the server a failed run is recorded at once (its run, steps and checks) where SQLite journals it beside the file.
     const union = psql(
       url,
       `SELECT string_agg(format('SELECT %L || '': '' || t::text FROM %I t', tablename, tablename) || CASE tablename
-         WHEN 'pipeline_runs' THEN ' WHERE ${notFailed("run_id")}' WHEN 'pipeline_run_steps' THEN ' WHERE ${notFailed("run_id")}' ELSE '' END,
+         WHEN 'pipeline_runs' THEN ' WHERE ${notFailed}' WHEN 'pipeline_run_steps' THEN ' WHERE ${notFailed}'
+         WHEN 'pipeline_check_results' THEN ' WHERE ${notFailed}' ELSE '' END,
        ' UNION ALL ') FROM pg_tables WHERE schemaname = 'public'`,
     );
     const others = psql(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'pipeline\\_%'");
@@ -202,9 +203,7 @@ export function psql(url: string, sql: string): string {
 }
 
 /** A condition (quoted for format()) keeping the rows of runs that did not fail or stop. */
-function notFailed(column: string): string {
-  return `${column} NOT IN (SELECT run_id FROM pipeline_runs WHERE status IN (''failed'', ''interrupted''))`;
-}
+const notFailed = "run_id NOT IN (SELECT run_id FROM pipeline_runs WHERE status IN (''failed'', ''interrupted''))";
 
 /** A number written with a fractional part loses its trailing zeros (and its point when nothing is left after it). */
 function normaliseCell(cell: string): string {
