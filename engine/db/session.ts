@@ -59,7 +59,13 @@ export interface Session {
 /** Takes the database's run lock (waiting up to the lock timeout) and removes what killed runs left. */
 export async function lockDatabase(database: string, options: SessionOptions): Promise<Session> {
   const engine = engineNamed(options.engine);
-  if (engine.lock) return serverSession(database, engine, await engine.lock(database, { timeoutMs: options.lockTimeoutMs }), options);
+  if (engine.lock)
+    return serverSession(
+      database,
+      engine,
+      await engine.lock(database, { timeoutMs: options.lockTimeoutMs, signal: options.signal }),
+      options,
+    );
   const lock: DatabaseLock = await acquireLock(database, { timeoutMs: options.lockTimeoutMs, signal: options.signal });
   let transaction: Transaction | undefined;
   let journalLines = 0;

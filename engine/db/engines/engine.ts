@@ -31,8 +31,8 @@ export interface Engine {
   read(file: string, options: OpenOptions): Promise<SqlDatabase>;
   /** How the engine's SQL differs from SQLite's (a server engine); absent on the SQLite engines. */
   readonly dialect?: Dialect | undefined;
-  /** A server's own run lock (absent: a lock file beside the database file), waiting up to `timeoutMs`. */
-  lock?(database: string, options: { timeoutMs: number }): Promise<DatabaseLock>;
+  /** A server's own run lock (absent: a lock file beside the database file), waiting up to `timeoutMs` or until `signal`. */
+  lock?(database: string, options: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<DatabaseLock>;
   /** A server records a failed run at once, in its own transaction after the rollback (absent: the journal file beside the database). */
   recordFailure?(database: string, run: FailedRun): Promise<void>;
 }

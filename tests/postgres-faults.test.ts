@@ -1,0 +1,98 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { serveClientData, type ClientServer } from "./helpers/client-server.js";
+import { postgresBinDir } from "./helpers/postgres.js";
+import { spawnCli, waitFor } from "./helpers/spawn-cli.js";
+import { clientFixtures, Workspace } from "./helpers/workspace.js";
+
+// Faults only a server has: outside sessions holding locks, a runner stopped while it waits, objects
+// planted on the server. Runs in the postgres vitest project (its cluster: tests/helpers/postgres-global.ts).
+
+let client: ClientServer;
+let ws: Workspace;
+let env: Record<string, string>;
+const outside: ChildProcess[] = [];
+beforeEach(async () => {
+  client = await serveClientData();
+  ({ ws, env } = client);
+});
+afterEach(async () => {
+  for (const child of outside.splice(0)) child.kill("SIGKILL");
+  await client.close();
+});
+
+const q = (sql: string) => ws.query(sql);
+const fixture = (file: string) => readFileSync(path.join(clientFixtures, file), "utf8");
+/** The runner's own connections still open on the server. */
+const runnerConnections = () => q("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pipeline-runner%'");
+
+/** An outside session (the real psql) that runs `sql` and then holds its transaction open until killed. */
+function outsideSession(sql: string): ChildProcess {
+  const child = spawn(path.join(postgresBinDir()!, "psql"), ["-X", "-q", "-d", ws.databaseUrl(), "-c", `${sql}; SELECT pg_sleep(120)`], {
+    stdio: "ignore",
+  });
+  outside.push(child);
+  return child;
+}
+
+/** Waits until an outside session holds a lock of `locktype` (granted). */
+async function outsideHolds(locktype: string): Promise<void> {
+  await waitFor(
+    () =>
+      q(
+        `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = '${locktype}' AND l.granted AND a.application_name = 'psql'`,
+      ) !== "0",
+    20_000,
+  );
+}
+
+describe("a runner waiting on the server", () => {
+  test("SIGTERM while waiting for the run lock exits 130 at once and leaves no connection", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    outsideSession("SELECT pg_advisory_lock(1346981957, 1)");
+    await outsideHolds("advisory");
+    const run = spawnCli(ws.argv(["run", "--lock-timeout", "60s"]), ws.dir, env);
+    await waitFor(
+      () => q("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'pipeline-runner%'") === "1",
+      20_000,
+    );
+    const stopped = Date.now();
+    run.child.kill("SIGTERM");
+    const done = await run.done;
+    expect(Date.now() - stopped).toBeLessThan(5_000);
+    expect(done.code, done.stderr).toBe(130);
+    expect(done.stderr).toContain("interrupted while waiting for the database lock; nothing was changed");
+    await waitFor(() => runnerConnections() === "0", 5_000);
+    expect(q("SELECT status FROM pipeline_runs ORDER BY run_id")).toBe("succeeded");
+  }, 60_000);
+
+  test("a table locked by an outside session fails the run within the lock timeout, naming the table; nothing is saved", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    const before = ws.state();
+    outsideSession("BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE");
+    await outsideHolds("relation");
+    client.server.file("/ventes.csv", fixture("ventes.csv") + "\r\n2023-06-26,REF001,1,1");
+    const started = Date.now();
+    const run = await ws.cli(["run", "--lock-timeout", "2s"], env);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(run.code).toBe(3);
+    expect(run.stderr).toMatch(/E_LOCK .*table sales is locked by another session .*waited 2 s \(--lock-timeout\)/);
+    expect(ws.state()).toEqual(before);
+    await waitFor(() => runnerConnections() === "0", 5_000);
+  }, 60_000);
+});
+
+describe("reports of a database on a server", () => {
+  test("a run from another working directory replaces the reports the database wrote", async () => {
+    const first = await spawnCli(ws.argv(["run"]), ws.dir, env).done;
+    expect(first.code, first.stderr).toBe(0);
+    client.server.file("/ventes.csv", fixture("ventes.csv") + "\r\n2023-06-26,REF001,1,1");
+    const elsewhere = await spawnCli(ws.argv(["run", "-c", "../pipeline.yaml"]), ws.path("sql"), env).done;
+    expect(elsewhere.stderr).toBe("");
+    expect(elsewhere.code).toBe(0);
+    // why: 526 878 cents plus one REF001 sale at 19,99 €, formatted as the sheet does (narrow no-break space, no-break space).
+    expect(readFileSync(ws.path("output/fiche-synthese.md"), "utf8")).toContain("5\u202f288,77\u00a0€");
+  }, 60_000);
+});
