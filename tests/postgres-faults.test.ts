@@ -92,7 +92,7 @@ describe("reports of a database on a server", () => {
     const elsewhere = await spawnCli(ws.argv(["run", "-c", "../pipeline.yaml"]), ws.path("sql"), env).done;
     expect(elsewhere.stderr).toBe("");
     expect(elsewhere.code).toBe(0);
-    // why: 526 878 cents plus one REF001 sale at 19,99 €, formatted as the sheet does (narrow no-break space, no-break space).
-    expect(readFileSync(ws.path("output/fiche-synthese.md"), "utf8")).toContain("5\u202f288,77\u00a0€");
+    // why: 526 878 cents plus one REF001 sale at 49,99 €, formatted as the sheet does (narrow no-break space, no-break space).
+    expect(readFileSync(ws.path("output/fiche-synthese.md"), "utf8")).toContain("5\u202f318,77\u00a0€");
   }, 60_000);
 });
