@@ -19,9 +19,17 @@ beforeEach(async () => {
   ({ ws, env } = client);
 });
 afterEach(async () => {
-  for (const child of outside.splice(0)) child.kill("SIGKILL");
+  endOutsideSessions();
   await client.close();
 });
+
+/** Ends the outside sessions: their psql processes, and their server processes (a pg_sleep does not notice its client has gone). */
+function endOutsideSessions(): void {
+  for (const child of outside.splice(0)) child.kill("SIGKILL");
+  q(
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'psql' AND pid <> pg_backend_pid() AND datname = current_database()",
+  );
+}
 
 const q = (sql: string) => ws.query(sql);
 const fixture = (file: string) => readFileSync(path.join(clientFixtures, file), "utf8");
@@ -78,8 +86,14 @@ describe("a runner waiting on the server", () => {
     const run = await ws.cli(["run", "--lock-timeout", "2s"], env);
     expect(Date.now() - started).toBeLessThan(15_000);
     expect(run.code).toBe(3);
-    expect(run.stderr).toMatch(/E_LOCK .*table sales is locked by another session .*waited 2 s \(--lock-timeout\)/);
+    expect(run.stderr).toMatch(
+      /E_LOCK postgres:\/\/\*\*\*@\S+: table sales is locked by another session \("psql" from 127\.0\.0\.1, server process \d+, AccessExclusiveLock\); waited 2 s \(--lock-timeout\)\. Nothing was saved\./,
+    );
+    expect(run.stdout).toContain("this failure is recorded in pipeline_runs");
+    // why: reading sales waits for the outside session too; it ends first.
+    endOutsideSessions();
     expect(ws.state()).toEqual(before);
+    expect(q("SELECT status FROM pipeline_runs ORDER BY run_id")).toBe("succeeded\nfailed");
     await waitFor(() => runnerConnections() === "0", 5_000);
   }, 60_000);
 });
