@@ -331,7 +331,7 @@ describe("an incremental run equals a fresh load of the same final files (proper
         }
       }
     },
-    Math.max(120_000, sequences * 3_000),
+    Math.max(120_000, sequences * (onPostgres ? 15_000 : 3_000)),
   );
 });
 
@@ -435,7 +435,7 @@ describe.each(["insert_new", "upsert", "insert_new, on_conflict: update", "repla
           }
         }
       },
-      Math.max(120_000, sequences * 3_000),
+      Math.max(120_000, sequences * (onPostgres ? 15_000 : 3_000)),
     );
   },
 );

@@ -110,3 +110,38 @@ describe("reports of a database on a server", () => {
     expect(readFileSync(ws.path("output/fiche-synthese.md"), "utf8")).toContain("5\u202f318,77\u00a0€");
   }, 60_000);
 });
+
+describe("objects planted on the server", () => {
+  test.each([
+    [
+      "a rule that swallows inserts",
+      "CREATE RULE swallow AS ON INSERT TO sales DO INSTEAD NOTHING",
+      /rule "swallow" on table sales \(DROP RULE "swallow" ON "sales";\)/,
+    ],
+    [
+      "an index the runner did not create",
+      "CREATE INDEX planted_index ON sales (quantity)",
+      /index "planted_index" on table sales, not created by the runner \(DROP INDEX "planted_index";\)/,
+    ],
+  ])("%s on a declared table is refused (E_DRIFT) naming it and its DROP; nothing is written", async (_name, plant, named) => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    q(plant);
+    const before = ws.state();
+    client.server.file("/ventes.csv", fixture("ventes.csv") + "\r\n2023-06-26,REF001,1,1");
+    const run = await ws.cli(["run"], env);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/E_DRIFT postgres:\/\/\*\*\*@\S+ holds 1 object\(s\) the runner did not create/);
+    expect(run.stderr).toMatch(named);
+    expect(ws.state()).toEqual(before);
+  });
+
+  test("a view in place of a declared table is refused (E_DRIFT) naming it and its DROP VIEW; nothing is created", async () => {
+    q("CREATE VIEW products AS SELECT 'REF001'::text AS product_id, 'x'::text AS name, 1::bigint AS price_cents, 1::bigint AS stock");
+    const run = await ws.cli(["run"], env);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(
+      /E_DRIFT .* holds 1 object\(s\) .*view "products" in place of the declared table products \(DROP VIEW "products";\)/,
+    );
+    expect(q("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'pipeline\\_%'")).toBe("0");
+  });
+});
