@@ -26,6 +26,7 @@ const onServer = [
   "tests/late-data.test.ts",
   "tests/late-data-property.test.ts",
   "tests/run-failures.test.ts",
+  "tests/freshness.test.ts",
   "tests/postgres-faults.test.ts",
 ];
 
