@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -84,7 +85,8 @@ export class Workspace {
   databaseUrl(file = ""): string {
     const known = this.databases.get(file);
     if (known) return known;
-    const name = `ws_${process.pid}_${++databasesMade}`;
+    // why: vitest loads this module afresh for each test file of a worker, so the count alone may repeat.
+    const name = `ws_${process.pid}_${++databasesMade}_${randomBytes(4).toString("hex")}`;
     const server = inject("postgresUrl");
     psql(server, `CREATE DATABASE ${name}`);
     const url = server.replace(/\/postgres$/, `/${name}`);
