@@ -159,7 +159,8 @@ describe("load modes", () => {
     ["fail", 1, undefined, "3"],
   ] as const)("insert_new with on_conflict: %s", async (policy, code, expected, storedQty) => {
     ws.write("pipeline.yaml", pipeline({ eventsExtra: `    on_conflict: ${policy}` }));
-    expect((await run()).code).toBe(0);
+    const first = await run();
+    expect(first.code, first.error?.message).toBe(0);
     ws.write("events.csv", "Day,Item,Qty\n2024-01-01,1,30\n2024-01-02,2,4\n2024-01-03,2,5\n");
     const report = await run();
     expect(report.code).toBe(code);
