@@ -5,6 +5,8 @@ import type { LoadedConfig } from "./config/load.js";
 import type { FreshnessSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
 import { openSqlJs } from "./db/sqljs.js";
+import { isPostgresUrl } from "./db/engines/postgres.js";
+import { readDatabase } from "./db/session.js";
 import { readDatabaseFile } from "./db/store.js";
 import { existingTables } from "./db/tables.js";
 import { didYouMean, redactCredentials, type Diagnostic } from "./errors.js";
@@ -144,25 +146,49 @@ export async function freshnessChecks(
 ): Promise<{ name: string; ok: boolean; detail: string }[]> {
   const steps = freshSteps(pipeline);
   if (steps.length === 0) return [];
-  const image = steps.some((step) => step.freshness.column !== undefined)
-    ? await readDatabaseFile(database).catch(() => undefined)
-    : undefined;
-  const db = image ? await openSqlJs(image) : undefined;
-  try {
-    const results: { name: string; ok: boolean; detail: string }[] = [];
-    for (const step of steps) {
-      let dated: { at: Date; what: string } | { unknown: string };
-      if (step.freshness.column !== undefined)
-        dated = db ? datedFromDatabase(db, step, baseDir) : { unknown: `${database} does not exist yet` };
-      else if (!isUrl(step.source)) dated = datedFromFile(step, baseDir);
-      else dated = await headLastModified(step.source, timeoutMs);
-      const result = judgeFreshness(step, dated, now);
-      const prefix = result.status === "warned" ? "warning: " : "";
-      results.push({ name: `freshness ${step.name}`, ok: result.status !== "failed", detail: `${prefix}${result.detail ?? ""}` });
+  const fromData = steps.filter((step) => step.freshness.column !== undefined);
+  const datedInData = fromData.length > 0 ? await datesInDatabase(fromData, baseDir, database) : new Map<string, Dated>();
+  const results: { name: string; ok: boolean; detail: string }[] = [];
+  for (const step of steps) {
+    let dated: Dated;
+    if (step.freshness.column !== undefined) dated = datedInData.get(step.name)!;
+    else if (!isUrl(step.source)) dated = datedFromFile(step, baseDir);
+    else dated = await headLastModified(step.source, timeoutMs);
+    const result = judgeFreshness(step, dated, now);
+    const prefix = result.status === "warned" ? "warning: " : "";
+    results.push({ name: `freshness ${step.name}`, ok: result.status !== "failed", detail: `${prefix}${result.detail ?? ""}` });
+  }
+  return results;
+}
+
+type Dated = { at: Date; what: string } | { unknown: string };
+
+/**
+ * The newest date of each step's freshness column, read from the stored database whatever its
+ * engine: a SQLite file (absent: its age is unknown), or a server (read-only, its URL shown
+ * without credentials).
+ */
+async function datesInDatabase(steps: readonly FreshStep[], baseDir: string, database: string): Promise<Map<string, Dated>> {
+  const unknown = (why: string) => new Map(steps.map((step) => [step.name, { unknown: why }]));
+  if (isPostgresUrl(database)) {
+    try {
+      return await readDatabase(
+        database,
+        "postgres",
+        10_000,
+        (db) => new Map(steps.map((step) => [step.name, datedFromDatabase(db, step, baseDir)])),
+      );
+    } catch (error) {
+      return unknown(`${redactCredentials(database)} cannot be read (${redactCredentials((error as Error).message)})`);
     }
-    return results;
+  }
+  const image = await readDatabaseFile(database).catch(() => undefined);
+  if (!image) return unknown(`${database} does not exist yet`);
+  const db = await openSqlJs(image);
+  try {
+    return new Map(steps.map((step) => [step.name, datedFromDatabase(db, step, baseDir)]));
   } finally {
-    db?.close();
+    db.close();
   }
 }
 

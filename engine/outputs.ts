@@ -4,6 +4,7 @@ import { constants } from "node:fs";
 import path from "node:path";
 import type { SqlDatabase } from "./db/database.js";
 import { PipelineError } from "./errors.js";
+import { isPostgresUrl } from "./db/engines/postgres.js";
 import { canonicalPath, sameFile } from "./paths.js";
 
 /** A file a run writes, relative to the pipeline file, with the step that writes it. */
@@ -26,7 +27,9 @@ export async function refuseOutputsOfAnotherDatabase(
     const file = path.resolve(run.baseDir, output.path);
     const content = await contentSha256(file);
     if (content === undefined) continue;
-    const recorded = db.all("SELECT sha256 FROM pipeline_outputs WHERE path = ?", [recordedPath(run.database, file)])[0]?.["sha256"];
+    const recorded = db.all("SELECT sha256 FROM pipeline_outputs WHERE path = ?", [recordedPath(run.database, run.baseDir, file)])[0]?.[
+      "sha256"
+    ];
     if (recorded === content) continue;
     throw new PipelineError(
       "E_CONFIG",
@@ -49,15 +52,18 @@ export function recordOutputs(
     const sha256 = createHash("sha256").update(file.content).digest("hex");
     db.run(
       "INSERT INTO pipeline_outputs (path, sha256, run_id) VALUES (?, ?, ?) ON CONFLICT (path) DO UPDATE SET sha256 = excluded.sha256, run_id = excluded.run_id",
-      [recordedPath(database, path.resolve(baseDir, file.path)), sha256, runId],
+      [recordedPath(database, baseDir, path.resolve(baseDir, file.path)), sha256, runId],
     );
   }
 }
 
-/** An output's path as recorded: relative to the database's directory, so it holds wherever the volume is mounted. */
-function recordedPath(database: string, file: string): string {
+/**
+ * An output's path as recorded: relative to the database's directory, so it holds wherever the
+ * volume is mounted; for a database on a server (a URL, no directory), relative to the pipeline's.
+ */
+function recordedPath(database: string, baseDir: string, file: string): string {
   return path
-    .relative(path.dirname(canonicalPath(database)), canonicalPath(file))
+    .relative(isPostgresUrl(database) ? canonicalPath(baseDir) : path.dirname(canonicalPath(database)), canonicalPath(file))
     .split(path.sep)
     .join("/");
 }

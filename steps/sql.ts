@@ -1,6 +1,7 @@
 import type { SqlStepSpec } from "../engine/config/schema.js";
 import { quoteIdent, type SqlDatabase } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
+import { statementBody } from "../engine/db/split-sql.js";
 import { didYouMean, PipelineError, type Diagnostic } from "../engine/errors.js";
 import {
   checkScript,
@@ -97,7 +98,7 @@ function insertSelect(db: SqlDatabase, into: string, select: string): string {
   const statement = db.prepare(select);
   const columns = statement.columnNames();
   statement.free();
-  const body = select.trim().replace(/;\s*$/, "");
+  const body = statementBody(select);
   return `INSERT INTO ${quoteIdent(into)} (${columns.map(quoteIdent).join(", ")}) ${body}`;
 }
 
@@ -114,7 +115,7 @@ function keepHistory(db: SqlDatabase, into: string, sql: string, values: { run_i
   const columns = statement.columnNames();
   statement.free();
   // why: every subquery in FROM is named and the stamps are cast, so that PostgreSQL compiles the same text.
-  const query = `SELECT * FROM (\n${sql.trim().replace(/;\s*$/, "")}\n) AS query`;
+  const query = `SELECT * FROM (\n${statementBody(sql)}\n) AS query`;
   const table = quoteIdent(into);
   const last = db.all(`SELECT max(run_id) AS last FROM ${table}`)[0]?.["last"];
   if (last !== null && last !== undefined) {

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { startServer, type TestServer } from "./helpers/http-server.js";
-import { sqlite, Workspace } from "./helpers/workspace.js";
+import { Workspace } from "./helpers/workspace.js";
 
 let ws: Workspace;
 let server: TestServer;
@@ -52,7 +52,7 @@ describe("freshness from the source's Last-Modified", () => {
     const run = await ws.cli(["run"], {}, { now: daysAfter(1) });
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain(`check ✓ freshness_load_sales: the source (Last-Modified ${lastModified}) is 24 h old (limit 2d)`);
-    expect(sqlite(ws.path("db.sqlite"), "SELECT kind, status, detail FROM pipeline_check_results")).toBe(
+    expect(ws.query("SELECT kind, status, detail FROM pipeline_check_results", "db.sqlite")).toBe(
       `freshness|passed|the source (Last-Modified ${lastModified}) is 24 h old (limit 2d)`,
     );
   });
@@ -64,13 +64,13 @@ describe("freshness from the source's Last-Modified", () => {
     expect(run.stdout).toContain(
       `check ⚠ warn freshness_load_sales: the source (Last-Modified ${lastModified}) is 3 days old (limit 2d, exceeded)`,
     );
-    expect(sqlite(ws.path("db.sqlite"), "SELECT status FROM pipeline_check_results")).toBe("warned");
+    expect(ws.query("SELECT status FROM pipeline_check_results", "db.sqlite")).toBe("warned");
   });
 
   test("past the limit with severity error, the run fails with E_STALE and saves nothing, after a 304 too", async () => {
     ws.write("pipeline.yaml", pipeline("{ max_age: 2d }"));
     expect((await ws.cli(["run"], {}, { now: daysAfter(1) })).code).toBe(0);
-    const before = ws.bytes("db.sqlite")!;
+    const before = ws.state("db.sqlite");
     // why: the second run gets a 304; the stored Last-Modified is what ages.
     const run = await ws.cli(["run", "--json"], {}, { now: daysAfter(5) });
     expect(run.code).toBe(1);
@@ -78,7 +78,7 @@ describe("freshness from the source's Last-Modified", () => {
     expect(report.error?.code).toBe("E_STALE");
     expect(report.checks).toEqual([expect.objectContaining({ name: "freshness_load_sales", status: "failed" })]);
     expect(server.requests("/sales.csv").at(-1)?.["if-modified-since"]).toBe(lastModified);
-    expect(ws.bytes("db.sqlite")!.equals(before)).toBe(true);
+    expect(ws.state("db.sqlite")).toEqual(before);
   });
 
   test("a source that sends no Last-Modified has an unknown age, judged by the severity", async () => {
@@ -97,14 +97,14 @@ describe("freshness from the newest date in the data", () => {
     const fresh = await ws.cli(["run"], {}, { now: () => new Date("2024-01-07T12:00:00Z") });
     expect(fresh.code, fresh.stderr).toBe(0);
     expect(fresh.stdout).toContain("check ✓ freshness_load_sales: the newest sales.day, 2024-01-05, is 2 days old (limit 3d)");
-    const before = ws.bytes("db.sqlite")!;
+    const before = ws.state("db.sqlite");
     const later = () => new Date("2024-01-09T12:00:00Z");
     const tested = await ws.cli(["test"], {}, { now: later });
     expect(tested.code).toBe(1);
     expect(tested.stdout).toContain(
       "check ✗ error freshness_load_sales: the newest sales.day, 2024-01-05, is 4 days old (limit 3d, exceeded)",
     );
-    expect(ws.bytes("db.sqlite")!.equals(before)).toBe(true);
+    expect(ws.state("db.sqlite")).toEqual(before);
     const doctor = await ws.cli(["doctor"], {}, { now: later });
     expect(doctor.code).toBe(1);
     expect(doctor.stdout).toContain("✗ freshness load_sales: the newest sales.day, 2024-01-05, is 4 days old (limit 3d, exceeded)");
@@ -119,7 +119,7 @@ describe("freshness from the newest date in the data", () => {
       `✓ freshness load_sales: warning: the source (Last-Modified ${lastModified}) is 3 days old (limit 2d, exceeded)`,
     );
     // why: no run happened, so the age can only come from the server's answer.
-    expect(ws.bytes("db.sqlite")).toBeUndefined();
+    expect(ws.state("db.sqlite")).toBeUndefined();
   });
 
   test("validate refuses a freshness column that is not a date column of the table", async () => {

@@ -3,7 +3,7 @@ import { serveClientData, type ClientServer } from "./helpers/client-server.js";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { eventsPipeline } from "./helpers/events-pipeline.js";
-import { clientFixtures, sqlite, Workspace } from "./helpers/workspace.js";
+import { clientFixtures, Workspace } from "./helpers/workspace.js";
 
 // Late data: a row rejected today because what it needs is not there yet is loaded by the run
 // that follows its arrival, whatever shortcut that run takes (304, same content, tail read).
@@ -15,8 +15,9 @@ beforeEach(async () => {
 afterEach(() => client.close());
 
 const fixture = (name: string) => readFileSync(path.join(clientFixtures, name), "utf8");
-const db = () => client.ws.path("output/sales.db");
-const revenue = () => sqlite(db(), "SELECT revenue_cents, sales_lines FROM revenue_total");
+/** Runs SQL on the client's database, whatever the engine. */
+const query = (sql: string) => client.ws.query(sql);
+const revenue = () => query("SELECT revenue_cents, sales_lines FROM revenue_total");
 
 interface Report {
   ok: boolean;
@@ -37,7 +38,7 @@ async function freshRevenue(files: Record<string, string>): Promise<string> {
     for (const [name, body] of Object.entries(files)) fresh.server.file(`/${name}`, body);
     const result = await fresh.ws.cli(["run", "--json"], fresh.env);
     expect(result.code, result.stdout).toBe(0);
-    return sqlite(fresh.ws.path("output/sales.db"), "SELECT revenue_cents, sales_lines FROM revenue_total");
+    return fresh.ws.query("SELECT revenue_cents, sales_lines FROM revenue_total");
   } finally {
     await fresh.close();
   }
@@ -64,7 +65,7 @@ describe("a sale typed before its product", () => {
     const final = { "produits.csv": productsWithRef006, "ventes.csv": sales + lateSale + "\r\n2023-06-26,REF001,1,2" };
     expect(revenue()).toBe(await freshRevenue(final));
     expect(revenue()).toBe("533877|32");
-    expect(sqlite(db(), "SELECT status, resolved_run_id IS NOT NULL FROM pipeline_rejected_rows")).toBe("resolved|1");
+    expect(query("SELECT status, resolved_run_id IS NOT NULL FROM pipeline_rejected_rows")).toBe("resolved|1");
   });
 
   test("is loaded when the sales file did not change at all (304)", async () => {
@@ -113,7 +114,7 @@ describe("a sale typed before its product", () => {
     client.server.file("/produits.csv", productsWithRef006);
     await run();
     expect(revenue()).toBe(await freshRevenue({ "produits.csv": productsWithRef006, "ventes.csv": sales + "\r\n2023-06-27,REF001,1,2" }));
-    expect(sqlite(db(), "SELECT count(*) FROM pipeline_rejected_rows WHERE status = 'pending'")).toBe("0");
+    expect(query("SELECT count(*) FROM pipeline_rejected_rows WHERE status = 'pending'")).toBe("0");
   });
 
   test("a pending row that a full read of a changed file loads is marked resolved, not left pending", async () => {
@@ -124,8 +125,8 @@ describe("a sale typed before its product", () => {
     client.server.file("/ventes.csv", sales.replace("\r\n2023-05-27,", "\r\n2023-05-27 ,") + lateSale);
     const second = await run();
     expect(step(second, "load_sales").detail ?? "").not.toMatch(/file grew/);
-    expect(sqlite(db(), "SELECT status, resolved_run_id FROM pipeline_rejected_rows WHERE raw LIKE '%REF006%'")).toBe("resolved|2");
-    expect(sqlite(db(), "SELECT count(*) FROM pipeline_rejected_rows WHERE status = 'pending'")).toBe("0");
+    expect(query("SELECT status, resolved_run_id FROM pipeline_rejected_rows WHERE raw LIKE '%REF006%'")).toBe("resolved|2");
+    expect(query("SELECT count(*) FROM pipeline_rejected_rows WHERE status = 'pending'")).toBe("0");
   });
 
   test("a price fixed after its product was rejected brings back that product's sales, though the sales file is unchanged", async () => {
@@ -160,14 +161,14 @@ describe("tail reads", () => {
     expect(step(second, "load_sales").detail).toMatch(/file grew/);
     const lines = grown.split(/\r\n|\r|\n/);
     const badLine = lines.findIndex((l) => l === "2023-06-26,REF002,x,1") + 1;
-    expect(sqlite(db(), "SELECT line, raw FROM pipeline_rejected_rows")).toBe(`${badLine}|2023-06-26,REF002,x,1`);
+    expect(query("SELECT line, raw FROM pipeline_rejected_rows")).toBe(`${badLine}|2023-06-26,REF002,x,1`);
   });
 
   test("line numbers of a CR-only file with quoted fields are the file's own", async () => {
     const body = sales.replaceAll("\r\n", "\r").replace("2023-05-27", '"2023-05-27"') + "\r2023-06-26,REF002,x,1";
     client.server.file("/ventes.csv", body);
     await run();
-    expect(sqlite(db(), "SELECT line FROM pipeline_rejected_rows")).toBe("32");
+    expect(query("SELECT line FROM pipeline_rejected_rows")).toBe("32");
   });
 });
 
@@ -240,8 +241,8 @@ describe("a pending row and a later line with the same key", () => {
   /** The events table and its pending rejections after the runs, for comparison with a fresh load. */
   const state = (file: string) =>
     [
-      sqlite(file, "SELECT day, slot, item_id, qty FROM events ORDER BY day, slot"),
-      sqlite(file, "SELECT line, kind FROM pipeline_rejected_rows WHERE status = 'pending' ORDER BY line"),
+      ws.query("SELECT day, slot, item_id, qty FROM events ORDER BY day, slot", file),
+      ws.query("SELECT line, kind FROM pipeline_rejected_rows WHERE status = 'pending' ORDER BY line", file),
     ].join("\n--\n");
 
   test.each([
@@ -254,9 +255,9 @@ describe("a pending row and a later line with the same key", () => {
     expect((await ws.cli(["run"])).code).toBe(0);
     ws.write("items.csv", "Id\n1\n9\n");
     expect((await ws.cli(["run"])).code).toBe(0);
-    const incremental = state(ws.path("db.sqlite"));
+    const incremental = state("db.sqlite");
     expect(incremental).toBe(expected);
     expect((await ws.cli(["run", "--db", "fresh.sqlite"])).code).toBe(0);
-    expect(incremental).toBe(state(ws.path("fresh.sqlite")));
+    expect(incremental).toBe(state("fresh.sqlite"));
   });
 });

@@ -193,7 +193,9 @@ describe("types on PostgreSQL", () => {
     server.file("/produits.csv", fixture("produits.csv") + "\r\nProduit F,REF006,20.00,5");
     const run = await ws.cli(["run"], env);
     expect(run.code).toBe(1);
-    expect(run.stderr).toMatch(/E_DRIFT .*holds 1 trigger\(s\) .*"planted" on table products \(DROP TRIGGER "planted" ON "products";\)/);
+    expect(run.stderr).toMatch(
+      /E_DRIFT .*holds 1 object\(s\) .*trigger "planted" on table products \(DROP TRIGGER "planted" ON "products";\)/,
+    );
     expect(dataTables()).toBe(before);
   });
 

@@ -3,7 +3,7 @@ import { quoteIdent, type SqlDatabase } from "./database.js";
 
 /** An object stored in the database that would run on, stand in for, or change a declared table. */
 export interface ForeignObject {
-  type: "trigger" | "view" | "index" | "table";
+  type: "trigger" | "view" | "index" | "table" | "rule";
   name: string;
   /** The declared table it is on, stands in for or names. */
   table: string;
@@ -22,9 +22,11 @@ export interface ForeignObject {
  */
 export function findForeignObjects(db: SqlDatabase, declared: Iterable<string>): ForeignObject[] {
   if (db.dialect) {
-    return db.dialect
-      .foreignTriggers(db, new Set(declared))
+    const names = new Set(declared);
+    const triggers: ForeignObject[] = db.dialect
+      .foreignTriggers(db, names)
       .map(({ name, table }) => ({ type: "trigger", name, table, reason: `on table ${table}` }));
+    return [...triggers, ...serverObjects(db, names)];
   }
   const tables = new Map([...declared].map((name) => [foldCase(name), name]));
   const found: ForeignObject[] = [];
@@ -51,6 +53,45 @@ export function findForeignObjects(db: SqlDatabase, declared: Iterable<string>):
 }
 
 /**
+ * On a PostgreSQL server, in the schema the runner writes (current_schema()): rules on a declared
+ * table (one can turn its inserts into nothing, or into writes elsewhere), views and other
+ * relations named like a declared table (standing in for it), and indexes on a declared table
+ * other than its primary key's and unique constraints' (an expression index runs code on every row).
+ */
+function serverObjects(db: SqlDatabase, declared: ReadonlySet<string>): ForeignObject[] {
+  const found: ForeignObject[] = [];
+  const rules = db.all(
+    `SELECT r.rulename AS name, c.relname AS tbl FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
+     JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND r.rulename <> '_RETURN' ORDER BY 2, 1`,
+  );
+  for (const row of rules) {
+    const table = String(row["tbl"]);
+    if (declared.has(table)) found.push({ type: "rule", name: String(row["name"]), table, reason: `on table ${table}` });
+  }
+  const standIns = db.all(
+    `SELECT c.relname AS name, c.relkind AS kind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = current_schema() AND c.relkind IN ('v', 'm', 'f') ORDER BY 1`,
+  );
+  for (const row of standIns) {
+    const name = String(row["name"]);
+    if (declared.has(name)) found.push({ type: "view", name, table: name, reason: `in place of the declared table ${name}` });
+  }
+  const indexes = db.all(
+    `SELECT i.relname AS name, c.relname AS tbl FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+     JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = current_schema() AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid AND k.contype IN ('p', 'u'))
+     ORDER BY 2, 1`,
+  );
+  for (const row of indexes) {
+    const table = String(row["tbl"]);
+    if (declared.has(table))
+      found.push({ type: "index", name: String(row["name"]), table, reason: `on table ${table}, not created by the runner` });
+  }
+  return found;
+}
+
+/**
  * Refuses a database holding objects that would run on or stand in for the declared tables
  * (see {@link findForeignObjects}): E_DRIFT, naming each one and the statement that removes it.
  */
@@ -58,10 +99,13 @@ export function refuseForeignObjects(db: SqlDatabase, declared: Iterable<string>
   const found = findForeignObjects(db, declared);
   if (found.length === 0) return;
   if (db.dialect) {
-    const drops = found.map((object) => `DROP TRIGGER ${quoteIdent(object.name)} ON ${quoteIdent(object.table)};`);
+    const drop = (object: ForeignObject) =>
+      object.type === "trigger" || object.type === "rule"
+        ? `DROP ${object.type.toUpperCase()} ${quoteIdent(object.name)} ON ${quoteIdent(object.table)};`
+        : `DROP ${object.type.toUpperCase()} ${quoteIdent(object.name)};`;
     throw new PipelineError(
       "E_DRIFT",
-      `${database} holds ${found.length} trigger(s) the runner did not create, which would run on the tables it declares: ${found.map((object, i) => `${quoteIdent(object.name)} ${object.reason} (${drops[i]})`).join("; ")}. Nothing was changed. If you did not put them there, find out who did; to keep your data as the runner wrote it, remove them with psql, then run again.`,
+      `${database} holds ${found.length} object(s) the runner did not create, which would run on or stand in for the tables it declares: ${found.map((object) => `${object.type} ${quoteIdent(object.name)} ${object.reason} (${drop(object)})`).join("; ")}. Nothing was changed. If you did not put them there, find out who did; to keep your data as the runner wrote it, remove them with psql, then run again.`,
     );
   }
   const drops = found.map(fixFor);

@@ -48,6 +48,16 @@ export function splitStatements(sql: string): string[] {
   return statements;
 }
 
+/**
+ * The one statement of `sql` to be wrapped in another (a subquery, INSERT … SELECT): without its
+ * final semicolon and what follows it (a comment after the `;` would otherwise end up inside the
+ * wrapper, which PostgreSQL refuses). Text of several statements is returned trimmed, as it is.
+ */
+export function statementBody(sql: string): string {
+  const statements = splitStatements(sql);
+  return statements.length === 1 ? statements[0]! : sql.trim().replace(/;\s*$/, "");
+}
+
 function stripComments(sql: string): string {
   return sql.replace(/--[^\n]*/g, "").replace(/\/\*[\s\S]*?(\*\/|$)/g, "");
 }

@@ -9,7 +9,7 @@ import type { Params, Row, SqlDatabase, Statement } from "../database.js";
 import { postgresDialect } from "../pg/dialect.js";
 import { toPositional } from "../pg/parameters.js";
 import { connectSync, PgServerError, type PgResult, type SyncPgConnection } from "../pg/sync-connection.js";
-import { splitStatements } from "../split-sql.js";
+import { splitStatements, statementBody } from "../split-sql.js";
 import type { Engine, OpenOptions, Transaction } from "./engine.js";
 
 /** Whether a `database:` setting names a PostgreSQL server (postgres:// or postgresql://) rather than a file. */
@@ -49,13 +49,15 @@ export const postgresEngine: Engine = {
     try {
       connection.query("BEGIN");
       connection.query("SET CONSTRAINTS ALL DEFERRED");
+      // why: a table another session holds locked must not hang the run; past --lock-timeout the statement fails and names it.
+      connection.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.round(options.busyTimeoutMs))}`);
     } catch (error) {
       connection.close();
       throw serverError(error, url, options);
     }
     let open = true;
     const transaction: Transaction = {
-      db: wrapConnection(connection),
+      db: wrapConnection(connection, { url, lockTimeoutMs: options.busyTimeoutMs }),
       // why: SQLite's integrity_check has no meaning here; the server keeps its indexes consistent with its tables.
       soundTables: "all",
       async commit() {
@@ -95,7 +97,7 @@ export const postgresEngine: Engine = {
   async lock(url, options) {
     const connection = connectPostgres(url);
     try {
-      return takeAdvisoryLock(connection, url, options.timeoutMs);
+      return await takeAdvisoryLock(connection, url, options.timeoutMs, options.signal);
     } catch (error) {
       connection.close();
       throw error;
@@ -138,8 +140,12 @@ function rowsOf(result: PgResult): Row[] {
   return result.rows.map((values) => Object.fromEntries(result.fields.map((field, i) => [field, values[i] as Row[string]])));
 }
 
-/** The {@link SqlDatabase} over one connection: SQLite-style parameters rewritten, rows as objects, changes from the row count. */
-function wrapConnection(connection: SyncPgConnection): SqlDatabase {
+/**
+ * The {@link SqlDatabase} over one connection: SQLite-style parameters rewritten, rows as objects,
+ * changes from the row count; with `locks`, a statement that waited past the lock timeout for a
+ * table another session holds is an E_LOCK error naming the table and its holder.
+ */
+function wrapConnection(connection: SyncPgConnection, locks?: { url: string; lockTimeoutMs: number }): SqlDatabase {
   let changes = 0;
   // why: a bulk write still running on the server is settled before any other statement, as if it had run synchronously.
   let barrier: (() => void) | undefined;
@@ -151,7 +157,13 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
   const query = (sql: string, params: Params | undefined): PgResult => {
     pass();
     const { text, values } = toPositional(sql, params);
-    const result = connection.query(text, values);
+    let result: PgResult;
+    try {
+      result = connection.query(text, values);
+    } catch (error) {
+      if (locks && error instanceof PgServerError && error.code === "55P03") throw lockedTable(locks.url, locks.lockTimeoutMs, text, error);
+      throw withDetail(error);
+    }
     changes = result.rowCount;
     return result;
   };
@@ -167,7 +179,7 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
       getValues: (params) => remember(query(sql, params)).rows[0] as Row[string][] | undefined,
       all: (params) => rowsOf(remember(query(sql, params))),
       // why: a statement not yet run is described by running it for no row (every parameter NULL).
-      columnNames: () => (fields ??= query(`SELECT * FROM (\n${sql.trim().replace(/;\s*$/, "")}\n) AS described LIMIT 0`, {}).fields),
+      columnNames: () => (fields ??= query(`SELECT * FROM (\n${statementBody(sql)}\n) AS described LIMIT 0`, {}).fields),
       free: () => undefined,
     };
   };
@@ -189,6 +201,52 @@ function wrapConnection(connection: SyncPgConnection): SqlDatabase {
     bulkWriter: (load) => pgBulkWriter(db, connection, load, (settle) => (barrier = settle)),
   };
   return db;
+}
+
+/**
+ * The E_LOCK error for a statement that waited past the lock timeout: the table it names that
+ * another session holds locked (read on a connection of its own: this one's transaction is aborted).
+ */
+function lockedTable(url: string, lockTimeoutMs: number, statement: string, cause: PgServerError): PipelineError {
+  let what = "a table it uses is locked by another session";
+  try {
+    const connection = connectPostgres(url);
+    try {
+      const held = connection.query(
+        `SELECT c.relname, a.application_name, a.pid, coalesce(host(a.client_addr), 'local socket'), l.mode
+         FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND n.nspname = current_schema() AND a.application_name NOT LIKE 'pipeline-runner pid ' || $1
+         ORDER BY c.relname`,
+        [String(process.pid)],
+      ).rows;
+      const named = held.find(([table]) => new RegExp(`(^|[^\\w"])"?${String(table)}"?($|[^\\w"])`).test(statement)) ?? held[0];
+      if (named) {
+        const [table, application, pid, client, mode] = named.map(String);
+        what = `table ${table} is locked by another session ("${application}" from ${client}, server process ${pid}, ${mode})`;
+      }
+    } finally {
+      connection.close();
+    }
+  } catch {
+    // why: the holder is a courtesy; the error stands without it.
+  }
+  return new PipelineError(
+    "E_LOCK",
+    `${redactCredentials(url)}: ${what}; waited ${Math.round(lockTimeoutMs / 1000)} s (--lock-timeout). Nothing was saved.`,
+    { exitCode: 3, cause },
+  );
+}
+
+/**
+ * A constraint violation names its constraint only; its detail says which key and values (`Key
+ * (day, item_id)=(2024-01-01, 1) already exists.`), as SQLite's message names the columns: a
+ * rejected row's reason carries both.
+ */
+function withDetail(error: unknown): unknown {
+  if (!(error instanceof PgServerError) || !error.code?.startsWith("23") || !error.detail) return error;
+  return new PgServerError(`${error.message}: ${error.detail}`, error.code, error.position, error.detail);
 }
 
 export { PgServerError };

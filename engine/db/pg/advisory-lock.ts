@@ -6,24 +6,47 @@ import { PgServerError, type SyncPgConnection } from "./sync-connection.js";
 const lockClass = 0x50495045;
 const lockKey = 1;
 
+/** How long one wait for the lock lasts before the runner looks at its signal (SIGINT, SIGTERM) again. */
+const waitSliceMs = 200;
+
 /**
  * Takes the runner's advisory lock on the database `connection` is on, waiting up to `timeoutMs`
- * (PostgreSQL's lock_timeout); past it, an E_LOCK error (exit 3) says who holds it from
- * pg_stat_activity. The lock lives as long as the connection: a killed runner's lock goes with it.
+ * (PostgreSQL's lock_timeout, in slices so that a signal stops the wait at once: E_ABORTED, exit
+ * 130); past it, an E_LOCK error (exit 3) says who holds it from pg_stat_activity. The lock lives
+ * as long as the connection: a killed runner's lock goes with it.
  */
-export function takeAdvisoryLock(connection: SyncPgConnection, url: string, timeoutMs: number): DatabaseLock {
-  try {
-    connection.query(`SET lock_timeout = ${Math.max(1, Math.round(timeoutMs))}`);
-    connection.query("SELECT pg_advisory_lock($1, $2)", [lockClass, lockKey]);
-  } catch (error) {
-    if (error instanceof PgServerError && error.code === "55P03") {
-      throw new PipelineError(
-        "E_LOCK",
-        `${redactCredentials(url)} is locked by another run (${holderOf(connection)}); waited ${Math.round(timeoutMs / 1000)} s (--lock-timeout). Nothing was changed.`,
-        { exitCode: 3, cause: error },
-      );
+export async function takeAdvisoryLock(
+  connection: SyncPgConnection,
+  url: string,
+  timeoutMs: number,
+  signal?: AbortSignal | undefined,
+): Promise<DatabaseLock> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (signal?.aborted) {
+      throw new PipelineError("E_ABORTED", "interrupted while waiting for the database lock; nothing was changed", { exitCode: 130 });
     }
-    throw new PipelineError("E_LOCK", `${redactCredentials(url)}: cannot take the run lock: ${(error as Error).message}`, { cause: error });
+    const slice = Math.max(1, Math.min(waitSliceMs, Math.round(deadline - Date.now())));
+    try {
+      connection.query(`SET lock_timeout = ${slice}`);
+      connection.query("SELECT pg_advisory_lock($1, $2)", [lockClass, lockKey]);
+      break;
+    } catch (error) {
+      if (!(error instanceof PgServerError && error.code === "55P03")) {
+        throw new PipelineError("E_LOCK", `${redactCredentials(url)}: cannot take the run lock: ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
+      if (Date.now() >= deadline) {
+        throw new PipelineError(
+          "E_LOCK",
+          `${redactCredentials(url)} is locked by another run (${holderOf(connection)}); waited ${Math.round(timeoutMs / 1000)} s (--lock-timeout). Nothing was changed.`,
+          { exitCode: 3, cause: error },
+        );
+      }
+      // why: the wait blocks this thread; between slices the event loop runs the signal handlers.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
   return {
     holderText: `advisory lock (${lockClass}, ${lockKey})`,
