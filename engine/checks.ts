@@ -136,7 +136,10 @@ export function failingRowsSql(check: DeclaredCheck, baseDir: string, rows?: str
   const from = only === undefined ? t : `${only} AS ${t}`;
   switch (spec.check) {
     case "not_null":
-      return `SELECT * FROM ${from} WHERE ${quoteIdent(spec.column)} IS NULL`;
+    case "accepted_values":
+    case "range":
+    case "expression":
+      return `SELECT * FROM ${from} WHERE ${failingCondition(check)}`;
     case "unique": {
       const list = spec.columns.map(quoteIdent);
       return `SELECT ${list.join(", ")}, count(*) AS "rows" FROM ${t} WHERE ${list.map((c) => `${c} IS NOT NULL`).join(" AND ")} GROUP BY ${list.join(", ")} HAVING count(*) > 1`;
@@ -145,19 +148,6 @@ export function failingRowsSql(check: DeclaredCheck, baseDir: string, rows?: str
       const c = quoteIdent(spec.column);
       return `SELECT * FROM ${only ?? t} AS child WHERE child.${c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ${quoteIdent(spec.to)} AS parent WHERE parent.${quoteIdent(spec.field)} = child.${c})`;
     }
-    case "accepted_values":
-      return `SELECT * FROM ${from} WHERE ${quoteIdent(spec.column)} IS NOT NULL AND ${quoteIdent(spec.column)} NOT IN (${spec.values.map(literal).join(", ")})`;
-    case "range": {
-      const c = quoteIdent(spec.column);
-      const inclusive = spec.inclusive ?? true;
-      const bounds = [
-        ...(spec.min === undefined ? [] : [`${c} ${inclusive ? ">=" : ">"} ${literal(spec.min)}`]),
-        ...(spec.max === undefined ? [] : [`${c} ${inclusive ? "<=" : "<"} ${literal(spec.max)}`]),
-      ];
-      return `SELECT * FROM ${from} WHERE ${c} IS NOT NULL AND NOT (${bounds.join(" AND ") || "TRUE"})`;
-    }
-    case "expression":
-      return `SELECT * FROM ${from} WHERE NOT (\n${spec.expression}\n)`;
     case "row_count": {
       const bounds = [
         ...(spec.min === undefined ? [] : [`"rows" >= ${spec.min}`]),
@@ -208,8 +198,9 @@ function resultOf(check: DeclaredCheck, failingRows: number, samples: CheckResul
 }
 
 /**
- * When a row of its table fails a row-by-row check, as one condition over the table under its own
- * name (the WHERE of {@link failingRowsSql}); undefined for the other kinds.
+ * When a row of its table fails a check of a kind that judges rows (`not_null`, `accepted_values`,
+ * `range`, `expression`, `relationships`), as one condition over the table under its own name: the
+ * WHERE of {@link failingRowsSql} (a relationship's there names the table `child`); undefined for the other kinds.
  */
 function failingCondition(check: DeclaredCheck): string | undefined {
   const spec = check.spec;
@@ -229,7 +220,7 @@ function failingCondition(check: DeclaredCheck): string | undefined {
       return `${c} IS NOT NULL AND NOT (${bounds.join(" AND ") || "TRUE"})`;
     }
     case "expression":
-      return judgesRowByRow(check) ? `NOT (\n${spec.expression}\n)` : undefined;
+      return `NOT (\n${spec.expression}\n)`;
     case "relationships": {
       const c = `${t}.${quoteIdent(spec.column)}`;
       // why: the parent under an alias, so that the table's own name means the checked row, also when a table references itself.
@@ -257,7 +248,7 @@ export function runChecksInOnePass(
   const results: (CheckResult | undefined)[] = checks.map(() => undefined);
   const byTable = new Map<string, number[]>();
   checks.forEach((check, i) => {
-    if (failingCondition(check) === undefined || check.table === "__parent") return;
+    if (!judgesRowByRow(check) || check.table === "__parent") return;
     byTable.set(check.table, [...(byTable.get(check.table) ?? []), i]);
   });
   const judged = (i: number, failing: number) =>
