@@ -264,16 +264,24 @@ export function runChecksInOnePass(
     if (rest.length < 2) continue;
     const counts = rest.map((i, n) => `count(CASE WHEN ${failingCondition(checks[i]!)} THEN 1 END) AS "__failing_${n}"`);
     const sql = `SELECT ${counts.join(",\n")}\nFROM ${quoteIdent(table)}`;
-    let row: Row | undefined;
-    try {
-      row = db.all(sql, parametersOf(sql, values))[0];
-    } catch {
-      continue; // why: each check then runs alone, and one that does not compile says so under its own name.
-    }
+    const row = firstRowOrUndefined(db, sql, parametersOf(sql, values));
+    // why: each check then runs alone, and one whose query fails says so under its own name.
     if (!row) continue;
     rest.forEach((i, n) => judged(i, Number(row[`__failing_${n}`])));
   }
   return results;
+}
+
+/** The query's first row, or undefined when it fails; on a server inside a savepoint, so that its error does not abort the run's transaction. */
+function firstRowOrUndefined(db: SqlDatabase, sql: string, params: Record<string, SqlValue>): Row | undefined {
+  if (db.dialect) db.exec("SAVEPOINT one_pass");
+  try {
+    return db.all(sql, params)[0];
+  } catch {
+    return undefined;
+  } finally {
+    if (db.dialect) db.exec("ROLLBACK TO one_pass; RELEASE one_pass");
+  }
 }
 
 /**

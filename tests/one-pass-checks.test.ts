@@ -143,6 +143,17 @@ describe.each(["sqljs", "native", "postgres"] as const)("on the %s engine, check
     },
   );
 
+  test.runIf(engine === "postgres")("leave a check whose query fails on the server to fail alone, with its own error", async () => {
+    // why: on PostgreSQL an integer division by zero is an error (SQLite gives NULL); the shared query fails first, and must not abort the run's transaction.
+    const check = '      - { name: qty_divides, check: expression, expression: "qty / (qty - qty) >= 0" }\n';
+    ws.write("pipeline.yaml", pipeline.replace("steps:\n", `${check}steps:\n`));
+    const result = await ws.cli(["run", "--engine", engine, "--json"], env);
+    expect(result.code).toBe(1);
+    const run = JSON.parse(result.stdout) as { error: { code: string; message: string } };
+    expect(run.error.code).toBe("E_SQL");
+    expect(run.error.message).toContain("check qty_divides on sales: division by zero");
+  });
+
   test("stop the run on a failing error check with the same error as the check alone", async () => {
     ws.write("sales.csv", `${sales}2023-12-31,A,1,1,shop\n`);
     const result = await ws.cli(["run", "--engine", engine, "--json"], env);
