@@ -136,7 +136,10 @@ export function failingRowsSql(check: DeclaredCheck, baseDir: string, rows?: str
   const from = only === undefined ? t : `${only} AS ${t}`;
   switch (spec.check) {
     case "not_null":
-      return `SELECT * FROM ${from} WHERE ${quoteIdent(spec.column)} IS NULL`;
+    case "accepted_values":
+    case "range":
+    case "expression":
+      return `SELECT * FROM ${from} WHERE ${failingCondition(check)}`;
     case "unique": {
       const list = spec.columns.map(quoteIdent);
       return `SELECT ${list.join(", ")}, count(*) AS "rows" FROM ${t} WHERE ${list.map((c) => `${c} IS NOT NULL`).join(" AND ")} GROUP BY ${list.join(", ")} HAVING count(*) > 1`;
@@ -145,19 +148,6 @@ export function failingRowsSql(check: DeclaredCheck, baseDir: string, rows?: str
       const c = quoteIdent(spec.column);
       return `SELECT * FROM ${only ?? t} AS child WHERE child.${c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ${quoteIdent(spec.to)} AS parent WHERE parent.${quoteIdent(spec.field)} = child.${c})`;
     }
-    case "accepted_values":
-      return `SELECT * FROM ${from} WHERE ${quoteIdent(spec.column)} IS NOT NULL AND ${quoteIdent(spec.column)} NOT IN (${spec.values.map(literal).join(", ")})`;
-    case "range": {
-      const c = quoteIdent(spec.column);
-      const inclusive = spec.inclusive ?? true;
-      const bounds = [
-        ...(spec.min === undefined ? [] : [`${c} ${inclusive ? ">=" : ">"} ${literal(spec.min)}`]),
-        ...(spec.max === undefined ? [] : [`${c} ${inclusive ? "<=" : "<"} ${literal(spec.max)}`]),
-      ];
-      return `SELECT * FROM ${from} WHERE ${c} IS NOT NULL AND NOT (${bounds.join(" AND ") || "TRUE"})`;
-    }
-    case "expression":
-      return `SELECT * FROM ${from} WHERE NOT (\n${spec.expression}\n)`;
     case "row_count": {
       const bounds = [
         ...(spec.min === undefined ? [] : [`"rows" >= ${spec.min}`]),
@@ -191,6 +181,10 @@ export function runCheck(db: SqlDatabase, check: DeclaredCheck, baseDir: string,
   }
   const failingRows = Number(rows[0]?.["__failing_rows"] ?? 0);
   const samples = rows.map(({ __failing_rows: _, ...row }) => sampleRow(row));
+  return resultOf(check, failingRows, samples);
+}
+
+function resultOf(check: DeclaredCheck, failingRows: number, samples: CheckResult["samples"]): CheckResult {
   return {
     name: check.name,
     table: check.table,
@@ -201,6 +195,142 @@ export function runCheck(db: SqlDatabase, check: DeclaredCheck, baseDir: string,
     failingRows,
     samples,
   };
+}
+
+/**
+ * When a row of its table fails a check of a kind that judges rows (`not_null`, `accepted_values`,
+ * `range`, `expression`, `relationships`), as one condition over the table under its own name: the
+ * WHERE of {@link failingRowsSql} (a relationship's there names the table `child`); undefined for the other kinds.
+ */
+function failingCondition(check: DeclaredCheck): string | undefined {
+  const spec = check.spec;
+  const t = quoteIdent(check.table);
+  switch (spec.check) {
+    case "not_null":
+      return `${quoteIdent(spec.column)} IS NULL`;
+    case "accepted_values":
+      return `${quoteIdent(spec.column)} IS NOT NULL AND ${quoteIdent(spec.column)} NOT IN (${spec.values.map(literal).join(", ")})`;
+    case "range": {
+      const c = quoteIdent(spec.column);
+      const inclusive = spec.inclusive ?? true;
+      const bounds = [
+        ...(spec.min === undefined ? [] : [`${c} ${inclusive ? ">=" : ">"} ${literal(spec.min)}`]),
+        ...(spec.max === undefined ? [] : [`${c} ${inclusive ? "<=" : "<"} ${literal(spec.max)}`]),
+      ];
+      return `${c} IS NOT NULL AND NOT (${bounds.join(" AND ") || "TRUE"})`;
+    }
+    case "expression":
+      return `NOT (\n${spec.expression}\n)`;
+    case "relationships": {
+      const c = `${t}.${quoteIdent(spec.column)}`;
+      // why: the parent under an alias, so that the table's own name means the checked row, also when a table references itself.
+      return `${c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ${quoteIdent(spec.to)} AS "__parent" WHERE "__parent".${quoteIdent(spec.field)} = ${c})`;
+    }
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * The results of row-by-row checks of one table, judged in one pass over it instead of one each:
+ * one query counts every check's failing rows at once (`count(CASE WHEN … THEN 1 END)`, on every
+ * engine), and on SQLite a relationship that a foreign key of the database's schema states exactly
+ * is counted by SQLite's own `foreign_key_check`, one pass for all of them. A check that fails
+ * then runs alone, so its count and samples are those its own query gives. Undefined for checks
+ * left to run alone (a query that does not compile in one: each runs alone and reports its own error).
+ */
+export function runChecksInOnePass(
+  db: SqlDatabase,
+  checks: readonly DeclaredCheck[],
+  baseDir: string,
+  values: SqlParameterValues,
+): (CheckResult | undefined)[] {
+  const results: (CheckResult | undefined)[] = checks.map(() => undefined);
+  const byTable = new Map<string, number[]>();
+  checks.forEach((check, i) => {
+    if (!judgesRowByRow(check) || check.table === "__parent") return;
+    byTable.set(check.table, [...(byTable.get(check.table) ?? []), i]);
+  });
+  const judged = (i: number, failing: number) =>
+    (results[i] = failing === 0 ? resultOf(checks[i]!, 0, []) : runCheck(db, checks[i]!, baseDir, values));
+  for (const [table, group] of byTable) {
+    const byForeignKey = foreignKeyFailures(
+      db,
+      table,
+      group.map((i) => checks[i]!),
+    );
+    const rest = group.filter((_, n) => byForeignKey[n] === undefined);
+    group.forEach((i, n) => byForeignKey[n] !== undefined && judged(i, byForeignKey[n]!));
+    if (rest.length < 2) continue;
+    const counts = rest.map((i, n) => `count(CASE WHEN ${failingCondition(checks[i]!)} THEN 1 END) AS "__failing_${n}"`);
+    const sql = `SELECT ${counts.join(",\n")}\nFROM ${quoteIdent(table)}`;
+    const row = firstRowOrUndefined(db, sql, parametersOf(sql, values));
+    // why: each check then runs alone, and one whose query fails says so under its own name.
+    if (!row) continue;
+    rest.forEach((i, n) => judged(i, Number(row[`__failing_${n}`])));
+  }
+  return results;
+}
+
+/** The query's first row, or undefined when it fails; on a server inside a savepoint, so that its error does not abort the run's transaction. */
+function firstRowOrUndefined(db: SqlDatabase, sql: string, params: Record<string, SqlValue>): Row | undefined {
+  if (db.dialect) db.exec("SAVEPOINT one_pass");
+  try {
+    return db.all(sql, params)[0];
+  } catch {
+    return undefined;
+  } finally {
+    if (db.dialect) db.exec("ROLLBACK TO one_pass; RELEASE one_pass");
+  }
+}
+
+/**
+ * For each relationship check, on SQLite, the rows that violate the foreign key of its table that
+ * states exactly that relationship, counted in one `foreign_key_check` pass over the table; undefined
+ * for a check no such key states. The two agree row for row only where the foreign key is in the
+ * database's schema (not only in pipeline.yaml), on one column, between two STRICT columns of the same
+ * type and no collation; otherwise the check's own query counts. Used when the keys it answers are at
+ * least half of the table's (the pass checks them all).
+ */
+function foreignKeyFailures(db: SqlDatabase, table: string, checks: readonly DeclaredCheck[]): (number | undefined)[] {
+  const none = checks.map(() => undefined);
+  if (db.dialect || !checks.some((check) => check.spec.check === "relationships")) return none;
+  try {
+    const keys = new Map<number, Row[]>();
+    for (const row of db.all('SELECT id, "table" AS parent, "from", "to" FROM pragma_foreign_key_list(?)', [table]))
+      keys.set(Number(row["id"]), [...(keys.get(Number(row["id"])) ?? []), row]);
+    const keyOf = checks.map((check) => {
+      const spec = check.spec;
+      if (spec.check !== "relationships") return undefined;
+      for (const [id, columns] of keys) {
+        const [key] = columns;
+        if (columns.length === 1 && key!["from"] === spec.column && key!["parent"] === spec.to && key!["to"] === spec.field)
+          return sameStoredType(db, table, spec.column, spec.to, spec.field) ? id : undefined;
+      }
+      return undefined;
+    });
+    const answered = new Set(keyOf.filter((id) => id !== undefined));
+    if (answered.size === 0 || answered.size * 2 < keys.size) return none;
+    const violations = new Map<number, number>();
+    for (const row of db.all("SELECT fkid, count(*) AS n FROM pragma_foreign_key_check(?) GROUP BY fkid", [table]))
+      violations.set(Number(row["fkid"]), Number(row["n"]));
+    return keyOf.map((id) => (id === undefined ? undefined : (violations.get(id) ?? 0)));
+  } catch {
+    return none; // why: a key SQLite cannot check (no unique index on the parent: "foreign key mismatch") leaves the checks' own queries to count.
+  }
+}
+
+/** Whether two columns hold values compared alike by `=` and by a foreign key lookup: both STRICT, the same INTEGER, TEXT or REAL type, no collation declared. */
+function sameStoredType(db: SqlDatabase, table: string, column: string, parent: string, field: string): boolean {
+  const typeOf = (owner: string, name: string) => {
+    const strict = db.all("SELECT strict FROM pragma_table_list(?) WHERE schema = 'main'", [owner])[0]?.["strict"];
+    const sql = db.all("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", [owner])[0]?.["sql"];
+    if (Number(strict) !== 1 || typeof sql !== "string" || /\bcollate\b/i.test(sql)) return undefined;
+    const type = db.all("SELECT type FROM pragma_table_info(?) WHERE name = ?", [owner, name])[0]?.["type"];
+    return typeof type === "string" && ["INTEGER", "TEXT", "REAL"].includes(type.toUpperCase()) ? type.toUpperCase() : undefined;
+  };
+  const child = typeOf(table, column);
+  return child !== undefined && child === typeOf(parent, field);
 }
 
 function sampleRow(row: Row): Record<string, string | number | null> {
@@ -329,6 +459,8 @@ export class CheckRun {
         column?: string | undefined;
         /** A check that judges each row of its table alone (by the row and unchanged other tables): it can judge only appended rows. */
         rowByRow?: DeclaredCheck | undefined;
+        /** The declared check (not a freshness limit). */
+        declared?: DeclaredCheck | undefined;
       }[]
     | undefined;
 
@@ -347,12 +479,20 @@ export class CheckRun {
     this.lastRowBefore ??= lastRows(db, this.schedule);
     const due = this.schedule.filter((entry) => entry.after < next);
     this.schedule = this.schedule.filter((entry) => entry.after >= next);
+    const values = { run_id: runId, run_started_at: startedAt };
+    const found = due.map((entry) => this.carriedOver(db, entry, next) ?? this.appendedOnly(db, entry, next));
+    // why: the row-by-row checks left to run read their table once between them, not once each (docs/checks.md).
+    const left = due.flatMap((entry, i) => (found[i] === undefined && entry.declared ? [i] : []));
+    const onePass = runChecksInOnePass(
+      db,
+      left.map((i) => due[i]!.declared!),
+      this.plan.config.baseDir,
+      values,
+    );
+    left.forEach((i, n) => (found[i] = onePass[n]));
     const failed: CheckResult[] = [];
-    for (const entry of due) {
-      const result =
-        this.carriedOver(db, entry, next) ??
-        this.appendedOnly(db, entry, next) ??
-        entry.run(db, { run_id: runId, run_started_at: startedAt });
+    for (const [i, entry] of due.entries()) {
+      const result = found[i] ?? entry.run(db, values);
       if (this.options.record) recordCheckResult(db, runId, result);
       this.results.push(result);
       this.onResult(result);
@@ -481,7 +621,7 @@ export class CheckRun {
       const steady = inputs && "tables" in inputs ? new Set([...inputs.tables, check.table]) : undefined;
       const rowByRow = steady !== undefined && judgesRowByRow(check) ? check : undefined;
       const run = (d: SqlDatabase, values: SqlParameterValues) => runCheck(d, check, config.baseDir, values);
-      return { after, check: planned, run, steady, column: check.column, rowByRow };
+      return { after, check: planned, run, steady, column: check.column, rowByRow, declared: check };
     });
     for (const step of steps) {
       const spec = step.spec as { freshness?: unknown };
