@@ -5,8 +5,7 @@ import type { LoadedConfig } from "./config/load.js";
 import type { FreshnessSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
 import { openSqlJs } from "./db/sqljs.js";
-import { isPostgresUrl } from "./db/engines/postgres.js";
-import { readDatabase } from "./db/session.js";
+import { isPostgresUrl } from "./db/database-url.js";
 import { readDatabaseFile } from "./db/store.js";
 import { existingTables } from "./db/tables.js";
 import { didYouMean, redactCredentials, type Diagnostic } from "./errors.js";
@@ -136,18 +135,22 @@ export function freshnessDiagnostics(config: LoadedConfig, pipeline: Pipeline): 
   return diagnostics;
 }
 
+/** Reads a database server through the caller's session (engine/db/session.ts `readDatabase`), which this module does not import: the session's engines import the checks that import this module. */
+export type ReadServer = <T>(database: string, body: (db: SqlDatabase) => T) => Promise<T>;
+
 /** `doctor`'s freshness lines: the date column from the stored database, the Last-Modified from the source itself (HEAD). */
 export async function freshnessChecks(
   pipeline: Pipeline,
   baseDir: string,
   database: string,
   now: Date,
+  readServer: ReadServer,
   timeoutMs = 5000,
 ): Promise<{ name: string; ok: boolean; detail: string }[]> {
   const steps = freshSteps(pipeline);
   if (steps.length === 0) return [];
   const fromData = steps.filter((step) => step.freshness.column !== undefined);
-  const datedInData = fromData.length > 0 ? await datesInDatabase(fromData, baseDir, database) : new Map<string, Dated>();
+  const datedInData = fromData.length > 0 ? await datesInDatabase(fromData, baseDir, database, readServer) : new Map<string, Dated>();
   const results: { name: string; ok: boolean; detail: string }[] = [];
   for (const step of steps) {
     let dated: Dated;
@@ -168,16 +171,16 @@ type Dated = { at: Date; what: string } | { unknown: string };
  * engine: a SQLite file (absent: its age is unknown), or a server (read-only, its URL shown
  * without credentials).
  */
-async function datesInDatabase(steps: readonly FreshStep[], baseDir: string, database: string): Promise<Map<string, Dated>> {
+async function datesInDatabase(
+  steps: readonly FreshStep[],
+  baseDir: string,
+  database: string,
+  readServer: ReadServer,
+): Promise<Map<string, Dated>> {
   const unknown = (why: string) => new Map(steps.map((step) => [step.name, { unknown: why }]));
   if (isPostgresUrl(database)) {
     try {
-      return await readDatabase(
-        database,
-        "postgres",
-        10_000,
-        (db) => new Map(steps.map((step) => [step.name, datedFromDatabase(db, step, baseDir)])),
-      );
+      return await readServer(database, (db) => new Map(steps.map((step) => [step.name, datedFromDatabase(db, step, baseDir)])));
     } catch (error) {
       return unknown(`${redactCredentials(database)} cannot be read (${redactCredentials((error as Error).message)})`);
     }

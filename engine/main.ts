@@ -22,7 +22,9 @@ import { executePlan } from "./run.js";
 import { previewPlan } from "./run/preview.js";
 import { resolveDatabasePath } from "./db/store.js";
 import { engineNames, type EngineName } from "./db/engines/index.js";
-import { isPostgresUrl } from "./db/engines/postgres.js";
+import { isPostgresUrl } from "./db/database-url.js";
+import { readDatabase } from "./db/session.js";
+import type { SqlDatabase } from "./db/database.js";
 import { databaseSetting, type Pipeline } from "./config/schema.js";
 import type { LoadedConfig } from "./config/load.js";
 import { parseDuration } from "./duration.js";
@@ -332,7 +334,8 @@ async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number>
     if (isPostgresUrl(named)) engine = "postgres";
     checks.push(isPostgresUrl(named) ? await serverCheck(named, "postgres") : await databaseCheck(database));
     checks.push(...(await sourceChecks(pipeline, config.baseDir, stepType)));
-    checks.push(...(await freshnessChecks(pipeline, config.baseDir, database, (io.now ?? (() => new Date()))())));
+    const readServer = <T>(url: string, body: (db: SqlDatabase) => T) => readDatabase(url, "postgres", 10_000, body);
+    checks.push(...(await freshnessChecks(pipeline, config.baseDir, database, (io.now ?? (() => new Date()))(), readServer)));
   } catch (error) {
     invalid = error instanceof ConfigError || (error instanceof PipelineError && error.exitCode === exitCodes.invalid);
     const detail = error instanceof ConfigError ? error.diagnostics.map(formatDiagnostic).join("\n    ") : describeError(error).message;

@@ -4,7 +4,7 @@ import { constants } from "node:fs";
 import path from "node:path";
 import type { SqlDatabase } from "./db/database.js";
 import { PipelineError } from "./errors.js";
-import { isPostgresUrl } from "./db/engines/postgres.js";
+import { isPostgresUrl } from "./db/database-url.js";
 import { canonicalPath, sameFile } from "./paths.js";
 
 /** A file a run writes, relative to the pipeline file, with the step that writes it. */

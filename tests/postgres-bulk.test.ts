@@ -150,7 +150,7 @@ async function compare(yaml: string, states: State[]): Promise<Report[]> {
       error: report.error?.message.replace(/postgres:\/\/\S+/g, "DB").replace(/db\.sqlite/g, "DB"),
       steps: report.steps.map(({ name, status, counts, detail }) => ({ name, status, counts, detail })),
     });
-    expect(b.code, `state ${i + 1}: exit code`).toBe(a.code);
+    expect(b.code, `state ${i + 1}: exit code (${rb?.error?.message ?? b.stderr})`).toBe(a.code);
     expect(shown(rb!), `state ${i + 1}: report`).toEqual(shown(ra!));
     for (const sql of tables) {
       expect(psql(url, sql), `state ${i + 1}: ${sql.slice(0, 40)}`).toBe(sqlite(native.path("db.sqlite"), sql));

@@ -12,10 +12,7 @@ import { connectSync, PgServerError, type PgResult, type SyncPgConnection } from
 import { splitStatements, statementBody } from "../split-sql.js";
 import type { Engine, OpenOptions, Transaction } from "./engine.js";
 
-/** Whether a `database:` setting names a PostgreSQL server (postgres:// or postgresql://) rather than a file. */
-export function isPostgresUrl(database: string): boolean {
-  return /^postgres(ql)?:\/\//i.test(database);
-}
+export { isPostgresUrl } from "../database-url.js";
 
 /** How long to wait for the server to accept a connection. */
 const connectTimeoutMs = 10_000;
