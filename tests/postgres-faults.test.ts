@@ -125,6 +125,24 @@ describe("a run's connection", () => {
   }, 60_000);
 });
 
+describe("foreign keys of a first load", () => {
+  test("tables the run created are loaded without their foreign keys, which are back, checked, when it commits", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    expect(
+      q(
+        `SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+         WHERE contype = 'f' AND conrelid = 'sales'::regclass ORDER BY conname`,
+      ),
+    ).toBe(
+      "sales_product_id_fkey FOREIGN KEY (product_id) REFERENCES products(product_id) DEFERRABLE INITIALLY DEFERRED\n" +
+        "sales_store_id_fkey FOREIGN KEY (store_id) REFERENCES stores(store_id) DEFERRABLE INITIALLY DEFERRED",
+    );
+    expect(() => q("INSERT INTO sales (date, product_id, store_id, quantity) VALUES ('2023-06-26', 'NOPE', 1, 1)")).toThrow(
+      /violates foreign key constraint "sales_product_id_fkey"/,
+    );
+  }, 60_000);
+});
+
 describe("reports of a database on a server", () => {
   test("a run from another working directory replaces the reports the database wrote", async () => {
     const first = await spawnCli(ws.argv(["run"]), ws.dir, env).done;

@@ -5,6 +5,7 @@ import { systemTables } from "../../history.js";
 import { ensureTables } from "../tables.js";
 import { takeAdvisoryLock } from "../pg/advisory-lock.js";
 import { pgBulkWriter } from "../pg/bulk-load.js";
+import { restoreForeignKeys } from "../pg/foreign-keys.js";
 import type { Params, Row, SqlDatabase, Statement } from "../database.js";
 import type { DatabaseLock } from "../lock.js";
 import { postgresDialect } from "../pg/dialect.js";
@@ -76,6 +77,8 @@ export const postgresEngine: Engine = {
       soundTables: "all",
       async commit() {
         try {
+          // why: a foreign key set aside for a first load is never committed missing, whichever path led here.
+          restoreForeignKeys(transaction.db);
           connection.query("COMMIT");
           open = false;
           giveBack();

@@ -1,4 +1,5 @@
 import { quoteIdent, type BulkFate, type BulkLoad, type BulkWriter, type SqlDatabase, type SqlValue } from "../database.js";
+import { setForeignKeysAside } from "./foreign-keys.js";
 import { PgServerError, type SyncPgConnection } from "./sync-connection.js";
 
 /** Rows per COPY: enough that the statements around it cost nothing per row, few enough that a batch's memory stays small. */
@@ -36,6 +37,7 @@ export function pgBulkWriter(
   const makeStage = () => {
     if (staged) return;
     staged = true;
+    setForeignKeysAside(db, load.table);
     db.exec(
       `DROP TABLE IF EXISTS ${stage}; CREATE TEMP TABLE pipeline_load_stage ON COMMIT DROP AS SELECT 0::integer AS ${ord}, ${list} FROM ${table} WITH NO DATA`,
     );
