@@ -4,6 +4,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import type { BulkFate } from "../engine/db/database.js";
+// why: the engines' table first; imported first, postgres.ts reaches it through a cycle before postgresEngine exists.
+import "../engine/db/engines/index.js";
 import { postgresEngine } from "../engine/db/engines/postgres.js";
 import { postgresBinDir, startPostgres, type TestPostgres } from "./helpers/postgres.js";
 import { root, sqlite, Workspace } from "./helpers/workspace.js";
