@@ -14,6 +14,8 @@ const setAside = new WeakMap<SqlDatabase, SetAside[]>();
  * this transaction (no other session can see them yet, so no lock is taken that anyone waits on):
  * loaded without them, its rows are checked by {@link restoreForeignKeys} in one join per key
  * rather than by the server's per-row trigger (two per sale at commit, as long as the load itself).
+ * The test is the catalog row's xmin: a table created in this transaction, or one whose row it
+ * rewrote (ALTER TABLE, TRUNCATE), which holds an ACCESS EXCLUSIVE lock until commit already.
  */
 export function setForeignKeysAside(db: SqlDatabase, table: string): void {
   const keys = db.all(
