@@ -98,6 +98,51 @@ describe("a runner waiting on the server", () => {
   }, 60_000);
 });
 
+describe("a run's connection", () => {
+  test("a run holds one connection to the server: its run lock and its transaction share it", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    outsideSession("BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE");
+    await outsideHolds("relation");
+    client.server.file("/ventes.csv", fixture("ventes.csv") + "\r\n2023-06-26,REF001,1,1");
+    const run = spawnCli(ws.argv(["run", "--lock-timeout", "60s"]), ws.dir, env);
+    await waitFor(
+      () => q("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'pipeline-runner%'") === "1",
+      20_000,
+    );
+    expect(runnerConnections()).toBe("1");
+    expect(
+      q(
+        `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+         WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'pipeline-runner%' AND a.wait_event_type = 'Lock'`,
+      ),
+    ).toBe("1");
+    endOutsideSessions();
+    const done = await run.done;
+    expect(done.code, done.stderr).toBe(0);
+    expect(q("SELECT count(*) FROM sales WHERE date = '2023-06-26'")).toBe("1");
+    await waitFor(() => runnerConnections() === "0", 5_000);
+    expect(q("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).toBe("0");
+  }, 60_000);
+});
+
+describe("foreign keys of a first load", () => {
+  test("tables the run created are loaded without their foreign keys, which are back, checked, when it commits", async () => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    expect(
+      q(
+        `SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+         WHERE contype = 'f' AND conrelid = 'sales'::regclass ORDER BY conname`,
+      ),
+    ).toBe(
+      "sales_product_id_fkey FOREIGN KEY (product_id) REFERENCES products(product_id) DEFERRABLE INITIALLY DEFERRED\n" +
+        "sales_store_id_fkey FOREIGN KEY (store_id) REFERENCES stores(store_id) DEFERRABLE INITIALLY DEFERRED",
+    );
+    expect(() => q("INSERT INTO sales (date, product_id, store_id, quantity) VALUES ('2023-06-26', 'NOPE', 1, 1)")).toThrow(
+      /violates foreign key constraint "sales_product_id_fkey"/,
+    );
+  }, 60_000);
+});
+
 describe("reports of a database on a server", () => {
   test("a run from another working directory replaces the reports the database wrote", async () => {
     const first = await spawnCli(ws.argv(["run"]), ws.dir, env).done;

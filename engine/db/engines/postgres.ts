@@ -5,7 +5,9 @@ import { systemTables } from "../../history.js";
 import { ensureTables } from "../tables.js";
 import { takeAdvisoryLock } from "../pg/advisory-lock.js";
 import { pgBulkWriter } from "../pg/bulk-load.js";
+import { restoreForeignKeys } from "../pg/foreign-keys.js";
 import type { Params, Row, SqlDatabase, Statement } from "../database.js";
+import type { DatabaseLock } from "../lock.js";
 import { postgresDialect } from "../pg/dialect.js";
 import { toPositional } from "../pg/parameters.js";
 import { connectSync, PgServerError, type PgResult, type SyncPgConnection } from "../pg/sync-connection.js";
@@ -30,6 +32,13 @@ export function connectPostgres(url: string): SyncPgConnection {
 }
 
 /**
+ * The connection holding this process's run lock on each server, lent to the run's transaction
+ * (and to the failed run's record after the rollback): a session-level advisory lock is not
+ * released by COMMIT or ROLLBACK, and the server drops both with the connection of a killed run.
+ */
+const lockHolders = new Map<string, { connection: SyncPgConnection; lent: boolean }>();
+
+/**
  * The PostgreSQL engine: the run is one transaction on the server (BEGIN … COMMIT or ROLLBACK),
  * foreign keys are checked at commit as SQLite's defer_foreign_keys does, and a killed runner's
  * transaction is rolled back by the server when its connection drops.
@@ -42,14 +51,20 @@ export const postgresEngine: Engine = {
     return `client pg ${client} (the server's version: see the database check)`;
   },
   async begin(url, options) {
-    const connection = connectPostgres(url);
+    // why: the run's transaction goes on the session that holds its run lock: one connection (one worker loading pg) per run.
+    const lender = options.preview ? undefined : lockHolders.get(url);
+    const shared = lender && !lender.lent ? lender : undefined;
+    const connection = shared?.connection ?? connectPostgres(url);
+    if (shared) shared.lent = true;
+    const giveBack = () => {
+      if (shared) shared.lent = false;
+    };
     try {
-      connection.query("BEGIN");
-      connection.query("SET CONSTRAINTS ALL DEFERRED");
       // why: a table another session holds locked must not hang the run; past --lock-timeout the statement fails and names it.
-      connection.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.round(options.busyTimeoutMs))}`);
+      connection.query(`BEGIN; SET CONSTRAINTS ALL DEFERRED; SET LOCAL lock_timeout = ${Math.max(1, Math.round(options.busyTimeoutMs))}`);
     } catch (error) {
-      connection.close();
+      giveBack();
+      if (!shared) connection.close();
       throw serverError(error, url, options);
     }
     let open = true;
@@ -59,10 +74,14 @@ export const postgresEngine: Engine = {
       soundTables: "all",
       async commit() {
         try {
+          // why: a foreign key set aside for a first load is never committed missing, whichever path led here.
+          restoreForeignKeys(transaction.db);
           connection.query("COMMIT");
           open = false;
+          giveBack();
         } catch (error) {
           open = false;
+          giveBack();
           throw new PipelineError(
             "E_SAVE",
             `${redactCredentials(url)}: the commit failed (${(error as Error).message}); nothing was saved`,
@@ -80,8 +99,14 @@ export const postgresEngine: Engine = {
         } catch {
           // why: a connection that broke has lost its transaction already; the server rolled it back.
         }
+        giveBack();
       },
       close() {
+        if (shared) {
+          // why: the lock's holder closes it when the run lock is released; a transaction still open here is rolled back first.
+          if (open) void transaction.rollback();
+          return;
+        }
         try {
           connection.close();
         } catch {
@@ -93,12 +118,22 @@ export const postgresEngine: Engine = {
   },
   async lock(url, options) {
     const connection = connectPostgres(url);
+    let lock: DatabaseLock;
     try {
-      return await takeAdvisoryLock(connection, url, options.timeoutMs, options.signal);
+      lock = await takeAdvisoryLock(connection, url, options.timeoutMs, options.signal);
     } catch (error) {
       connection.close();
       throw error;
     }
+    const holder = { connection, lent: false };
+    lockHolders.set(url, holder);
+    return {
+      holderText: lock.holderText,
+      async release() {
+        if (lockHolders.get(url) === holder) lockHolders.delete(url);
+        await lock.release();
+      },
+    };
   },
   async recordFailure(url, run) {
     const transaction = await postgresEngine.begin(url, { busyTimeoutMs: connectTimeoutMs });

@@ -1,8 +1,9 @@
 import { quoteIdent, type BulkFate, type BulkLoad, type BulkWriter, type SqlDatabase, type SqlValue } from "../database.js";
+import { setForeignKeysAside } from "./foreign-keys.js";
 import { PgServerError, type SyncPgConnection } from "./sync-connection.js";
 
 /** Rows per COPY: enough that the statements around it cost nothing per row, few enough that a batch's memory stays small. */
-const batchRows = 50_000;
+const batchRows = 20_000;
 
 const stage = "pg_temp.pipeline_load_stage";
 const ord = quoteIdent("pipeline load ord");
@@ -36,6 +37,7 @@ export function pgBulkWriter(
   const makeStage = () => {
     if (staged) return;
     staged = true;
+    setForeignKeysAside(db, load.table);
     db.exec(
       `DROP TABLE IF EXISTS ${stage}; CREATE TEMP TABLE pipeline_load_stage ON COMMIT DROP AS SELECT 0::integer AS ${ord}, ${list} FROM ${table} WITH NO DATA`,
     );
@@ -155,7 +157,7 @@ export function pgBulkWriter(
         // why: the server copies and inserts this batch while this thread reads the next; any other statement waits for it first.
         connection.send([
           { sql: `SAVEPOINT pipeline_bulk; TRUNCATE ${stage}` },
-          { sql: copy, data: copyText(rows), onError: "ROLLBACK TO pipeline_bulk; RELEASE pipeline_bulk" },
+          { sql: copy, data: copyBytes(rows), onError: "ROLLBACK TO pipeline_bulk; RELEASE pipeline_bulk" },
           { sql: "SAVEPOINT pipeline_bulk_new" },
           {
             sql: append,
@@ -171,7 +173,7 @@ export function pgBulkWriter(
       }
       db.exec(`TRUNCATE ${stage}; SAVEPOINT pipeline_bulk`);
       try {
-        connection.copyIn(copy, copyText(rows));
+        connection.copyIn(copy, copyBytes(rows));
         db.exec("RELEASE pipeline_bulk");
       } catch (error) {
         if (!refused(error)) throw error;
@@ -193,6 +195,13 @@ export function pgBulkWriter(
 function refused(error: unknown): boolean {
   return error instanceof PgServerError && /^2[23]/.test(error.code ?? "");
 }
+
+/** {@link copyText} as UTF-8 bytes in a buffer of their own, handed to the connection's thread without a copy. */
+function copyBytes(rows: readonly SqlValue[][]): Uint8Array {
+  return encoder.encode(copyText(rows));
+}
+
+const encoder = new TextEncoder();
 
 /** Rows as COPY's text format: tab between fields, `\N` for NULL, backslash, tab and line ends escaped, `ord` first. */
 export function copyText(rows: readonly SqlValue[][]): string {

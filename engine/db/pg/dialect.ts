@@ -2,6 +2,7 @@ import type { ColumnType } from "../../config/schema.js";
 import { PipelineError } from "../../errors.js";
 import { quoteIdent, type SqlDatabase } from "../database.js";
 import type { Dialect } from "../dialect.js";
+import { restoreForeignKeys } from "./foreign-keys.js";
 import { PgServerError } from "./sync-connection.js";
 
 const types: Record<ColumnType, string> = {
@@ -42,6 +43,7 @@ export const postgresDialect: Dialect = {
     error instanceof PgServerError && error.code === "42P01" ? /relation "([^"]+)" does not exist/.exec(error.message)?.[1] : undefined,
   checkConstraints(db) {
     try {
+      restoreForeignKeys(db);
       db.exec("SET CONSTRAINTS ALL IMMEDIATE");
       db.exec("SET CONSTRAINTS ALL DEFERRED");
     } catch (error) {

@@ -9,11 +9,11 @@ import copyStreams from "pg-copy-streams";
 
 interface Request {
   kind: "connect" | "query" | "copy" | "script" | "close";
-  script?: { sql: string; data?: string; onError?: string }[];
+  script?: { sql: string; data?: string | Uint8Array; onError?: string }[];
   url?: string;
   sql?: string;
   params?: unknown[];
-  data?: string;
+  data?: string | Uint8Array;
   connectTimeoutMs?: number;
 }
 
@@ -34,7 +34,7 @@ pg.types.setTypeParser(1082, (text: string) => text);
 pg.types.setTypeParser(1114, (text: string) => text);
 pg.types.setTypeParser(1184, (text: string) => text);
 
-async function copy(sql: string, data: string): Promise<number> {
+async function copy(sql: string, data: string | Uint8Array): Promise<number> {
   const stream = client!.query(copyStreams.from(sql));
   await new Promise<void>((resolve, reject) => {
     stream.on("error", reject);

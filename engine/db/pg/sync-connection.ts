@@ -28,8 +28,8 @@ export class PgServerError extends Error {
  */
 export interface SyncPgConnection {
   query(sql: string, params?: readonly unknown[]): PgResult;
-  /** Runs `COPY … FROM STDIN` with `data` as its input (text or CSV, as the statement says). */
-  copyIn(sql: string, data: string): number;
+  /** Runs `COPY … FROM STDIN` with `data` as its input (text or CSV, as the statement says); bytes are handed over, not copied. */
+  copyIn(sql: string, data: string | Uint8Array): number;
   /**
    * Sends a script and returns at once, so that this thread works on while the server runs it;
    * the next call waits for it first, and {@link collect} gives its outcome.
@@ -43,7 +43,7 @@ export interface SyncPgConnection {
 /** One statement of a script: COPY input when `data` is given; `onError` runs (to undo) when it fails, and the script stops. */
 export interface ScriptStep {
   sql: string;
-  data?: string;
+  data?: string | Uint8Array;
   onError?: string;
 }
 
@@ -79,11 +79,11 @@ export function connectSync(url: string, options: { timeoutMs: number; shownUrl:
     }
     return reply.result;
   };
-  const call = (request: Record<string, unknown>, timeoutMs: number): unknown => {
+  const call = (request: Record<string, unknown>, timeoutMs: number, transfer: ArrayBuffer[] = []): unknown => {
     if (closed) throw new PipelineError("E_DB", `the connection to ${options.shownUrl} is closed`);
     if (sent) receive();
     Atomics.store(signal, 0, 0);
-    port1.postMessage(request);
+    port1.postMessage(request, transfer);
     return answer(request, timeoutMs);
   };
   const receive = () => {
@@ -113,14 +113,14 @@ export function connectSync(url: string, options: { timeoutMs: number; shownUrl:
   }
   return {
     query: (sql, params = []) => call({ kind: "query", sql, params: [...params] }, statementTimeoutMs) as PgResult,
-    copyIn: (sql, data) => (call({ kind: "copy", sql, data }, statementTimeoutMs) as { rowCount: number }).rowCount,
+    copyIn: (sql, data) => (call({ kind: "copy", sql, data }, statementTimeoutMs, handedOver([data])) as { rowCount: number }).rowCount,
     send(script) {
       if (closed) throw new PipelineError("E_DB", `the connection to ${options.shownUrl} is closed`);
       if (sent) receive();
       outcome = undefined;
       sent = { kind: "script" };
       Atomics.store(signal, 0, 0);
-      port1.postMessage({ kind: "script", script });
+      port1.postMessage({ kind: "script", script }, handedOver(script.map((step) => step.data)));
     },
     collect() {
       if (sent) receive();
@@ -138,6 +138,14 @@ export function connectSync(url: string, options: { timeoutMs: number; shownUrl:
       }
     },
   };
+}
+
+/**
+ * The buffers of COPY input given as bytes, moved to the worker rather than copied (a batch's
+ * memory is then held once, by whichever thread has it); each must own its whole ArrayBuffer.
+ */
+function handedOver(data: readonly (string | Uint8Array | undefined)[]): ArrayBuffer[] {
+  return data.filter((d): d is Uint8Array => d instanceof Uint8Array).map((d) => d.buffer as ArrayBuffer);
 }
 
 /** The server's error without the worker's `step N: ` prefix. */
