@@ -1,5 +1,7 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { stepType } from "../steps/index.js";
 import { loadConfigFile } from "./config/load.js";
 import { outputPathDiagnostics } from "./config/output-paths.js";
@@ -357,9 +359,12 @@ async function runEvery(
   c: ReturnType<typeof colorsFor>,
 ): Promise<number> {
   let last: number = exitCodes.ok;
+  const collect = fullCollection();
   for (let count = 1; maxRuns === undefined || count <= maxRuns; count++) {
     const started = Date.now();
     last = await runOnce(true);
+    // why: a run leaves native memory (SQLite's connections and statements, buffers) held by objects V8 does not weigh; left to V8's own pace, RSS climbed 125 -> 169 MB over 300 runs; collected between runs it stays flat.
+    collect();
     if (io.signal?.aborted || (maxRuns !== undefined && count >= maxRuns)) break;
     const wait = Math.max(0, everyMs - (Date.now() - started));
     if (wait > 0)
@@ -371,6 +376,12 @@ async function runEvery(
     }
   }
   return io.signal?.aborted ? exitCodes.ok : last;
+}
+
+/** A full garbage collection, for the idle time between `--every` runs (the same as node --expose-gc's `gc()`). */
+function fullCollection(): () => void {
+  setFlagsFromString("--expose-gc");
+  return runInNewContext("gc") as () => void;
 }
 
 /** The parsed command line. */

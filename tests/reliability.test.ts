@@ -290,9 +290,9 @@ describe.skipIf(!process.env["RELIABILITY_SOAK"])("soak (RELIABILITY_SOAK=1; .ci
     console.log(
       `soak: RSS ${Math.round(early / 1e6)} MB around run 50, ${Math.round(late / 1e6)} MB around run 290 (${(late / early).toFixed(2)}x)`,
     );
-    // why: RSS also holds the heap V8 reserves as the allocation rate stays high (heapTotal grows from ~40
-    // to ~155 MB over the first ~600 runs while the live heap stays ~16 MB), so this is a coarse guard;
-    // the test above is the leak check.
-    expect(late / early).toBeLessThan(1.6);
+    // why: the runner collects garbage between runs (engine/main.ts runEvery): left to V8's own pace, RSS
+    // climbed 1.3-1.6x here (native memory held by objects V8 does not weigh); collected, 1.03-1.09x.
+    // The test above is the leak check for live objects.
+    expect(late / early).toBeLessThan(1.25);
   });
 });
