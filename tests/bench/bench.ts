@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,7 +8,7 @@ import { startServer } from "../helpers/http-server.js";
 import { median } from "../helpers/median.js";
 import { postgresBinDir, startPostgres, type TestPostgres } from "../helpers/postgres.js";
 
-// npm run bench [-- --rows N --repeat K --out FILE --engine sqljs|native|postgres]: our runner (on each
+// npm run bench [-- --rows N --repeat K --out FILE --engine sqljs|native|postgres --keep DIR --cpu-prof DIR]: our runner (on each
 // storage engine; sqljs and native by default) against the sqlite3 CLI on the same machine, in the same
 // run, on a synthetic data set in the client's format; on postgres, against psql's \copy into the same
 // keyed tables of a throwaway cluster (tests/helpers/postgres.ts) started here. Prints a table of medians
@@ -26,6 +26,8 @@ const repeat = Number(arg("repeat", "3"));
 const out = path.resolve(arg("out", "bench-results.json"));
 // why: `--cpu-prof DIR` writes a CPU profile of each of our runs there (node --cpu-prof), to see where their time goes.
 const profileDir = process.argv.includes("--cpu-prof") ? path.resolve(arg("cpu-prof", "profiles")) : undefined;
+// why: `--keep DIR` leaves the generated files, pipeline and databases in DIR, to run or profile by hand afterwards.
+const keep = process.argv.includes("--keep") ? path.resolve(arg("keep", "bench-data")) : undefined;
 const engines = process.argv.includes("--engine") ? [arg("engine", "sqljs")] : ["sqljs", "native"];
 if (engines.some((engine) => engine !== "sqljs" && engine !== "native" && engine !== "postgres")) {
   throw new Error(`--engine takes sqljs, native or postgres`);
@@ -171,7 +173,7 @@ const results =
 const readBack = (db: string) => execFileSync("sqlite3", ["-batch", db, results], { encoding: "utf8", maxBuffer: 64 << 20 });
 
 const server = await startServer();
-const work = mkdtempSync(path.join(tmpdir(), "bench-"));
+const work = keep ? (mkdirSync(keep, { recursive: true }), keep) : mkdtempSync(path.join(tmpdir(), "bench-"));
 const loadAtStart = loadavg().map((load) => Number(load.toFixed(2)));
 const cluster: TestPostgres | undefined = engines.includes("postgres") ? await startPostgres() : undefined;
 try {
@@ -314,5 +316,5 @@ try {
 } finally {
   await server.close();
   cluster?.stop();
-  rmSync(work, { recursive: true, force: true });
+  if (!keep) rmSync(work, { recursive: true, force: true });
 }
