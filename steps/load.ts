@@ -36,6 +36,7 @@ import {
 } from "../engine/sources/csv.js";
 import { fetchSourceInto, httpDefaults, isUrl } from "../engine/sources/fetch.js";
 import { SpooledBody, type SpoolSummary } from "../engine/sources/spool.js";
+import { boundYoungGeneration } from "../engine/memory.js";
 import type { RunContext, StepCounts, StepDefinition, StepOutcome } from "../engine/step.js";
 import { profileLoad } from "./load-profile.js";
 
@@ -560,7 +561,8 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
   };
 
   const onRecord = (fields: string[], line: number, raw: () => string) => {
-    if (++counts.read % 50_000 === 0) {
+    if ((++counts.read & 8191) === 0) boundYoungGeneration();
+    if (counts.read % 50_000 === 0) {
       context.progress(counts.read);
       throwIfAborted(context.signal);
       bulk?.drain();
@@ -618,6 +620,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     read(text: string | Iterable<string>, tail: { firstLine: number; afterRows: boolean } | undefined): StepOutcome {
       tailRead = tail !== undefined;
       tailOnly = tail?.afterRows ?? false;
+      boundYoungGeneration();
       if (!tail) {
         for (const rejection of open) {
           const ids = earlierByRaw.get(rejection.raw);
