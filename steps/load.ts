@@ -332,7 +332,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     kept.add(id);
     return id;
   };
-  const references = referenceChecks(db, step, context.pipeline);
+  const references = referenceChecks(db, step, context.pipeline, targets);
   const counts: Required<StepCounts> = {
     read: 0,
     inserted: 0,
@@ -485,7 +485,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
 
   /** Casts a record and checks its references; the problem that keeps it out, if any. */
   const check = (fields: string[], values: SqlValue[]): Problem | undefined =>
-    castRecord(fields, width, indexes, casters, targets, values) ?? references(targets, values);
+    castRecord(fields, width, indexes, casters, targets, values) ?? references(values);
 
   const useHeader = (names: string[]) => {
     checkHeaderLength(names, step.csv?.delimiter ?? ",", source);
@@ -920,7 +920,8 @@ function referenceChecks(
   db: SqlDatabase,
   step: LoadStepSpec,
   pipeline: Pipeline,
-): (targets: string[], values: SqlValue[]) => Problem | undefined {
+  targets: readonly string[],
+): (values: SqlValue[]) => Problem | undefined {
   const checks = (pipeline.tables[step.table]?.foreign_keys ?? [])
     .filter((fk) => fk.references.table !== step.table && fk.columns.every((c) => c in step.columns))
     .map((fk) => {
@@ -938,26 +939,33 @@ function referenceChecks(
       const statement = known
         ? undefined
         : db.prepare(`SELECT 1 FROM ${parent} WHERE ${fk.references.columns.map((c) => `${quoteIdent(c)} = ?`).join(" AND ")}`);
-      return { fk, exists: (values: SqlValue[]) => (known ? known.has(keyOf(values)) : statement!.getValues(values) !== undefined) };
+      const positions = fk.columns.map((column) => targets.indexOf(column));
+      return {
+        fk,
+        // why: a one-column key, the common case, is looked up without an array per row.
+        single: positions.length === 1 ? positions[0]! : -1,
+        positions,
+        exists: (values: SqlValue[]) => (known ? known.has(keyOf(values)) : statement!.getValues(values) !== undefined),
+        has: (value: SqlValue) => (known ? known.has(value) : statement!.getValues([value]) !== undefined),
+      };
     });
   if (checks.length === 0) return () => undefined;
-  const positions = new Map<string, number>();
-  return (targets, values) => {
-    for (const { fk, exists } of checks) {
-      const keyValues = fk.columns.map((column) => {
-        let position = positions.get(column);
-        if (position === undefined) positions.set(column, (position = targets.indexOf(column)));
-        return values[position]!;
-      });
-      if (keyValues.some((value) => value === null)) continue;
-      if (!exists(keyValues)) {
-        return {
-          kind: "reference",
-          column: fk.columns.join(", "),
-          value: keyValues.map((v) => String(v)).join(", "),
-          reason: `${fk.columns.join(", ")} ${keyValues.map((v) => JSON.stringify(v)).join(", ")} is not in ${fk.references.table} (${fk.references.columns.join(", ")})`,
-        };
+  const problem = (fk: (typeof checks)[number]["fk"], keyValues: SqlValue[]): Problem => ({
+    kind: "reference",
+    column: fk.columns.join(", "),
+    value: keyValues.map((v) => String(v)).join(", "),
+    reason: `${fk.columns.join(", ")} ${keyValues.map((v) => JSON.stringify(v)).join(", ")} is not in ${fk.references.table} (${fk.references.columns.join(", ")})`,
+  });
+  return (values) => {
+    for (const { fk, single, positions, exists, has } of checks) {
+      if (single >= 0) {
+        const value = values[single]!;
+        if (value !== null && !has(value)) return problem(fk, [value]);
+        continue;
       }
+      const keyValues = positions.map((position) => values[position]!);
+      if (keyValues.some((value) => value === null)) continue;
+      if (!exists(keyValues)) return problem(fk, keyValues);
     }
     return undefined;
   };

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { makeCaster } from "../engine/cast.js";
 import type { ColumnSpec } from "../engine/config/schema.js";
-import { parseCsv } from "../engine/sources/csv.js";
+import { parseCsv, readCsvPieces, type CsvRecord } from "../engine/sources/csv.js";
 
 describe("CSV records keep their line in the file", () => {
   test.each([
@@ -121,6 +121,30 @@ describe("the quote-free fast path reads exactly what csv-parse reads", () => {
       const slow = parseCsv(text + '\n"q","q","q"', {}, "t");
       expect(fast.header).toEqual(slow.header);
       expect(fast.records).toEqual(slow.records.slice(0, -1));
+    }
+  });
+
+  test("read in random pieces, with a lone CR, a trailing delimiter and one-column rows, as csv-parse reads the whole text", () => {
+    let seed = 11;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648), seed % n);
+    const fields = ["a", "b1", "", " ", "é😀", "x y", "12,5", "-"];
+    const endings = ["\n", "\r", "\r\n", "\n\n", "\r\r\n", "\r\n\r\n"];
+    for (let file = 0; file < 300; file++) {
+      let text = random(2) ? "h1;h2;h3" : "h1";
+      for (let row = random(12); row > 0; row--) {
+        text += endings[random(endings.length)];
+        text += Array.from({ length: 1 + random(4) }, () => fields[random(fields.length)]).join(";") + (random(4) ? "" : ";");
+      }
+      if (random(2)) text += endings[random(endings.length)];
+      const cuts = [random(text.length + 1), random(text.length + 1), random(text.length + 1)].sort((a, b) => a - b);
+      const pieces = [text.slice(0, cuts[0]), text.slice(cuts[0], cuts[1]), text.slice(cuts[1], cuts[2]), text.slice(cuts[2])];
+      const streamed: CsvRecord[] = [];
+      const { header } = readCsvPieces(pieces, { delimiter: ";" }, "t", {
+        record: (fields, line, raw) => streamed.push({ line, fields, raw: raw() }),
+      });
+      const slow = parseCsv(text + '\n"q"', { delimiter: ";" }, "t");
+      expect(header).toEqual(slow.header);
+      expect(streamed).toEqual(slow.records.slice(0, -1));
     }
   });
 });

@@ -177,8 +177,23 @@ function quoteFreeSplitter(delimiter: string, onHeader: (header: string[]) => vo
       const text = carry + piece;
       const length = text.length;
       let start = 0;
+      // why: indexOf finds line ends natively; the next LF and the next CR are tracked apart.
       let nextLf = text.indexOf("\n");
       let nextCr = text.indexOf("\r");
+      let nextDelimiter = text.indexOf(delimiter);
+      /** The fields of `text[from, to)`, as `text.slice(from, to).split(delimiter)` gives them, without the line's own copy. */
+      const splitFields = (from: number, to: number): string[] => {
+        const fields: string[] = [];
+        for (;;) {
+          if (nextDelimiter !== -1 && nextDelimiter < from) nextDelimiter = text.indexOf(delimiter, from);
+          if (nextDelimiter === -1 || nextDelimiter >= to) {
+            fields.push(text.slice(from, to));
+            return fields;
+          }
+          fields.push(text.slice(from, nextDelimiter));
+          from = nextDelimiter + 1;
+        }
+      };
       while (start < length) {
         if (nextLf !== -1 && nextLf < start) nextLf = text.indexOf("\n", start);
         if (nextCr !== -1 && nextCr < start) nextCr = text.indexOf("\r", start);
@@ -187,12 +202,13 @@ function quoteFreeSplitter(delimiter: string, onHeader: (header: string[]) => vo
         if (end > start) {
           const recordStart = start;
           const recordEnd = end;
-          const fields = text.slice(start, end).split(delimiter);
+          const fields = splitFields(start, end);
           if (!seenHeader) {
             seenHeader = true;
             onHeader(fields);
           } else onRecord(fields, state.line, () => text.slice(recordStart, recordEnd));
         }
+        // why: CRLF is one line ending; a lone CR or LF is one too.
         if (end === nextCr && text.charCodeAt(end + 1) === 10) end++;
         if (end < length) state.line++;
         start = end + 1;
@@ -203,6 +219,7 @@ function quoteFreeSplitter(delimiter: string, onHeader: (header: string[]) => vo
   return state;
 }
 
+/** Reads text without any quote character whole: the streamed splitter, given it as its one and last piece. */
 function readQuoteFree(
   text: string,
   delimiter: string,
@@ -211,30 +228,16 @@ function readQuoteFree(
   firstLine: number,
 ): { header: string[]; headerLine: number } | undefined {
   let header: { header: string[]; headerLine: number } | undefined;
-  let line = firstLine;
-  let start = 0;
-  const length = text.length;
-  // why: indexOf finds line ends natively; the next LF and the next CR are tracked apart.
-  let nextLf = text.indexOf("\n");
-  let nextCr = text.indexOf("\r");
-  while (start < length) {
-    if (nextLf !== -1 && nextLf < start) nextLf = text.indexOf("\n", start);
-    if (nextCr !== -1 && nextCr < start) nextCr = text.indexOf("\r", start);
-    let end = nextLf === -1 ? (nextCr === -1 ? length : nextCr) : nextCr === -1 ? nextLf : Math.min(nextLf, nextCr);
-    if (end > start) {
-      const recordStart = start;
-      const recordEnd = end;
-      const fields = text.slice(start, end).split(delimiter);
-      if (header === undefined) {
-        header = { header: fields, headerLine: line };
-        onHeader(fields);
-      } else onRecord(fields, line, () => text.slice(recordStart, recordEnd));
-    }
-    // why: CRLF is one line ending; a lone CR or LF is one too.
-    if (end === nextCr && text.charCodeAt(end + 1) === 10) end++;
-    if (end < length) line++;
-    start = end + 1;
-  }
+  const splitter = quoteFreeSplitter(
+    delimiter,
+    (fields) => {
+      header = { header: fields, headerLine: splitter.line };
+      onHeader(fields);
+    },
+    onRecord,
+    firstLine,
+  );
+  splitter.push(text, true);
   return header;
 }
 
