@@ -28,6 +28,9 @@ export const sqlJsEngine: Engine = {
     const counter = changeCounter(image);
     const wal = image !== undefined && image.byteLength > 19 && (image[18] === 2 || image[19] === 2);
     const db = await openImage(file, image, { roomy: true });
+    // why: sorts and GROUP BYs of the analyses spill to temporary files, which sql.js keeps in memory too, in arrays copied
+    // to larger ones as they grow; SQLite's own temporary store costs less (1M rows: analyses 1.55 -> 1.25 s CPU, less memory).
+    db.exec("PRAGMA temp_store = MEMORY");
     db.exec("BEGIN");
     // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
     db.exec("PRAGMA defer_foreign_keys = ON");
