@@ -4,6 +4,7 @@ import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { PipelineError } from "../errors.js";
 import { canonicalPath, fileKind } from "../paths.js";
+import { roomFor, roomyImage } from "./sqljs.js";
 
 /**
  * The real path of a database, resolved once, up front: symlinks followed, so the save writes
@@ -23,21 +24,37 @@ export async function resolveDatabasePath(file: string): Promise<string> {
   return real;
 }
 
-/** Reads the database file image, or undefined when there is no file yet. */
-export async function readDatabaseFile(file: string): Promise<Uint8Array | undefined> {
+/**
+ * Reads the database file image, or undefined when there is no file yet. With `roomy`, the image
+ * is read into a buffer with room to grow (`openSqlJs` with `roomy`).
+ */
+export async function readDatabaseFile(file: string, options: { roomy?: boolean } = {}): Promise<Uint8Array | undefined> {
   try {
     // why: O_NONBLOCK and fstat before reading, so that a FIFO or a device is refused instead of waited on or read forever.
     const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
-    let bytes: Buffer;
     try {
       const info = await handle.stat();
       if (!info.isFile()) throw new Error(`it is ${fileKind(info)}, not a regular file`);
-      bytes = await handle.readFile();
+      if (!options.roomy) {
+        const bytes = await handle.readFile();
+        // why: a view of the bytes read, not a copy: a 60 MB database would otherwise be held twice while it opens.
+        return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      }
+      // why: the file is read until its end, as readFile does, should it have grown since fstat.
+      let image = roomyImage(info.size, roomFor(info.size));
+      let size = 0;
+      for (;;) {
+        if (size === image.buffer.byteLength) throw new Error("it grew while being read");
+        const into = new Uint8Array(image.buffer, size);
+        const { bytesRead } = await handle.read(into, 0, into.byteLength, size);
+        if (bytesRead === 0) break;
+        size += bytesRead;
+      }
+      image = new Uint8Array(image.buffer, 0, size);
+      return image;
     } finally {
       await handle.close();
     }
-    // why: a view of the bytes read, not a copy: a 60 MB database would otherwise be held twice while it opens.
-    return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new PipelineError("E_DB", `cannot read the database ${file}: ${(error as Error).message}`, { cause: error });

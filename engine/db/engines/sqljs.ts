@@ -24,20 +24,22 @@ export const sqlJsEngine: Engine = {
   async begin(file, options) {
     if (!options.preview) await checkNoSqliteSidecars(file);
     const loaded = await fileIdentity(file);
-    const image = await readDatabaseFile(file);
-    const db = await openImage(file, image);
+    const image = await readDatabaseFile(file, { roomy: true });
+    const counter = changeCounter(image);
+    const wal = image !== undefined && image.byteLength > 19 && (image[18] === 2 || image[19] === 2);
+    const db = await openImage(file, image, { roomy: true });
+    // why: sorts and GROUP BYs of the analyses spill to temporary files, which sql.js keeps in memory too, in arrays copied
+    // to larger ones as they grow; SQLite's own temporary store costs less (1M rows: analyses 1.55 -> 1.25 s CPU, less memory).
+    db.exec("PRAGMA temp_store = MEMORY");
     db.exec("BEGIN");
     // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
     db.exec("PRAGMA defer_foreign_keys = ON");
-    const counter = changeCounter(image);
-    const wal = image !== undefined && image.byteLength > 19 && (image[18] === 2 || image[19] === 2);
     return {
       db,
       soundTables:
         loaded === undefined ? "all" : await tablesCheckedAtMark(file, !wal && counter !== undefined ? { ...loaded, counter } : undefined),
       async commit(checkedTables) {
-        db.exec("COMMIT");
-        const saved = db.export();
+        const saved = db.commitImage();
         await replaceFile(file, saved, { identity: loaded, counter }, options);
         await recordMark(file, changeCounter(saved), checkedTables);
       },
@@ -56,9 +58,9 @@ export const sqlJsEngine: Engine = {
   },
 };
 
-async function openImage(file: string, image: Uint8Array | undefined): Promise<ImageDatabase> {
+async function openImage(file: string, image: Uint8Array | undefined, options: { roomy?: boolean } = {}): Promise<ImageDatabase> {
   try {
-    const db = await openSqlJs(image);
+    const db = await openSqlJs(image, options);
     db.all("SELECT count(*) FROM sqlite_schema");
     return db;
   } catch (error) {
