@@ -116,6 +116,26 @@ describe.each(engines)("on %s, the foreign keys verified before the commit", (en
       /1 foreign key violation\(s\) at the end of the run, so nothing was saved: events row .*"item_id":10.* references a missing items row/,
     );
   });
+
+  test("a referenced row a script step deletes is found although no declared step wrote that table", async () => {
+    ws.write(
+      "pipeline.yaml",
+      eventsPipeline(
+        "insert_new",
+        '  - { name: tidy, type: sql, sql: "DELETE FROM items WHERE id = 10 AND (SELECT count(*) FROM events) > 1" }\n',
+      ),
+    );
+    ws.write("items.csv", items([1, 10]));
+    ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,10,2\n");
+    expect((await run()).code).toBe(0);
+    // why: the script deletes item 10 once the events have grown, on a run that only appends to them.
+    ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,10,2\n2024-01-02,1,1,1\n");
+    const result = await run();
+    expect(result.code, result.stdout).not.toBe(0);
+    expect(JSON.parse(result.stdout).error.message).toMatch(
+      /1 foreign key violation\(s\) at the end of the run, so nothing was saved: events row .*"item_id":10.* references a missing items row/,
+    );
+  });
 });
 
 describe("the foreign key lookup of appended rows", () => {
@@ -147,10 +167,14 @@ describe("the foreign key lookup of appended rows", () => {
       expect(() => checkForeignKeys(db, () => 4)).not.toThrow();
       expect(() => checkForeignKeys(db, () => 3)).toThrow(/1 foreign key violation/);
       db.exec("ROLLBACK");
-      db.exec(`CREATE TABLE loose (item_id TEXT REFERENCES items (id)); INSERT INTO loose VALUES ('1')`);
-      db.exec("BEGIN; PRAGMA defer_foreign_keys = ON; INSERT INTO loose VALUES ('3')");
-      // why: a TEXT '3' against INTEGER ids: only SQLite's own check compares them as a foreign key does.
-      expect(() => checkForeignKeys(db, () => 1)).toThrow(/loose row .* references a missing items row/);
+      db.exec(
+        `INSERT INTO items VALUES (3, '01'), (4, '5'); CREATE TABLE loose (code INTEGER REFERENCES items (code)); INSERT INTO loose VALUES (5)`,
+      );
+      db.exec("BEGIN; PRAGMA defer_foreign_keys = ON; INSERT INTO loose VALUES (1)");
+      // why: \`=\` compares the integer 1 with the text '01' as numbers (a match); the foreign key compares them as text (none).
+      expect(() => checkForeignKeys(db, () => 1)).toThrow(
+        /^1 foreign key violation.*: loose row {"code":1} references a missing items row$/,
+      );
       db.exec("ROLLBACK");
     } finally {
       db.close();
