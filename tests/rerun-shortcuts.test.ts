@@ -36,6 +36,26 @@ describe("the line ends of a grown source's old part, counted as it is spooled",
     }
   });
 
+  test("equal it on long random bodies of line ends and text, in random chunks", () => {
+    let seed = 7;
+    const next = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    for (let round = 0; round < 20; round++) {
+      const body = Buffer.from(Array.from({ length: 3000 }, () => "ab,\r\n\r\n"[next(7)]).join(""));
+      const prefix = 1 + next(body.length);
+      const spool = new SpooledBody("t", { prefixBytes: prefix, utf8: true, quote: 0x22 });
+      try {
+        for (let at = 0; at < body.length;) {
+          const size = 1 + next(97);
+          spool.write(body.subarray(at, at + size));
+          at += size;
+        }
+        expect(spool.summary().prefixLineEnds, `round ${round}`).toBe(reference(body.subarray(0, prefix)));
+      } finally {
+        spool.close();
+      }
+    }
+  });
+
   test("are not given for a body shorter than the old part, and start over when a retried fetch resets the spool", () => {
     const spool = new SpooledBody("t", { prefixBytes: 10, utf8: true, quote: 0x22 });
     try {

