@@ -1,5 +1,7 @@
+import { negatedComparison } from "./check-comparison.js";
 import type { LoadedConfig } from "./config/load.js";
 import type { CheckSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";
+import { sameStoredType } from "./db/constraints.js";
 import { quoteIdent, type Row, type SqlDatabase, type SqlValue } from "./db/database.js";
 import { splitStatements } from "./db/split-sql.js";
 import type { EngineName } from "./db/engines/engine.js";
@@ -172,6 +174,7 @@ export function countingSql(failing: string, samples = checkSamples): string {
 
 /** Runs one check against the database; its status follows its severity. */
 export function runCheck(db: SqlDatabase, check: DeclaredCheck, baseDir: string, values: SqlParameterValues, only?: string): CheckResult {
+  if (only === undefined && passesByIndex(db, check, values)) return resultOf(check, 0, []);
   const sql = countingSql(failingRowsSql(check, baseDir, only));
   let rows: Row[];
   try {
@@ -182,6 +185,23 @@ export function runCheck(db: SqlDatabase, check: DeclaredCheck, baseDir: string,
   const failingRows = Number(rows[0]?.["__failing_rows"] ?? 0);
   const samples = rows.map(({ __failing_rows: _, ...row }) => sampleRow(row));
   return resultOf(check, failingRows, samples);
+}
+
+/**
+ * Whether an `expression` check that is one comparison (engine/check-comparison.ts) has no failing
+ * row, counted with the comparison negated, which SQLite can answer from an index on the column
+ * (`date > date(:run_started_at)` reads the few rows after that day; `NOT (date <= …)` reads them all).
+ * False when some row fails, or anything goes wrong: the check then runs as written, samples and all.
+ */
+function passesByIndex(db: SqlDatabase, check: DeclaredCheck, values: SqlParameterValues): boolean {
+  const negated = !db.dialect && check.spec.check === "expression" ? negatedComparison(check.spec.expression) : undefined;
+  if (negated === undefined) return false;
+  const sql = `SELECT count(*) AS n FROM ${quoteIdent(check.table)} WHERE ${negated}`;
+  try {
+    return Number(db.all(sql, parametersOf(sql, values))[0]?.["n"]) === 0;
+  } catch {
+    return false;
+  }
 }
 
 function resultOf(check: DeclaredCheck, failingRows: number, samples: CheckResult["samples"]): CheckResult {
@@ -320,19 +340,6 @@ function foreignKeyFailures(db: SqlDatabase, table: string, checks: readonly Dec
   }
 }
 
-/** Whether two columns hold values compared alike by `=` and by a foreign key lookup: both STRICT, the same INTEGER, TEXT or REAL type, no collation declared. */
-function sameStoredType(db: SqlDatabase, table: string, column: string, parent: string, field: string): boolean {
-  const typeOf = (owner: string, name: string) => {
-    const strict = db.all("SELECT strict FROM pragma_table_list(?) WHERE schema = 'main'", [owner])[0]?.["strict"];
-    const sql = db.all("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", [owner])[0]?.["sql"];
-    if (Number(strict) !== 1 || typeof sql !== "string" || /\bcollate\b/i.test(sql)) return undefined;
-    const type = db.all("SELECT type FROM pragma_table_info(?) WHERE name = ?", [owner, name])[0]?.["type"];
-    return typeof type === "string" && ["INTEGER", "TEXT", "REAL"].includes(type.toUpperCase()) ? type.toUpperCase() : undefined;
-  };
-  const child = typeOf(table, column);
-  return child !== undefined && child === typeOf(parent, field);
-}
-
 function sampleRow(row: Row): Record<string, string | number | null> {
   const sample: Record<string, string | number | null> = {};
   for (const [key, value] of Object.entries(row)) sample[key] = sampleValue(value);
@@ -425,11 +432,15 @@ function judgesRowByRow(check: DeclaredCheck): boolean {
   return spec.check === "not_null" || spec.check === "range" || spec.check === "accepted_values" || spec.check === "relationships";
 }
 
-/** The last rowid of each table a row-by-row check judges (0 when empty). */
-function lastRows(db: SqlDatabase, schedule: readonly ScheduledCheck[]): Map<string, number> {
+/** The last rowid of each table a row-by-row check judges, and of each declared table in a foreign key (0 when empty). */
+function lastRows(db: SqlDatabase, schedule: readonly ScheduledCheck[], pipeline: Pipeline): Map<string, number> {
   const last = new Map<string, number>();
-  for (const entry of schedule) {
-    const table = entry.rowByRow?.table;
+  // why: a server has no commit mark, so nothing uses these; and a failed query there would abort the run's transaction.
+  if (db.dialect) return last;
+  const inForeignKeys = Object.entries(pipeline.tables as Record<string, TableSpec>).flatMap(([name, spec]) =>
+    (spec.foreign_keys ?? []).length > 0 ? [name, ...(spec.foreign_keys ?? []).map((fk) => fk.references.table)] : [],
+  );
+  for (const table of [...schedule.map((entry) => entry.rowByRow?.table), ...inForeignKeys]) {
     if (table === undefined || last.has(table)) continue;
     try {
       last.set(table, Number(db.all(`SELECT coalesce(max(rowid), 0) AS last FROM ${quoteIdent(table)}`)[0]?.["last"] ?? 0));
@@ -438,6 +449,12 @@ function lastRows(db: SqlDatabase, schedule: readonly ScheduledCheck[]): Map<str
     }
   }
   return last;
+}
+
+/** SQLite's schema version: it changes with every change to the schema, in this transaction too. */
+function schemaVersion(db: SqlDatabase): number | undefined {
+  if (db.dialect) return undefined;
+  return Number(db.all("PRAGMA schema_version")[0]?.["schema_version"]);
 }
 
 /**
@@ -449,6 +466,7 @@ export class CheckRun {
   /** Every result so far, in the order the checks ran. */
   readonly results: CheckResult[] = [];
   private lastRowBefore: Map<string, number> | undefined;
+  private schemaBefore: number | undefined;
   private schedule:
     | {
         after: number;
@@ -476,7 +494,10 @@ export class CheckRun {
   runDue(db: SqlDatabase, runId: number, startedAt: string, next: number): void {
     this.schedule ??= this.scheduleChecks(db);
     // why: before any step, the last row of each table a row-by-row check judges; a run that only appends adds rows after it.
-    this.lastRowBefore ??= lastRows(db, this.schedule);
+    if (this.lastRowBefore === undefined) {
+      this.lastRowBefore = lastRows(db, this.schedule, this.plan.pipeline);
+      this.schemaBefore = schemaVersion(db);
+    }
     const due = this.schedule.filter((entry) => entry.after < next);
     this.schedule = this.schedule.filter((entry) => entry.after >= next);
     const values = { run_id: runId, run_started_at: startedAt };
@@ -536,34 +557,68 @@ export class CheckRun {
   private appendedOnly(db: SqlDatabase, entry: ScheduledCheck, next: number): CheckResult | undefined {
     const check = entry.rowByRow;
     const basis = check && this.carryBasis(entry, next);
-    if (!check || !basis || !basis.untouched.has(check.table)) return undefined;
+    if (!check || !basis) return undefined;
     if (![...entry.steady!].every((table) => table === check.table || (basis.untouched.has(table) && !basis.written.has(table))))
       return undefined;
-    const last = this.lastRowBefore?.get(check.table);
-    if (last === undefined) return undefined;
+    const appended = this.appendedRows(db, check.table, basis, next);
+    if (!appended) return undefined;
+    const row = this.lastResult(db, entry);
+    if (!row || row["status"] !== "passed" || Number(row["failing_rows"]) !== 0) return undefined;
+    const after = `rowid > ${appended.last}`;
+    try {
+      // why: a row-by-row check on appended rows is steady (no parameter), so the run's values are not needed.
+      const result = runCheck(db, check, this.plan.config.baseDir, { run_id: 0, run_started_at: "" }, after);
+      if (result.status !== "passed") return undefined;
+      const earlierFromRun = row["carried_from_run"] === null ? basis.previousRunId : Number(row["carried_from_run"]);
+      return { ...result, appendedRows: { rows: appended.rows, earlierFromRun } };
+    } catch {
+      return undefined; // why: anything unforeseen (a column named rowid) leaves the whole check to run.
+    }
+  }
+
+  /**
+   * For the foreign key verification before the commit (engine/db/constraints.ts), once every step
+   * has run: the last rowid `table` had before the steps, when it is exactly as the runner's last
+   * commit left it (that commit's verification passed) but for rows this run's steps appended after
+   * it; undefined when that is not proven: another program wrote the file, another configuration,
+   * a script step, a schema changed during the steps, a step that updated or deleted its rows.
+   */
+  appendedSince(db: SqlDatabase, table: string): number | undefined {
+    const carry = this.options.carry;
+    if (!carry || !carry.sameConfig || carry.previousRunId === undefined || carry.untouched === "all") return undefined;
+    if (this.plan.steps.some((step) => this.typeOf(step.spec).writesUndeclared?.(step.spec))) return undefined;
+    if (systemTableNames.has(table) || this.schemaBefore === undefined || schemaVersion(db) !== this.schemaBefore) return undefined;
+    return this.appendedRows(db, table, { untouched: carry.untouched, steps: carry.steps }, this.plan.steps.length)?.last;
+  }
+
+  /**
+   * The last rowid `table` had before the steps, and how many rows follow it now, when the commit
+   * mark vouches for the table, no step before step `next` updated or deleted its rows, and the rows
+   * after that rowid are exactly as many as those steps inserted: the old rows are as that commit left them.
+   */
+  private appendedRows(
+    db: SqlDatabase,
+    table: string,
+    basis: { untouched: ReadonlySet<string>; steps: CarryOverBasis["steps"] },
+    next: number,
+  ): { last: number; rows: number } | undefined {
+    const last = this.lastRowBefore?.get(table);
+    if (!basis.untouched.has(table) || last === undefined) return undefined;
     let inserted = 0;
     for (const step of this.plan.steps) {
       if (step.index >= next) break;
       const result = basis.steps[step.index];
       if (!result || ["unchanged", "skipped", "not_executed"].includes(result.status)) continue;
-      if (!this.typeOf(step.spec).writes(step.spec).includes(check.table)) continue;
+      if (!this.typeOf(step.spec).writes(step.spec).includes(table)) continue;
       const counts = result.counts ?? {};
       if (counts.inserted === undefined || (counts.updated ?? 0) > 0 || (counts.deleted ?? 0) > 0) return undefined;
       inserted += counts.inserted;
     }
-    const row = this.lastResult(db, entry);
-    if (!row || row["status"] !== "passed" || Number(row["failing_rows"]) !== 0) return undefined;
-    const after = `rowid > ${last}`;
     try {
-      const appended = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(check.table)} WHERE ${after}`)[0]?.["n"]);
-      if (appended !== inserted) return undefined;
-      // why: a row-by-row check on appended rows is steady (no parameter), so the run's values are not needed.
-      const result = runCheck(db, check, this.plan.config.baseDir, { run_id: 0, run_started_at: "" }, after);
-      if (result.status !== "passed") return undefined;
-      const earlierFromRun = row["carried_from_run"] === null ? basis.previousRunId : Number(row["carried_from_run"]);
-      return { ...result, appendedRows: { rows: appended, earlierFromRun } };
+      const rows = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(table)} WHERE rowid > ?`, [last])[0]?.["n"]);
+      return rows === inserted ? { last, rows } : undefined;
     } catch {
-      return undefined; // why: anything unforeseen (a column named rowid) leaves the whole check to run.
+      return undefined; // why: a table without a rowid is judged whole.
     }
   }
 

@@ -71,7 +71,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     attempt.configSha256 = configFingerprint(plan, options.typeOf);
     deep?.copyDerivedTables(db);
     const run = openRun(db, plan, report, { ...attempt, failures, outputs, fullRefresh: options.fullRefresh });
-    const { files, changed } = await runSteps(db, plan, options, report, {
+    const { files, changed, checks } = await runSteps(db, plan, options, report, {
       ...run,
       startedAt,
       now,
@@ -86,7 +86,14 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       await session.rollback({ journalRecorded: !deep });
       return report;
     }
-    closeRun(db, plan, report, { runId: run.runId, files, finishedAt: now().toISOString(), soundTables: session.soundTables });
+    const appendedSince = (table: string) => checks.appendedSince(db, table);
+    closeRun(db, plan, report, {
+      runId: run.runId,
+      files,
+      finishedAt: now().toISOString(),
+      soundTables: session.soundTables,
+      appendedSince,
+    });
     throwIfAborted(options.signal);
     if (deep) {
       // why: the deep plan stops where the run would save: same steps, checks and verifications, then nothing kept.
@@ -115,7 +122,7 @@ async function runSteps(
   options: RunOptions,
   report: RunReport,
   run: OpenedRun & { startedAt: string; now: () => Date; untouched: ReadonlySet<string> | "all"; configSha256: string },
-): Promise<{ files: OutputFile[]; changed: boolean }> {
+): Promise<{ files: OutputFile[]; changed: boolean; checks: CheckRun }> {
   const startedAt = run.startedAt;
   let changed = run.changed;
   const files: OutputFile[] = [];
@@ -154,7 +161,7 @@ async function runSteps(
     if (outcome && !definition.derived && outcome.status !== "unchanged") changed = true;
   }
   checks.runDue(db, run.runId, startedAt, plan.steps.length);
-  return { files, changed };
+  return { files, changed, checks };
 }
 
 /** Commits the run with its files, and says which files were put in place; a file that could not be is an error after the save. */

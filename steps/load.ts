@@ -767,24 +767,11 @@ function grownTail(step: LoadStepSpec, spool: SpooledBody, summary: SpoolSummary
   const header = headerSpan(start, step.csv?.quote ?? '"', start.length, isUtf8(step.csv?.encoding));
   if (!header) return undefined;
   const headerLines = 1 + countLineEnds(start, header.start, header.end);
-  const tailLine = 1 + lineEndsBefore(spool, from);
+  // why: the prefix's line ends were counted as it was spooled; past it, only the line end the old file's last line lacked
+  // (a CR at its end was counted, and an LF after it is that CRLF's).
+  if (summary.prefixLineEnds === undefined) return undefined;
+  const tailLine = 1 + summary.prefixLineEnds + (from > old && last !== 0x0d ? 1 : 0);
   return { header, from, firstLine: tailLine - headerLines, afterRows: holdsRow(spool, header.end, old) };
-}
-
-/** Line ends in the spool's first `end` bytes, counted as {@link countLineEnds} counts them, piece by piece. */
-function lineEndsBefore(spool: SpooledBody, end: number): number {
-  let count = 0;
-  let crBefore = false;
-  for (let at = 0; at < end;) {
-    const piece = spool.read(at, Math.min(end, at + 1024 * 1024));
-    if (piece.length === 0) break;
-    count += countLineEnds(piece, 0, piece.length);
-    // why: a CR ending the previous piece was counted alone; with this LF it is one CRLF.
-    if (crBefore && piece[0] === 0x0a) count--;
-    crBefore = piece[piece.length - 1] === 0x0d;
-    at += piece.length;
-  }
-  return count;
 }
 
 /** Whether bytes `[from, to)` hold anything but line ends: a row after the header. */

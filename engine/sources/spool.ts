@@ -17,6 +17,11 @@ export interface SpoolSummary {
   sha256: string;
   /** The SHA-256 of the first `prefixBytes` bytes, when the body has at least that many. */
   prefixSha256: string | undefined;
+  /**
+   * The line ends (LF, CRLF, a lone CR) in the first `prefixBytes` bytes, when the body has at least
+   * that many; a CR that is their last byte counts alone, whatever follows it.
+   */
+  prefixLineEnds: number | undefined;
   /** Whether the bytes are valid UTF-8 (always true when not checked). */
   utf8: boolean;
   /** Offsets of the first and last byte equal to the quote byte, -1 when there is none. */
@@ -41,6 +46,8 @@ export class SpooledBody implements BodySink {
   private size = 0;
   private hash: Hash = createHash("sha256");
   private prefixSha256: string | undefined;
+  private lineEnds = 0;
+  private crBefore = false;
   private valid = true;
   private carry: Buffer = Buffer.alloc(0);
   private firstQuote = -1;
@@ -72,6 +79,8 @@ export class SpooledBody implements BodySink {
     this.size = 0;
     this.hash = createHash("sha256");
     this.prefixSha256 = undefined;
+    this.lineEnds = 0;
+    this.crBefore = false;
     this.valid = true;
     this.carry = Buffer.alloc(0);
     this.firstQuote = this.lastQuote = -1;
@@ -82,6 +91,8 @@ export class SpooledBody implements BodySink {
     for (let written = 0; written < bytes.length;)
       written += writeSync(this.fd, bytes, written, bytes.length - written, this.size + written);
     const prefix = this.options.prefixBytes;
+    // why: a tail read numbers its rows from the line ends before it; counted here, the prefix is not read back from disk for them.
+    if (prefix !== undefined && this.size < prefix) this.countLineEnds(bytes.subarray(0, prefix - this.size));
     if (prefix !== undefined && this.prefixSha256 === undefined && this.size + bytes.length >= prefix) {
       const cut = prefix - this.size;
       this.hash.update(bytes.subarray(0, cut));
@@ -104,6 +115,7 @@ export class SpooledBody implements BodySink {
       size: this.size,
       sha256: this.hash.copy().digest("hex"),
       prefixSha256: this.prefixSha256,
+      prefixLineEnds: this.prefixSha256 === undefined ? undefined : this.lineEnds,
       utf8: this.valid && this.carry.length === 0,
       // why: a quote that is not one byte was not looked for; it may be anywhere.
       firstQuote: this.options.quote === undefined ? 0 : this.firstQuote,
@@ -157,6 +169,32 @@ export class SpooledBody implements BodySink {
         { cause: error },
       );
     }
+  }
+
+  /** Adds the line ends of `window` (the next bytes of the prefix) to the count; a CRLF cut between two windows counts once. */
+  private countLineEnds(window: Buffer): void {
+    const n = window.length;
+    if (n === 0) return;
+    let count = this.crBefore && window[0] === 0x0a ? -1 : 0;
+    const bytes = (from: number, to: number) => {
+      for (let i = from; i < to; i++) {
+        const b = window[i]!;
+        if (b > 0x0d) continue;
+        if (b === 0x0a || (b === 0x0d && (i + 1 === n || window[i + 1] !== 0x0a))) count++;
+      }
+    };
+    // why: four bytes at a time, skipping the words without a byte below 0x0e (most of them): half the time of a byte loop at 1M rows.
+    const start = Math.min(n, (4 - (window.byteOffset & 3)) & 3);
+    const words = (n - start) >>> 2;
+    bytes(0, start);
+    const view = words > 0 ? new Uint32Array(window.buffer, window.byteOffset + start, words) : undefined;
+    for (let w = 0; w < words; w++) {
+      const x = view![w]!;
+      if (((x - 0x0e0e0e0e) & ~x & 0x80808080) !== 0) bytes(start + 4 * w, start + 4 * w + 4);
+    }
+    bytes(start + 4 * words, n);
+    this.lineEnds += count;
+    this.crBefore = window[n - 1] === 0x0d;
   }
 
   /** Checks the chunk as UTF-8, keeping a character cut at its end for the next chunk. */
