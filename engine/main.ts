@@ -25,7 +25,6 @@ import { previewPlan } from "./run/preview.js";
 import { resolveDatabasePath } from "./db/store.js";
 import { engineNames, type EngineName } from "./db/engines/index.js";
 import { isPostgresUrl } from "./db/database-url.js";
-import { startConnectionThread } from "./db/engines/postgres.js";
 import { readDatabase } from "./db/session.js";
 import type { SqlDatabase } from "./db/database.js";
 import { databaseSetting, type Pipeline } from "./config/schema.js";
@@ -542,17 +541,10 @@ function environmentEngine(io: Io): EngineName | undefined {
   return name;
 }
 
-/**
- * The engine a command will use, for validation to compile on its SQLite; a wrong name is reported after validation, by {@link chooseEngine}.
- * A postgres:// database means the postgres engine, whose connection thread starts here.
- */
+/** The engine a command will use, for validation to compile on its SQLite; a wrong name is reported after validation, by {@link chooseEngine}. */
 function engineIfNamed(args: CommandLine, pipeline: Pipeline, io: Io): EngineName | undefined {
   try {
-    if (isPostgresUrl(args.db ?? databaseSetting(pipeline).path)) {
-      // why: the connection's thread starts (and loads its client) while validation goes on.
-      startConnectionThread();
-      return "postgres";
-    }
+    if (isPostgresUrl(args.db ?? databaseSetting(pipeline).path)) return "postgres";
     return chooseEngine(args, pipeline, io);
   } catch {
     return undefined;

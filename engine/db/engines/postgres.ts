@@ -15,7 +15,6 @@ import { splitStatements, statementBody } from "../split-sql.js";
 import type { Engine, OpenOptions, Transaction } from "./engine.js";
 
 export { isPostgresUrl } from "../database-url.js";
-export { startConnectionThread } from "../pg/sync-connection.js";
 
 /** How long to wait for the server to accept a connection. */
 const connectTimeoutMs = 10_000;

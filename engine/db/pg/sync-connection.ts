@@ -1,4 +1,4 @@
-import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from "node:worker_threads";
+import { MessageChannel, receiveMessageOnPort, Worker } from "node:worker_threads";
 import { PipelineError } from "../../errors.js";
 
 /** What a PostgreSQL statement answered: the last statement's rows as arrays, its column names, and its row count. */
@@ -50,38 +50,14 @@ export interface ScriptStep {
 /** What a script did: each statement's row count, or the step that failed and its error. */
 export type ScriptOutcome = { ok: true; rowCounts: number[] } | { ok: false; failedAt: number; error: PgServerError };
 
-/** A connection's thread, started and loading the client, not yet connected. */
-interface ClientThread {
-  worker: Worker;
-  flag: SharedArrayBuffer;
-  port: MessagePort;
-}
-
-let spareThread: ClientThread | undefined;
-
-function startThread(): ClientThread {
+/** Opens a connection; a server that does not answer within `timeoutMs` (or a wrong URL) is an E_DB error naming the URL without its password. */
+export function connectSync(url: string, options: { timeoutMs: number; shownUrl: string }): SyncPgConnection {
   const flag = new SharedArrayBuffer(4);
+  const signal = new Int32Array(flag);
   const { port1, port2 } = new MessageChannel();
   const file = new URL(import.meta.url.endsWith(".ts") ? "./pg-worker.ts" : "./pg-worker.js", import.meta.url);
   const worker = new Worker(file, { workerData: { flag, port: port2 }, transferList: [port2] });
   worker.unref();
-  return { worker, flag, port: port1 };
-}
-
-/**
- * Starts the next connection's thread now, so that it starts and loads the client (a tenth of a
- * second or more) while this thread works on; the next {@link connectSync} takes it. Unused, it
- * keeps nothing alive.
- */
-export function startConnectionThread(): void {
-  spareThread ??= startThread();
-}
-
-/** Opens a connection; a server that does not answer within `timeoutMs` (or a wrong URL) is an E_DB error naming the URL without its password. */
-export function connectSync(url: string, options: { timeoutMs: number; shownUrl: string }): SyncPgConnection {
-  const { worker, flag, port: port1 } = spareThread ?? startThread();
-  spareThread = undefined;
-  const signal = new Int32Array(flag);
   let closed = false;
   let sent: { kind: string } | undefined;
   let outcome: ScriptOutcome | undefined;
