@@ -282,14 +282,36 @@ export function runChecksInOnePass(
     const rest = group.filter((_, n) => byForeignKey[n] === undefined);
     group.forEach((i, n) => byForeignKey[n] !== undefined && judged(i, byForeignKey[n]!));
     if (rest.length < 2) continue;
-    const counts = rest.map((i, n) => `count(CASE WHEN ${failingCondition(checks[i]!)} THEN 1 END) AS "__failing_${n}"`);
-    const sql = `SELECT ${counts.join(",\n")}\nFROM ${quoteIdent(table)}`;
+    const joins: string[] = [];
+    const counts = rest.map((i, n) => {
+      const condition = db.dialect ? (joinedRelationship(checks[i]!, joins) ?? failingCondition(checks[i]!)) : failingCondition(checks[i]!);
+      return `count(CASE WHEN ${condition} THEN 1 END) AS "__failing_${n}"`;
+    });
+    const sql = `SELECT ${counts.join(",\n")}\nFROM ${quoteIdent(table)}${joins.join("")}`;
     const row = firstRowOrUndefined(db, sql, parametersOf(sql, values));
     // why: each check then runs alone, and one whose query fails says so under its own name.
     if (!row) continue;
     rest.forEach((i, n) => judged(i, Number(row[`__failing_${n}`])));
   }
   return results;
+}
+
+/**
+ * On a server, a relationship counted in the one pass through a join to its parent's distinct keys
+ * (one hash join) rather than a subquery per row, which PostgreSQL runs once for each row: the
+ * join's condition is the check's own `=`, so a row it finds without a parent has none (a count of
+ * 0 is the check's); a count above 0 has the check run alone. Adds the join; undefined for other kinds.
+ */
+function joinedRelationship(check: DeclaredCheck, joins: string[]): string | undefined {
+  const spec = check.spec;
+  if (spec.check !== "relationships") return undefined;
+  const parent = `"__parent_${joins.length}"`;
+  const field = quoteIdent(spec.field);
+  const child = `${quoteIdent(check.table)}.${quoteIdent(spec.column)}`;
+  joins.push(
+    `\nLEFT JOIN (SELECT DISTINCT ${field} AS "__key" FROM ${quoteIdent(spec.to)} WHERE ${field} IS NOT NULL) AS ${parent} ON ${parent}."__key" = ${child}`,
+  );
+  return `${child} IS NOT NULL AND ${parent}."__key" IS NULL`;
 }
 
 /** The query's first row, or undefined when it fails; on a server inside a savepoint, so that its error does not abort the run's transaction. */

@@ -544,6 +544,7 @@ function environmentEngine(io: Io): EngineName | undefined {
 /** The engine a command will use, for validation to compile on its SQLite; a wrong name is reported after validation, by {@link chooseEngine}. */
 function engineIfNamed(args: CommandLine, pipeline: Pipeline, io: Io): EngineName | undefined {
   try {
+    if (isPostgresUrl(args.db ?? databaseSetting(pipeline).path)) return "postgres";
     return chooseEngine(args, pipeline, io);
   } catch {
     return undefined;
