@@ -1,6 +1,6 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { sqlite, Workspace } from "./helpers/workspace.js";
+import { clientFileEnv, sqlite, Workspace } from "./helpers/workspace.js";
 
 // A sql step's declared incremental policy: each part of the proof that fails makes the step run its
 // whole query (and say why), with the same result; each misdeclaration is refused by validate.
@@ -209,6 +209,38 @@ describe.each(["sqljs", "native"] as const)("on the %s engine, an incremental sq
     await run();
     append("2024-01-10,A,2");
     expect((await run()).step.incremental?.full).toBe("step extra_sales, after this one, writes a table the query reads or per_item");
+  });
+});
+
+describe.each(["sqljs", "native"] as const)("the client's pipeline on the %s engine", (engine) => {
+  test("sums only the appended sales per store and product, and every analysis equals a fresh load's, to the cent", async () => {
+    const client = new Workspace();
+    try {
+      client.copyClientFiles();
+      const run = async (...args: string[]) => {
+        const env = { ...clientFileEnv, REPORT_DIR: args.length > 0 ? "output/fresh" : "output" };
+        const result = await client.cli(["run", "--engine", engine, "--json", ...args], env);
+        expect(result.code, result.stdout + result.stderr).toBe(0);
+        return (JSON.parse(result.stdout) as { steps: StepJson[] }).steps.find((step) => step.name === "sales_by_store_product")!;
+      };
+      await run();
+      const sales = client.path(clientFileEnv.SALES_URL!);
+      writeFileSync(
+        sales,
+        readFileSync(sales, "utf8").replace(/(\r\n)?$/, "\r\n") +
+          "2023-06-20,REF001,4,1\r\n2023-06-20,REF005,2,7\r\n2023-06-21,REF003,1,2\r\n",
+      );
+      const step = await run();
+      expect(step.incremental).toMatchObject({ table: "sales", appendedRows: 3 });
+      expect((step.counts.updated ?? 0) + (step.counts.inserted ?? 0)).toBe(3);
+      await run("--db", "output/fresh.db");
+      for (const table of ["sales_by_store_product", "revenue_total", "sales_by_product", "sales_by_city", "sales_by_region"]) {
+        const sql = `SELECT * FROM ${table} ORDER BY 1, 2`;
+        expect(client.query(sql), table).toBe(client.query(sql, "output/fresh.db"));
+      }
+    } finally {
+      client.remove();
+    }
   });
 });
 
