@@ -137,7 +137,13 @@ export function runOnAppendedRows(
   if (changed !== undefined) return { full: changed };
   const appended = committed.appended(db, policy.appended);
   if ("reason" in appended) return { full: appended.reason };
-  const merged = mergeAppendedResult(db, step, sql, appended.afterRowid);
+  let merged: ReturnType<typeof mergeAppendedResult>;
+  try {
+    merged = mergeAppendedResult(db, step, sql, appended.afterRowid);
+  } catch (error) {
+    // why: a statement that fails changes nothing (SQLite undoes it alone), and the whole query replaces every row of into.
+    return { full: `the appended rows could not be merged: ${(error as Error).message}` };
+  }
   if ("full" in merged) return merged;
   const incremental: IncrementalResult = { table: policy.appended, appendedRows: appended.rows, earlierFromRun: previous };
   return {
