@@ -13,6 +13,7 @@ const pipelineLevel = [
   "tests/rejections.test.ts",
   "tests/sql-steps.test.ts",
   "tests/deep-plan.test.ts",
+  "tests/incremental-sql-property.test.ts",
 ];
 
 /**
@@ -28,6 +29,7 @@ const onServer = [
   "tests/run-failures.test.ts",
   "tests/freshness.test.ts",
   "tests/postgres-faults.test.ts",
+  "tests/incremental-sql-property.test.ts",
 ];
 
 export default defineConfig({

@@ -13,7 +13,8 @@ import type { Plan, PlannedStep } from "./plan.js";
 import { DeepPlan } from "./run/deep-plan.js";
 import { closeRun, openRun, plannedOutputs, prepareDatabase, type OpenedRun } from "./run/record.js";
 import { failedRun, plannedReport, reportUnchanged, showRejections, type RunEvent, type RunReport, type StepResult } from "./run/report.js";
-import type { StepDefinition, StepOutcome } from "./step.js";
+import { RunBasis } from "./run/committed-tables.js";
+import type { CommittedTables, StepDefinition, StepOutcome } from "./step.js";
 
 export type { RunEvent, RunReport, StepResult, StepStatus } from "./run/report.js";
 
@@ -137,6 +138,7 @@ async function runSteps(
     carry: { ...carry, steps: report.steps },
   });
   report.checks = checks.results;
+  const basis = RunBasis.before(db, plan, options.typeOf, { ...carry, steps: report.steps }, Object.keys(plan.pipeline.tables));
   for (const step of plan.steps) {
     // why: a check runs once the last step writing a table it reads has run, before the next step.
     checks.runDue(db, run.runId, startedAt, step.index);
@@ -156,6 +158,7 @@ async function runSteps(
       startedAt,
       result: report.steps[step.index]!,
       skip,
+      committed: basis.at(step.index),
     });
     files.push(...(outcome?.files ?? []));
     if (outcome && !definition.derived && outcome.status !== "unchanged") changed = true;
@@ -208,7 +211,16 @@ async function failRun(
 async function runStep(
   step: PlannedStep,
   definition: StepDefinition,
-  run: { plan: Plan; options: RunOptions; db: SqlDatabase; runId: number; startedAt: string; result: StepResult; skip: string | undefined },
+  run: {
+    plan: Plan;
+    options: RunOptions;
+    db: SqlDatabase;
+    runId: number;
+    startedAt: string;
+    result: StepResult;
+    skip: string | undefined;
+    committed: CommittedTables;
+  },
 ): Promise<StepOutcome | undefined> {
   const { plan, options, db, runId, result } = run;
   options.onEvent({ kind: "step-start", step, total: plan.steps.length });
@@ -229,8 +241,10 @@ async function runStep(
       fullRefresh: options.fullRefresh === true || (options.fullRefresh?.includes(step.name) ?? false),
       signal: options.signal,
       progress: (rows) => options.onEvent({ kind: "progress", step, rows, elapsedMs: performance.now() - stepStarted }),
+      committed: run.committed,
     });
     Object.assign(result, { status: outcome.status, counts: outcome.counts, detail: outcome.detail });
+    if (outcome.incremental) result.incremental = outcome.incremental;
     if ((outcome.counts.rejected ?? 0) + (outcome.counts.conflicting ?? 0) + (outcome.counts.pending ?? 0) > 0)
       showRejections(db, runId, result);
     return outcome;

@@ -27,6 +27,25 @@ export interface StepOutcome {
   detail?: string;
   /** Files to write (path relative to the pipeline file), among the step's `files`: staged before the database is saved, renamed into place after. */
   files?: { path: string; content: string }[];
+  /** For a step with a declared incremental policy: how it ran. */
+  incremental?: IncrementalResult | undefined;
+}
+
+/** How a step with a declared incremental policy ran: on the rows appended to `table` only (merged into what run `earlierFromRun` left), or in full, and why. */
+export type IncrementalResult = { table: string; appendedRows: number; earlierFromRun: number } | { full: string };
+
+/** What a step may prove about the tables as the runner's last commit left them, before it runs (engine/run/committed-tables.ts). */
+export interface CommittedTables {
+  /** The run whose commit the proof starts from. */
+  readonly previousRunId: number | undefined;
+  /** Why nothing can be proven (a new database, a server, another configuration, a script step); undefined when the proof can start. */
+  unproven(): string | undefined;
+  /** Why one of `tables` may not be exactly as the last commit left it, at this step; undefined when each is. */
+  changed(tables: Iterable<string>): string | undefined;
+  /** The rows this run's earlier steps only appended to `table` (those after rowid `afterRowid`), or why that is not proven. */
+  appended(db: SqlDatabase, table: string): { afterRowid: number; rows: number } | { reason: string };
+  /** The name of a later step that writes one of `tables`, if any. */
+  writtenAfter(tables: Iterable<string>): string | undefined;
 }
 
 /** One label and value shown in the plan under a step. */
@@ -86,6 +105,8 @@ export interface RunContext {
   /** Fires when the run is interrupted; long steps check it. */
   signal?: AbortSignal | undefined;
   progress: ProgressReporter;
+  /** What the run can prove about the tables as its last commit left them, at this step. */
+  committed?: CommittedTables | undefined;
 }
 
 /** A step type: everything the engine needs to check, plan and run it. One per file in steps/. */

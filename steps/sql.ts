@@ -13,6 +13,7 @@ import {
   unknownParameters,
 } from "../engine/sql-source.js";
 import type { CheckContext, StepDefinition, StepOutcome } from "../engine/step.js";
+import { checkIncremental, runOnAppendedRows } from "./sql-incremental.js";
 
 /** `type: sql`: runs a query from sql/ (or inline) and stores its rows `into:` a declared table. */
 export const sqlStep: StepDefinition<SqlStepSpec> = {
@@ -26,6 +27,12 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
   details(step) {
     const details: [string, string][] = [["sql", step.file ?? (step.sql ?? "").trim().split("\n")[0]!]];
     if (step.into) details.push(["into", `${step.into} (${step.mode ?? "replace"})`]);
+    const incremental = step.incremental;
+    if (incremental)
+      details.push([
+        "incremental",
+        `rows appended to ${incremental.appended}, merged on ${incremental.key.join(", ")}, adding ${incremental.add.join(", ")}`,
+      ]);
     return details;
   },
 
@@ -70,6 +77,7 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
     }
     const message = into ? checkQuery(context, sql, step.into!, step.file ?? "sql", step.mode === "history") : checkScript(context, sql);
     if (message) problem(`${step.file ?? "sql"}: ${message}`, where, undefined, "E_SQL");
+    else if (step.incremental) problems.push(...checkIncremental(step, sql, context));
     return problems;
   },
 
@@ -83,9 +91,13 @@ export const sqlStep: StepDefinition<SqlStepSpec> = {
         return { status: "success", counts: {} };
       }
       if (step.mode === "history") return keepHistory(db, step.into, sql, values);
+      const merged = step.incremental && runOnAppendedRows(db, { ...step, into: step.into, incremental: step.incremental }, sql, context);
+      if (merged && "status" in merged) return merged;
       const deleted = (step.mode ?? "replace") === "replace" ? db.run(`DELETE FROM ${quoteIdent(step.into)}`) : undefined;
       const inserted = db.run(insertSelect(db, step.into, sql), parametersOf(sql, values));
-      return { status: "success", counts: deleted === undefined ? { inserted } : { deleted, inserted } };
+      const counts = deleted === undefined ? { inserted } : { deleted, inserted };
+      if (!merged) return { status: "success", counts };
+      return { status: "success", counts, detail: `in full: ${merged.full}`, incremental: merged };
     } catch (error) {
       if (error instanceof PipelineError) throw error;
       throw new PipelineError("E_SQL", `${step.file ?? "sql"}: ${(error as Error).message}`, { cause: error });

@@ -442,6 +442,21 @@ const sqlStepSchema = {
       description:
         "replace: the table holds this run's result only; append: rows are added; history: the rows are added, stamped with run_id and run_started_at, only when they differ from the last ones stored",
     },
+    incremental: {
+      type: "object",
+      additionalProperties: false,
+      required: ["appended", "key", "add"],
+      description:
+        "a declared policy (mode: replace only): when this run only appended rows to the table `appended` and nothing else the query reads or the table into changed since the runner's last commit, the query runs on the appended rows only and its rows are merged into the stored ones (the add columns summed on key, new keys inserted); otherwise the whole query runs. Declare it only for a query whose add columns are sums or counts over the rows of appended",
+      examples: [{ appended: "sales", key: ["store_id", "product_id"], add: ["sales_lines", "quantity", "revenue_cents"] }],
+      properties: {
+        appended: tableName("the table the query reads in full that grows by appended rows (a load step with insert_new or append)"),
+        key: columnList("the columns of into the query groups by: its primary key or one of its unique keys"),
+        add: columnList(
+          "the integer columns of into that are sums or counts over the rows of appended: a stored row's value and the appended rows' are added",
+        ),
+      },
+    },
   },
 } as const;
 

@@ -3,7 +3,7 @@ import type { SqlDatabase } from "../db/database.js";
 import type { FailedRun } from "../failed-runs.js";
 import { rejectionSamples, type RejectionSample } from "../history.js";
 import type { Plan, PlannedStep } from "../plan.js";
-import type { StepCounts } from "../step.js";
+import type { IncrementalResult, StepCounts } from "../step.js";
 
 /** Where a step stands in a run report. */
 export type StepStatus = "not_executed" | "success" | "unchanged" | "skipped" | "error";
@@ -21,6 +21,8 @@ export interface StepResult {
   error?: { code: string; message: string } | undefined;
   /** The first rows the step rejected or kept aside in this run, by line. */
   rejections?: RejectionSample[] | undefined;
+  /** For a step with a declared incremental policy: on the appended rows only, or in full and why. */
+  incremental?: IncrementalResult | undefined;
 }
 
 /** How many rejected rows a step shows in the log and the JSON report. */

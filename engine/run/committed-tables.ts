@@ -1,0 +1,132 @@
+import type { CarryOverBasis } from "../checks.js";
+import type { StepSpec } from "../config/schema.js";
+import { quoteIdent, type SqlDatabase } from "../db/database.js";
+import { systemTableNames } from "../history.js";
+import type { CommittedTables, StepDefinition } from "../step.js";
+
+/**
+ * What a run can prove about its tables against the runner's last commit, by the rules the checks'
+ * carry-over and appended-rows results follow (docs/checks.md): the same configuration, the commit
+ * mark vouching for each table (engine/db/commit-mark.ts: nobody wrote the file since), no script
+ * step (it may write any table), and this run's step results so far (a step `unchanged`, `skipped`
+ * or `not_executed` wrote nothing). Taken before the first step: the last rowid of each table.
+ */
+export class RunBasis {
+  private constructor(
+    private readonly plan: { steps: readonly { index: number; name: string; spec: StepSpec }[] },
+    private readonly typeOf: (step: StepSpec) => StepDefinition,
+    private readonly carry: CarryOverBasis,
+    private readonly lastRowBefore: ReadonlyMap<string, number>,
+    private readonly server: boolean,
+  ) {}
+
+  /** The basis of a run, read before its first step: the last rowid of each of `tables` (on SQLite). */
+  static before(
+    db: SqlDatabase,
+    plan: { steps: readonly { index: number; name: string; spec: StepSpec }[] },
+    typeOf: (step: StepSpec) => StepDefinition,
+    carry: CarryOverBasis,
+    tables: readonly string[],
+  ): RunBasis {
+    const last = new Map<string, number>();
+    if (!db.dialect && carry.untouched !== "all") {
+      for (const table of tables) {
+        try {
+          last.set(table, Number(db.all(`SELECT coalesce(max(rowid), 0) AS last FROM ${quoteIdent(table)}`)[0]?.["last"] ?? 0));
+        } catch {
+          // why: a table without a rowid has no appended rows to tell apart.
+        }
+      }
+    }
+    return new RunBasis(plan, typeOf, carry, last, db.dialect !== undefined);
+  }
+
+  /** The proof as a step at `index` sees it: the tables before it, the steps after it. */
+  at(index: number): CommittedTables {
+    return {
+      previousRunId: this.carry.previousRunId,
+      unproven: () => this.unproven(),
+      changed: (tables) => this.changed(tables, index),
+      appended: (db, table) => this.appended(db, table, index),
+      writtenAfter: (tables) => this.writtenAfter(tables, index),
+    };
+  }
+
+  /** Why no table can be proven as the last commit left it, whatever the table; undefined when the proof can start. */
+  private unproven(): string | undefined {
+    const carry = this.carry;
+    if (this.server) return "on a database server no commit mark proves the tables unchanged since the last run";
+    if (carry.previousRunId === undefined) return "no earlier run";
+    if (carry.untouched === "all") return "the database is new";
+    if (!carry.sameConfig) return `the configuration changed since run ${carry.previousRunId}`;
+    const script = this.plan.steps.find((step) => this.typeOf(step.spec).writesUndeclared?.(step.spec));
+    if (script) return `step ${script.name} runs a script, which may write any table`;
+    return undefined;
+  }
+
+  /** Why one of `tables` may not be as the last commit left it before step `next`; undefined when each is exactly that. */
+  private changed(tables: Iterable<string>, next: number): string | undefined {
+    const why = this.unproven();
+    if (why !== undefined) return why;
+    const untouched = this.carry.untouched as ReadonlySet<string>;
+    for (const table of tables) {
+      if (systemTableNames.has(table)) return `it reads the engine's table ${table}`;
+      if (!untouched.has(table))
+        return `no commit mark vouches for ${table} (another program wrote the file since run ${this.carry.previousRunId}, it is in WAL mode, or the mark is missing)`;
+      const writer = this.writersBefore(table, next)[0];
+      if (writer) return `step ${writer.name} wrote ${table} in this run`;
+    }
+    return undefined;
+  }
+
+  /**
+   * The rows this run's steps before `next` appended to `table` (those after its last rowid before
+   * the steps), when the old rows are provably as the last commit left them: the mark vouches for
+   * the table, no step updated or deleted rows of it, and the rows after that rowid are exactly as
+   * many as its steps inserted. Otherwise why not.
+   */
+  private appended(db: SqlDatabase, table: string, next: number): { afterRowid: number; rows: number } | { reason: string } {
+    const why = this.unproven();
+    if (why !== undefined) return { reason: why };
+    if (!(this.carry.untouched as ReadonlySet<string>).has(table))
+      return {
+        reason: `no commit mark vouches for ${table} (another program wrote the file since run ${this.carry.previousRunId}, or the mark is missing)`,
+      };
+    const last = this.lastRowBefore.get(table);
+    if (last === undefined) return { reason: `${table} has no rowid` };
+    let inserted = 0;
+    for (const step of this.writersBefore(table, next)) {
+      const counts = this.carry.steps[step.index]?.counts ?? {};
+      if (counts.inserted === undefined || (counts.updated ?? 0) > 0 || (counts.deleted ?? 0) > 0)
+        return { reason: `step ${step.name} changed rows of ${table} (not only inserted)` };
+      inserted += counts.inserted;
+    }
+    const rows = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(table)} WHERE rowid > ${last}`)[0]?.["n"]);
+    if (rows !== inserted)
+      return { reason: `${table} holds ${rows} row(s) after its last row before the steps, its steps inserted ${inserted}` };
+    return { afterRowid: last, rows };
+  }
+
+  /** The first step after `index` that writes one of `tables`, by name; undefined when none does. */
+  private writtenAfter(tables: Iterable<string>, index: number): string | undefined {
+    const wanted = new Set(tables);
+    const later = this.plan.steps.find(
+      (step) =>
+        step.index > index &&
+        this.typeOf(step.spec)
+          .writes(step.spec)
+          .some((t) => wanted.has(t)),
+    );
+    return later?.name;
+  }
+
+  /** The steps before `next` that wrote `table` in this run (not unchanged, skipped or left out). */
+  private writersBefore(table: string, next: number) {
+    return this.plan.steps.filter((step) => {
+      if (step.index >= next) return false;
+      const status = this.carry.steps[step.index]?.status;
+      if (status === "unchanged" || status === "skipped" || status === "not_executed") return false;
+      return this.typeOf(step.spec).writes(step.spec).includes(table);
+    });
+  }
+}
