@@ -3,7 +3,7 @@ import { open, stat, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import fetch, { FetchError, type Response } from "node-fetch";
+import type { Response } from "node-fetch";
 import { httpSchema, type HttpOptions } from "../config/schema.js";
 import { clip, PipelineError, redactCredentials } from "../errors.js";
 import type { BodySink } from "./spool.js";
@@ -240,6 +240,8 @@ async function attemptHttp(
     return new Retryable(`${networkReason(error)}${suffix}`);
   };
   try {
+    // why: node-fetch imports node:http as an ES module, whose facade loads undici (about 0.1 s); runs that fetch nothing skip it.
+    const { default: fetch, FetchError } = await import("node-fetch");
     const source = new URL(target.url);
     let url = source;
     let authorization = target.authorization;
