@@ -1,9 +1,10 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { describe, expect, test } from "vitest";
-import { clientPipeline, root } from "./helpers/workspace.js";
+import { clientFileEnv, clientPipeline, root, Workspace } from "./helpers/workspace.js";
 
 const cli = path.join(root, "dist/engine/cli.js");
 
@@ -35,6 +36,39 @@ describe("the built CLI", () => {
     });
     expect(result.status).toBe(0);
     expect(result.stdout).not.toMatch(/\x1b\[/);
+  });
+});
+
+describe("a run that finds nothing changed (a cron job's usual start)", () => {
+  test("on the native engine with file sources, loads neither sql.js, node-fetch, node:http nor the other commands", () => {
+    const workspace = new Workspace();
+    workspace.copyClientFiles();
+    // why: node's module hooks see every module the CLI loads, built-in or not; the list is written at exit.
+    const loaded = workspace.path("loaded-modules.txt");
+    const hook = workspace.write(
+      "record-loads.mjs",
+      `import { registerHooks } from "node:module";
+import { writeFileSync } from "node:fs";
+const urls = [];
+registerHooks({ load: (url, context, next) => (urls.push(url), next(url, context)) });
+process.on("exit", () => writeFileSync(${JSON.stringify(loaded)}, urls.join("\\n")));
+`,
+    );
+    const run = () =>
+      spawnSync(process.execPath, ["--import", pathToFileURL(hook).href, cli, "run", "--json", "--engine", "native"], {
+        cwd: workspace.dir,
+        encoding: "utf8",
+        env: { ...process.env, NO_COLOR: "1", ...clientFileEnv },
+      });
+    expect(run().status).toBe(0);
+    writeFileSync(loaded, "");
+    const again = run();
+    expect(again.status).toBe(0);
+    expect((JSON.parse(again.stdout) as { status: string }).status).toBe("unchanged");
+    const urls = readFileSync(loaded, "utf8").split("\n");
+    expect(urls).toContainEqual(expect.stringContaining("/engine/run.js"));
+    expect(urls.filter((url) => /\/node_modules\/(sql\.js|node-fetch)\/|^node:https?$|\/engine\/commands\//.test(url))).toEqual([]);
+    workspace.remove();
   });
 });
 
