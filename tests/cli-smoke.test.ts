@@ -72,9 +72,9 @@ process.on("exit", () => writeFileSync(${JSON.stringify(loaded)}, JSON.stringify
     expect(modules.urls).toContainEqual(expect.stringContaining("/engine/run.js"));
     return modules;
   }
-  const notNeeded = /\/node_modules\/(sql\.js|node-fetch)\/|\/engine\/commands\//;
+  const notNeeded = /\/node_modules\/(sql\.js|node-fetch|csv-parse)\/|\/engine\/commands\//;
 
-  test("on the native engine with file sources, loads neither sql.js, node-fetch, node:http nor the other commands", async () => {
+  test("on the native engine with file sources, loads neither sql.js, csv-parse, node-fetch, node:http nor the other commands", async () => {
     const { urls, builtins } = await loadedByUnchangedRun(clientFileEnv);
     expect(urls.filter((url) => notNeeded.test(url))).toEqual([]);
     expect(builtins.filter((name) => /^NativeModule (https?|internal\/deps\/undici\/undici)$/.test(name))).toEqual([]);
