@@ -148,6 +148,7 @@ export type Command =
   | { pipeline: false; run(context: CommandContext): Promise<number> }
   | { pipeline: true; run(context: CommandContext, loaded: Loaded): Promise<number> };
 
+/** `plan` and `run --dry-run`: the plan and the schema changes it would make; with --deep, the run rolled back. */
 const planCommand = {
   pipeline: true as const,
   async run({ args, io, json, c }, { database, engine, plan }) {
