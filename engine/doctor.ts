@@ -1,7 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { access, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import fetch from "node-fetch";
 import type { Pipeline, StepSpec } from "./config/schema.js";
 import type { StepDefinition } from "./step.js";
 import { engineNamed, engineNames, type EngineName } from "./db/engines/index.js";
@@ -105,6 +104,7 @@ export async function sourceChecks(
       try {
         const { url, authorization } = requestTarget(step.source);
         const headers = authorization ? { authorization } : {};
+        const { default: fetch } = await import("node-fetch");
         let response = await fetch(url, { method: "HEAD", headers, signal: AbortSignal.timeout(timeoutMs), follow: 5 });
         if (response.status === 405 || response.status === 501) {
           response = await fetch(url, { headers, signal: AbortSignal.timeout(timeoutMs), follow: 5 });

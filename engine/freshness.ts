@@ -1,6 +1,5 @@
 import { statSync } from "node:fs";
 import path from "node:path";
-import fetch from "node-fetch";
 import type { LoadedConfig } from "./config/load.js";
 import type { FreshnessSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";
 import { quoteIdent, type SqlDatabase } from "./db/database.js";
@@ -198,6 +197,7 @@ async function datesInDatabase(
 async function headLastModified(source: string, timeoutMs: number): Promise<{ at: Date; what: string } | { unknown: string }> {
   try {
     const { url, authorization } = requestTarget(source);
+    const { default: fetch } = await import("node-fetch");
     const response = await fetch(url, {
       method: "HEAD",
       headers: authorization ? { authorization } : {},

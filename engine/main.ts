@@ -7,7 +7,7 @@ import { loadConfigFile } from "./config/load.js";
 import { outputPathDiagnostics } from "./config/output-paths.js";
 import { validatePipeline } from "./config/validate.js";
 import { ConfigError, describeError, didYouMean, formatDiagnostic, PipelineError, redactCredentials } from "./errors.js";
-import { databaseCheck, runtimeChecks, serverCheck, sourceChecks, type Check } from "./doctor.js";
+import type { Check } from "./doctor.js";
 import { freshnessChecks } from "./freshness.js";
 import {
   colorsFor,
@@ -21,7 +21,6 @@ import {
 } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
 import { executePlan } from "./run.js";
-import { previewPlan } from "./run/preview.js";
 import { resolveDatabasePath } from "./db/store.js";
 import { engineNames, type EngineName } from "./db/engines/index.js";
 import { isPostgresUrl } from "./db/database-url.js";
@@ -31,15 +30,6 @@ import { databaseSetting, type Pipeline } from "./config/schema.js";
 import type { LoadedConfig } from "./config/load.js";
 import { parseDuration } from "./duration.js";
 import { setTimeout as sleep } from "node:timers/promises";
-import { listCommand } from "./commands/list.js";
-import { rejectionsCommand } from "./commands/rejections.js";
-import { schemaCommand } from "./commands/schema.js";
-import { profileCommand } from "./commands/profile.js";
-import { validateCommand } from "./commands/validate.js";
-import { testCommand } from "./commands/test.js";
-import { initCommand } from "./commands/init.js";
-import { historyCommand } from "./commands/history.js";
-import { selectSteps, stepLinks } from "./dependencies.js";
 
 /** What main() may touch: injected so tests run it in-process. */
 export interface Io {
@@ -158,42 +148,47 @@ export type Command =
   | { pipeline: false; run(context: CommandContext): Promise<number> }
   | { pipeline: true; run(context: CommandContext, loaded: Loaded): Promise<number> };
 
-/** Every command, by name (citty's subCommands): a new command is one entry here and its lines in the usage. */
-const commandTable: Record<(typeof commands)[number], Command> = {
-  help: {
+/** `plan` and `run --dry-run`: the plan and the schema changes it would make; with --deep, the run rolled back. */
+const planCommand = {
+  pipeline: true as const,
+  async run({ args, io, json, c }, { database, engine, plan }) {
+    if (args.fullRefresh && args.steps.length > 0) checkRefreshSteps(args.steps, plan);
+    if (args.deep) return deepPlan({ args, io, json, c }, { database, engine, plan });
+    const { previewPlan } = await import("./run/preview.js");
+    const changes = await previewPlan({ ...plan, database }, engine, args.lockTimeoutMs, stepType);
+    if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
+    else io.stdout.write(renderPlan(plan, changes, c));
+    return exitCodes.ok;
+  },
+} satisfies Command;
+
+/**
+ * Every command, by name (citty's subCommands): a new command is one entry here and its lines in the usage.
+ * why: each is imported when it is called, so that a run (a cron job's every start) does not load what only
+ * the other commands use.
+ */
+const commandTable: Record<(typeof commands)[number], () => Promise<Command>> = {
+  help: async () => ({
     pipeline: false,
     async run({ io, json }) {
       io.stdout.write(json ? JSON.stringify({ ok: true, command: "help", usage }, null, 2) + "\n" : usage);
       return exitCodes.ok;
     },
-  },
-  doctor: { pipeline: false, run: ({ args, io, json }) => doctor(args, io, json) },
-  list: listCommand,
-  init: initCommand,
-  history: historyCommand,
-  validate: validateCommand,
-  schema: schemaCommand,
-  profile: profileCommand,
-  rejections: rejectionsCommand,
-  test: testCommand,
-  plan: {
+  }),
+  doctor: async () => ({ pipeline: false, run: ({ args, io, json }) => doctor(args, io, json) }),
+  list: async () => (await import("./commands/list.js")).listCommand,
+  init: async () => (await import("./commands/init.js")).initCommand,
+  history: async () => (await import("./commands/history.js")).historyCommand,
+  validate: async () => (await import("./commands/validate.js")).validateCommand,
+  schema: async () => (await import("./commands/schema.js")).schemaCommand,
+  profile: async () => (await import("./commands/profile.js")).profileCommand,
+  rejections: async () => (await import("./commands/rejections.js")).rejectionsCommand,
+  test: async () => (await import("./commands/test.js")).testCommand,
+  plan: async () => planCommand,
+  run: async () => ({
     pipeline: true,
-    async run({ args, io, json, c }, { database, engine, plan }) {
-      if (args.fullRefresh && args.steps.length > 0) checkRefreshSteps(args.steps, plan);
-      if (args.deep) return deepPlan({ args, io, json, c }, { database, engine, plan });
-      const changes = await previewPlan({ ...plan, database }, engine, args.lockTimeoutMs, stepType);
-      if (json) io.stdout.write(JSON.stringify(planJson(plan, changes), null, 2) + "\n");
-      else io.stdout.write(renderPlan(plan, changes, c));
-      return exitCodes.ok;
-    },
-  },
-  run: {
-    pipeline: true,
-    async run(context, loaded) {
-      if (context.args.dryRun) return commandTable.plan.pipeline ? commandTable.plan.run(context, loaded) : exitCodes.ok;
-      return runCommand(context, loaded);
-    },
-  },
+    run: (context, loaded) => (context.args.dryRun ? planCommand.run(context, loaded) : runCommand(context, loaded)),
+  }),
 };
 
 /** Runs one CLI invocation; returns the exit code. */
@@ -208,7 +203,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       io.stdout.write(json ? JSON.stringify({ ok: true, command: "version", version: runner }) + "\n" : `pipeline-runner ${runner}\n`);
       return exitCodes.ok;
     }
-    const command = commandTable[args.help ? "help" : args.command];
+    const command = await commandTable[args.help ? "help" : args.command]();
     const context: CommandContext = { args, io, json, c, errorColors };
     if (!command.pipeline) return await command.run(context);
     return await command.run(context, await loadPipeline(args, io));
@@ -253,7 +248,7 @@ async function runCommand(
   { config, pipeline, database, engine, plan }: Loaded,
 ): Promise<number> {
   const fullRefresh = args.fullRefresh && (args.steps.length === 0 ? true : checkRefreshSteps(args.steps, plan));
-  const select = args.select.length === 0 ? undefined : selectSteps(args.select, await stepLinks(pipeline, config, stepType), usageError);
+  const select = args.select.length === 0 ? undefined : await selectedSteps(args.select, pipeline, config);
   const runOnce = async (compact: boolean): Promise<number> => {
     const report = await executePlan(
       { ...plan, database },
@@ -290,6 +285,12 @@ async function runCommand(
   return await runEvery(runOnce, args.everyMs, args.maxRuns, io, c);
 }
 
+/** The steps `run --select` names, with what depends on them where asked. */
+async function selectedSteps(names: readonly string[], pipeline: Pipeline, config: LoadedConfig) {
+  const { selectSteps, stepLinks } = await import("./dependencies.js");
+  return selectSteps(names, await stepLinks(pipeline, config, stepType), usageError);
+}
+
 /** `plan --deep`: the run executed through its session (lock, fetches, steps, checks), then rolled back; exit 1 when the run would fail. */
 async function deepPlan(
   { args, io, json, c }: Omit<CommandContext, "errorColors">,
@@ -322,6 +323,7 @@ async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number>
   const checks: Check[] = [];
   let engine: EngineName | undefined;
   let invalid = false;
+  const { databaseCheck, runtimeChecks, serverCheck, sourceChecks } = await import("./doctor.js");
   try {
     const config = await loadConfigFile(args.config, io.env, io.cwd);
     const pipeline = await validatePipeline(config, stepType);

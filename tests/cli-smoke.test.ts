@@ -1,9 +1,12 @@
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { promisify } from "node:util";
 import { describe, expect, test } from "vitest";
-import { clientPipeline, root } from "./helpers/workspace.js";
+import { startServer } from "./helpers/http-server.js";
+import { clientFileEnv, clientFixtures, clientPipeline, root, Workspace } from "./helpers/workspace.js";
 
 const cli = path.join(root, "dist/engine/cli.js");
 
@@ -35,6 +38,66 @@ describe("the built CLI", () => {
     });
     expect(result.status).toBe(0);
     expect(result.stdout).not.toMatch(/\x1b\[/);
+  });
+});
+
+describe("a run that finds nothing changed (a cron job's usual start)", () => {
+  /** The modules an unchanged native run loads (after a first run): their URLs as module hooks see them, and Node's internal ones. */
+  async function loadedByUnchangedRun(env: Readonly<Record<string, string>>): Promise<{ urls: string[]; builtins: string[] }> {
+    const workspace = new Workspace();
+    workspace.copyClientFiles();
+    const loaded = workspace.path("loaded-modules.json");
+    // why: node's module hooks see every module imported or required; process.moduleLoadList, Node's own internal ones too.
+    const hook = workspace.write(
+      "record-loads.mjs",
+      `import { registerHooks } from "node:module";
+import { writeFileSync } from "node:fs";
+const urls = [];
+registerHooks({ load: (url, context, next) => (urls.push(url), next(url, context)) });
+process.on("exit", () => writeFileSync(${JSON.stringify(loaded)}, JSON.stringify({ urls, builtins: process.moduleLoadList })));
+`,
+    );
+    // why: asynchronous, so that a server in this process can answer the CLI.
+    const run = () =>
+      promisify(execFile)(process.execPath, ["--import", pathToFileURL(hook).href, cli, "run", "--json", "--engine", "native"], {
+        cwd: workspace.dir,
+        encoding: "utf8",
+        env: { ...process.env, NO_COLOR: "1", ...env },
+      });
+    await run();
+    const again = await run();
+    expect((JSON.parse(again.stdout) as { status: string }).status).toBe("unchanged");
+    const modules = JSON.parse(readFileSync(loaded, "utf8")) as { urls: string[]; builtins: string[] };
+    workspace.remove();
+    expect(modules.urls).toContainEqual(expect.stringContaining("/engine/run.js"));
+    return modules;
+  }
+  const notNeeded = /\/node_modules\/(sql\.js|node-fetch|csv-parse)\/|\/engine\/commands\//;
+
+  test("on the native engine with file sources, loads neither sql.js, csv-parse, node-fetch, node:http nor the other commands", async () => {
+    const { urls, builtins } = await loadedByUnchangedRun(clientFileEnv);
+    expect(urls.filter((url) => notNeeded.test(url))).toEqual([]);
+    expect(builtins.filter((name) => /^NativeModule (https?|internal\/deps\/undici\/undici)$/.test(name))).toEqual([]);
+  });
+
+  test("on the native engine with HTTP sources (answered 304), does not load undici (node:http's ES module facade does)", async () => {
+    const server = await startServer();
+    try {
+      for (const name of ["produits", "magasins", "ventes"])
+        server.file(`/${name}.csv`, readFileSync(path.join(clientFixtures, `${name}.csv`)));
+      const env = {
+        PRODUCTS_URL: server.url("/produits.csv"),
+        STORES_URL: server.url("/magasins.csv"),
+        SALES_URL: server.url("/ventes.csv"),
+      };
+      const { urls, builtins } = await loadedByUnchangedRun(env);
+      expect(server.requests("/ventes.csv").at(-1)!["if-none-match"]).toBeDefined();
+      expect(urls.filter((url) => notNeeded.test(url))).toEqual([]);
+      expect(builtins).toContain("NativeModule http");
+      expect(builtins).not.toContain("NativeModule internal/deps/undici/undici");
+    } finally {
+      await server.close();
+    }
   });
 });
 

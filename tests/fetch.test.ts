@@ -1,4 +1,4 @@
-import { gzipSync } from "node:zlib";
+import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { decodeText } from "../engine/sources/csv.js";
 import { fetchSource, httpDefaults, type HttpSettings } from "../engine/sources/fetch.js";
@@ -81,9 +81,22 @@ describe("HTTP sources", () => {
     await expect(get("/stream.csv", { max_bytes: 1000 })).rejects.toThrow("is larger than the 1000-byte limit");
   });
 
-  test("gzip bodies are decoded", async () => {
-    server.route("/z.csv", (_q, r) => r.writeHead(200, { "content-encoding": "gzip" }).end(gzipSync("a,b\n1,2")));
+  test.each([
+    ["gzip", "gzip", gzipSync],
+    ["x-gzip", "gzip", gzipSync],
+    ["deflate", "zlib", deflateSync],
+    ["deflate", "raw deflate, as old servers send", deflateRawSync],
+    ["br", "brotli", brotliCompressSync],
+  ])("%s bodies (%s) are decoded, and the request asks for them", async (coding, _kind, compress) => {
+    server.route("/z.csv", (_q, r) => r.writeHead(200, { "content-encoding": coding }).end(compress("a,b\n1,2")));
     expect(text(await get("/z.csv"))).toBe("a,b\n1,2");
+    expect(server.requests("/z.csv")[0]!["accept-encoding"]).toBe("gzip, deflate, br");
+  });
+
+  test("an empty deflate body is an empty source", async () => {
+    server.route("/z.csv", (_q, r) => r.writeHead(200, { "content-encoding": "deflate" }).end());
+    const result = await get("/z.csv");
+    expect(result.kind === "body" && result.bytes.length).toBe(0);
   });
 
   test("a redirect loop stops with a clear error", async () => {

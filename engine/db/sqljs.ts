@@ -1,4 +1,4 @@
-import initSqlJs from "sql.js";
+import type initSqlJs from "sql.js";
 import type { Params, Row, SqlDatabase, SqlValue, Statement } from "./database.js";
 
 type SqlJs = Awaited<ReturnType<typeof initSqlJs>>;
@@ -24,7 +24,8 @@ export interface ImageDatabase extends SqlDatabase {
  * as it grows.
  */
 export async function openSqlJs(image?: Uint8Array, options: { roomy?: boolean } = {}): Promise<ImageDatabase> {
-  engine ??= initSqlJs();
+  // why: sql.js's module is loaded on first use; a native run and a sqljs run that opens nothing in memory never pay for it.
+  engine ??= import("sql.js").then(({ default: init }) => init());
   const SQL = await engine;
   const roomy = options.roomy ?? false;
   const file = image ? inPlace(image, roomy) : roomy ? inPlace(emptyImage(SQL), true) : undefined;

@@ -1,4 +1,4 @@
-import { parse, CsvError } from "csv-parse/sync";
+import { createRequire } from "node:module";
 import type { CsvOptions } from "../config/schema.js";
 import { clip, PipelineError } from "../errors.js";
 
@@ -241,6 +241,14 @@ function readQuoteFree(
   return header;
 }
 
+/**
+ * csv-parse, loaded on first use: text without quotes, and a run whose sources did not change, never need it.
+ * why: its CommonJS build is one file, where its ES modules are ten to resolve and load, and the reader is synchronous.
+ */
+function csvParse(): typeof import("csv-parse/sync") {
+  return createRequire(import.meta.url)("csv-parse/sync") as typeof import("csv-parse/sync");
+}
+
 function readWithCsvParse(
   text: string,
   options: CsvOptions,
@@ -249,6 +257,7 @@ function readWithCsvParse(
   onRecord: RecordHandler,
   firstLine: number,
 ): { header: string[]; headerLine: number } | undefined {
+  const { parse, CsvError } = csvParse();
   const buffer = Buffer.from(text, "utf8");
   let parsed: { record: string[]; info: { bytes: number } }[];
   try {
@@ -274,7 +283,7 @@ function readWithCsvParse(
       }
     }
     if (error instanceof CsvError) {
-      const parsedLine = (error as CsvError & { lines?: number }).lines;
+      const parsedLine = (error as InstanceType<typeof CsvError> & { lines?: number }).lines;
       const line = parsedLine === undefined ? undefined : parsedLine + firstLine - 1;
       // why: csv-parse quotes the field it stopped in, whatever its size.
       const reason = error.message
