@@ -1,10 +1,11 @@
 import { constants, type Stats } from "node:fs";
 import { open, stat, type FileHandle } from "node:fs/promises";
 import path from "node:path";
+import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
+import type { Response } from "node-fetch";
 import { httpSchema, type HttpOptions } from "../config/schema.js";
 import { clip, PipelineError, redactCredentials } from "../errors.js";
-import { httpRequest, RequestError, type HttpResponse } from "./http-request.js";
 import type { BodySink } from "./spool.js";
 
 /** HTTP settings with their defaults applied. */
@@ -222,7 +223,7 @@ async function attemptHttp(
   signal?.addEventListener("abort", onSignal, { once: true });
   const deadlineTimer = setTimeout(stop("deadline"), Math.max(0, deadline - performance.now()));
   let silenceTimer = setTimeout(stop("silence"), http.timeout_ms);
-  const responses: HttpResponse[] = [];
+  const responses: Response[] = [];
   let size = 0;
   let complete = false;
   const failure = (error: unknown, when = ""): Error => {
@@ -239,25 +240,27 @@ async function attemptHttp(
     return new Retryable(`${networkReason(error)}${suffix}`);
   };
   try {
+    // why: node-fetch imports node:http as an ES module, whose facade loads undici (about 0.1 s); runs that fetch nothing skip it.
+    const { default: fetch, FetchError } = await import("node-fetch");
     const source = new URL(target.url);
     let url = source;
     let authorization = target.authorization;
-    let response: HttpResponse;
+    let response: Response;
     for (let redirects = 0; ; redirects++) {
       const headers: Record<string, string> = { accept: "text/csv, text/plain;q=0.9, */*;q=0.1", "user-agent": "pipeline-runner" };
       if (previous?.etag) headers["if-none-match"] = previous.etag;
       if (previous?.lastModified) headers["if-modified-since"] = previous.lastModified;
       if (authorization) headers["authorization"] = authorization;
       try {
-        response = await httpRequest(url, { headers, signal: controller.signal });
+        response = await fetch(url.href, { headers, signal: controller.signal, redirect: "manual", compress: true });
       } catch (error) {
-        if (!(error instanceof RequestError) && stoppedBy === undefined && (error as Error).name !== "AbortError") {
+        if (!(error instanceof FetchError) && stoppedBy === undefined && (error as Error).name !== "AbortError") {
           throw new PipelineError("E_FETCH", `GET ${shownUrl(url, source, shown)}: ${(error as Error).message}`);
         }
         throw failure(error);
       }
       responses.push(response);
-      const location = response.header("location");
+      const location = response.headers.get("location");
       if (![301, 302, 303, 307, 308].includes(response.status) || location === null) break;
       discard(response);
       const status = `GET ${shownUrl(url, source, shown)} -> ${response.status} redirect`;
@@ -283,15 +286,15 @@ async function attemptHttp(
     if (response.status === 304 && previous) return { kind: "not_modified" };
     const statusText = clip(response.statusText, 100);
     if (response.status === 429 || response.status >= 500) {
-      throw new Retryable(`${response.status} ${statusText}`, retryAfterMs(response.header("retry-after")));
+      throw new Retryable(`${response.status} ${statusText}`, retryAfterMs(response.headers.get("retry-after")));
     }
     if (response.status !== 200)
       throw new PipelineError("E_FETCH", `GET ${shownUrl(url, source, shown)} -> ${response.status} ${statusText}`);
-    const declared = Number(response.header("content-length") ?? NaN);
-    if (declared > http.max_bytes && !response.header("content-encoding")) throw tooLarge(shown, declared, http.max_bytes);
+    const declared = Number(response.headers.get("content-length") ?? NaN);
+    if (declared > http.max_bytes && !response.headers.get("content-encoding")) throw tooLarge(shown, declared, http.max_bytes);
     sink.reset();
     try {
-      for await (const chunk of response.body) {
+      for await (const chunk of response.body ?? []) {
         clearTimeout(silenceTimer);
         silenceTimer = setTimeout(stop("silence"), http.timeout_ms);
         size += (chunk as Buffer).length;
@@ -306,9 +309,9 @@ async function attemptHttp(
     return {
       kind: "body",
       size,
-      etag: response.header("etag"),
-      lastModified: response.header("last-modified"),
-      contentType: response.header("content-type"),
+      etag: response.headers.get("etag"),
+      lastModified: response.headers.get("last-modified"),
+      contentType: response.headers.get("content-type"),
       redirectedTo: url.hostname === source.hostname ? undefined : redactCredentials(url.href),
     };
   } finally {
@@ -335,10 +338,10 @@ function shownUrl(url: URL, source: URL, shown: string): string {
 }
 
 /** Closes a response's body without reading it, and with it the connection. */
-function discard(response: HttpResponse): void {
-  const body = response.body;
-  if (body.destroyed) return;
-  // why: it may still emit an abort error; with no listener that would be thrown.
+function discard(response: Response): void {
+  const body = response.body as Readable | null;
+  if (!body || body.destroyed) return;
+  // why: node-fetch may still emit an abort error on it; with no listener that would be thrown.
   body.on("error", () => undefined);
   body.destroy();
 }
