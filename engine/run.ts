@@ -63,6 +63,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       signal: options.signal,
       outputs: outputs.map((output) => path.resolve(plan.config.baseDir, output)),
       notes: report.notes,
+      runsScripts: plan.steps.some((step) => options.typeOf(step.spec).writesUndeclared?.(step.spec) === true),
     });
     attempt = { startedAt: now().toISOString(), configSha256: "" };
     const { startedAt } = attempt;

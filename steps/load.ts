@@ -721,13 +721,19 @@ function batchWriter(db: SqlDatabase, step: LoadStepSpec, targets: string[]): { 
   const sql = (n: number) =>
     `INSERT INTO ${quoteIdent(step.table)} (${targets.map(quoteIdent).join(", ")}) VALUES ${Array.from({ length: n }, () => row).join(", ")}${conflict}`;
   const full = db.prepare(sql(batchRows));
+  const width = targets.length;
+  const fullParams = new Array<SqlValue>(batchRows * width);
   return {
     insertAll(rows) {
       const statement = rows.length === batchRows ? full : db.prepare(sql(rows.length));
+      // why: a plain loop into a reused array; rows.flat() cost a quarter of a second per million rows of four values (node 24).
+      const params = rows.length === batchRows ? fullParams : new Array<SqlValue>(rows.length * width);
+      let at = 0;
+      for (const values of rows) for (const value of values) params[at++] = value;
       db.exec("SAVEPOINT load_batch");
       let whole = false;
       try {
-        statement.run(rows.flat());
+        statement.run(params);
         whole = db.changes() === rows.length;
       } catch {
         whole = false;

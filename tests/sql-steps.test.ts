@@ -63,6 +63,36 @@ describe("sql steps", () => {
   });
 });
 
+describe("foreign key actions", () => {
+  test("a script's table with ON DELETE CASCADE cascades within the run", async () => {
+    ws.write(
+      "pipeline.yaml",
+      pipeline(
+        "  - { name: tags, type: sql, sql: 'CREATE TABLE tags (n INTEGER REFERENCES numbers (n) ON DELETE CASCADE); INSERT INTO tags SELECT n FROM numbers; DELETE FROM numbers WHERE n = 2;' }",
+      ),
+    );
+    const result = await ws.cli(["run"]);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    expect(sqlite(ws.path("db.sqlite"), "SELECT n FROM tags")).toBe("1");
+  });
+
+  test("a table another program made with ON DELETE CASCADE cascades when a load replaces its parent rows", async () => {
+    ws.write("pipeline.yaml", pipeline("").replace("mode: upsert", "mode: replace"));
+    expect((await ws.cli(["run"])).code).toBe(0);
+    sqlite(
+      ws.path("db.sqlite"),
+      "CREATE TABLE notes (n INTEGER REFERENCES numbers (n) ON DELETE CASCADE); INSERT INTO notes VALUES (1), (2)",
+    );
+    ws.write("n.csv", "n\n1\n3\n");
+    const result = await ws.cli(["run"]);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    // why: a replace load deletes every stored row before it inserts the file's rows.
+    expect(sqlite(ws.path("db.sqlite"), "SELECT count(*) FROM notes")).toBe("0");
+  });
+});
+
 describe("progress on a terminal", () => {
   test("long loads show rows and rows/s, then the line is cleared", () => {
     let written = "";

@@ -17,6 +17,8 @@ export interface SessionOptions {
   outputs: readonly string[];
   /** Where the session says what else it did or could not do (the run report's notes). */
   notes: string[];
+  /** Whether a step of the run runs a script (a `sql` step without `into:`). */
+  runsScripts: boolean;
 }
 
 /** A file a step produced, relative to `baseDir`. */
@@ -83,7 +85,7 @@ export async function lockDatabase(database: string, options: SessionOptions): P
       return transaction?.soundTables ?? new Set<string>();
     },
     async begin() {
-      transaction = await engine.begin(database, { busyTimeoutMs: options.lockTimeoutMs });
+      transaction = await engine.begin(database, { busyTimeoutMs: options.lockTimeoutMs, runsScripts: options.runsScripts });
       return journal.read();
     },
     commit(files, baseDir, checkedTables) {

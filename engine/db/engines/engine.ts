@@ -16,6 +16,8 @@ export interface OpenOptions {
   busyTimeoutMs: number;
   /** A preview (plan, dry-run): the transaction is always rolled back and nothing is created on disk. */
   preview?: boolean | undefined;
+  /** Whether a step may run a script (SQL that may create tables, with foreign key actions); unknown: it may. */
+  runsScripts?: boolean | undefined;
 }
 
 /**
