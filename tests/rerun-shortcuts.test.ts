@@ -164,56 +164,58 @@ describe("the foreign key lookup of appended rows", () => {
     INSERT INTO items VALUES (1, 'a'), (2, 'b');
     INSERT INTO events VALUES (1, 1, 'a'), (2, 2, NULL), (3, NULL, 'b');`;
 
-  test("finds a broken key in the rows after the last one, and reports it as the whole check does", () => {
+  /** Runs `use` on a fresh in-memory database of `schema`, then closes it. */
+  const onSchema = (use: (db: ReturnType<typeof openNativeMemory>) => void) => {
     const db = openNativeMemory();
     try {
       db.exec(schema);
-      db.exec("BEGIN; PRAGMA defer_foreign_keys = ON; INSERT INTO events VALUES (4, 1, 'a'), (5, 1, 'zz')");
-      const whole = messageOf(() => checkForeignKeys(db));
-      expect(whole).toMatch(/1 foreign key violation/);
-      expect(messageOf(() => checkForeignKeys(db, () => 3))).toBe(whole);
-      db.exec("ROLLBACK");
+      use(db);
     } finally {
       db.close();
     }
-  });
+  };
+  /** Appends rows with `sql` in a transaction that defers foreign keys, as a run does, checks them, and rolls them back. */
+  const afterAppending = (db: ReturnType<typeof openNativeMemory>, sql: string, check: () => void) => {
+    db.exec(`BEGIN; PRAGMA defer_foreign_keys = ON; ${sql}`);
+    check();
+    db.exec("ROLLBACK");
+  };
 
-  test("looks only after the last row, and checks a table whose key it cannot look up exactly (no STRICT, another type) whole", () => {
-    const db = openNativeMemory();
-    try {
-      db.exec(schema);
-      db.exec("BEGIN; PRAGMA defer_foreign_keys = ON; INSERT INTO events VALUES (9, 5, NULL)");
-      // why: the proof says the rows up to the last one are as a checked commit left them; here it is false on purpose.
-      expect(() => checkForeignKeys(db, () => 4)).not.toThrow();
-      expect(() => checkForeignKeys(db, () => 3)).toThrow(/1 foreign key violation/);
-      db.exec("ROLLBACK");
+  test("finds a broken key in the rows after the last one, and reports it as the whole check does", () =>
+    onSchema((db) =>
+      afterAppending(db, "INSERT INTO events VALUES (4, 1, 'a'), (5, 1, 'zz')", () => {
+        const whole = messageOf(() => checkForeignKeys(db));
+        expect(whole).toMatch(/1 foreign key violation/);
+        expect(messageOf(() => checkForeignKeys(db, () => 3))).toBe(whole);
+      }),
+    ));
+
+  test("looks only after the last row, and checks a table whose key it cannot look up exactly (no STRICT, another type) whole", () =>
+    onSchema((db) => {
+      afterAppending(db, "INSERT INTO events VALUES (9, 5, NULL)", () => {
+        // why: the proof says the rows up to the last one are as a checked commit left them; here it is false on purpose.
+        expect(() => checkForeignKeys(db, () => 4)).not.toThrow();
+        expect(() => checkForeignKeys(db, () => 3)).toThrow(/1 foreign key violation/);
+      });
       db.exec(
         `INSERT INTO items VALUES (3, '01'), (4, '5'); CREATE TABLE loose (code INTEGER REFERENCES items (code)); INSERT INTO loose VALUES (5)`,
       );
-      db.exec("BEGIN; PRAGMA defer_foreign_keys = ON; INSERT INTO loose VALUES (1)");
-      // why: \`=\` compares the integer 1 with the text '01' as numbers (a match); the foreign key compares them as text (none).
-      expect(() => checkForeignKeys(db, () => 1)).toThrow(
-        /^1 foreign key violation.*: loose row {"code":1} references a missing items row$/,
-      );
-      db.exec("ROLLBACK");
-    } finally {
-      db.close();
-    }
-  });
+      afterAppending(db, "INSERT INTO loose VALUES (1)", () => {
+        // why: \`=\` compares the integer 1 with the text '01' as numbers (a match); the foreign key compares them as text (none).
+        expect(() => checkForeignKeys(db, () => 1)).toThrow(
+          /^1 foreign key violation.*: loose row {"code":1} references a missing items row$/,
+        );
+      });
+    }));
 
-  test("checks every table whole when a table's proof is missing, or a referenced table's", () => {
-    const db = openNativeMemory();
-    try {
-      db.exec(schema);
-      db.exec("BEGIN; PRAGMA defer_foreign_keys = ON; INSERT INTO events VALUES (4, 7, NULL)");
-      expect(() => checkForeignKeys(db, (table) => (table === "events" ? 4 : 2))).not.toThrow();
-      expect(() => checkForeignKeys(db, (table) => (table === "events" ? 4 : undefined))).toThrow(/1 foreign key violation/);
-      expect(() => checkForeignKeys(db, (table) => (table === "items" ? 2 : undefined))).toThrow(/1 foreign key violation/);
-      db.exec("ROLLBACK");
-    } finally {
-      db.close();
-    }
-  });
+  test("checks every table whole when a table's proof is missing, or a referenced table's", () =>
+    onSchema((db) =>
+      afterAppending(db, "INSERT INTO events VALUES (4, 7, NULL)", () => {
+        expect(() => checkForeignKeys(db, (table) => (table === "events" ? 4 : 2))).not.toThrow();
+        expect(() => checkForeignKeys(db, (table) => (table === "events" ? 4 : undefined))).toThrow(/1 foreign key violation/);
+        expect(() => checkForeignKeys(db, (table) => (table === "items" ? 2 : undefined))).toThrow(/1 foreign key violation/);
+      }),
+    ));
 });
 
 function messageOf(action: () => void): string {
