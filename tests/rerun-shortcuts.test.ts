@@ -107,6 +107,16 @@ describe.each(engines)("on %s, the foreign keys verified before the commit", (en
   afterEach(() => ws.remove());
   const run = (argv: string[] = []) => ws.cli(["run", "--json", ...argv], { PIPELINE_ENGINE: engine });
   const items = (ids: number[]) => `Id\n${ids.join("\n")}\n`;
+  /** Runs again, and expects the run to save nothing for the one events row that references the missing item `item`. */
+  const expectViolation = async (item: number) => {
+    const result = await run();
+    expect(result.code, result.stdout).not.toBe(0);
+    expect(JSON.parse(result.stdout).error.message).toMatch(
+      new RegExp(
+        `1 foreign key violation\\(s\\) at the end of the run, so nothing was saved: events row .*"item_id":${item}.* references a missing items row`,
+      ),
+    );
+  };
 
   test("a row another program wrote breaking a key is found on a run that only appends: the file is not the one the last commit checked", async () => {
     ws.write("pipeline.yaml", eventsPipeline("insert_new"));
@@ -116,11 +126,7 @@ describe.each(engines)("on %s, the foreign keys verified before the commit", (en
     // why: the sqlite3 CLI does not enforce foreign keys unless told to.
     sqlite(ws.path("db.sqlite"), "INSERT INTO events (day, slot, item_id, qty) VALUES ('2024-01-02', 1, 77, 1)");
     ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n2024-01-03,1,2,1\n");
-    const result = await run();
-    expect(result.code, result.stdout).not.toBe(0);
-    expect(JSON.parse(result.stdout).error.message).toMatch(
-      /1 foreign key violation\(s\) at the end of the run, so nothing was saved: events row .*"item_id":77.* references a missing items row/,
-    );
+    await expectViolation(77);
   });
 
   test("a referenced row deleted by this run is found although the referencing table only grew", async () => {
@@ -130,11 +136,7 @@ describe.each(engines)("on %s, the foreign keys verified before the commit", (en
     expect((await run()).code).toBe(0);
     ws.write("items.csv", items([1, 2, 3, 4, 5, 6, 7, 8, 9]));
     ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,10,2\n2024-01-02,1,1,1\n");
-    const result = await run();
-    expect(result.code, result.stdout).not.toBe(0);
-    expect(JSON.parse(result.stdout).error.message).toMatch(
-      /1 foreign key violation\(s\) at the end of the run, so nothing was saved: events row .*"item_id":10.* references a missing items row/,
-    );
+    await expectViolation(10);
   });
 
   test("a referenced row a script step deletes is found although no declared step wrote that table", async () => {
@@ -150,11 +152,7 @@ describe.each(engines)("on %s, the foreign keys verified before the commit", (en
     expect((await run()).code).toBe(0);
     // why: the script deletes item 10 once the events have grown, on a run that only appends to them.
     ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,10,2\n2024-01-02,1,1,1\n");
-    const result = await run();
-    expect(result.code, result.stdout).not.toBe(0);
-    expect(JSON.parse(result.stdout).error.message).toMatch(
-      /1 foreign key violation\(s\) at the end of the run, so nothing was saved: events row .*"item_id":10.* references a missing items row/,
-    );
+    await expectViolation(10);
   });
 });
 
