@@ -9,7 +9,7 @@ import { openScratch } from "./db/scratch.js";
 import { ensureTables } from "./db/tables.js";
 import { didYouMean, PipelineError, type Diagnostic } from "./errors.js";
 import { freshnessDiagnostics, freshnessOf } from "./freshness.js";
-import { systemTableNames, systemTables } from "./history.js";
+import { systemTables } from "./history.js";
 import {
   compileQuery,
   parametersHint,
@@ -20,7 +20,8 @@ import {
   writesDatabase,
   type SqlParameterValues,
 } from "./sql-source.js";
-import type { CheckContext, StepCounts, StepDefinition } from "./step.js";
+import type { RunBasis } from "./run/committed-tables.js";
+import type { CheckContext, StepDefinition } from "./step.js";
 
 /** The kinds of check a table may declare, and `freshness` for a load step's source. */
 export type CheckKind = CheckSpec["check"] | "freshness";
@@ -53,20 +54,6 @@ export interface CheckResult {
   carriedFromRun?: number | undefined;
   /** When only the rows this run appended were checked: how many, and the run whose result showed the earlier rows passing. */
   appendedRows?: { rows: number; earlierFromRun: number } | undefined;
-}
-
-/**
- * What a run knows that lets a check's recorded result stand instead of running it again: the
- * tables exactly as the runner's last commit left them (engine/db/commit-mark.ts proves it; none
- * when another program wrote the file since, in WAL mode, or on a server), the run that made that
- * commit, whether the configuration is the same, and this run's step results so far.
- */
-export interface CarryOverBasis {
-  untouched: ReadonlySet<string> | "all";
-  previousRunId: number | undefined;
-  sameConfig: boolean;
-  /** The run's step results, by index: a step `unchanged`, `skipped` or `not_executed` wrote none of its tables. */
-  steps: readonly { status: string; counts?: StepCounts | undefined }[];
 }
 
 /** A check as the plan shows it: what it judges and the step after which it runs. */
@@ -454,31 +441,6 @@ function judgesRowByRow(check: DeclaredCheck): boolean {
   return spec.check === "not_null" || spec.check === "range" || spec.check === "accepted_values" || spec.check === "relationships";
 }
 
-/** The last rowid of each table a row-by-row check judges, and of each declared table in a foreign key (0 when empty). */
-function lastRows(db: SqlDatabase, schedule: readonly ScheduledCheck[], pipeline: Pipeline): Map<string, number> {
-  const last = new Map<string, number>();
-  // why: a server has no commit mark, so nothing uses these; and a failed query there would abort the run's transaction.
-  if (db.dialect) return last;
-  const inForeignKeys = Object.entries(pipeline.tables as Record<string, TableSpec>).flatMap(([name, spec]) =>
-    (spec.foreign_keys ?? []).length > 0 ? [name, ...(spec.foreign_keys ?? []).map((fk) => fk.references.table)] : [],
-  );
-  for (const table of [...schedule.map((entry) => entry.rowByRow?.table), ...inForeignKeys]) {
-    if (table === undefined || last.has(table)) continue;
-    try {
-      last.set(table, Number(db.all(`SELECT coalesce(max(rowid), 0) AS last FROM ${quoteIdent(table)}`)[0]?.["last"] ?? 0));
-    } catch {
-      // why: a table without a rowid is judged whole.
-    }
-  }
-  return last;
-}
-
-/** SQLite's schema version: it changes with every change to the schema, in this transaction too. */
-function schemaVersion(db: SqlDatabase): number | undefined {
-  if (db.dialect) return undefined;
-  return Number(db.all("PRAGMA schema_version")[0]?.["schema_version"]);
-}
-
 /**
  * The checks of one run: each runs once, after the last step that writes a table it reads (a
  * freshness limit, after its load step), inside the run's transaction; each result is recorded
@@ -487,8 +449,6 @@ function schemaVersion(db: SqlDatabase): number | undefined {
 export class CheckRun {
   /** Every result so far, in the order the checks ran. */
   readonly results: CheckResult[] = [];
-  private lastRowBefore: Map<string, number> | undefined;
-  private schemaBefore: number | undefined;
   private schedule:
     | {
         after: number;
@@ -509,17 +469,12 @@ export class CheckRun {
     private readonly typeOf: (step: StepSpec) => StepDefinition,
     private readonly now: () => Date,
     private readonly onResult: (result: CheckResult) => void = () => undefined,
-    private readonly options: { record: boolean; carry?: CarryOverBasis | undefined } = { record: true },
+    private readonly options: { record: boolean; committed?: RunBasis | undefined } = { record: true },
   ) {}
 
   /** Runs the checks due before step `next` (all that are left when it is past the last step); throws E_CHECK when one with severity error failed. */
   runDue(db: SqlDatabase, runId: number, startedAt: string, next: number): void {
     this.schedule ??= this.scheduleChecks(db);
-    // why: before any step, the last row of each table a row-by-row check judges; a run that only appends adds rows after it.
-    if (this.lastRowBefore === undefined) {
-      this.lastRowBefore = lastRows(db, this.schedule, this.plan.pipeline);
-      this.schemaBefore = schemaVersion(db);
-    }
     const due = this.schedule.filter((entry) => entry.after < next);
     this.schedule = this.schedule.filter((entry) => entry.after >= next);
     const values = { run_id: runId, run_started_at: startedAt };
@@ -550,10 +505,10 @@ export class CheckRun {
    * and not written by this run's steps so far, and nothing else deciding its result.
    */
   private carriedOver(db: SqlDatabase, entry: ScheduledCheck, next: number): CheckResult | undefined {
-    const basis = this.carryBasis(entry, next);
-    if (!basis) return undefined;
-    if (![...entry.steady!].every((table) => basis.untouched.has(table) && !basis.written.has(table))) return undefined;
-    const row = this.lastResult(db, entry);
+    const committed = this.options.committed?.at(next);
+    if (!committed || !entry.steady || committed.changed(entry.steady) !== undefined) return undefined;
+    const previousRunId = committed.previousRunId!;
+    const row = this.lastResult(db, entry, previousRunId);
     if (!row) return undefined;
     return {
       name: entry.check.name,
@@ -565,7 +520,7 @@ export class CheckRun {
       failingRows: Number(row["failing_rows"]),
       samples: row["samples"] === null ? [] : (JSON.parse(String(row["samples"])) as CheckResult["samples"]),
       ...(row["detail"] === null ? {} : { detail: String(row["detail"]) }),
-      carriedFromRun: row["carried_from_run"] === null ? basis.previousRunId : Number(row["carried_from_run"]),
+      carriedFromRun: row["carried_from_run"] === null ? previousRunId : Number(row["carried_from_run"]),
     };
   }
 
@@ -578,97 +533,31 @@ export class CheckRun {
    */
   private appendedOnly(db: SqlDatabase, entry: ScheduledCheck, next: number): CheckResult | undefined {
     const check = entry.rowByRow;
-    const basis = check && this.carryBasis(entry, next);
-    if (!check || !basis) return undefined;
-    if (![...entry.steady!].every((table) => table === check.table || (basis.untouched.has(table) && !basis.written.has(table))))
-      return undefined;
-    const appended = this.appendedRows(db, check.table, basis, next);
-    if (!appended) return undefined;
-    const row = this.lastResult(db, entry);
+    const committed = this.options.committed?.at(next);
+    if (!check || !committed || !entry.steady) return undefined;
+    if (committed.changed([...entry.steady].filter((table) => table !== check.table)) !== undefined) return undefined;
+    const appended = committed.appended(db, check.table);
+    if (!("afterRowid" in appended)) return undefined;
+    const previousRunId = committed.previousRunId!;
+    const row = this.lastResult(db, entry, previousRunId);
     if (!row || row["status"] !== "passed" || Number(row["failing_rows"]) !== 0) return undefined;
-    const after = `rowid > ${appended.last}`;
+    const after = `rowid > ${appended.afterRowid}`;
     try {
       // why: a row-by-row check on appended rows is steady (no parameter), so the run's values are not needed.
       const result = runCheck(db, check, this.plan.config.baseDir, { run_id: 0, run_started_at: "" }, after);
       if (result.status !== "passed") return undefined;
-      const earlierFromRun = row["carried_from_run"] === null ? basis.previousRunId : Number(row["carried_from_run"]);
+      const earlierFromRun = row["carried_from_run"] === null ? previousRunId : Number(row["carried_from_run"]);
       return { ...result, appendedRows: { rows: appended.rows, earlierFromRun } };
     } catch {
       return undefined; // why: anything unforeseen (a column named rowid) leaves the whole check to run.
     }
   }
 
-  /**
-   * For the foreign key verification before the commit (engine/db/constraints.ts), once every step
-   * has run: the last rowid `table` had before the steps, when it is exactly as the runner's last
-   * commit left it (that commit's verification passed) but for rows this run's steps appended after
-   * it; undefined when that is not proven: another program wrote the file, another configuration,
-   * a script step, a schema changed during the steps, a step that updated or deleted its rows.
-   */
-  appendedSince(db: SqlDatabase, table: string): number | undefined {
-    const carry = this.options.carry;
-    if (!carry || !carry.sameConfig || carry.previousRunId === undefined || carry.untouched === "all") return undefined;
-    if (this.plan.steps.some((step) => this.typeOf(step.spec).writesUndeclared?.(step.spec))) return undefined;
-    if (systemTableNames.has(table) || this.schemaBefore === undefined || schemaVersion(db) !== this.schemaBefore) return undefined;
-    return this.appendedRows(db, table, { untouched: carry.untouched, steps: carry.steps }, this.plan.steps.length)?.last;
-  }
-
-  /**
-   * The last rowid `table` had before the steps, and how many rows follow it now, when the commit
-   * mark vouches for the table, no step before step `next` updated or deleted its rows, and the rows
-   * after that rowid are exactly as many as those steps inserted: the old rows are as that commit left them.
-   */
-  private appendedRows(
-    db: SqlDatabase,
-    table: string,
-    basis: { untouched: ReadonlySet<string>; steps: CarryOverBasis["steps"] },
-    next: number,
-  ): { last: number; rows: number } | undefined {
-    const last = this.lastRowBefore?.get(table);
-    if (!basis.untouched.has(table) || last === undefined) return undefined;
-    let inserted = 0;
-    for (const step of this.plan.steps) {
-      if (step.index >= next) break;
-      const result = basis.steps[step.index];
-      if (!result || ["unchanged", "skipped", "not_executed"].includes(result.status)) continue;
-      if (!this.typeOf(step.spec).writes(step.spec).includes(table)) continue;
-      const counts = result.counts ?? {};
-      if (counts.inserted === undefined || (counts.updated ?? 0) > 0 || (counts.deleted ?? 0) > 0) return undefined;
-      inserted += counts.inserted;
-    }
-    try {
-      const rows = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(table)} WHERE rowid > ?`, [last])[0]?.["n"]);
-      return rows === inserted ? { last, rows } : undefined;
-    } catch {
-      return undefined; // why: a table without a rowid is judged whole.
-    }
-  }
-
-  /** What a carried-over or appended-rows result needs: the proof of the last commit, and the tables this run's steps wrote before step `next`. */
-  private carryBasis(
-    entry: ScheduledCheck,
-    next: number,
-  ): (CarryOverBasis & { untouched: ReadonlySet<string>; previousRunId: number; written: Set<string> }) | undefined {
-    const carry = this.options.carry;
-    if (!carry || !carry.sameConfig || carry.previousRunId === undefined || carry.untouched === "all" || !entry.steady) return undefined;
-    // why: a script may write any table, before this check or after it (then the last commit's tables are not what its check saw).
-    if (this.plan.steps.some((step) => this.typeOf(step.spec).writesUndeclared?.(step.spec))) return undefined;
-    if ([...entry.steady].some((table) => systemTableNames.has(table))) return undefined;
-    const written = new Set<string>();
-    for (const step of this.plan.steps) {
-      if (step.index >= next) break;
-      const status = carry.steps[step.index]?.status;
-      if (status === "unchanged" || status === "skipped" || status === "not_executed") continue;
-      for (const table of this.typeOf(step.spec).writes(step.spec)) written.add(table);
-    }
-    return { ...carry, untouched: carry.untouched, previousRunId: carry.previousRunId, written };
-  }
-
   /** The result the last commit recorded for this check, when it passed or warned with the same kind and severity. */
-  private lastResult(db: SqlDatabase, entry: ScheduledCheck): Row | undefined {
+  private lastResult(db: SqlDatabase, entry: ScheduledCheck, previousRunId: number): Row | undefined {
     const row = db.all(
       "SELECT kind, severity, status, failing_rows, samples, detail, carried_from_run FROM pipeline_check_results WHERE run_id = ? AND check_name = ?",
-      [this.options.carry!.previousRunId!, entry.check.name],
+      [previousRunId, entry.check.name],
     )[0];
     if (!row || row["kind"] !== entry.check.kind || row["severity"] !== entry.check.severity) return undefined;
     // why: a commit's results passed or warned (a failed error check saves nothing); anything else is not used.
@@ -694,7 +583,7 @@ export class CheckRun {
       // why: a check on tables no declared step writes (a script step may) runs once every step has run.
       const after = writers.every((w) => w === -1) ? last : Math.max(...writers);
       const planned = { name: check.name, table: check.table, kind: check.kind, severity: check.severity };
-      const inputs = this.options.carry ? steadyInputs(db, countingSql(failing)) : undefined;
+      const inputs = this.options.committed ? steadyInputs(db, countingSql(failing)) : undefined;
       const steady = inputs && "tables" in inputs ? new Set([...inputs.tables, check.table]) : undefined;
       const rowByRow = steady !== undefined && judgesRowByRow(check) ? check : undefined;
       const run = (d: SqlDatabase, values: SqlParameterValues) => runCheck(d, check, config.baseDir, values);

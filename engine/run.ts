@@ -73,7 +73,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     attempt.configSha256 = configFingerprint(plan, options.typeOf);
     deep?.copyDerivedTables(db);
     const run = openRun(db, plan, report, { ...attempt, failures, outputs, fullRefresh: options.fullRefresh });
-    const { files, changed, checks } = await runSteps(db, plan, options, report, {
+    const { files, changed, basis } = await runSteps(db, plan, options, report, {
       ...run,
       startedAt,
       now,
@@ -88,7 +88,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       await session.rollback({ journalRecorded: !deep });
       return report;
     }
-    const appendedSince = (table: string) => checks.appendedSince(db, table);
+    const appendedSince = (table: string) => basis.appendedSince(db, table);
     closeRun(db, plan, report, {
       runId: run.runId,
       files,
@@ -124,7 +124,7 @@ async function runSteps(
   options: RunOptions,
   report: RunReport,
   run: OpenedRun & { startedAt: string; now: () => Date; untouched: ReadonlySet<string> | "all"; configSha256: string },
-): Promise<{ files: OutputFile[]; changed: boolean; checks: CheckRun }> {
+): Promise<{ files: OutputFile[]; changed: boolean; basis: RunBasis }> {
   const startedAt = run.startedAt;
   let changed = run.changed;
   const files: OutputFile[] = [];
@@ -134,12 +134,12 @@ async function runSteps(
     previousRunId: run.previous?.runId,
     sameConfig: run.previous?.configSha256 === run.configSha256,
   };
+  const basis = RunBasis.before(db, plan, options.typeOf, { ...carry, steps: report.steps }, Object.keys(plan.pipeline.tables));
   const checks = new CheckRun(plan, options.typeOf, run.now, (result) => options.onEvent({ kind: "check", result }), {
     record: true,
-    carry: { ...carry, steps: report.steps },
+    committed: basis,
   });
   report.checks = checks.results;
-  const basis = RunBasis.before(db, plan, options.typeOf, { ...carry, steps: report.steps }, Object.keys(plan.pipeline.tables));
   for (const step of plan.steps) {
     // why: a check runs once the last step writing a table it reads has run, before the next step.
     checks.runDue(db, run.runId, startedAt, step.index);
@@ -165,7 +165,7 @@ async function runSteps(
     if (outcome && !definition.derived && outcome.status !== "unchanged") changed = true;
   }
   checks.runDue(db, run.runId, startedAt, plan.steps.length);
-  return { files, changed, checks };
+  return { files, changed, basis };
 }
 
 /** Commits the run with its files, and says which files were put in place; a file that could not be is an error after the save. */

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { loadPricedItems, pricedItemsTable, salesTable } from "./helpers/sales-pipeline.js";
 import { sqlite, Workspace } from "./helpers/workspace.js";
 
 let ws: Workspace;
@@ -13,29 +14,21 @@ afterEach(() => ws.remove());
 const pipeline = (options: { description?: string; extraStep?: string } = {}) => `version: 1
 database: db.sqlite
 tables:
-  products:
-    description: ${options.description ?? "one row per product"}
-    columns:
-      id: { type: text }
-      price: { type: decimal, scale: 2, required: true }
-    primary_key: [id]
-    checks:
+${pricedItemsTable("products", {
+  description: options.description ?? "one row per product",
+  checks: `    checks:
       - { name: prices_positive, check: range, column: price, min: 0, inclusive: false, severity: warn }
-  sales:
-    columns:
-      day: { type: date, required: true }
-      product: { type: text, required: true }
-      qty: { type: integer, required: true }
-    unique:
-      - [day, product]
-    checks:
+`,
+})}${salesTable({
+  item: "product",
+  checks: `    checks:
       - { name: quantities_positive, check: range, column: qty, min: 0, inclusive: false, severity: warn }
       - { name: products_known, check: relationships, column: product, to: products, field: id, severity: warn }
       - { name: not_in_the_future, check: expression, expression: "day <= date('now')" }
       - { name: before_the_run, check: expression, expression: "day <= date(:run_started_at)" }
-steps:
-  - { name: load_products, type: load, source: products.csv, table: products, mode: replace, columns: { id: id, price: price } }
-  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: insert_new, key: [day, product], columns: { day: day, product: product, qty: qty } }
+`,
+})}steps:
+${loadPricedItems("products", "replace")}  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: insert_new, key: [day, product], columns: { day: day, product: product, qty: qty } }
 ${options.extraStep ?? ""}`;
 
 interface Check {
@@ -182,26 +175,17 @@ test("on the native engine, a database in WAL mode never has a check's result ca
 const appendPipeline = (mode: "insert_new" | "upsert") => `version: 1
 database: db.sqlite
 tables:
-  products:
-    columns:
-      id: { type: text }
-      price: { type: decimal, scale: 2, required: true }
-    primary_key: [id]
-  sales:
-    columns:
-      sale_id: { type: integer }
-      day: { type: date, required: true }
-      product: { type: text, required: true }
-      qty: { type: integer, required: true }
-    primary_key: [sale_id]
-    checks:
+${pricedItemsTable("products")}${salesTable({
+  item: "product",
+  bySaleId: true,
+  checks: `    checks:
       - { name: quantities_positive, check: range, column: qty, min: 0, inclusive: false, severity: warn }
       - { name: products_known, check: relationships, column: product, to: products, field: id, severity: warn }
       - { name: small_orders, check: expression, expression: "qty < 100", severity: warn }
       - { name: one_sale_at_least, check: row_count, min: 1 }
-steps:
-  - { name: load_products, type: load, source: products.csv, table: products, mode: replace, columns: { id: id, price: price } }
-  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: ${mode}, key: [sale_id], columns: { sale_id: id, day: day, product: product, qty: qty } }
+`,
+})}steps:
+${loadPricedItems("products", "replace")}  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: ${mode}, key: [sale_id], columns: { sale_id: id, day: day, product: product, qty: qty } }
 `;
 const rowByRow = ["quantities_positive", "products_known", "small_orders"];
 

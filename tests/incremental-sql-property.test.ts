@@ -1,4 +1,6 @@
 import { describe, expect, test } from "vitest";
+import { random } from "./helpers/random.js";
+import { loadPricedItems, pricedItemsTable, salesTable } from "./helpers/sales-pipeline.js";
 import { onPostgres, testEngine, Workspace } from "./helpers/workspace.js";
 
 // The rule for a sql step with a declared incremental policy (`incremental: appended, key, add`):
@@ -10,40 +12,11 @@ import { onPostgres, testEngine, Workspace } from "./helpers/workspace.js";
 const sequences = Number(process.env["INCREMENTAL_SEQUENCES"] ?? (onPostgres ? 3 : 14));
 const statesPerSequence = 7;
 
-/** A seeded generator (mulberry32), so that a failing sequence can be replayed from its seed. */
-function random(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    int: (min: number, max: number) => min + Math.floor(next() * (max - min + 1)),
-    pick: <T>(items: readonly T[]) => items[Math.floor(next() * items.length)]!,
-  };
-}
-
 const pipeline = (description: string) => `version: 1
 description: ${description}
 database: db.sqlite
 tables:
-  items:
-    columns:
-      id: { type: text }
-      price: { type: decimal, scale: 2, required: true }
-    primary_key: [id]
-  sales:
-    columns:
-      day: { type: date, required: true }
-      item: { type: text, required: true }
-      store: { type: integer, required: true }
-      qty: { type: integer, required: true }
-    unique:
-      - [day, item, store]
-  per_item_store:
+${pricedItemsTable("items")}${salesTable({ item: "item", store: true })}  per_item_store:
     columns:
       item: { type: text }
       store: { type: integer }
@@ -56,8 +29,7 @@ tables:
       lines: { type: integer }
       revenue_cents: { type: integer }
 steps:
-  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: id, price: price } }
-  - name: load_sales
+${loadPricedItems("items", "upsert")}  - name: load_sales
     type: load
     source: sales.csv
     table: sales

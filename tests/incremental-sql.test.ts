@@ -1,5 +1,6 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { loadPricedItems, pricedItemsTable, salesTable } from "./helpers/sales-pipeline.js";
 import { clientFileEnv, sqlite, Workspace } from "./helpers/workspace.js";
 
 // A sql step's declared incremental policy: each part of the proof that fails makes the step run its
@@ -30,19 +31,7 @@ const pipeline = (options: Options = {}) => `version: 1
 description: ${options.description ?? "items and their sales"}
 database: db.sqlite
 tables:
-  items:
-    columns:
-      id: { type: text }
-      price: { type: decimal, scale: 2, required: true }
-    primary_key: [id]
-  sales:
-    columns:
-      day: { type: date, required: true }
-      item: { type: text, required: true }
-      qty: { type: integer, required: true }
-    unique:
-      - [day, item]
-  per_item:
+${pricedItemsTable("items")}${salesTable({ item: "item" })}  per_item:
     columns:
       item: { type: text }
       lines: { type: integer, required: true }
@@ -52,8 +41,7 @@ tables:
       share: { type: real }
     primary_key: [item]
 steps:
-  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: id, price: price } }
-  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: ${options.salesMode ?? "insert_new"}, key: [day, item], columns: { day: day, item: item, qty: qty } }
+${loadPricedItems("items", "upsert")}  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: ${options.salesMode ?? "insert_new"}, key: [day, item], columns: { day: day, item: item, qty: qty } }
   - name: per_item
     type: sql
     file: per_item.sql

@@ -2,6 +2,8 @@ import { readFileSync } from "node:fs";
 import type { ServerResponse } from "node:http";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
+import { eventsPipeline } from "./helpers/events-pipeline.js";
+import { random, type Random } from "./helpers/random.js";
 import { serveClientData, type ClientServer } from "./helpers/client-server.js";
 import { clientFixtures, onPostgres, Workspace } from "./helpers/workspace.js";
 
@@ -52,25 +54,6 @@ interface World {
   sales: Sale[];
   render: Render;
 }
-
-/** A small seeded generator (mulberry32), so that a failing sequence can be replayed from its seed. */
-function random(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    next,
-    int: (min: number, max: number) => min + Math.floor(next() * (max - min + 1)),
-    pick: <T>(items: readonly T[]) => items[Math.floor(next() * items.length)]!,
-    chance: (p: number) => next() < p,
-  };
-}
-type Random = ReturnType<typeof random>;
 
 function parse(text: string): string[][] {
   return text
@@ -344,26 +327,6 @@ interface EventLine {
   qty: string;
 }
 
-function eventsPipeline(mode: string): string {
-  return `version: 1
-database: db.sqlite
-tables:
-  items:
-    columns: { id: { type: integer } }
-    primary_key: [id]
-  events:
-    columns:
-      slot: { type: integer, required: true }
-      item_id: { type: integer, required: true }
-      qty: { type: integer, required: true }
-    primary_key: [slot]
-    foreign_keys: [{ columns: [item_id], references: { table: items, columns: [id] } }]
-steps:
-  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: Id } }
-  - { name: load_events, type: load, source: events.csv, table: events, mode: ${mode}, columns: { slot: Slot, item_id: Item, qty: Qty } }
-`;
-}
-
 const eventSequences = Math.ceil(sequences / 4);
 
 describe.each(["insert_new", "upsert", "insert_new, on_conflict: update", "replace"])(
@@ -377,7 +340,7 @@ describe.each(["insert_new", "upsert", "insert_new, on_conflict: update", "repla
           const ws = new Workspace({ withClientPipeline: false });
           const history: string[] = [];
           try {
-            ws.write("pipeline.yaml", eventsPipeline(mode));
+            ws.write("pipeline.yaml", eventsPipeline(mode, "", { bySlot: true }));
             const items = new Set([1]);
             const events: EventLine[] = [{ slot: 0, item: 1, qty: "1" }];
             let eol = "\n";

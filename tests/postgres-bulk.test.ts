@@ -7,6 +7,7 @@ import type { BulkFate } from "../engine/db/database.js";
 // why: the engines' table first; imported first, postgres.ts reaches it through a cycle before postgresEngine exists.
 import "../engine/db/engines/index.js";
 import { postgresEngine } from "../engine/db/engines/postgres.js";
+import { eventsPipeline } from "./helpers/events-pipeline.js";
 import { postgresBinDir, startPostgres, type TestPostgres } from "./helpers/postgres.js";
 import { root, sqlite, Workspace } from "./helpers/workspace.js";
 
@@ -26,33 +27,7 @@ afterEach(() => {
   for (const ws of workspaces.splice(0)) ws.remove();
 });
 
-function pipeline(mode: string, extra = ""): string {
-  return `version: 1
-database: db.sqlite
-tables:
-  items:
-    columns: { id: { type: integer }, name: { type: text } }
-    primary_key: [id]
-  events:
-    columns:
-      day: { type: date, required: true }
-      slot: { type: integer, required: true }
-      item_id: { type: integer, required: true }
-      qty: { type: integer, required: true }
-      note: { type: text }
-    unique: [[day, slot]]
-    foreign_keys: [{ columns: [item_id], references: { table: items, columns: [id] } }]
-steps:
-  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: Id, name: Name } }
-  - name: load_events
-    type: load
-    source: events.csv
-    table: events
-    mode: ${mode}
-    key: [day, slot]
-    columns: { day: Day, slot: Slot, item_id: Item, qty: Qty, note: Note }
-${extra}`;
-}
+const pipeline = (mode: string, extra = "") => eventsPipeline(mode, extra, { text: true });
 
 /** One state of the two sources; `null` leaves a file as the previous state left it. */
 interface State {

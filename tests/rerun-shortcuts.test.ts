@@ -107,6 +107,16 @@ describe.each(engines)("on %s, the foreign keys verified before the commit", (en
   afterEach(() => ws.remove());
   const run = (argv: string[] = []) => ws.cli(["run", "--json", ...argv], { PIPELINE_ENGINE: engine });
   const items = (ids: number[]) => `Id\n${ids.join("\n")}\n`;
+  /** Runs again, and expects the run to save nothing for the one events row that references the missing item `item`. */
+  const expectViolation = async (item: number) => {
+    const result = await run();
+    expect(result.code, result.stdout).not.toBe(0);
+    expect(JSON.parse(result.stdout).error.message).toMatch(
+      new RegExp(
+        `1 foreign key violation\\(s\\) at the end of the run, so nothing was saved: events row .*"item_id":${item}.* references a missing items row`,
+      ),
+    );
+  };
 
   test("a row another program wrote breaking a key is found on a run that only appends: the file is not the one the last commit checked", async () => {
     ws.write("pipeline.yaml", eventsPipeline("insert_new"));
@@ -116,11 +126,7 @@ describe.each(engines)("on %s, the foreign keys verified before the commit", (en
     // why: the sqlite3 CLI does not enforce foreign keys unless told to.
     sqlite(ws.path("db.sqlite"), "INSERT INTO events (day, slot, item_id, qty) VALUES ('2024-01-02', 1, 77, 1)");
     ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,1,2\n2024-01-03,1,2,1\n");
-    const result = await run();
-    expect(result.code, result.stdout).not.toBe(0);
-    expect(JSON.parse(result.stdout).error.message).toMatch(
-      /1 foreign key violation\(s\) at the end of the run, so nothing was saved: events row .*"item_id":77.* references a missing items row/,
-    );
+    await expectViolation(77);
   });
 
   test("a referenced row deleted by this run is found although the referencing table only grew", async () => {
@@ -130,11 +136,7 @@ describe.each(engines)("on %s, the foreign keys verified before the commit", (en
     expect((await run()).code).toBe(0);
     ws.write("items.csv", items([1, 2, 3, 4, 5, 6, 7, 8, 9]));
     ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,10,2\n2024-01-02,1,1,1\n");
-    const result = await run();
-    expect(result.code, result.stdout).not.toBe(0);
-    expect(JSON.parse(result.stdout).error.message).toMatch(
-      /1 foreign key violation\(s\) at the end of the run, so nothing was saved: events row .*"item_id":10.* references a missing items row/,
-    );
+    await expectViolation(10);
   });
 
   test("a referenced row a script step deletes is found although no declared step wrote that table", async () => {
@@ -150,11 +152,7 @@ describe.each(engines)("on %s, the foreign keys verified before the commit", (en
     expect((await run()).code).toBe(0);
     // why: the script deletes item 10 once the events have grown, on a run that only appends to them.
     ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,10,2\n2024-01-02,1,1,1\n");
-    const result = await run();
-    expect(result.code, result.stdout).not.toBe(0);
-    expect(JSON.parse(result.stdout).error.message).toMatch(
-      /1 foreign key violation\(s\) at the end of the run, so nothing was saved: events row .*"item_id":10.* references a missing items row/,
-    );
+    await expectViolation(10);
   });
 });
 
@@ -164,56 +162,58 @@ describe("the foreign key lookup of appended rows", () => {
     INSERT INTO items VALUES (1, 'a'), (2, 'b');
     INSERT INTO events VALUES (1, 1, 'a'), (2, 2, NULL), (3, NULL, 'b');`;
 
-  test("finds a broken key in the rows after the last one, and reports it as the whole check does", () => {
+  /** Runs `use` on a fresh in-memory database of `schema`, then closes it. */
+  const onSchema = (use: (db: ReturnType<typeof openNativeMemory>) => void) => {
     const db = openNativeMemory();
     try {
       db.exec(schema);
-      db.exec("BEGIN; PRAGMA defer_foreign_keys = ON; INSERT INTO events VALUES (4, 1, 'a'), (5, 1, 'zz')");
-      const whole = messageOf(() => checkForeignKeys(db));
-      expect(whole).toMatch(/1 foreign key violation/);
-      expect(messageOf(() => checkForeignKeys(db, () => 3))).toBe(whole);
-      db.exec("ROLLBACK");
+      use(db);
     } finally {
       db.close();
     }
-  });
+  };
+  /** Appends rows with `sql` in a transaction that defers foreign keys, as a run does, checks them, and rolls them back. */
+  const afterAppending = (db: ReturnType<typeof openNativeMemory>, sql: string, check: () => void) => {
+    db.exec(`BEGIN; PRAGMA defer_foreign_keys = ON; ${sql}`);
+    check();
+    db.exec("ROLLBACK");
+  };
 
-  test("looks only after the last row, and checks a table whose key it cannot look up exactly (no STRICT, another type) whole", () => {
-    const db = openNativeMemory();
-    try {
-      db.exec(schema);
-      db.exec("BEGIN; PRAGMA defer_foreign_keys = ON; INSERT INTO events VALUES (9, 5, NULL)");
-      // why: the proof says the rows up to the last one are as a checked commit left them; here it is false on purpose.
-      expect(() => checkForeignKeys(db, () => 4)).not.toThrow();
-      expect(() => checkForeignKeys(db, () => 3)).toThrow(/1 foreign key violation/);
-      db.exec("ROLLBACK");
+  test("finds a broken key in the rows after the last one, and reports it as the whole check does", () =>
+    onSchema((db) =>
+      afterAppending(db, "INSERT INTO events VALUES (4, 1, 'a'), (5, 1, 'zz')", () => {
+        const whole = messageOf(() => checkForeignKeys(db));
+        expect(whole).toMatch(/1 foreign key violation/);
+        expect(messageOf(() => checkForeignKeys(db, () => 3))).toBe(whole);
+      }),
+    ));
+
+  test("looks only after the last row, and checks a table whose key it cannot look up exactly (no STRICT, another type) whole", () =>
+    onSchema((db) => {
+      afterAppending(db, "INSERT INTO events VALUES (9, 5, NULL)", () => {
+        // why: the proof says the rows up to the last one are as a checked commit left them; here it is false on purpose.
+        expect(() => checkForeignKeys(db, () => 4)).not.toThrow();
+        expect(() => checkForeignKeys(db, () => 3)).toThrow(/1 foreign key violation/);
+      });
       db.exec(
         `INSERT INTO items VALUES (3, '01'), (4, '5'); CREATE TABLE loose (code INTEGER REFERENCES items (code)); INSERT INTO loose VALUES (5)`,
       );
-      db.exec("BEGIN; PRAGMA defer_foreign_keys = ON; INSERT INTO loose VALUES (1)");
-      // why: \`=\` compares the integer 1 with the text '01' as numbers (a match); the foreign key compares them as text (none).
-      expect(() => checkForeignKeys(db, () => 1)).toThrow(
-        /^1 foreign key violation.*: loose row {"code":1} references a missing items row$/,
-      );
-      db.exec("ROLLBACK");
-    } finally {
-      db.close();
-    }
-  });
+      afterAppending(db, "INSERT INTO loose VALUES (1)", () => {
+        // why: \`=\` compares the integer 1 with the text '01' as numbers (a match); the foreign key compares them as text (none).
+        expect(() => checkForeignKeys(db, () => 1)).toThrow(
+          /^1 foreign key violation.*: loose row {"code":1} references a missing items row$/,
+        );
+      });
+    }));
 
-  test("checks every table whole when a table's proof is missing, or a referenced table's", () => {
-    const db = openNativeMemory();
-    try {
-      db.exec(schema);
-      db.exec("BEGIN; PRAGMA defer_foreign_keys = ON; INSERT INTO events VALUES (4, 7, NULL)");
-      expect(() => checkForeignKeys(db, (table) => (table === "events" ? 4 : 2))).not.toThrow();
-      expect(() => checkForeignKeys(db, (table) => (table === "events" ? 4 : undefined))).toThrow(/1 foreign key violation/);
-      expect(() => checkForeignKeys(db, (table) => (table === "items" ? 2 : undefined))).toThrow(/1 foreign key violation/);
-      db.exec("ROLLBACK");
-    } finally {
-      db.close();
-    }
-  });
+  test("checks every table whole when a table's proof is missing, or a referenced table's", () =>
+    onSchema((db) =>
+      afterAppending(db, "INSERT INTO events VALUES (4, 7, NULL)", () => {
+        expect(() => checkForeignKeys(db, (table) => (table === "events" ? 4 : 2))).not.toThrow();
+        expect(() => checkForeignKeys(db, (table) => (table === "events" ? 4 : undefined))).toThrow(/1 foreign key violation/);
+        expect(() => checkForeignKeys(db, (table) => (table === "items" ? 2 : undefined))).toThrow(/1 foreign key violation/);
+      }),
+    ));
 });
 
 function messageOf(action: () => void): string {

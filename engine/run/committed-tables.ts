@@ -1,15 +1,29 @@
-import type { CarryOverBasis } from "../checks.js";
 import type { StepSpec } from "../config/schema.js";
 import { quoteIdent, type SqlDatabase } from "../db/database.js";
 import { systemTableNames } from "../history.js";
-import type { CommittedTables, StepDefinition } from "../step.js";
+import type { CommittedTables, StepCounts, StepDefinition } from "../step.js";
+
+/**
+ * What a run knows that lets it start from the runner's last commit (a check's recorded result, a
+ * step's appended rows): the tables exactly as that commit left them (engine/db/commit-mark.ts proves
+ * it; none when another program wrote the file since, in WAL mode, or on a server), the run that made
+ * that commit, whether the configuration is the same, and this run's step results so far.
+ */
+export interface CarryOverBasis {
+  untouched: ReadonlySet<string> | "all";
+  previousRunId: number | undefined;
+  sameConfig: boolean;
+  /** The run's step results, by index: a step `unchanged`, `skipped` or `not_executed` wrote none of its tables. */
+  steps: readonly { status: string; counts?: StepCounts | undefined }[];
+}
 
 /**
  * What a run can prove about its tables against the runner's last commit, by the rules the checks'
  * carry-over and appended-rows results follow (docs/checks.md): the same configuration, the commit
  * mark vouching for each table (engine/db/commit-mark.ts: nobody wrote the file since), no script
  * step (it may write any table), and this run's step results so far (a step `unchanged`, `skipped`
- * or `not_executed` wrote nothing). Taken before the first step: the last rowid of each table.
+ * or `not_executed` wrote nothing). Taken before the first step: the last rowid of each table and
+ * the schema version.
  */
 export class RunBasis {
   private constructor(
@@ -17,10 +31,11 @@ export class RunBasis {
     private readonly typeOf: (step: StepSpec) => StepDefinition,
     private readonly carry: CarryOverBasis,
     private readonly lastRowBefore: ReadonlyMap<string, number>,
+    private readonly schemaBefore: number | undefined,
     private readonly server: boolean,
   ) {}
 
-  /** The basis of a run, read before its first step: the last rowid of each of `tables` (on SQLite). */
+  /** The basis of a run, read before its first step: the last rowid of each of `tables` and the schema version (on SQLite). */
   static before(
     db: SqlDatabase,
     plan: { steps: readonly { index: number; name: string; spec: StepSpec }[] },
@@ -29,7 +44,9 @@ export class RunBasis {
     tables: readonly string[],
   ): RunBasis {
     const last = new Map<string, number>();
+    let schema: number | undefined;
     if (!db.dialect && carry.untouched !== "all") {
+      schema = schemaVersion(db);
       for (const table of tables) {
         try {
           last.set(table, Number(db.all(`SELECT coalesce(max(rowid), 0) AS last FROM ${quoteIdent(table)}`)[0]?.["last"] ?? 0));
@@ -38,7 +55,7 @@ export class RunBasis {
         }
       }
     }
-    return new RunBasis(plan, typeOf, carry, last, db.dialect !== undefined);
+    return new RunBasis(plan, typeOf, carry, last, schema, db.dialect !== undefined);
   }
 
   /** The proof as a step at `index` sees it: the tables before it, the steps after it. */
@@ -50,6 +67,18 @@ export class RunBasis {
       appended: (db, table) => this.appended(db, table, index),
       writtenAfter: (tables) => this.writtenAfter(tables, index),
     };
+  }
+
+  /**
+   * For the foreign key verification before the commit (engine/db/constraints.ts), once every step
+   * has run: the last rowid `table` had before the steps, when it is exactly as the runner's last
+   * commit left it (that commit's verification passed) but for rows this run's steps appended after
+   * it; undefined when that is not proven, or when the schema changed during the steps.
+   */
+  appendedSince(db: SqlDatabase, table: string): number | undefined {
+    if (systemTableNames.has(table) || this.schemaBefore === undefined || schemaVersion(db) !== this.schemaBefore) return undefined;
+    const appended = this.appended(db, table, this.plan.steps.length);
+    return "afterRowid" in appended ? appended.afterRowid : undefined;
   }
 
   /** Why no table can be proven as the last commit left it, whatever the table; undefined when the proof can start. */
@@ -129,4 +158,9 @@ export class RunBasis {
       return this.typeOf(step.spec).writes(step.spec).includes(table);
     });
   }
+}
+
+/** SQLite's schema version: it changes with every change to the schema, in this transaction too. */
+function schemaVersion(db: SqlDatabase): number {
+  return Number(db.all("PRAGMA schema_version")[0]?.["schema_version"]);
 }
