@@ -371,11 +371,11 @@ export function countLineEnds(bytes: Uint8Array, from: number, to: number): numb
 
 /**
  * Where the header record lies in a file's first `limit` bytes: after a UTF-8 BOM (with `utf8`, as
- * decoding drops it) and any blank lines, up to its line end, quoted line breaks included.
- * Undefined when no complete header ends before `limit`.
+ * decoding drops it) and any blank lines, up to its line end, quoted line breaks included (`q`:
+ * the byte that encodes the quote character, and nothing else). Undefined when no complete header
+ * ends before `limit`.
  */
-export function headerSpan(bytes: Uint8Array, quote: string, limit: number, utf8 = true): { start: number; end: number } | undefined {
-  const q = quote.charCodeAt(0);
+export function headerSpan(bytes: Uint8Array, q: number, limit: number, utf8 = true): { start: number; end: number } | undefined {
   let start = utf8 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
   while (start < limit && (bytes[start] === 0x0a || bytes[start] === 0x0d)) start++;
   let quoted = false;
