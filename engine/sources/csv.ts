@@ -381,7 +381,10 @@ export function headerSpan(bytes: Uint8Array, q: number, limit: number, utf8 = t
   let quoted = false;
   for (let i = start; i < limit; i++) {
     const b = bytes[i];
-    if (b === q) quoted = !quoted;
+    // why: inside a quoted field csv-parse takes a double quote (its escape, whatever the quote) before a quote or another
+    // double quote as escaping it; with the quote " this is the doubled quote, two toggles that cancel out.
+    if (quoted && b === 0x22 && q !== 0x22 && (bytes[i + 1] === q || bytes[i + 1] === 0x22)) i++;
+    else if (b === q) quoted = !quoted;
     else if (!quoted && (b === 0x0a || b === 0x0d)) return { start, end: i };
   }
   return undefined;
