@@ -182,12 +182,11 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
     const legacy = open.some((rejection) => rejection.kind === null);
     const validators = !context.fullRefresh && previous?.stepSha256 === stepSha256 && !legacy ? previous : undefined;
     const http = { ...httpDefaults, ...step.http };
-    const quote = step.csv?.quote ?? '"';
     // why: the body goes to disk as it arrives, hashed and checked on the way, and is read back in pieces: memory does not grow with the source.
     const spool = new SpooledBody(redactCredentials(step.source), {
       prefixBytes: validators && validators.bytes > 0 ? validators.bytes : undefined,
       utf8: isUtf8(step.csv?.encoding),
-      quote: quote.charCodeAt(0) < 0x80 ? quote.charCodeAt(0) : undefined,
+      quote: quoteByte(step),
     });
     try {
       const fetched = await fetchSourceInto(
@@ -241,6 +240,18 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
 
 function isUtf8(encoding: NonNullable<LoadStepSpec["csv"]>["encoding"]): boolean {
   return encoding === undefined || encoding === "utf8" || encoding === "utf-8";
+}
+
+/**
+ * The one byte that encodes the step's quote character in its file, or undefined when it takes
+ * more (a non-ASCII character in UTF-8) or is not its own code (0x80-0x9F decode to other
+ * characters in windows-1252, which latin1 names too): a scan for that byte would then also stop
+ * on bytes of other characters (ë is C3 AB, « is C2 AB), or miss the quote.
+ */
+function quoteByte(step: LoadStepSpec): number | undefined {
+  const code = (step.csv?.quote ?? '"').charCodeAt(0);
+  if (code < 0x80) return code;
+  return !isUtf8(step.csv?.encoding) && code >= 0xa0 && code <= 0xff ? code : undefined;
 }
 
 /** A step's tail read: where the header lies, where the appended part starts, and the line numbering of the header glued to it. */
@@ -770,7 +781,10 @@ function grownTail(step: LoadStepSpec, spool: SpooledBody, summary: SpoolSummary
   if (summary.prefixSha256 !== previous.contentSha256) return undefined;
   // why: no header worth reading is longer (maxHeaderLength characters); one that does not end there is read by a full read, which refuses it.
   const start = spool.read(0, Math.min(old, 4 * maxHeaderLength + 1024));
-  const header = headerSpan(start, step.csv?.quote ?? '"', start.length, isUtf8(step.csv?.encoding));
+  // why: where the quote is not one byte, the header's end cannot be found by bytes; the whole file is read.
+  const quote = quoteByte(step);
+  if (quote === undefined) return undefined;
+  const header = headerSpan(start, quote, start.length, isUtf8(step.csv?.encoding));
   if (!header) return undefined;
   const headerLines = 1 + countLineEnds(start, header.start, header.end);
   // why: the prefix's line ends were counted as it was spooled; past it, only the line end the old file's last line lacked

@@ -159,6 +159,45 @@ describe("the start and the end of a file that grows", () => {
     expect(sqlite(ws.path("db.sqlite"), "SELECT line, value FROM pipeline_rejected_rows")).toBe("3|é");
   });
 
+  test("a quote character of two UTF-8 bytes: a header byte that is its last byte does not hide the header's end", async () => {
+    // « is C2 AB in UTF-8; ë is C3 AB: a scan for the quote's code unit as one byte took each ë for a quote.
+    ws.write(
+      "pipeline.yaml",
+      eventsYaml("insert_new").replace(
+        "columns: { day: Day, slot: Slot, item_id: Item",
+        'csv: { quote: "«" }\n    columns: { day: Day, slot: Slot, item_id: Itëm',
+      ),
+    );
+    ws.write("items.csv", "Id\n1\n");
+    const body = "Day,Slot,Itëm,Qty\n2024-01-01,1,ë,2\n2024-01-01,2,1,2\n";
+    ws.write("events.csv", body);
+    await run();
+    ws.write("events.csv", body + "2024-01-01,3,1,2\n");
+    // why: a quote of more than one byte cannot be told from other bytes, so the file is read whole, as a fresh load reads it.
+    expect(detailOf(await run())).not.toMatch(/file grew/);
+    expect(rejected()).toBe("2|pending|2024-01-01,1,ë,2");
+    await expectFreshEqual();
+  });
+
+  test("csv.quote: ' with csv-parse's escape, a double quote, before a quote in the header: the header still ends on its line", async () => {
+    // why: csv-parse escapes a quote inside a quoted field with a double quote (its default escape) whatever the quote.
+    ws.write(
+      "pipeline.yaml",
+      eventsYaml("insert_new").replace(
+        "columns: { day: Day, slot: Slot, item_id: Item, qty: Qty",
+        `csv: { quote: "'" }\n    columns: { day: Day, slot: Slot, item_id: Item, qty: "Q'ty"`,
+      ),
+    );
+    ws.write("items.csv", "Id\n1\n");
+    const body = `Day,Slot,Item,'Q"'ty'\n2024-01-01,1,1,'1"'2'\n2024-01-01,2,1,2\n`;
+    ws.write("events.csv", body);
+    await run();
+    ws.write("events.csv", body + "2024-01-01,3,1,2\n");
+    expect(detailOf(await run())).toMatch(/file grew/);
+    expect(rejected()).toBe(`2|pending|2024-01-01,1,1,'1"'2'`);
+    await expectFreshEqual();
+  });
+
   test("invalid UTF-8 in the appended part is reported at its line in the file", async () => {
     ws.write("pipeline.yaml", eventsYaml("insert_new"));
     ws.write("items.csv", "Id\n1\n");

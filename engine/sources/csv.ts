@@ -371,17 +371,20 @@ export function countLineEnds(bytes: Uint8Array, from: number, to: number): numb
 
 /**
  * Where the header record lies in a file's first `limit` bytes: after a UTF-8 BOM (with `utf8`, as
- * decoding drops it) and any blank lines, up to its line end, quoted line breaks included.
- * Undefined when no complete header ends before `limit`.
+ * decoding drops it) and any blank lines, up to its line end, quoted line breaks included (`q`:
+ * the byte that encodes the quote character, and nothing else). Undefined when no complete header
+ * ends before `limit`.
  */
-export function headerSpan(bytes: Uint8Array, quote: string, limit: number, utf8 = true): { start: number; end: number } | undefined {
-  const q = quote.charCodeAt(0);
+export function headerSpan(bytes: Uint8Array, q: number, limit: number, utf8 = true): { start: number; end: number } | undefined {
   let start = utf8 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
   while (start < limit && (bytes[start] === 0x0a || bytes[start] === 0x0d)) start++;
   let quoted = false;
   for (let i = start; i < limit; i++) {
     const b = bytes[i];
-    if (b === q) quoted = !quoted;
+    // why: inside a quoted field csv-parse takes a double quote (its escape, whatever the quote) before a quote or another
+    // double quote as escaping it; with the quote " this is the doubled quote, two toggles that cancel out.
+    if (quoted && b === 0x22 && q !== 0x22 && (bytes[i + 1] === q || bytes[i + 1] === 0x22)) i++;
+    else if (b === q) quoted = !quoted;
     else if (!quoted && (b === 0x0a || b === 0x0d)) return { start, end: i };
   }
   return undefined;
