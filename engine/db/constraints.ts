@@ -9,6 +9,19 @@ import { quoteIdent, type Row, type SqlDatabase } from "./database.js";
 export type AppendedSince = (table: string) => number | undefined;
 
 /**
+ * Whether a foreign key of the database has an action (anything but NO ACTION): such a key acts (ON DELETE CASCADE,
+ * RESTRICT...) only where SQLite enforces the keys, so a run on it cannot leave them to {@link checkForeignKeys}.
+ */
+export function hasForeignKeyActions(db: SqlDatabase): boolean {
+  return (
+    db.all(
+      `SELECT 1 FROM sqlite_schema AS m, pragma_foreign_key_list(m.name) AS f
+       WHERE m.type = 'table' AND (f.on_delete <> 'NO ACTION' OR f.on_update <> 'NO ACTION') LIMIT 1`,
+    ).length > 0
+  );
+}
+
+/**
  * Refuses a transaction that leaves foreign keys pointing at missing rows (E_DB, naming the first few), before it is committed.
  * With `appendedSince`, a table that, like every table it references, provably only gained rows since the last commit is
  * verified on its new rows alone (none when it gained none); the others, and any violation found, as without it.

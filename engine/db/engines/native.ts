@@ -6,6 +6,7 @@ import { markOf, recordMark, tablesCheckedAtMark } from "../commit-mark.js";
 import { PipelineError } from "../../errors.js";
 import type { Params, Row, SqlDatabase, SqlValue, Statement } from "../database.js";
 import { splitStatements } from "../split-sql.js";
+import { hasForeignKeyActions } from "../constraints.js";
 import { journalBeside } from "../failure-journal.js";
 import { lockFileBeside } from "../lock.js";
 import type { Engine, OpenOptions, Transaction } from "./engine.js";
@@ -37,7 +38,7 @@ export const nativeEngine: Engine = {
     const raw = open(existed || !options.preview ? file : ":memory:", options, false, false);
     try {
       beginOrWait(raw, file, options);
-      if (options.runsScripts !== false || hasForeignKeyActions(raw)) {
+      if (options.runsScripts !== false || hasForeignKeyActions(wrapDatabase(raw, file))) {
         // why: a foreign key action (ON DELETE CASCADE, RESTRICT...) happens only where SQLite enforces the keys; the
         // setting cannot change inside a transaction, and nothing was written yet.
         raw.exec("ROLLBACK");
@@ -117,17 +118,6 @@ function beginOrWait(db: DatabaseSync, file: string, options: OpenOptions): void
   } catch (error) {
     throw sqliteError(error, file, options);
   }
-}
-
-/** Whether a foreign key of the file has an action (anything but NO ACTION), read under the run's write lock. */
-function hasForeignKeyActions(db: DatabaseSync): boolean {
-  const found = db
-    .prepare(
-      `SELECT 1 FROM sqlite_schema AS m, pragma_foreign_key_list(m.name) AS f
-       WHERE m.type = 'table' AND (f.on_delete <> 'NO ACTION' OR f.on_update <> 'NO ACTION') LIMIT 1`,
-    )
-    .get();
-  return found !== undefined;
 }
 
 function isBusy(error: unknown): boolean {

@@ -8,6 +8,7 @@ import { journalBeside } from "../failure-journal.js";
 import { lockFileBeside } from "../lock.js";
 import type { Engine, OpenOptions } from "./engine.js";
 import { recordMark, tablesCheckedAtMark } from "../commit-mark.js";
+import { hasForeignKeyActions } from "../constraints.js";
 
 /**
  * The sql.js engine (the design card's): the file is loaded whole into memory, the steps run
@@ -31,9 +32,16 @@ export const sqlJsEngine: Engine = {
     // why: sorts and GROUP BYs of the analyses spill to temporary files, which sql.js keeps in memory too, in arrays copied
     // to larger ones as they grow; SQLite's own temporary store costs less (1M rows: analyses 1.55 -> 1.25 s CPU, less memory).
     db.exec("PRAGMA temp_store = MEMORY");
-    db.exec("BEGIN");
-    // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
-    db.exec("PRAGMA defer_foreign_keys = ON");
+    if (options.runsScripts === false && !hasForeignKeyActions(db)) {
+      // why: a run's foreign keys are verified before its commit, the only way to one (checkForeignKeys in engine/run/record.ts);
+      // SQLite's enforcement looked each written row's parents up again. A key with an action acts only where it is enforced.
+      db.exec("PRAGMA foreign_keys = OFF");
+      db.exec("BEGIN");
+    } else {
+      db.exec("BEGIN");
+      // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
+      db.exec("PRAGMA defer_foreign_keys = ON");
+    }
     return {
       db,
       soundTables:
