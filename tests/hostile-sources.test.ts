@@ -354,6 +354,15 @@ describe("CSV errors that point at the right place", () => {
     expect(result.stderr).toMatch(/E_CSV items\.csv line 3: a quote opened on line 3 is never closed/);
   });
 
+  test("under csv.quote ', a double quote before a quote escapes it (csv-parse's escape): the quote left open is still found", async () => {
+    ws.write("items.csv", "id,name\n1,a\n2,'b\"'c\n3,d\n4,e\n");
+    usePipeline("items.csv");
+    ws.write("pipeline.yaml", readFileSync(ws.path("pipeline.yaml"), "utf8") + `    csv: { quote: "'" }\n`);
+    const result = await ws.cli(["run"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/E_CSV items\.csv line 3: a quote opened on line 3 is never closed/);
+  });
+
   test.each([
     ["LE with a BOM", "utf16le", [0xff, 0xfe], "LE"],
     ["BE with a BOM", "utf16be", [0xfe, 0xff], "BE"],
