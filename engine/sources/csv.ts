@@ -348,7 +348,6 @@ function unclosedQuoteLine(text: string, quote: string, delimiter: string): numb
       // why: inside a quoted field csv-parse takes a double quote (its escape, whatever the quote) before the quote or
       // another double quote as escaping it, as headerSpan does; a doubled quote is the same rule when the quote is ".
       if (char === '"' && (text[i + 1] === quote || text[i + 1] === '"')) i++;
-      else if (char === quote && text[i + 1] === quote) i++;
       else if (char === quote) opened = undefined;
       else if (lineEnd) line++;
       fieldStart = false;
