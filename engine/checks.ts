@@ -119,7 +119,8 @@ function defaultName(table: string, check: CheckSpec): string {
 }
 
 /** A value from the configuration as an SQL literal: numbers as they are, booleans 1/0, text quoted. */
-function literal(value: string | number | boolean): string {
+function literal(value: string | number | boolean | null): string {
+  if (value === null) return "NULL";
   if (typeof value === "boolean") return value ? "1" : "0";
   if (typeof value === "number") return Number.isFinite(value) ? String(value) : "NULL";
   return `'${value.replaceAll("'", "''")}'`;
@@ -132,8 +133,10 @@ type RangeBound = NonNullable<Extract<CheckSpec, { check: "range" }>["max"]>;
  * The value a range check's bound takes in a run: as written, or the run's day (UTC, as
  * `date(:run_started_at)` gives it) or its start (as `:run_started_at`).
  */
-function boundValue(bound: RangeBound, values: SqlParameterValues): string | number {
+function boundValue(bound: RangeBound, values: SqlParameterValues): string | number | null {
   if (typeof bound !== "object") return bound;
+  // why: without a run (a query compiled, or its program read), NULL, which every engine compares with a column of any type.
+  if (values.run_started_at === noRunValues.run_started_at) return null;
   const started = String(values.run_started_at);
   // why: the run's start is Date.toISOString()'s UTC text, whose first ten characters are its day.
   return bound.run === "date" ? started.slice(0, 10) : started;
