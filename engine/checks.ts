@@ -230,13 +230,13 @@ export function runCheck(db: SqlDatabase, check: DeclaredCheck, baseDir: string,
 }
 
 /**
- * Whether an `expression` check that is one comparison (engine/check-comparison.ts) has no failing
- * row, counted with the comparison negated, which SQLite can answer from an index on the column
- * (`date > date(:run_started_at)` reads the few rows after that day; `NOT (date <= …)` reads them all).
- * False when some row fails, or anything goes wrong: the check then runs as written, samples and all.
+ * Whether a check SQLite can count from an index on its column has no failing row, counted with the
+ * condition of {@link indexedFailingCondition} (`date > date(:run_started_at)` reads the few rows after
+ * that day; `NOT (date <= …)` reads them all). False when some row fails, or anything goes wrong: the
+ * check then runs as written, samples and all.
  */
 function passesByIndex(db: SqlDatabase, check: DeclaredCheck, values: SqlParameterValues): boolean {
-  const negated = !db.dialect && check.spec.check === "expression" ? negatedComparison(check.spec.expression) : undefined;
+  const negated = db.dialect ? undefined : indexedFailingCondition(check, values);
   if (negated === undefined) return false;
   const sql = `SELECT count(*) AS n FROM ${quoteIdent(check.table)} WHERE ${negated}`;
   try {
@@ -244,6 +244,26 @@ function passesByIndex(db: SqlDatabase, check: DeclaredCheck, values: SqlParamet
   } catch {
     return false;
   }
+}
+
+/**
+ * The rows a check fails, as a condition without the `NOT` that keeps SQLite from an index on the
+ * column: an `expression` that is one comparison, negated (engine/check-comparison.ts); a `range`,
+ * each bound's comparison negated (`date > '2026-12-02'`, `quantity <= 0 OR quantity > 100`), which
+ * for any non-NULL value is true exactly when `NOT (… AND …)` is, and NULL for a NULL value, which
+ * the range never fails. Undefined for the other checks.
+ */
+export function indexedFailingCondition(check: DeclaredCheck, values: SqlParameterValues): string | undefined {
+  const spec = check.spec;
+  if (spec.check === "expression") return negatedComparison(spec.expression);
+  if (spec.check !== "range") return undefined;
+  const c = quoteIdent(spec.column);
+  const inclusive = spec.inclusive ?? true;
+  const outside = [
+    ...(spec.min === undefined ? [] : [`${c} ${inclusive ? "<" : "<="} ${literal(boundValue(spec.min, values))}`]),
+    ...(spec.max === undefined ? [] : [`${c} ${inclusive ? ">" : ">="} ${literal(boundValue(spec.max, values))}`]),
+  ];
+  return outside.length === 0 ? undefined : outside.join(" OR ");
 }
 
 function resultOf(check: DeclaredCheck, failingRows: number, samples: CheckResult["samples"]): CheckResult {
