@@ -126,8 +126,20 @@ function literal(value: string | number | boolean | null): string {
   return `'${value.replaceAll("'", "''")}'`;
 }
 
+type RangeSpec = Extract<CheckSpec, { check: "range" }>;
+
 /** A range check's bound as written in pipeline.yaml: a value, or the run's day or start. */
-type RangeBound = NonNullable<Extract<CheckSpec, { check: "range" }>["max"]>;
+type RangeBound = NonNullable<RangeSpec["max"]>;
+
+/** A range check's column and bounds as SQL in a run (a bound of the run as its value in that run), and whether the bounds themselves pass. */
+function rangeSql(spec: RangeSpec, values: SqlParameterValues): { column: string; min?: string; max?: string; inclusive: boolean } {
+  return {
+    column: quoteIdent(spec.column),
+    ...(spec.min === undefined ? {} : { min: literal(boundValue(spec.min, values)) }),
+    ...(spec.max === undefined ? {} : { max: literal(boundValue(spec.max, values)) }),
+    inclusive: spec.inclusive ?? true,
+  };
+}
 
 /**
  * The value a range check's bound takes in a run: as written, or the run's day (UTC, as
@@ -156,8 +168,7 @@ export function runBoundsOf(check: DeclaredCheck, values: SqlParameterValues): R
  * Whether every row that passed under the bounds of the run `recorded` (a JSON {@link RunBounds}) still
  * passes under `now`: an upper bound only moved up, a lower one only down (a clock set back fails it).
  */
-function runBoundsStillHold(recorded: SqlValue | undefined, now: RunBounds | undefined): boolean {
-  if (now === undefined) return true;
+function runBoundsStillHold(recorded: SqlValue | undefined, now: RunBounds): boolean {
   let then: RunBounds;
   try {
     then = JSON.parse(String(recorded)) as RunBounds;
@@ -257,11 +268,10 @@ export function indexedFailingCondition(check: DeclaredCheck, values: SqlParamet
   const spec = check.spec;
   if (spec.check === "expression") return negatedComparison(spec.expression);
   if (spec.check !== "range") return undefined;
-  const c = quoteIdent(spec.column);
-  const inclusive = spec.inclusive ?? true;
+  const { column: c, min, max, inclusive } = rangeSql(spec, values);
   const outside = [
-    ...(spec.min === undefined ? [] : [`${c} ${inclusive ? "<" : "<="} ${literal(boundValue(spec.min, values))}`]),
-    ...(spec.max === undefined ? [] : [`${c} ${inclusive ? ">" : ">="} ${literal(boundValue(spec.max, values))}`]),
+    ...(min === undefined ? [] : [`${c} ${inclusive ? "<" : "<="} ${min}`]),
+    ...(max === undefined ? [] : [`${c} ${inclusive ? ">" : ">="} ${max}`]),
   ];
   return outside.length === 0 ? undefined : outside.join(" OR ");
 }
@@ -293,11 +303,10 @@ function failingCondition(check: DeclaredCheck, values: SqlParameterValues): str
     case "accepted_values":
       return `${quoteIdent(spec.column)} IS NOT NULL AND ${quoteIdent(spec.column)} NOT IN (${spec.values.map(literal).join(", ")})`;
     case "range": {
-      const c = quoteIdent(spec.column);
-      const inclusive = spec.inclusive ?? true;
+      const { column: c, min, max, inclusive } = rangeSql(spec, values);
       const bounds = [
-        ...(spec.min === undefined ? [] : [`${c} ${inclusive ? ">=" : ">"} ${literal(boundValue(spec.min, values))}`]),
-        ...(spec.max === undefined ? [] : [`${c} ${inclusive ? "<=" : "<"} ${literal(boundValue(spec.max, values))}`]),
+        ...(min === undefined ? [] : [`${c} ${inclusive ? ">=" : ">"} ${min}`]),
+        ...(max === undefined ? [] : [`${c} ${inclusive ? "<=" : "<"} ${max}`]),
       ];
       return `${c} IS NOT NULL AND NOT (${bounds.join(" AND ") || "TRUE"})`;
     }
