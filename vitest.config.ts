@@ -14,6 +14,7 @@ const pipelineLevel = [
   "tests/sql-steps.test.ts",
   "tests/deep-plan.test.ts",
   "tests/incremental-sql-property.test.ts",
+  "tests/run-bound-checks.test.ts",
 ];
 
 /**
@@ -30,6 +31,7 @@ const onServer = [
   "tests/freshness.test.ts",
   "tests/postgres-faults.test.ts",
   "tests/incremental-sql-property.test.ts",
+  "tests/run-bound-checks.test.ts",
 ];
 
 export default defineConfig({

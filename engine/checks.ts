@@ -12,6 +12,7 @@ import { freshnessDiagnostics, freshnessOf } from "./freshness.js";
 import { systemTables } from "./history.js";
 import {
   compileQuery,
+  noRunValues,
   parametersHint,
   parametersOf,
   readSqlText,
@@ -54,6 +55,14 @@ export interface CheckResult {
   carriedFromRun?: number | undefined;
   /** When only the rows this run appended were checked: how many, and the run whose result showed the earlier rows passing. */
   appendedRows?: { rows: number; earlierFromRun: number } | undefined;
+  /** For a range check with a bound of the run (`max: { run: date }`): the values it was judged with in this run. */
+  runBounds?: RunBounds | undefined;
+}
+
+/** The values a range check's bounds of the run (`{ run: date }`, `{ run: time }`) took in one run. */
+export interface RunBounds {
+  min?: string;
+  max?: string;
 }
 
 /** A check as the plan shows it: what it judges and the step after which it runs. */
@@ -110,14 +119,71 @@ function defaultName(table: string, check: CheckSpec): string {
 }
 
 /** A value from the configuration as an SQL literal: numbers as they are, booleans 1/0, text quoted. */
-function literal(value: string | number | boolean): string {
+function literal(value: string | number | boolean | null): string {
+  if (value === null) return "NULL";
   if (typeof value === "boolean") return value ? "1" : "0";
   if (typeof value === "number") return Number.isFinite(value) ? String(value) : "NULL";
   return `'${value.replaceAll("'", "''")}'`;
 }
 
+type RangeSpec = Extract<CheckSpec, { check: "range" }>;
+
+/** A range check's bound as written in pipeline.yaml: a value, or the run's day or start. */
+type RangeBound = NonNullable<RangeSpec["max"]>;
+
+/** A range check's column and bounds as SQL in a run (a bound of the run as its value in that run), and whether the bounds themselves pass. */
+function rangeSql(spec: RangeSpec, values: SqlParameterValues): { column: string; min?: string; max?: string; inclusive: boolean } {
+  return {
+    column: quoteIdent(spec.column),
+    ...(spec.min === undefined ? {} : { min: literal(boundValue(spec.min, values)) }),
+    ...(spec.max === undefined ? {} : { max: literal(boundValue(spec.max, values)) }),
+    inclusive: spec.inclusive ?? true,
+  };
+}
+
+/**
+ * The value a range check's bound takes in a run: as written, or the run's day (UTC, as
+ * `date(:run_started_at)` gives it) or its start (as `:run_started_at`).
+ */
+function boundValue(bound: RangeBound, values: SqlParameterValues): string | number | null {
+  if (typeof bound !== "object") return bound;
+  // why: without a run (a query compiled, or its program read), NULL, which every engine compares with a column of any type.
+  if (values.run_started_at === noRunValues.run_started_at) return null;
+  const started = String(values.run_started_at);
+  // why: the run's start is Date.toISOString()'s UTC text, whose first ten characters are its day.
+  return bound.run === "date" ? started.slice(0, 10) : started;
+}
+
+/** The values a range check's bounds of the run take with `values`; undefined for a check without one. */
+export function runBoundsOf(check: DeclaredCheck, values: SqlParameterValues): RunBounds | undefined {
+  const spec = check.spec;
+  if (spec.check !== "range") return undefined;
+  const bounds: RunBounds = {};
+  if (typeof spec.min === "object") bounds.min = String(boundValue(spec.min, values));
+  if (typeof spec.max === "object") bounds.max = String(boundValue(spec.max, values));
+  return bounds.min === undefined && bounds.max === undefined ? undefined : bounds;
+}
+
+/**
+ * Whether every row that passed under the bounds of the run `recorded` (a JSON {@link RunBounds}) still
+ * passes under `now`: an upper bound only moved up, a lower one only down (a clock set back fails it).
+ */
+function runBoundsStillHold(recorded: SqlValue | undefined, now: RunBounds): boolean {
+  let then: RunBounds;
+  try {
+    then = JSON.parse(String(recorded)) as RunBounds;
+  } catch {
+    return false;
+  }
+  if (typeof then !== "object" || then === null) return false;
+  // why: both are UTC ISO 8601 text of one format (the configuration is the same), so their order as text is their order in time, and SQLite's.
+  const maxHolds = now.max === undefined || (typeof then.max === "string" && then.max <= now.max);
+  const minHolds = now.min === undefined || (typeof then.min === "string" && then.min >= now.min);
+  return maxHolds && minHolds;
+}
+
 /** The query whose rows are the check's failures (one row per failing row, or per repeated key for `unique`). */
-export function failingRowsSql(check: DeclaredCheck, baseDir: string, rows?: string): string {
+export function failingRowsSql(check: DeclaredCheck, baseDir: string, values: SqlParameterValues = noRunValues, rows?: string): string {
   const spec = check.spec;
   const t = quoteIdent(check.table);
   // why: with `rows`, a row-by-row check judges only the rows it selects (those a run appended), under the table's own name.
@@ -128,7 +194,7 @@ export function failingRowsSql(check: DeclaredCheck, baseDir: string, rows?: str
     case "accepted_values":
     case "range":
     case "expression":
-      return `SELECT * FROM ${from} WHERE ${failingCondition(check)}`;
+      return `SELECT * FROM ${from} WHERE ${failingCondition(check, values)}`;
     case "unique": {
       const list = spec.columns.map(quoteIdent);
       return `SELECT ${list.join(", ")}, count(*) AS "rows" FROM ${t} WHERE ${list.map((c) => `${c} IS NOT NULL`).join(" AND ")} GROUP BY ${list.join(", ")} HAVING count(*) > 1`;
@@ -162,7 +228,7 @@ export function countingSql(failing: string, samples = checkSamples): string {
 /** Runs one check against the database; its status follows its severity. */
 export function runCheck(db: SqlDatabase, check: DeclaredCheck, baseDir: string, values: SqlParameterValues, only?: string): CheckResult {
   if (only === undefined && passesByIndex(db, check, values)) return resultOf(check, 0, []);
-  const sql = countingSql(failingRowsSql(check, baseDir, only));
+  const sql = countingSql(failingRowsSql(check, baseDir, values, only));
   let rows: Row[];
   try {
     rows = db.all(sql, parametersOf(sql, values));
@@ -175,13 +241,13 @@ export function runCheck(db: SqlDatabase, check: DeclaredCheck, baseDir: string,
 }
 
 /**
- * Whether an `expression` check that is one comparison (engine/check-comparison.ts) has no failing
- * row, counted with the comparison negated, which SQLite can answer from an index on the column
- * (`date > date(:run_started_at)` reads the few rows after that day; `NOT (date <= …)` reads them all).
- * False when some row fails, or anything goes wrong: the check then runs as written, samples and all.
+ * Whether a check SQLite can count from an index on its column has no failing row, counted with the
+ * condition of {@link indexedFailingCondition} (`date > date(:run_started_at)` reads the few rows after
+ * that day; `NOT (date <= …)` reads them all). False when some row fails, or anything goes wrong: the
+ * check then runs as written, samples and all.
  */
 function passesByIndex(db: SqlDatabase, check: DeclaredCheck, values: SqlParameterValues): boolean {
-  const negated = !db.dialect && check.spec.check === "expression" ? negatedComparison(check.spec.expression) : undefined;
+  const negated = db.dialect ? undefined : indexedFailingCondition(check, values);
   if (negated === undefined) return false;
   const sql = `SELECT count(*) AS n FROM ${quoteIdent(check.table)} WHERE ${negated}`;
   try {
@@ -189,6 +255,25 @@ function passesByIndex(db: SqlDatabase, check: DeclaredCheck, values: SqlParamet
   } catch {
     return false;
   }
+}
+
+/**
+ * The rows a check fails, as a condition without the `NOT` that keeps SQLite from an index on the
+ * column: an `expression` that is one comparison, negated (engine/check-comparison.ts); a `range`,
+ * each bound's comparison negated (`date > '2026-12-02'`, `quantity <= 0 OR quantity > 100`), which
+ * for any non-NULL value is true exactly when `NOT (… AND …)` is, and NULL for a NULL value, which
+ * the range never fails. Undefined for the other checks.
+ */
+export function indexedFailingCondition(check: DeclaredCheck, values: SqlParameterValues): string | undefined {
+  const spec = check.spec;
+  if (spec.check === "expression") return negatedComparison(spec.expression);
+  if (spec.check !== "range") return undefined;
+  const { column: c, min, max, inclusive } = rangeSql(spec, values);
+  const outside = [
+    ...(min === undefined ? [] : [`${c} ${inclusive ? "<" : "<="} ${min}`]),
+    ...(max === undefined ? [] : [`${c} ${inclusive ? ">" : ">="} ${max}`]),
+  ];
+  return outside.length === 0 ? undefined : outside.join(" OR ");
 }
 
 function resultOf(check: DeclaredCheck, failingRows: number, samples: CheckResult["samples"]): CheckResult {
@@ -209,7 +294,7 @@ function resultOf(check: DeclaredCheck, failingRows: number, samples: CheckResul
  * `range`, `expression`, `relationships`), as one condition over the table under its own name: the
  * WHERE of {@link failingRowsSql} (a relationship's there names the table `child`); undefined for the other kinds.
  */
-function failingCondition(check: DeclaredCheck): string | undefined {
+function failingCondition(check: DeclaredCheck, values: SqlParameterValues): string | undefined {
   const spec = check.spec;
   const t = quoteIdent(check.table);
   switch (spec.check) {
@@ -218,11 +303,10 @@ function failingCondition(check: DeclaredCheck): string | undefined {
     case "accepted_values":
       return `${quoteIdent(spec.column)} IS NOT NULL AND ${quoteIdent(spec.column)} NOT IN (${spec.values.map(literal).join(", ")})`;
     case "range": {
-      const c = quoteIdent(spec.column);
-      const inclusive = spec.inclusive ?? true;
+      const { column: c, min, max, inclusive } = rangeSql(spec, values);
       const bounds = [
-        ...(spec.min === undefined ? [] : [`${c} ${inclusive ? ">=" : ">"} ${literal(spec.min)}`]),
-        ...(spec.max === undefined ? [] : [`${c} ${inclusive ? "<=" : "<"} ${literal(spec.max)}`]),
+        ...(min === undefined ? [] : [`${c} ${inclusive ? ">=" : ">"} ${min}`]),
+        ...(max === undefined ? [] : [`${c} ${inclusive ? "<=" : "<"} ${max}`]),
       ];
       return `${c} IS NOT NULL AND NOT (${bounds.join(" AND ") || "TRUE"})`;
     }
@@ -271,7 +355,9 @@ export function runChecksInOnePass(
     if (rest.length < 2) continue;
     const joins: string[] = [];
     const counts = rest.map((i, n) => {
-      const condition = db.dialect ? (joinedRelationship(checks[i]!, joins) ?? failingCondition(checks[i]!)) : failingCondition(checks[i]!);
+      const condition = db.dialect
+        ? (joinedRelationship(checks[i]!, joins) ?? failingCondition(checks[i]!, values))
+        : failingCondition(checks[i]!, values);
       return `count(CASE WHEN ${condition} THEN 1 END) AS "__failing_${n}"`;
     });
     const sql = `SELECT ${counts.join(",\n")}\nFROM ${quoteIdent(table)}${joins.join("")}`;
@@ -364,12 +450,12 @@ function sampleValue(value: SqlValue): string | number | null {
 
 /** The tables a query reads, from its compiled program (EXPLAIN: the b-trees it opens to read); nothing runs. */
 export function tablesRead(db: SqlDatabase, sql: string): Set<string> {
-  if (db.dialect) return db.dialect.tablesRead(db, sql, parametersOf(sql, { run_id: 0, run_started_at: "" }));
+  if (db.dialect) return db.dialect.tablesRead(db, sql, parametersOf(sql, noRunValues));
   const roots = new Map(
     db.all("SELECT tbl_name, rootpage FROM sqlite_schema WHERE rootpage > 0").map((r) => [Number(r["rootpage"]), String(r["tbl_name"])]),
   );
   const read = new Set<string>();
-  for (const op of db.all(`EXPLAIN ${sql}`, parametersOf(sql, { run_id: 0, run_started_at: "" }))) {
+  for (const op of db.all(`EXPLAIN ${sql}`, parametersOf(sql, noRunValues))) {
     if (op["opcode"] !== "OpenRead" || op["p3"] !== 0) continue;
     const table = roots.get(Number(op["p2"]));
     if (table !== undefined) read.add(table);
@@ -411,7 +497,7 @@ export function steadyInputs(db: SqlDatabase, sql: string): { tables: Set<string
   const tables = new Set<string>();
   let program: Row[];
   try {
-    program = db.all(`EXPLAIN ${sql}`, parametersOf(sql, { run_id: 0, run_started_at: "" }));
+    program = db.all(`EXPLAIN ${sql}`, parametersOf(sql, noRunValues));
   } catch (error) {
     return { reason: (error as Error).message };
   }
@@ -478,7 +564,7 @@ export class CheckRun {
     const due = this.schedule.filter((entry) => entry.after < next);
     this.schedule = this.schedule.filter((entry) => entry.after >= next);
     const values = { run_id: runId, run_started_at: startedAt };
-    const found = due.map((entry) => this.carriedOver(db, entry, next) ?? this.appendedOnly(db, entry, next));
+    const found = due.map((entry) => this.carriedOver(db, entry, next, values) ?? this.appendedOnly(db, entry, next, values));
     // why: the row-by-row checks left to run read their table once between them, not once each (docs/checks.md).
     const left = due.flatMap((entry, i) => (found[i] === undefined && entry.declared ? [i] : []));
     const onePass = runChecksInOnePass(
@@ -490,7 +576,8 @@ export class CheckRun {
     left.forEach((i, n) => (found[i] = onePass[n]));
     const failed: CheckResult[] = [];
     for (const [i, entry] of due.entries()) {
-      const result = found[i] ?? entry.run(db, values);
+      const runBounds = entry.declared && runBoundsOf(entry.declared, values);
+      const result = { ...(found[i] ?? entry.run(db, values)), ...(runBounds ? { runBounds } : {}) };
       if (this.options.record) recordCheckResult(db, runId, result);
       this.results.push(result);
       this.onResult(result);
@@ -502,13 +589,14 @@ export class CheckRun {
   /**
    * The result the last commit recorded for this check, when running it again would give exactly
    * that: the same configuration, every table it reads as that commit left it (the commit mark)
-   * and not written by this run's steps so far, and nothing else deciding its result.
+   * and not written by this run's steps so far, and nothing else deciding its result (a bound of
+   * the run only widened since: {@link CheckRun.lastResult}).
    */
-  private carriedOver(db: SqlDatabase, entry: ScheduledCheck, next: number): CheckResult | undefined {
+  private carriedOver(db: SqlDatabase, entry: ScheduledCheck, next: number, values: SqlParameterValues): CheckResult | undefined {
     const committed = this.options.committed?.at(next);
     if (!committed || !entry.steady || committed.changed(entry.steady) !== undefined) return undefined;
     const previousRunId = committed.previousRunId!;
-    const row = this.lastResult(db, entry, previousRunId);
+    const row = this.lastResult(db, entry, previousRunId, values);
     if (!row) return undefined;
     return {
       name: entry.check.name,
@@ -531,7 +619,7 @@ export class CheckRun {
    * rows of the table, and the rows after the table's last row before the steps are exactly as many
    * as its steps inserted; every other table the check reads is untouched.
    */
-  private appendedOnly(db: SqlDatabase, entry: ScheduledCheck, next: number): CheckResult | undefined {
+  private appendedOnly(db: SqlDatabase, entry: ScheduledCheck, next: number, values: SqlParameterValues): CheckResult | undefined {
     const check = entry.rowByRow;
     const committed = this.options.committed?.at(next);
     if (!check || !committed || !entry.steady) return undefined;
@@ -539,12 +627,12 @@ export class CheckRun {
     const appended = committed.appended(db, check.table);
     if (!("afterRowid" in appended)) return undefined;
     const previousRunId = committed.previousRunId!;
-    const row = this.lastResult(db, entry, previousRunId);
+    const row = this.lastResult(db, entry, previousRunId, values);
     if (!row || row["status"] !== "passed" || Number(row["failing_rows"]) !== 0) return undefined;
     const after = `rowid > ${appended.afterRowid}`;
     try {
-      // why: a row-by-row check on appended rows is steady (no parameter), so the run's values are not needed.
-      const result = runCheck(db, check, this.plan.config.baseDir, { run_id: 0, run_started_at: "" }, after);
+      // why: the run's values give a bound of the run its value in this run; a steady check uses none.
+      const result = runCheck(db, check, this.plan.config.baseDir, values, after);
       if (result.status !== "passed") return undefined;
       const earlierFromRun = row["carried_from_run"] === null ? previousRunId : Number(row["carried_from_run"]);
       return { ...result, appendedRows: { rows: appended.rows, earlierFromRun } };
@@ -553,15 +641,24 @@ export class CheckRun {
     }
   }
 
-  /** The result the last commit recorded for this check, when it passed or warned with the same kind and severity. */
-  private lastResult(db: SqlDatabase, entry: ScheduledCheck, previousRunId: number): Row | undefined {
+  /**
+   * The result the last commit recorded for this check, when it passed or warned with the same kind
+   * and severity; for a range check with a bound of the run, only a pass on every row under bounds
+   * that this run's values only widen (an upper bound moved up, a lower one down): every row that
+   * passed then passes now.
+   */
+  private lastResult(db: SqlDatabase, entry: ScheduledCheck, previousRunId: number, values: SqlParameterValues): Row | undefined {
     const row = db.all(
-      "SELECT kind, severity, status, failing_rows, samples, detail, carried_from_run FROM pipeline_check_results WHERE run_id = ? AND check_name = ?",
+      "SELECT kind, severity, status, failing_rows, samples, detail, carried_from_run, run_bounds FROM pipeline_check_results WHERE run_id = ? AND check_name = ?",
       [previousRunId, entry.check.name],
     )[0];
     if (!row || row["kind"] !== entry.check.kind || row["severity"] !== entry.check.severity) return undefined;
     // why: a commit's results passed or warned (a failed error check saves nothing); anything else is not used.
-    return row["status"] === "passed" || row["status"] === "warned" ? row : undefined;
+    if (row["status"] !== "passed" && row["status"] !== "warned") return undefined;
+    const bounds = entry.declared && runBoundsOf(entry.declared, values);
+    if (bounds && (row["status"] !== "passed" || Number(row["failing_rows"]) !== 0 || !runBoundsStillHold(row["run_bounds"], bounds)))
+      return undefined;
+    return row;
   }
 
   /** The checks a run will make, each with the step it runs after, in the order they run (the plan shows them); runs nothing. */
@@ -623,8 +720,8 @@ export function describeCheckResult(result: CheckResult): string {
 /** Records a result in pipeline_check_results. */
 export function recordCheckResult(db: SqlDatabase, runId: number, result: CheckResult): void {
   db.run(
-    `INSERT INTO pipeline_check_results (run_id, check_name, table_name, column_name, kind, severity, status, failing_rows, samples, detail, carried_from_run)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    `INSERT INTO pipeline_check_results (run_id, check_name, table_name, column_name, kind, severity, status, failing_rows, samples, detail, carried_from_run, run_bounds)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     [
       runId,
       result.name,
@@ -637,6 +734,7 @@ export function recordCheckResult(db: SqlDatabase, runId: number, result: CheckR
       result.samples.length > 0 ? JSON.stringify(result.samples) : null,
       result.detail ?? null,
       result.carriedFromRun ?? null,
+      result.runBounds ? JSON.stringify(result.runBounds) : null,
     ],
   );
 }
@@ -705,9 +803,23 @@ export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline,
         problem(`min (${spec.min}) is more than max (${spec.max})`, [...at, "min"]);
         ok = false;
       }
-      if (spec.check === "range" && spec.min !== undefined && spec.max !== undefined && typeof spec.min !== typeof spec.max) {
+      // why: a bound of the run is text.
+      const valueType = (bound: RangeBound) => (typeof bound === "object" ? "string" : typeof bound);
+      if (spec.check === "range" && spec.min !== undefined && spec.max !== undefined && valueType(spec.min) !== valueType(spec.max)) {
         problem("min and max must both be numbers or both be text (dates are text: '2023-01-31')", [...at, "max"]);
         ok = false;
+      }
+      if (spec.check === "range") {
+        const type = table.columns[spec.column]?.type;
+        for (const side of ["min", "max"] as const) {
+          const bound = spec[side];
+          if (typeof bound !== "object" || type === undefined) continue;
+          const fits = bound.run === "date" ? type === "date" || type === "text" : type === "text";
+          if (fits) continue;
+          const wanted = bound.run === "date" ? "a date or text column" : "a text column (a date column takes { run: date })";
+          problem(`{ run: ${bound.run} } is compared with ${wanted}; ${spec.column} is ${type}`, [...at, side, "run"]);
+          ok = false;
+        }
       }
       let label = `check ${check.name}`;
       let where: (string | number)[] = at;

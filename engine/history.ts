@@ -125,6 +125,11 @@ export const systemTables = {
         type: "integer",
         description: "when the result was carried over instead of run: the run that ran the check (nothing it reads changed since)",
       },
+      run_bounds: {
+        type: "text",
+        description:
+          "for a range check with a bound of the run ({ run: date }): the values those bounds took in this run, JSON { min, max }",
+      },
     },
     primary_key: ["run_id", "check_name"],
     foreign_keys: [{ columns: ["run_id"], references: { table: "pipeline_runs", columns: ["run_id"] } }],

@@ -12,6 +12,9 @@ export const sqlParameters = ["run_id", "run_started_at"] as const;
 /** The values of the named parameters during a run. */
 export type SqlParameterValues = Record<(typeof sqlParameters)[number], SqlValue>;
 
+/** The parameters' values where no run gives them: to compile a query or read its program. */
+export const noRunValues: SqlParameterValues = { run_id: 0, run_started_at: "" };
+
 /** The SQL of a step: from `file` (relative to the pipeline file) or inline `sql`. */
 export function readSqlText(spec: { file?: string | undefined; sql?: string | undefined }, baseDir: string): string {
   return spec.file === undefined ? (spec.sql ?? "") : readRegularFileSync(path.resolve(baseDir, spec.file));
@@ -98,7 +101,7 @@ export function writesDatabase(db: SqlDatabase, statement: string): boolean {
 export function checkScript(context: CheckContext, sql: string): string | undefined {
   context.scratch.exec("SAVEPOINT check_script");
   try {
-    context.scratch.runScript(sql, { run_id: 0, run_started_at: "" });
+    context.scratch.runScript(sql, noRunValues);
     return undefined;
   } catch (error) {
     return explainCompileError(context, (error as Error).message);

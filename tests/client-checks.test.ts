@@ -66,6 +66,15 @@ describe("the client's checks", () => {
     expect(ws.bytes("output/fiche-synthese.md")).toBeDefined();
   });
 
+  test("a re-run that appends sales judges no_sale_in_the_future on the new sales only, the others having passed before that day", async () => {
+    expect((await run()).code).toBe(0);
+    ws.write("tests/fixtures/client/ventes.csv", `${sales().trimEnd()}\n2023-06-26,REF001,1,1\n2023-06-27,REF002,2,1\n`);
+    const { code, report } = await run();
+    expect(code).toBe(0);
+    const check = report.checks.find((c) => c.name === "no_sale_in_the_future");
+    expect(check).toMatchObject({ status: "passed", appendedRows: { rows: 2, earlierFromRun: 1 }, runBounds: { max: "2023-07-01" } });
+  });
+
   test("a product priced 0 fails the run before any analysis", async () => {
     const products = readFileSync(path.join(clientFixtures, "produits.csv"), "utf8").replace(/,49\.99,/, ",0,");
     expect(products).toContain(",0,");

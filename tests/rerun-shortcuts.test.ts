@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { negatedComparison } from "../engine/check-comparison.js";
-import { declaredChecks, runCheck } from "../engine/checks.js";
+import { declaredChecks, failingRowsSql, indexedFailingCondition, runCheck } from "../engine/checks.js";
 import type { Pipeline } from "../engine/config/schema.js";
 import { checkForeignKeys } from "../engine/db/constraints.js";
 import { openNativeMemory } from "../engine/db/engines/native.js";
@@ -297,6 +297,75 @@ describe("an expression check that is one comparison, counted through its negati
       db.exec("INSERT INTO sales VALUES ('2024-07-01', 3)");
       const late = runCheck(db, declaredChecks(pipeline)[0]!, "/", values);
       expect(late).toMatchObject({ status: "failed", failingRows: 1, samples: [{ date: "2024-07-01", qty: 3 }] });
+    } finally {
+      db.close();
+    }
+  });
+});
+
+describe("a range check counted through its bounds compared alone", () => {
+  const values = { run_id: 1, run_started_at: "2024-06-01T10:00:00.000Z" };
+  const rangeCheck = (range: Record<string, unknown>) =>
+    declaredChecks({
+      version: 1,
+      database: "x.db",
+      tables: { sales: { columns: { date: { type: "text" } }, checks: [{ check: "range", column: "date", ...range }] } },
+      steps: [],
+    } as unknown as Pipeline)[0]!;
+
+  test("counts exactly the rows its own query finds, for any bounds, inclusive or not, NULL included", () => {
+    const db = openNativeMemory();
+    try {
+      db.exec("CREATE TABLE sales (date ANY) STRICT");
+      for (const value of [
+        "NULL",
+        "1",
+        "2",
+        "-1",
+        "1.5",
+        "'1'",
+        "'a'",
+        "'B'",
+        "x'01'",
+        "''",
+        "'2024-05-31'",
+        "'2024-06-01'",
+        "'2024-06-02'",
+      ])
+        db.exec(`INSERT INTO sales VALUES (${value})`);
+      const bounds = [undefined, 1, 1.5, "a", "2024-06-01", { run: "date" }, { run: "time" }];
+      const count = (sql: string) => Number(db.all(`SELECT count(*) AS n FROM (${sql}) AS counted`)[0]?.["n"]);
+      let compared = 0;
+      for (const min of bounds)
+        for (const max of bounds)
+          for (const inclusive of [true, false]) {
+            if (min === undefined && max === undefined) continue;
+            const check = rangeCheck({ min, max, inclusive });
+            const indexed = `SELECT * FROM sales WHERE ${indexedFailingCondition(check, values)}`;
+            expect(count(indexed), JSON.stringify({ min, max, inclusive })).toBe(count(failingRowsSql(check, "/", values)));
+            compared++;
+          }
+      expect(compared).toBe(96);
+    } finally {
+      db.close();
+    }
+  });
+
+  test("reads a bound of the run's day through an index on the column, and a row after that day still fails", () => {
+    const db = openNativeMemory();
+    try {
+      db.exec("CREATE TABLE sales (date TEXT NOT NULL, product TEXT NOT NULL, UNIQUE (date, product)) STRICT");
+      db.exec("INSERT INTO sales VALUES ('2024-05-31', 'A'), ('2024-06-01', 'B')");
+      const check = rangeCheck({ max: { run: "date" } });
+      const plan = db.all(`EXPLAIN QUERY PLAN SELECT count(*) FROM sales WHERE ${indexedFailingCondition(check, values)}`);
+      expect(plan.map((row) => row["detail"]).join("\n")).toMatch(/^SEARCH sales USING COVERING INDEX \S+ \(date>\?\)$/);
+      expect(runCheck(db, check, "/", values)).toMatchObject({ status: "passed", failingRows: 0 });
+      db.exec("INSERT INTO sales VALUES ('2024-06-02', 'C')");
+      expect(runCheck(db, check, "/", values)).toMatchObject({
+        status: "failed",
+        failingRows: 1,
+        samples: [{ date: "2024-06-02", product: "C" }],
+      });
     } finally {
       db.close();
     }

@@ -53,6 +53,28 @@ const checkCommon = {
 const checkValue = { type: ["string", "number", "boolean"] } as const;
 const checkColumn = { ...identifier, description: "the column checked" } as const;
 
+/** A range check's bound written as a value, or as the run's own day or start (`max: { run: date }`), which the engine knows moves only forward. */
+const rangeBound = (side: "lowest" | "highest") =>
+  ({
+    anyOf: [
+      { type: ["number", "string"] },
+      {
+        type: "object",
+        additionalProperties: false,
+        required: ["run"],
+        properties: {
+          run: {
+            enum: ["date", "time"],
+            description:
+              "date: the day the run started (UTC, YYYY-MM-DD, as a date column stores it); time: the moment it started (UTC, ISO 8601 text, as run_started_at)",
+          },
+        },
+      },
+    ],
+    description: `the ${side} value allowed, as stored; or { run: date } (the day of the run, UTC) or { run: time } (its start), for a date or text column`,
+    examples: side === "highest" ? [100, "2030-12-31", { run: "date" }] : [0, "2023-01-01"],
+  }) as const;
+
 /** The checks a table may declare, discriminated on `check`; each compiles to one query whose rows are the failures. */
 const checkSchema = {
   type: "object",
@@ -122,8 +144,8 @@ const checkSchema = {
       properties: {
         check: { const: "range", description: "the kind of check" },
         column: checkColumn,
-        min: { type: ["number", "string"], description: "the lowest value allowed, as stored" },
-        max: { type: ["number", "string"], description: "the highest value allowed, as stored" },
+        min: rangeBound("lowest"),
+        max: rangeBound("highest"),
         inclusive: { type: "boolean", default: true, description: "whether min and max themselves are allowed" },
         ...checkCommon,
       },
