@@ -123,6 +123,14 @@ describe("the parse cache's entries", () => {
     expect(await parseCache("parser 1", link)!.read("text")).toBeUndefined();
   });
 
+  test("are at most 200: the least recently written go first", async () => {
+    const dir = path.join(temporaryDir(), "cache");
+    const cache = parseCache("parser 1", dir)!;
+    for (let n = 0; n < 205; n++) await cache.write(`text ${n}`, n);
+    expect(readdirSync(dir)).toHaveLength(200);
+    expect(await cache.read("text 204")).toBe(204);
+  });
+
   test("hold only plain values: anything else written there is not used", async () => {
     const dir = path.join(temporaryDir(), "cache");
     mkdirSync(dir, { mode: 0o700 });

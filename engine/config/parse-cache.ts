@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { lstat, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
 import { deserialize, serialize } from "node:v8";
@@ -67,11 +67,29 @@ export function parseCache(parser: string, dir?: string): ParseCache | undefined
         await writeFile(temporary, Buffer.concat([createHash("sha256").update(payload).digest(), payload]), { mode: 0o600, flag: "wx" });
         // why: renamed into place whole, so that a concurrent run reads the old entry, the new one, or none.
         await rename(temporary, file);
+        await prune(dir);
       } catch {
         await rm(temporary, { force: true }).catch(() => undefined);
       }
     },
   };
+}
+
+/** The most entries kept: a file parsed by each run keeps one per version of it; tests, one per pipeline they write. */
+const maxEntries = 200;
+
+/** Removes the least recently written entries beyond {@link maxEntries} (and with them any left by a run that died writing). */
+async function prune(dir: string): Promise<void> {
+  const names = await readdir(dir);
+  if (names.length <= maxEntries) return;
+  const entries = await Promise.all(
+    names.map(async (name) => ({
+      file: path.join(dir, name),
+      written: (await stat(path.join(dir, name)).catch(() => undefined))?.mtimeMs ?? 0,
+    })),
+  );
+  entries.sort((a, b) => a.written - b.written);
+  await Promise.all(entries.slice(0, entries.length - maxEntries).map(({ file }) => rm(file, { force: true })));
 }
 
 /** Whether a value holds only what a parsed pipeline file can: strings, numbers, booleans, null, arrays and plain objects. */
