@@ -195,7 +195,7 @@ export function parseConfig(
 /**
  * The same value with every mapping as an object without prototype, so that a name such as
  * `constructor`, `toString` or `__proto__` is only ever an own key: `tables[name]` and
- * `name in columns` never find Object.prototype's members.
+ * `name in columns` never find Object.prototype's members; each string value (not key) passes through `substitute`.
  */
 function withoutPrototypes(value: unknown, substitute: (text: string) => string = (text) => text): unknown {
   if (typeof value === "string") return substitute(value);
