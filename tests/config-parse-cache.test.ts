@@ -1,6 +1,8 @@
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { serialize } from "node:v8";
 import { afterEach, describe, expect, test } from "vitest";
 import { configParseCache, loadConfigFile, parseConfig } from "../engine/config/load.js";
 import { parseCache } from "../engine/config/parse-cache.js";
@@ -131,13 +133,18 @@ describe("the parse cache's entries", () => {
     expect(await cache.read("text 204")).toBe(204);
   });
 
-  test("hold only plain values: anything else written there is not used", async () => {
-    const dir = path.join(temporaryDir(), "cache");
-    mkdirSync(dir, { mode: 0o700 });
-    const cache = parseCache("parser 1", dir)!;
-    for (const tree of [new Date(0), { a: new Map() }, [1, , 3], Object.assign([1], { extra: 2 })]) {
-      await cache.write("text", tree);
+  test("hold only plain values, at most 1000 deep: anything else found there is not used, nor written", async () => {
+    let deep: unknown = "x";
+    for (let depth = 0; depth < 1100; depth++) deep = [deep];
+    const { cache, entry } = await cacheWithEntry();
+    for (const tree of [new Date(0), { a: new Map() }, [1, , 3], Object.assign([1], { extra: 2 }), deep]) {
+      // why: as this user could write it: named and digested as the cache does.
+      const payload = serialize([path.basename(entry), tree]);
+      writeFileSync(entry, Buffer.concat([createHash("sha256").update(payload).digest(), payload]));
       expect(await cache.read("text")).toBeUndefined();
+      await cache.write("text", { kept: true });
+      await cache.write("text", tree);
+      expect(await cache.read("text")).toEqual({ kept: true });
     }
   });
 });

@@ -56,10 +56,12 @@ export function parseCache(parser: string, dir?: string): ParseCache | undefined
       }
     },
     async write(text, tree) {
+      // why: what read would refuse is not written (a tree nested deeper than read follows, too deep to serialize).
+      if (!isPlainTree(tree)) return;
       const file = path.join(dir, nameOf(text));
-      const payload = serialize([path.basename(file), tree]);
       const temporary = `${file}.${randomBytes(6).toString("hex")}`;
       try {
+        const payload = serialize([path.basename(file), tree]);
         await mkdir(dir, { mode: 0o700 }).catch((error: NodeJS.ErrnoException) => {
           if (error.code !== "EEXIST") throw error;
         });
@@ -92,12 +94,15 @@ async function prune(dir: string): Promise<void> {
   await Promise.all(entries.slice(0, entries.length - maxEntries).map(({ file }) => rm(file, { force: true })));
 }
 
-/** Whether a value holds only what a parsed pipeline file can: strings, numbers, booleans, null, arrays and plain objects. */
+/** Whether a value holds only what a parsed pipeline file can (strings, numbers, booleans, null, arrays and plain objects), at most 1000 deep. */
 function isPlainTree(value: unknown, depth = 0): boolean {
   if (depth > 1000) return false;
   if (value === null || typeof value === "string" || typeof value === "number" || typeof value === "boolean") return true;
   // why: a parsed file's lists have no holes and no other keys.
   if (Array.isArray(value)) return Object.keys(value).length === value.length && value.every((item) => isPlainTree(item, depth + 1));
-  if (typeof value !== "object" || Object.getPrototypeOf(value) !== Object.prototype) return false;
+  if (typeof value !== "object") return false;
+  // why: written as the parse leaves them (without prototype), read back as plain objects.
+  const prototype = Object.getPrototypeOf(value) as unknown;
+  if (prototype !== Object.prototype && prototype !== null) return false;
   return Object.values(value).every((item) => isPlainTree(item, depth + 1));
 }
