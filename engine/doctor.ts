@@ -44,7 +44,7 @@ export async function runtimeChecks(runnerVersion: string, engine: EngineName, n
     if (name === "postgres" && engine !== "postgres") continue;
     const label = name === "sqljs" ? "sqlite (sql.js)" : name === "native" ? "sqlite (native)" : "postgres";
     try {
-      checks.push({ name: label, ok: true, detail: `${await engineNamed(name).version()}${name === engine ? ", in use" : ""}` });
+      checks.push({ name: label, ok: true, detail: `${await (await engineNamed(name)).version()}${name === engine ? ", in use" : ""}` });
     } catch (error) {
       checks.push({ name: label, ok: name !== engine, detail: `unavailable: ${(error as Error).message}` });
     }

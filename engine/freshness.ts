@@ -116,19 +116,20 @@ export function freshnessDiagnostics(config: LoadedConfig, pipeline: Pipeline): 
     if (!step || column === undefined) return;
     const table = (pipeline.tables as Record<string, TableSpec>)[step.table];
     if (!table) return; // why: reported by the load step's own check.
-    const place = config.locate(["steps", index, "freshness", "column"]);
+    // why: a place is found only for a diagnostic; finding one parses the file when its parse was kept (engine/config/load.ts).
+    const place = () => config.locate(["steps", index, "freshness", "column"]);
     const declared = table.columns[column];
     if (!declared)
       diagnostics.push({
         code: "E_CONFIG",
         message: `"${column}" is not a column of table ${step.table}${didYouMean(column, Object.keys(table.columns))}`,
-        place,
+        place: place(),
       });
     else if (declared.type !== "date")
       diagnostics.push({
         code: "E_CONFIG",
         message: `freshness.column must be a date column; ${step.table}.${column} is ${declared.type}`,
-        place,
+        place: place(),
       });
   });
   return diagnostics;

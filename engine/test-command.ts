@@ -43,10 +43,11 @@ export async function testStoredDatabase(
   const { stdout, colors: c } = options;
   const report: TestReport = { ok: false, command: "test", database: plan.database, runId: null, checks: [] };
   // why: a server has no file; its missing tables say the same below.
-  if (!engineNamed(options.engine).dialect && !existsSync(database))
+  const engine = await engineNamed(options.engine);
+  if (!engine.dialect && !existsSync(database))
     throw new PipelineError("E_DB", `${plan.database} does not exist yet; run the pipeline first, then test it`);
   // why: a preview transaction, always rolled back: results can be written where a run writes them; the file is never changed.
-  const transaction = await engineNamed(options.engine).begin(database, { busyTimeoutMs: options.lockTimeoutMs, preview: true });
+  const transaction = await engine.begin(database, { busyTimeoutMs: options.lockTimeoutMs, preview: true });
   const db = transaction.db;
   try {
     const stored = existingTables(db);

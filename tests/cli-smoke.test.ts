@@ -72,15 +72,18 @@ process.on("exit", () => writeFileSync(${JSON.stringify(loaded)}, JSON.stringify
     expect(modules.urls).toContainEqual(expect.stringContaining("/engine/run.js"));
     return modules;
   }
-  const notNeeded = /\/node_modules\/(sql\.js|node-fetch|csv-parse)\/|\/engine\/commands\//;
+  // why: yaml too: the file's parse is kept between runs (engine/config/parse-cache.ts), and the run's second start finds it;
+  // nor the other engines' modules (engine/db/engines/index.ts).
+  const notNeeded =
+    /\/node_modules\/(sql\.js|node-fetch|csv-parse|yaml)\/|\/engine\/commands\/|\/engine\/db\/(pg\/|engines\/(postgres|sqljs)\.)/;
 
-  test("on the native engine with file sources, loads neither sql.js, csv-parse, node-fetch, node:http nor the other commands", async () => {
+  test("on the native engine with file sources, loads neither sql.js, csv-parse, yaml, node-fetch, node:http, the other engines nor the other commands", async () => {
     const { urls, builtins } = await loadedByUnchangedRun(clientFileEnv);
     expect(urls.filter((url) => notNeeded.test(url))).toEqual([]);
     expect(builtins.filter((name) => /^NativeModule (https?|internal\/deps\/undici\/undici)$/.test(name))).toEqual([]);
   });
 
-  test("on the native engine with HTTP sources (answered 304), loads neither sql.js, csv-parse nor the other commands", async () => {
+  test("on the native engine with HTTP sources (answered 304), loads neither sql.js, csv-parse, yaml, the other engines nor the other commands", async () => {
     const server = await startServer();
     try {
       for (const name of ["produits", "magasins", "ventes"])

@@ -1,5 +1,7 @@
+import { execFileSync } from "node:child_process";
 import { cpSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { interpolate } from "../engine/config/interpolate.js";
 import { shapeValidatorFile, shapeValidatorSource } from "../engine/config/shape-validator-source.js";
@@ -229,5 +231,16 @@ describe("${VAR} substitution", () => {
 describe("the JSON Schema validator generated at build time", () => {
   test("matches the schema: after a change to engine/config/schema.ts, `npm run generate` rewrites it", () => {
     expect(readFileSync(path.join(root, shapeValidatorFile), "utf8")).toBe(shapeValidatorSource());
+  });
+
+  test("is compiled while its module loads, so that Node's compile cache keeps its bytecode for the next start", () => {
+    const built = pathToFileURL(path.join(root, "dist", shapeValidatorFile.replace(/\.ts$/, ".js"))).href;
+    // why: V8's test intrinsic; bit 18 of the status (kIsLazy) is set on a function not compiled yet.
+    const lazy = (source: string) =>
+      execFileSync(process.execPath, ["--allow-natives-syntax", "--input-type=module", "-e", source], { encoding: "utf8" }).trim();
+    expect(
+      lazy(`const { validate } = await import(${JSON.stringify(built)}); console.log((%GetOptimizationStatus(validate) >> 18) & 1);`),
+    ).toBe("0");
+    expect(lazy(`function notCalled() {} console.log((%GetOptimizationStatus(notCalled) >> 18) & 1);`)).toBe("1");
   });
 });

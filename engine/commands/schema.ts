@@ -6,7 +6,7 @@ import { readSchema, renderSchemaMarkdown } from "../schema-diagram.js";
 export const schemaCommand: Command = {
   pipeline: true,
   async run({ io, json }, { config, pipeline, engine }) {
-    const dialect = engineNamed(engine).dialect;
+    const dialect = (await engineNamed(engine)).dialect;
     const tables = await readSchema(pipeline, dialect);
     if (json) io.stdout.write(JSON.stringify({ ok: true, command: "schema", config: config.file, tables }, null, 2) + "\n");
     else io.stdout.write(renderSchemaMarkdown(tables, config.file, dialect));

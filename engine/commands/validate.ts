@@ -8,7 +8,7 @@ import type { Command } from "../main.js";
 export const validateCommand: Command = {
   pipeline: true,
   async run({ args, io, json, c }, { config, pipeline, plan, database, engine }) {
-    if (engineNamed(engine).dialect) {
+    if ((await engineNamed(engine)).dialect) {
       // why: a server's SQL differs from SQLite's; its own planner says whether each query compiles there.
       const refused = await compileOnServer(pipeline, config.baseDir, database, engine, args.lockTimeoutMs, stepType);
       if (refused.length > 0) throw new ConfigError(refused);

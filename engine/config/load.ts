@@ -1,10 +1,36 @@
-import { constants } from "node:fs";
+import { constants, readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
+import { createRequire } from "node:module";
 import path from "node:path";
-import { Document, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Node, type Pair, type YAMLMap } from "yaml";
+import { fileURLToPath } from "node:url";
+import type { Document, Node, Pair, YAMLMap } from "yaml";
 import { ConfigError, PipelineError, type Diagnostic, type SourcePlace } from "../errors.js";
 import { fileKind } from "../paths.js";
 import { interpolate } from "./interpolate.js";
+import { parseCache, type ParseCache } from "./parse-cache.js";
+
+type Yaml = typeof import("yaml");
+const require = createRequire(import.meta.url);
+let loadedYaml: Yaml | undefined;
+
+/**
+ * The yaml package, loaded when first needed.
+ * why: its 72 modules take ~50 ms to load; a run whose file's parse is kept (./parse-cache.ts) needs it only to
+ * name a place in the file. Its `node` entry is CommonJS, so it loads synchronously, as `locate` must.
+ */
+function yaml(): Yaml {
+  return (loadedYaml ??= require("yaml") as Yaml);
+}
+
+/** The kept parses of pipeline files, named by what they depend on besides the text: the yaml package (its version), and this module's code. */
+export function configParseCache(): ParseCache | undefined {
+  return parseCache(parserIdentity());
+}
+
+function parserIdentity(): string {
+  // why: read as text, not required, so that a run whose parse is kept loads nothing of yaml.
+  return `${readFileSync(require.resolve("yaml/package.json"), "utf8")}\0${readFileSync(fileURLToPath(import.meta.url), "utf8")}`;
+}
 
 /** A parsed pipeline file: its plain value, and a way back from any path in it to line:col. */
 export interface LoadedConfig {
@@ -39,19 +65,60 @@ export async function loadConfigFile(file: string, env: Readonly<Record<string, 
     const reason = (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (error as Error).message;
     throw new PipelineError("E_USAGE", `cannot read the configuration ${file}: ${reason}`, { exitCode: 2 });
   }
-  return parseConfig(text, path.resolve(cwd, file), env, path.relative(cwd, path.resolve(cwd, file)) || file);
+  const resolved = path.resolve(cwd, file);
+  const shown = path.relative(cwd, resolved) || file;
+  const cache = configParseCache();
+  const kept = await cache?.read(text);
+  const fromKept = kept === undefined ? undefined : substituted(kept, text, resolved, env, shown);
+  if (fromKept) return fromKept;
+  let tree: unknown;
+  const loaded = parseConfig(text, resolved, env, shown, (parsed) => (tree = parsed));
+  if (tree !== undefined) await cache?.write(text, tree);
+  return loaded;
+}
+
+/**
+ * The config from a kept parse: `${VAR}` substituted in every string value, as {@link parseConfig} does on the
+ * file's scalars; undefined when a substitution fails (the full parse then says where). A place in the file is
+ * found by parsing it when one is first asked for (a diagnostic).
+ */
+function substituted(
+  tree: unknown,
+  text: string,
+  file: string,
+  env: Readonly<Record<string, string | undefined>>,
+  shown: string,
+): LoadedConfig | undefined {
+  let complete = true;
+  const value = withoutPrototypes(tree, (scalar) => {
+    const { value, missing, malformed } = interpolate(scalar, env);
+    if (missing.length > 0 || malformed) complete = false;
+    return value;
+  });
+  if (!complete) return undefined;
+  let parsed: LoadedConfig | undefined;
+  return {
+    file: shown,
+    baseDir: path.dirname(file),
+    text,
+    value,
+    locate: (p, key) => (parsed ??= parseConfig(text, file, env, shown)).locate(p, key),
+  };
 }
 
 /**
  * Parses YAML keeping node positions, and substitutes `${VAR}` in every scalar value
  * (keys are left alone). Problems are thrown together as one {@link ConfigError}.
+ * `keep` is given the parse before substitution when it can be kept (./parse-cache.ts): no problem, only scalar keys.
  */
 export function parseConfig(
   text: string,
   file: string,
   env: Readonly<Record<string, string | undefined>>,
   shown: string = path.basename(file),
+  keep?: (tree: unknown) => void,
 ): LoadedConfig {
+  const { LineCounter, parseDocument, visit } = yaml();
   const lineCounter = new LineCounter();
   // why: yaml's own unique-key check compares each key with every earlier one (quadratic: 40k keys took seconds); duplicateKeys does it with a Set.
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
@@ -65,6 +132,13 @@ export function parseConfig(
       ...duplicateKeys(doc).map((offset) => ({ code: "E_YAML" as const, message: "Map keys must be unique", place: at(offset) })),
     );
   if (diagnostics.length > 0) throw new ConfigError(diagnostics);
+  if (keep && onlyScalarKeys(doc)) {
+    try {
+      keep(withoutPrototypes(doc.toJS()));
+    } catch {
+      // why: too many aliases; the same toJS below says so.
+    }
+  }
 
   visit(doc, {
     Scalar(key, node) {
@@ -121,17 +195,36 @@ export function parseConfig(
 /**
  * The same value with every mapping as an object without prototype, so that a name such as
  * `constructor`, `toString` or `__proto__` is only ever an own key: `tables[name]` and
- * `name in columns` never find Object.prototype's members.
+ * `name in columns` never find Object.prototype's members; each string value (not key) passes through `substitute`.
  */
-function withoutPrototypes(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(withoutPrototypes);
+function withoutPrototypes(value: unknown, substitute: (text: string) => string = (text) => text): unknown {
+  if (typeof value === "string") return substitute(value);
+  if (Array.isArray(value)) return value.map((item) => withoutPrototypes(item, substitute));
   if (typeof value !== "object" || value === null) return value;
   const copy = Object.create(null) as Record<string, unknown>;
-  for (const [key, item] of Object.entries(value)) copy[key] = withoutPrototypes(item);
+  for (const [key, item] of Object.entries(value)) copy[key] = withoutPrototypes(item, substitute);
   return copy;
 }
 
+/**
+ * Whether every mapping key is a scalar. why: a key that is a list or a mapping becomes a string after `${VAR}`
+ * substitution inside it; a kept parse, whose keys are never substituted, could not give the same key.
+ */
+function onlyScalarKeys(doc: Document): boolean {
+  const { isScalar, visit } = yaml();
+  let only = true;
+  visit(doc, {
+    Pair(_key, pair) {
+      if (isScalar(pair.key)) return undefined;
+      only = false;
+      return visit.BREAK;
+    },
+  });
+  return only;
+}
+
 function firstAliasOffset(doc: Document): number {
+  const { visit } = yaml();
   let offset = 0;
   visit(doc, {
     Alias(_key, node) {
@@ -144,6 +237,7 @@ function firstAliasOffset(doc: Document): number {
 
 /** The offsets of keys that repeat an earlier key of the same mapping. */
 function duplicateKeys(doc: Document): number[] {
+  const { isScalar, visit } = yaml();
   const offsets: number[] = [];
   visit(doc, {
     Map(_key, map) {
@@ -161,6 +255,7 @@ function duplicateKeys(doc: Document): number[] {
 }
 
 function findOffset(doc: Document, p: readonly (string | number)[], key: string | undefined, index: PairIndex): number {
+  const { isMap, isSeq } = yaml();
   let node: unknown = doc.contents;
   let offset = (node as Node | null)?.range?.[0] ?? 0;
   for (const segment of p) {
@@ -177,6 +272,7 @@ type PairIndex = (map: YAMLMap) => Map<string, Pair<unknown, unknown>>;
 
 /** Finds a mapping's pair by key in constant time: each mapping is indexed once, the first time it is searched. */
 function pairIndex(): PairIndex {
+  const { isScalar } = yaml();
   const indexes = new WeakMap<YAMLMap, Map<string, Pair<unknown, unknown>>>();
   return (map) => {
     let index = indexes.get(map);

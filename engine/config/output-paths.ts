@@ -55,7 +55,8 @@ export function outputPathDiagnostics(
       const key = Object.entries(step).find(([name, value]) => value === output && !keys.has(name))?.[0] ?? "file";
       keys.add(key);
       const file = resolve(output);
-      const place = config.locate(["steps", index, key]);
+      // why: a place is found only for a diagnostic; finding one parses the file when its parse was kept (./load.ts).
+      const place = () => config.locate(["steps", index, key]);
       const keysOfFile = fileKeys(file);
       const clash =
         keysOfFile.map((k) => known.get(k)).find((g) => g !== undefined) ??
@@ -64,7 +65,7 @@ export function outputPathDiagnostics(
         diagnostics.push({
           code: "E_CONFIG",
           message: `${key}: ${output} is ${clash.what}: writing the report there would destroy it; choose another path`,
-          place,
+          place: place(),
         });
         continue;
       }
@@ -73,7 +74,7 @@ export function outputPathDiagnostics(
         diagnostics.push({
           code: "E_CONFIG",
           message: `${key}: ${output} is also written by step ${twice.step} (${twice.key}:); give each output its own file`,
-          place,
+          place: place(),
         });
         continue;
       }

@@ -60,7 +60,7 @@ export interface Session {
 
 /** Takes the database's run lock through its engine (waiting up to the lock timeout) and removes what killed runs left. */
 export async function lockDatabase(database: string, options: SessionOptions): Promise<Session> {
-  const engine = engineNamed(options.engine);
+  const engine = await engineNamed(options.engine);
   const lock = await engine.lock(database, { timeoutMs: options.lockTimeoutMs, signal: options.signal });
   const journal = failureJournal(engine, database, options.notes);
   let transaction: Transaction | undefined;
@@ -124,7 +124,7 @@ export async function lockDatabase(database: string, options: SessionOptions): P
  * dry-run): the same path as a run, with no run lock and nothing created on disk.
  */
 export async function preview<T>(database: string, engine: EngineName, lockTimeoutMs: number, body: (db: SqlDatabase) => T): Promise<T> {
-  const transaction = await engineNamed(engine).begin(database, { busyTimeoutMs: lockTimeoutMs, preview: true });
+  const transaction = await (await engineNamed(engine)).begin(database, { busyTimeoutMs: lockTimeoutMs, preview: true });
   try {
     return body(transaction.db);
   } finally {
@@ -140,7 +140,7 @@ export async function readDatabase<T>(
   lockTimeoutMs: number,
   body: (db: SqlDatabase) => T,
 ): Promise<T> {
-  const db = await engineNamed(engine).read(database, { busyTimeoutMs: lockTimeoutMs });
+  const db = await (await engineNamed(engine)).read(database, { busyTimeoutMs: lockTimeoutMs });
   try {
     return body(db);
   } finally {

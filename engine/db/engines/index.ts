@@ -1,14 +1,19 @@
 import type { Engine, EngineName } from "./engine.js";
-import { nativeEngine } from "./native.js";
-import { postgresEngine } from "./postgres.js";
-import { sqlJsEngine } from "./sqljs.js";
 
 export { engineNames, type Engine, type EngineName } from "./engine.js";
 
-/** Every engine, by name: a new engine is one module and one line here. */
-const engines: Record<EngineName, Engine> = { sqljs: sqlJsEngine, native: nativeEngine, postgres: postgresEngine };
+/**
+ * Every engine, by name: a new engine is one module and one line here.
+ * why: each is imported when it is used; a command uses one, and the others' modules (the server engine's eight)
+ * were loaded on every start.
+ */
+const engines: Record<EngineName, () => Promise<Engine>> = {
+  sqljs: async () => (await import("./sqljs.js")).sqlJsEngine,
+  native: async () => (await import("./native.js")).nativeEngine,
+  postgres: async () => (await import("./postgres.js")).postgresEngine,
+};
 
 /** The engine of that name. */
-export function engineNamed(name: EngineName): Engine {
-  return engines[name];
+export function engineNamed(name: EngineName): Promise<Engine> {
+  return engines[name]();
 }
