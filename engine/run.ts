@@ -2,6 +2,7 @@ import path from "node:path";
 import { CheckRun } from "./checks.js";
 import type { StepSpec } from "./config/schema.js";
 import type { SqlDatabase } from "./db/database.js";
+import type { UntouchedTables } from "./db/engines/engine.js";
 import type { EngineName } from "./db/engines/index.js";
 import { explainDamage } from "./db/integrity.js";
 import { declaredTables } from "./db/schema.js";
@@ -77,7 +78,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       ...run,
       startedAt,
       now,
-      untouched: session.soundTables,
+      untouched: session.untouched,
       configSha256: attempt.configSha256,
     });
     if (!changed && run.recordedFailures === 0 && schema.addedColumns.length === 0) {
@@ -123,14 +124,15 @@ async function runSteps(
   plan: Plan,
   options: RunOptions,
   report: RunReport,
-  run: OpenedRun & { startedAt: string; now: () => Date; untouched: ReadonlySet<string> | "all"; configSha256: string },
+  run: OpenedRun & { startedAt: string; now: () => Date; untouched: UntouchedTables; configSha256: string },
 ): Promise<{ files: OutputFile[]; changed: boolean; basis: RunBasis }> {
   const startedAt = run.startedAt;
   let changed = run.changed;
   const files: OutputFile[] = [];
   // why: a check whose inputs provably did not change since the last commit keeps that commit's result (docs/checks.md).
   const carry = {
-    untouched: run.untouched,
+    untouched: run.untouched.tables,
+    untouchedWhy: run.untouched.why,
     previousRunId: run.previous?.runId,
     sameConfig: run.previous?.configSha256 === run.configSha256,
   };

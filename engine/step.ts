@@ -42,8 +42,8 @@ export interface CommittedTables {
   unproven(): string | undefined;
   /** Why one of `tables` may not be exactly as the last commit left it, at this step; undefined when each is. */
   changed(tables: Iterable<string>): string | undefined;
-  /** The rows this run's earlier steps only appended to `table` (those after rowid `afterRowid`), or why that is not proven. */
-  appended(db: SqlDatabase, table: string): { afterRowid: number; rows: number } | { reason: string };
+  /** The rows this run's earlier steps only appended to `table` (those `where` selects, e.g. `rowid > 41`), or why that is not proven. */
+  appended(db: SqlDatabase, table: string): { where: string; rows: number } | { reason: string };
   /** The name of a later step that writes one of `tables`, if any. */
   writtenAfter(tables: Iterable<string>): string | undefined;
 }

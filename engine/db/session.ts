@@ -3,7 +3,7 @@ import { PipelineError, throwIfAborted } from "../errors.js";
 import type { FailedRun } from "../failed-runs.js";
 import type { SqlDatabase } from "./database.js";
 import { engineNamed, type EngineName } from "./engines/index.js";
-import type { Transaction } from "./engines/engine.js";
+import type { Transaction, UntouchedTables } from "./engines/engine.js";
 import { failureJournal } from "./failure-journal.js";
 import { removeStrayTemporaries, stageFile, type StagedFile } from "./store.js";
 
@@ -39,6 +39,8 @@ export interface Session {
   readonly saved: boolean;
   /** The tables known sound without an integrity check (see {@link Transaction.soundTables}); set by {@link Session.begin}. */
   readonly soundTables: ReadonlySet<string> | "all";
+  /** The tables proven as this runner's last commit left them (see {@link Transaction.untouched}); set by {@link Session.begin}. */
+  readonly untouched: UntouchedTables;
   /** Opens the database and begins the transaction; returns the failed runs waiting in the journal. */
   begin(): Promise<FailedRun[]>;
   /**
@@ -83,6 +85,10 @@ export async function lockDatabase(database: string, options: SessionOptions): P
     },
     get soundTables() {
       return transaction?.soundTables ?? new Set<string>();
+    },
+    get untouched() {
+      // why: on a SQLite file, the tables its commit mark vouches for are those known sound (engine/db/commit-mark.ts).
+      return transaction?.untouched ?? { tables: transaction?.soundTables ?? new Set<string>(), why: () => undefined };
     },
     async begin() {
       transaction = await engine.begin(database, { busyTimeoutMs: options.lockTimeoutMs, runsScripts: options.runsScripts });

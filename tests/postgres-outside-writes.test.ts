@@ -1,0 +1,170 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
+import type { CheckResult } from "../engine/checks.js";
+import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { Workspace } from "./helpers/workspace.js";
+
+// On PostgreSQL a check keeps the last commit's result only when the runner's trigger proves that
+// nobody wrote its tables since (engine/db/pg/outside-writes.ts). Each write below, made between two
+// runs by another session, however it hides, must make the next run check again and find the bad row.
+
+const pipeline = `version: 1
+database: \${DB_PATH}
+tables:
+  sales:
+    columns:
+      day: { type: date, required: true }
+      qty: { type: integer }
+    checks:
+      - { name: qty_positive, check: range, column: qty, min: 0, inclusive: false, severity: warn }
+      - { name: three_sales, check: row_count, min: 3, max: 3, severity: warn }
+steps:
+  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: replace, columns: { day: day, qty: qty } }
+`;
+
+let pg: TestPostgres;
+let ws: Workspace;
+let databases = 0;
+let database: string;
+let name: string;
+beforeAll(async () => {
+  pg = await startPostgres();
+}, 60_000);
+afterAll(() => pg?.stop());
+beforeEach(() => {
+  ws = new Workspace({ withClientPipeline: false });
+  ws.write("pipeline.yaml", pipeline);
+  ws.write("sales.csv", "day,qty\n2024-01-01,3\n2024-01-02,1\n2024-01-03,2\n");
+  name = `outside_${++databases}`;
+  database = pg.createDatabase(name);
+});
+afterEach(() => ws.remove());
+
+async function run(): Promise<{ status: string; checks: CheckResult[]; stdout: string }> {
+  const result = await ws.cli(["run", "--engine", "postgres", "--json"], { DB_PATH: database });
+  expect(result.code, result.stdout + result.stderr).toBe(0);
+  return { ...(JSON.parse(result.stdout) as { status: string; checks: CheckResult[] }), stdout: result.stdout };
+}
+
+const summary = (checks: CheckResult[]) =>
+  checks.map((c) => `${c.name} ${c.status} ${c.failingRows}${c.carriedFromRun === undefined ? "" : ` carried from ${c.carriedFromRun}`}`);
+
+/** Two runs (the second carries both results over), `outside` from another session, then the run whose checks must see it. */
+async function afterOutside(outside: string): Promise<string[]> {
+  await run();
+  expect(summary((await run()).checks)).toEqual(["qty_positive passed 0 carried from 1", "three_sales passed 0 carried from 1"]);
+  pg.psql(name, outside);
+  return summary((await run()).checks);
+}
+
+describe("check results carried over on PostgreSQL", () => {
+  test("a run on tables nobody wrote keeps the last commit's results, and says so", async () => {
+    await run();
+    const second = await run();
+    expect(second.status).toBe("unchanged");
+    expect(summary(second.checks)).toEqual(["qty_positive passed 0 carried from 1", "three_sales passed 0 carried from 1"]);
+  });
+
+  test.each([
+    ["an INSERT", "INSERT INTO sales VALUES ('2024-01-04', -1)", ["qty_positive warned 1", "three_sales warned 1"]],
+    ["an UPDATE", "UPDATE sales SET qty = -1 WHERE qty = 1", ["qty_positive warned 1", "three_sales passed 0"]],
+    ["a DELETE", "DELETE FROM sales WHERE qty = 1", ["qty_positive passed 0", "three_sales warned 1"]],
+    ["a TRUNCATE", "TRUNCATE sales", ["qty_positive passed 0", "three_sales warned 1"]],
+    [
+      "an UPDATE with triggers off for replication",
+      "SET session_replication_role = replica; UPDATE sales SET qty = -1 WHERE qty = 1",
+      ["qty_positive warned 1", "three_sales passed 0"],
+    ],
+    [
+      "an UPDATE with the trigger disabled, then enabled again",
+      "ALTER TABLE sales DISABLE TRIGGER ALL; UPDATE sales SET qty = -1 WHERE qty = 1; ALTER TABLE sales ENABLE ALWAYS TRIGGER pipeline_outside_write",
+      ["qty_positive warned 1", "three_sales passed 0"],
+    ],
+    [
+      "an UPDATE with the trigger dropped",
+      "DROP TRIGGER pipeline_outside_write ON sales; UPDATE sales SET qty = -1 WHERE qty = 1",
+      ["qty_positive warned 1", "three_sales passed 0"],
+    ],
+  ])("after %s from another session, the checks run again and see it", async (_what, outside, expected) => {
+    const checks = await afterOutside(outside);
+    // why: the write voids the proof: no result is carried over, and each check finds what the table holds.
+    expect(checks).toEqual(expected);
+  });
+
+  test("an UPDATE with the trigger dropped and created again as it was: the checks run again", async () => {
+    await run();
+    const definition = pg.psql(
+      name,
+      "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'pipeline_outside_write' AND tgrelid = 'sales'::regclass",
+    );
+    const checks = await afterOutside(
+      `DROP TRIGGER pipeline_outside_write ON sales; UPDATE sales SET qty = -1 WHERE qty = 1; ${definition};
+       ALTER TABLE sales ENABLE ALWAYS TRIGGER pipeline_outside_write`,
+    );
+    expect(checks).toEqual(["qty_positive warned 1", "three_sales passed 0"]);
+  });
+
+  test("an UPDATE with the function emptied, then put back as it was: the checks run again", async () => {
+    await run();
+    const definition = pg.psql(name, "SELECT pg_get_functiondef('pipeline_note_outside_write'::regproc)");
+    const checks = await afterOutside(
+      `CREATE OR REPLACE FUNCTION pipeline_note_outside_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+       UPDATE sales SET qty = -1 WHERE qty = 1; ${definition}`,
+    );
+    expect(checks).toEqual(["qty_positive warned 1", "three_sales passed 0"]);
+  });
+
+  test("the table dropped and made again with other rows, trigger and comment included: the checks run again", async () => {
+    await run();
+    const definition = pg.psql(
+      name,
+      "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'pipeline_outside_write' AND tgrelid = 'sales'::regclass",
+    );
+    const checks = await afterOutside(
+      `ALTER TABLE sales RENAME TO sales_old; CREATE TABLE sales (LIKE sales_old INCLUDING ALL);
+       INSERT INTO sales SELECT day, CASE WHEN qty = 1 THEN -1 ELSE qty END FROM sales_old;
+       DO $$ BEGIN EXECUTE format('COMMENT ON TABLE sales IS %L', obj_description('sales_old'::regclass, 'pg_class')); END $$;
+       DROP TABLE sales_old; ${definition.replace("sales_old", "sales")}; ALTER TABLE sales ENABLE ALWAYS TRIGGER pipeline_outside_write;
+       DELETE FROM pipeline_outside_writes`,
+    );
+    expect(checks).toEqual(["qty_positive warned 1", "three_sales passed 0"]);
+  });
+
+  test("a trigger of that name calling another function is refused as planted (E_DRIFT)", async () => {
+    await run();
+    pg.psql(
+      name,
+      `CREATE FUNCTION sneaky() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+       DROP TRIGGER pipeline_outside_write ON sales;
+       CREATE TRIGGER pipeline_outside_write AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON sales FOR EACH STATEMENT EXECUTE FUNCTION sneaky();
+       ALTER TABLE sales ENABLE ALWAYS TRIGGER pipeline_outside_write`,
+    );
+    const result = await ws.cli(["run", "--engine", "postgres"], { DB_PATH: database });
+    expect(result.code).not.toBe(0);
+    expect(result.stdout + result.stderr).toMatch(/E_DRIFT[\s\S]*pipeline_outside_write/);
+  });
+
+  test("a run that only appended judges the appended rows alone, and finds a bad one; after an outside write, all rows again", async () => {
+    ws.write(
+      "pipeline.yaml",
+      pipeline
+        .replace("mode: replace", "mode: insert_new, key: [day]")
+        .replace("      qty: { type: integer }\n", "      qty: { type: integer }\n    unique: [[day]]\n")
+        .replace("min: 3, max: 3", "min: 3"),
+    );
+    await run();
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n2024-01-02,1\n2024-01-03,2\n2024-01-04,5\n2024-01-05,-2\n");
+    const appended = (await run()).checks.find((c) => c.name === "qty_positive")!;
+    expect(appended).toMatchObject({ status: "warned", failingRows: 1, samples: [{ day: "2024-01-05", qty: -2 }] });
+    expect(appended.appendedRows).toBeUndefined(); // why: a failing row on the appended rows runs the whole check.
+    ws.write("sales.csv", "day,qty\n2024-01-06,4\n2024-01-07,6\n");
+    pg.psql(name, "UPDATE sales SET qty = 1 WHERE qty = -2");
+    // why: the outside write voids the proof: the whole table is checked (no appended-rows result), and its fix is seen.
+    const afterOutside = (await run()).checks.find((c) => c.name === "qty_positive")!;
+    expect(afterOutside).toMatchObject({ status: "passed", failingRows: 0 });
+    expect(afterOutside.appendedRows).toBeUndefined();
+    ws.write("sales.csv", "day,qty\n2024-01-08,7\n2024-01-09,8\n2024-01-10,9\n");
+    const only = (await run()).checks.find((c) => c.name === "qty_positive")!;
+    expect(only).toMatchObject({ status: "passed", failingRows: 0, appendedRows: { rows: 3, earlierFromRun: 3 } });
+    expect(pg.psql(name, "SELECT count(*), sum(qty) FROM sales")).toBe("10|46");
+  });
+});
