@@ -80,6 +80,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       now,
       untouched: session.untouched,
       configSha256: attempt.configSha256,
+      lockForWrite: (tables) => session!.lockForWrite(tables),
     });
     if (!changed && run.recordedFailures === 0 && schema.addedColumns.length === 0) {
       // why: nothing to record but the fact that nothing changed; committing that costs more than the run.
@@ -106,7 +107,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       Object.assign(report, { ok: true, exitCode: 0 });
       return report;
     }
-    await commitRun(session, report, run, files, plan);
+    await commitRun(session, report, run, files, plan, basis);
     Object.assign(report, { ok: true, exitCode: 0 });
   } catch (thrown) {
     await failRun(thrown, { plan, report, session, attempt, deep, now });
@@ -124,7 +125,13 @@ async function runSteps(
   plan: Plan,
   options: RunOptions,
   report: RunReport,
-  run: OpenedRun & { startedAt: string; now: () => Date; untouched: UntouchedTables; configSha256: string },
+  run: OpenedRun & {
+    startedAt: string;
+    now: () => Date;
+    untouched: UntouchedTables;
+    configSha256: string;
+    lockForWrite: (tables: readonly string[]) => void;
+  },
 ): Promise<{ files: OutputFile[]; changed: boolean; basis: RunBasis }> {
   const startedAt = run.startedAt;
   let changed = run.changed;
@@ -153,6 +160,8 @@ async function runSteps(
     }
     const definition = options.typeOf(step.spec);
     const skip = !changed && definition.derived ? `inputs unchanged since run ${run.previous!.runId}` : undefined;
+    // why: on a server, other clients' writes to a table wait only once a step is about to write it; a table the run only reads stays open to them.
+    if (skip === undefined) run.lockForWrite(definition.writes(step.spec));
     const outcome = await runStep(step, definition, {
       plan,
       options,
@@ -171,8 +180,15 @@ async function runSteps(
 }
 
 /** Commits the run with its files, and says which files were put in place; a file that could not be is an error after the save. */
-async function commitRun(session: Session, report: RunReport, run: OpenedRun, files: readonly OutputFile[], plan: Plan): Promise<void> {
-  const { placed, notPlaced } = await session.commit(files, plan.config.baseDir, declaredTables(plan.pipeline.tables));
+async function commitRun(
+  session: Session,
+  report: RunReport,
+  run: OpenedRun,
+  files: readonly OutputFile[],
+  plan: Plan,
+  basis: RunBasis,
+): Promise<void> {
+  const { placed, notPlaced } = await session.commit(files, plan.config.baseDir, declaredTables(plan.pipeline.tables), basis.reliedOn);
   report.saved = true;
   report.files.push(...placed);
   if (run.recordedFailures > 0) report.notes.push(`recorded ${run.recordedFailures} earlier failed run(s) in pipeline_runs`);

@@ -51,7 +51,10 @@ export interface Session {
     files: readonly OutputFile[],
     baseDir: string,
     checkedTables: readonly string[],
+    reliedOn: ReadonlySet<string>,
   ): Promise<{ placed: string[]; notPlaced: string[] }>;
+  /** Before a step writes `tables` (see {@link Transaction.lockForWrite}). */
+  lockForWrite(tables: readonly string[]): void;
   /** Rolls back; `journalRecorded` when the journal's runs are already in the database, which empties it. */
   rollback(options?: { journalRecorded: boolean }): Promise<void>;
   /** Keeps a failed run in the journal, for the next run that commits; never a second error. */
@@ -94,9 +97,12 @@ export async function lockDatabase(database: string, options: SessionOptions): P
       transaction = await engine.begin(database, { busyTimeoutMs: options.lockTimeoutMs, runsScripts: options.runsScripts });
       return journal.read();
     },
-    commit(files, baseDir, checkedTables) {
+    lockForWrite(tables) {
+      transaction?.lockForWrite?.(tables);
+    },
+    commit(files, baseDir, checkedTables, reliedOn) {
       return commitWithFiles(files, baseDir, options.signal, async () => {
-        await transaction!.commit(checkedTables);
+        await transaction!.commit(checkedTables, reliedOn);
         saved = true;
         await journal.clear();
       });

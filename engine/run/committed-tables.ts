@@ -28,6 +28,9 @@ export interface CarryOverBasis {
  * each table later (SQLite: after its last rowid) and, on SQLite, the schema version.
  */
 export class RunBasis {
+  /** The tables whose proof this run used (a result carried over, rows told apart as appended): the commit confirms them again. */
+  readonly reliedOn = new Set<string>();
+
   private constructor(
     private readonly plan: { steps: readonly { index: number; name: string; spec: StepSpec }[] },
     private readonly typeOf: (step: StepSpec) => StepDefinition,
@@ -109,7 +112,8 @@ export class RunBasis {
     const why = this.unproven();
     if (why !== undefined) return why;
     const untouched = this.carry.untouched as ReadonlySet<string>;
-    for (const table of tables) {
+    const list = [...tables];
+    for (const table of list) {
       if (systemTableNames.has(table)) return `it reads the engine's table ${table}`;
       if (!untouched.has(table))
         return (
@@ -119,6 +123,7 @@ export class RunBasis {
       const writer = this.writersBefore(table, next)[0];
       if (writer) return `step ${writer.name} wrote ${table} in this run`;
     }
+    for (const table of list) this.reliedOn.add(table);
     return undefined;
   }
 
@@ -149,6 +154,7 @@ export class RunBasis {
     const rows = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(table)} WHERE ${where}`)[0]?.["n"]);
     if (rows !== inserted)
       return { reason: `${table} holds ${rows} row(s) after its last row before the steps, its steps inserted ${inserted}` };
+    this.reliedOn.add(table);
     return { where, rows };
   }
 

@@ -77,8 +77,17 @@ export interface Transaction {
    * {@link soundTables} (a server, engine/db/pg/outside-writes.ts), with why another table is not.
    */
   readonly untouched?: UntouchedTables | undefined;
-  /** Makes the transaction durable in the file, or throws with the file as it was; `checkedTables` are now known sound. */
-  commit(checkedTables: readonly string[]): Promise<void>;
+  /**
+   * Before a step writes `tables`: where other clients write the database during the run (a server),
+   * keeps them from writing these until the commit (engine/db/pg/outside-writes.ts); readers go on.
+   */
+  lockForWrite?(tables: readonly string[]): void;
+  /**
+   * Makes the transaction durable in the file, or throws with the file as it was; `checkedTables` are
+   * now known sound. `reliedOn`: the tables this run took to be as the last commit left them (its
+   * carried-over and appended-rows results); a server confirms that again (E_CHANGED when not).
+   */
+  commit(checkedTables: readonly string[], reliedOn?: ReadonlySet<string>): Promise<void>;
   /** Abandons the transaction: the file keeps its content as before. */
   rollback(): Promise<void>;
   /** Releases the connection; after commit or rollback. */

@@ -9,7 +9,14 @@ import { restoreForeignKeys } from "../pg/foreign-keys.js";
 import type { Params, Row, SqlDatabase, Statement } from "../database.js";
 import type { DatabaseLock } from "../lock.js";
 import { postgresDialect } from "../pg/dialect.js";
-import { markRunnerTransaction, proveUntouched, recordTableMarks, type OutsideWriteProof } from "../pg/outside-writes.js";
+import {
+  confirmAndMark,
+  lockForWrite,
+  markRunnerTransaction,
+  noProof,
+  proveUntouched,
+  type OutsideWriteProof,
+} from "../pg/outside-writes.js";
 import { toPositional } from "../pg/parameters.js";
 import { connectSync, PgServerError, type PgResult, type SyncPgConnection } from "../pg/sync-connection.js";
 import { splitStatements, statementBody } from "../split-sql.js";
@@ -102,7 +109,8 @@ export const postgresEngine: Engine = {
 
 /**
  * Begins a run's transaction on the server; with `prove`, also proves which tables are as the
- * runner's last commit left them (engine/db/pg/outside-writes.ts), locking them until the commit.
+ * runner's last commit left them (engine/db/pg/outside-writes.ts), locking none: a table is locked
+ * when a step is about to write it, and those the run relied on only briefly, at the commit.
  */
 async function beginOn(url: string, options: OpenOptions, { prove }: { prove: boolean }): Promise<Transaction> {
   // why: the run's transaction goes on the session that holds its run lock: one connection (one worker loading pg) per run.
@@ -122,11 +130,13 @@ async function beginOn(url: string, options: OpenOptions, { prove }: { prove: bo
     throw serverError(error, url, options);
   }
   let open = true;
+  /** The tables locked SHARE ROW EXCLUSIVE since a step was about to write them. */
+  const writeLocked = new Set<string>();
   const db = wrapConnection(connection, { url, lockTimeoutMs: options.busyTimeoutMs });
   let proof: OutsideWriteProof;
   try {
     markRunnerTransaction(db);
-    proof = prove ? proveUntouched(db) : { untouched: new Set(), why: new Map(), locked: new Set(), sequence: 0, existing: new Set() };
+    proof = prove ? proveUntouched(db) : noProof();
   } catch (error) {
     connection.query("ROLLBACK");
     giveBack();
@@ -138,17 +148,30 @@ async function beginOn(url: string, options: OpenOptions, { prove }: { prove: bo
     // why: SQLite's integrity_check has no meaning here; the server keeps its indexes consistent with its tables.
     soundTables: "all",
     untouched: { tables: proof.untouched, why: (table) => proof.why.get(table) },
-    async commit(checkedTables) {
+    lockForWrite(tables) {
+      lockForWrite(db, tables, proof, writeLocked);
+    },
+    async commit(checkedTables, reliedOn = new Set()) {
       try {
         // why: a foreign key set aside for a first load is never committed missing, whichever path led here.
         restoreForeignKeys(transaction.db);
-        if (checkedTables.length > 0) recordTableMarks(transaction.db, checkedTables, proof);
+        if (checkedTables.length > 0 || reliedOn.size > 0)
+          confirmAndMark(transaction.db, checkedTables, reliedOn, proof, redactCredentials(url));
         connection.query("COMMIT");
         open = false;
         giveBack();
       } catch (error) {
+        if (open) {
+          try {
+            // why: a failure before the COMMIT left the transaction open; after it, the server has rolled it back already.
+            connection.query("ROLLBACK");
+          } catch {
+            // the connection broke: the server rolled the transaction back
+          }
+        }
         open = false;
         giveBack();
+        if (error instanceof PipelineError) throw error;
         throw new PipelineError("E_SAVE", `${redactCredentials(url)}: the commit failed (${(error as Error).message}); nothing was saved`, {
           cause: error,
         });
