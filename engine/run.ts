@@ -160,8 +160,6 @@ async function runSteps(
     }
     const definition = options.typeOf(step.spec);
     const skip = !changed && definition.derived ? `inputs unchanged since run ${run.previous!.runId}` : undefined;
-    // why: on a server, other clients' writes to a table wait only once a step is about to write it; a table the run only reads stays open to them.
-    if (skip === undefined) run.lockForWrite(definition.writes(step.spec));
     const outcome = await runStep(step, definition, {
       plan,
       options,
@@ -171,6 +169,8 @@ async function runSteps(
       result: report.steps[step.index]!,
       skip,
       committed: basis.at(step.index),
+      // why: on a server, other clients' writes to a table wait only once a step is about to write it; a table the run only reads stays open to them.
+      aboutToWrite: () => run.lockForWrite(definition.writes(step.spec)),
     });
     files.push(...(outcome?.files ?? []));
     if (outcome && !definition.derived && outcome.status !== "unchanged") changed = true;
@@ -239,6 +239,7 @@ async function runStep(
     result: StepResult;
     skip: string | undefined;
     committed: CommittedTables;
+    aboutToWrite: () => void;
   },
 ): Promise<StepOutcome | undefined> {
   const { plan, options, db, runId, result } = run;
@@ -250,6 +251,7 @@ async function runStep(
   }
   const stepStarted = performance.now();
   try {
+    if (!definition.announcesWrites) run.aboutToWrite();
     const outcome = await definition.execute(step.spec, {
       pipeline: plan.pipeline,
       config: plan.config,
@@ -261,6 +263,7 @@ async function runStep(
       signal: options.signal,
       progress: (rows) => options.onEvent({ kind: "progress", step, rows, elapsedMs: performance.now() - stepStarted }),
       committed: run.committed,
+      aboutToWrite: run.aboutToWrite,
     });
     Object.assign(result, { status: outcome.status, counts: outcome.counts, detail: outcome.detail });
     if (outcome.incremental) result.incremental = outcome.incremental;
