@@ -1,6 +1,9 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import path from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
 import type { CheckResult } from "../engine/checks.js";
-import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { postgresBinDir, startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { spawnCli, waitFor } from "./helpers/spawn-cli.js";
 import { Workspace } from "./helpers/workspace.js";
 
 // On PostgreSQL a check keeps the last commit's result only when the runner's trigger proves that
@@ -167,4 +170,112 @@ describe("check results carried over on PostgreSQL", () => {
     expect(only).toMatchObject({ status: "passed", failingRows: 0, appendedRows: { rows: 3, earlierFromRun: 3 } });
     expect(pg.psql(name, "SELECT count(*), sum(qty) FROM sales")).toBe("10|46");
   });
+});
+
+// A run locks no table it only reads: another session writes it while the run works, and the commit
+// confirms the proof again (engine/db/pg/outside-writes.ts). A table the run writes is locked against
+// other writers from the moment a step is about to write it. To make the timing certain, the run's
+// last step waits at a gate while the outside session acts: another session holds its table
+// sales_total locked against writers, so the run waits there, after load_sales wrote sales.
+
+const gated = `version: 1
+database: \${DB_PATH}
+tables:
+  regions:
+    columns:
+      code: { type: text, required: true }
+      rate: { type: integer }
+    checks:
+      - { name: rate_positive, check: range, column: rate, min: 0, inclusive: false, severity: warn }
+  sales:
+    columns:
+      day: { type: date, required: true }
+      qty: { type: integer }
+    unique: [[day]]
+  sales_total:
+    columns:
+      qty: { type: integer }
+steps:
+  - { name: load_regions, type: load, source: regions.csv, table: regions, mode: replace, columns: { code: code, rate: rate } }
+  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: insert_new, key: [day], columns: { day: day, qty: qty } }
+  - name: wait_at_gate
+    type: sql
+    sql: "SELECT sum(qty) AS qty FROM sales"
+    into: sales_total
+`;
+
+describe("other sessions' writes during a run on PostgreSQL", () => {
+  let gate: ChildProcess | undefined;
+  beforeEach(() => {
+    ws.write("pipeline.yaml", gated);
+    ws.write("regions.csv", "code,rate\nnorth,2\nsouth,3\n");
+  });
+  afterEach(() => {
+    gate?.kill("SIGKILL");
+    gate = undefined;
+    pg.psql(name, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gate'");
+  });
+
+  /** Closes the gate (an outside session holds sales_total locked against writers), starts a run, and waits until it waits there. */
+  async function runToGate() {
+    gate = spawn(
+      path.join(postgresBinDir()!, "psql"),
+      ["-X", "-q", "-d", database, "-c", "BEGIN; LOCK TABLE sales_total IN ROW EXCLUSIVE MODE; SELECT pg_sleep(120)"],
+      { stdio: "ignore", env: { ...process.env, PGAPPNAME: "gate" } },
+    );
+    await waitFor(() => gateLocks(true) !== "0", 20_000);
+    const running = spawnCli(["run", "--engine", "postgres", "--json", "--lock-timeout", "60s"], ws.dir, { DB_PATH: database });
+    await waitFor(() => gateLocks(false) !== "0", 30_000);
+    return running;
+  }
+  /** How many locks on sales_total are held (`granted`) or waited for. */
+  const gateLocks = (granted: boolean) =>
+    pg.psql(name, `SELECT count(*) FROM pg_locks WHERE relation = 'sales_total'::regclass AND granted = ${granted}`);
+  /** Opens the gate: the run goes on to its commit. */
+  function openGate() {
+    pg.psql(name, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gate'");
+  }
+  /** Runs `sql` in another session that gives up on a table lock after 2 s; its error, or undefined when it went through. */
+  function outside(sql: string): string | undefined {
+    try {
+      pg.psql(name, `SET lock_timeout = '2s'; ${sql}`);
+      return undefined;
+    } catch (error) {
+      return String((error as { stderr?: string }).stderr ?? error);
+    }
+  }
+
+  test("a table the run only reads takes another session's write mid-run; the run, whose check result rested on it, saves nothing and says why", async () => {
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n");
+    await run();
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n2024-01-02,4\n");
+    const running = await runToGate();
+    // why: regions' load step found its source unchanged and wrote nothing; its check's result is carried from run 1, unlocked.
+    expect(outside("INSERT INTO regions VALUES ('west', -5)")).toBeUndefined();
+    expect(gateLocks(false)).toBe("1"); // why: the run is still at the gate, its transaction open.
+    openGate();
+    const result = await running.done;
+    expect(result.code).not.toBe(0);
+    expect(result.stdout + result.stderr).toMatch(/E_CHANGED[\s\S]*another session wrote regions during the run[\s\S]*nothing was saved/);
+    expect(pg.psql(name, "SELECT count(*) FROM sales")).toBe("1");
+    expect(pg.psql(name, "SELECT count(*) FROM pipeline_runs WHERE status = 'succeeded'")).toBe("1");
+    // The next run relies on nothing regions' mark vouched for: it checks regions in full, finds the row, and saves.
+    const next = await run();
+    expect(summary(next.checks)).toEqual(["rate_positive warned 1"]);
+    expect(pg.psql(name, "SELECT count(*) FROM sales")).toBe("2");
+  }, 90_000);
+
+  test("a table the run writes is locked against other writers from its step on; readers go on, and the run saves", async () => {
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n");
+    await run();
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n2024-01-02,4\n");
+    const running = await runToGate();
+    expect(outside("INSERT INTO sales VALUES ('2024-01-03', 9)")).toMatch(/lock timeout/);
+    expect(outside("SELECT count(*) FROM sales")).toBeUndefined();
+    openGate();
+    const result = await running.done;
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(summary((JSON.parse(result.stdout) as { checks: CheckResult[] }).checks)).toEqual(["rate_positive passed 0 carried from 1"]);
+    expect(pg.psql(name, "SELECT qty FROM sales_total")).toBe("7");
+  }, 90_000);
 });
