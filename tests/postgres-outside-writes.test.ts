@@ -225,12 +225,16 @@ describe("other sessions' writes during a run on PostgreSQL", () => {
     );
     await waitFor(() => gateLocks(true) !== "0", 20_000);
     const running = spawnCli(["run", "--engine", "postgres", "--json", "--lock-timeout", "60s"], ws.dir, { DB_PATH: database });
-    await waitFor(() => gateLocks(false) !== "0", 30_000);
+    // why: the run waits for the lock its sql step takes before writing sales_total, not for the commit's.
+    await waitFor(() => gateLocks(false, "ShareRowExclusiveLock") !== "0", 30_000);
     return running;
   }
-  /** How many locks on sales_total are held (`granted`) or waited for. */
-  const gateLocks = (granted: boolean) =>
-    pg.psql(name, `SELECT count(*) FROM pg_locks WHERE relation = 'sales_total'::regclass AND granted = ${granted}`);
+  /** How many locks on sales_total (of `mode`, when given) are held (`granted`) or waited for. */
+  const gateLocks = (granted: boolean, mode = "") =>
+    pg.psql(
+      name,
+      `SELECT count(*) FROM pg_locks WHERE relation = 'sales_total'::regclass AND granted = ${granted} AND mode LIKE '${mode}%'`,
+    );
   /** Opens the gate: the run goes on to its commit. */
   function openGate() {
     pg.psql(name, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gate'");
