@@ -47,7 +47,8 @@ export interface Dialect {
   /**
    * A condition on `table`'s rows that holds, from now on, for exactly the rows added after this
    * call, as long as only this transaction writes the table and no old row is updated or deleted
-   * (a table the run holds locked, engine/db/pg/outside-writes.ts); SQLite's is `rowid > last`.
+   * (on a server, another session's write is logged and fails a run that relied on this at its
+   * commit, engine/db/pg/outside-writes.ts); SQLite's is `rowid > last`.
    */
   rowsAddedLater(db: SqlDatabase, table: string): string;
   /** The tables a query reads when its result depends on nothing else (see steadyInputs in engine/checks.ts); or why it may. */
