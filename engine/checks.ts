@@ -490,7 +490,7 @@ const unsteadyFunctions = new Set([
  * table outside the main database.
  */
 export function steadyInputs(db: SqlDatabase, sql: string): { tables: Set<string> } | { reason: string } {
-  if (db.dialect) return { reason: "no commit mark on a server" };
+  if (db.dialect) return db.dialect.steadyInputs(db, sql);
   const roots = new Map(
     db.all("SELECT tbl_name, rootpage FROM sqlite_schema WHERE rootpage > 0").map((r) => [Number(r["rootpage"]), String(r["tbl_name"])]),
   );
@@ -625,11 +625,11 @@ export class CheckRun {
     if (!check || !committed || !entry.steady) return undefined;
     if (committed.changed([...entry.steady].filter((table) => table !== check.table)) !== undefined) return undefined;
     const appended = committed.appended(db, check.table);
-    if (!("afterRowid" in appended)) return undefined;
+    if (!("where" in appended)) return undefined;
     const previousRunId = committed.previousRunId!;
     const row = this.lastResult(db, entry, previousRunId, values);
     if (!row || row["status"] !== "passed" || Number(row["failing_rows"]) !== 0) return undefined;
-    const after = `rowid > ${appended.afterRowid}`;
+    const after = appended.where;
     try {
       // why: the run's values give a bound of the run its value in this run; a steady check uses none.
       const result = runCheck(db, check, this.plan.config.baseDir, values, after);

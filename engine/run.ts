@@ -2,6 +2,7 @@ import path from "node:path";
 import { CheckRun } from "./checks.js";
 import type { StepSpec } from "./config/schema.js";
 import type { SqlDatabase } from "./db/database.js";
+import type { UntouchedTables } from "./db/engines/engine.js";
 import type { EngineName } from "./db/engines/index.js";
 import { explainDamage } from "./db/integrity.js";
 import { declaredTables } from "./db/schema.js";
@@ -77,8 +78,9 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       ...run,
       startedAt,
       now,
-      untouched: session.soundTables,
+      untouched: session.untouched,
       configSha256: attempt.configSha256,
+      lockForWrite: (tables) => session!.lockForWrite(tables),
     });
     if (!changed && run.recordedFailures === 0 && schema.addedColumns.length === 0) {
       // why: nothing to record but the fact that nothing changed; committing that costs more than the run.
@@ -105,7 +107,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       Object.assign(report, { ok: true, exitCode: 0 });
       return report;
     }
-    await commitRun(session, report, run, files, plan);
+    await commitRun(session, report, run, files, plan, basis);
     Object.assign(report, { ok: true, exitCode: 0 });
   } catch (thrown) {
     await failRun(thrown, { plan, report, session, attempt, deep, now });
@@ -123,14 +125,21 @@ async function runSteps(
   plan: Plan,
   options: RunOptions,
   report: RunReport,
-  run: OpenedRun & { startedAt: string; now: () => Date; untouched: ReadonlySet<string> | "all"; configSha256: string },
+  run: OpenedRun & {
+    startedAt: string;
+    now: () => Date;
+    untouched: UntouchedTables;
+    configSha256: string;
+    lockForWrite: (tables: readonly string[]) => void;
+  },
 ): Promise<{ files: OutputFile[]; changed: boolean; basis: RunBasis }> {
   const startedAt = run.startedAt;
   let changed = run.changed;
   const files: OutputFile[] = [];
   // why: a check whose inputs provably did not change since the last commit keeps that commit's result (docs/checks.md).
   const carry = {
-    untouched: run.untouched,
+    untouched: run.untouched.tables,
+    untouchedWhy: run.untouched.why,
     previousRunId: run.previous?.runId,
     sameConfig: run.previous?.configSha256 === run.configSha256,
   };
@@ -160,6 +169,8 @@ async function runSteps(
       result: report.steps[step.index]!,
       skip,
       committed: basis.at(step.index),
+      // why: on a server, other clients' writes to a table wait only once a step is about to write it; a table the run only reads stays open to them.
+      aboutToWrite: () => run.lockForWrite(definition.writes(step.spec)),
     });
     files.push(...(outcome?.files ?? []));
     if (outcome && !definition.derived && outcome.status !== "unchanged") changed = true;
@@ -169,8 +180,15 @@ async function runSteps(
 }
 
 /** Commits the run with its files, and says which files were put in place; a file that could not be is an error after the save. */
-async function commitRun(session: Session, report: RunReport, run: OpenedRun, files: readonly OutputFile[], plan: Plan): Promise<void> {
-  const { placed, notPlaced } = await session.commit(files, plan.config.baseDir, declaredTables(plan.pipeline.tables));
+async function commitRun(
+  session: Session,
+  report: RunReport,
+  run: OpenedRun,
+  files: readonly OutputFile[],
+  plan: Plan,
+  basis: RunBasis,
+): Promise<void> {
+  const { placed, notPlaced } = await session.commit(files, plan.config.baseDir, declaredTables(plan.pipeline.tables), basis.reliedOn);
   report.saved = true;
   report.files.push(...placed);
   if (run.recordedFailures > 0) report.notes.push(`recorded ${run.recordedFailures} earlier failed run(s) in pipeline_runs`);
@@ -221,6 +239,7 @@ async function runStep(
     result: StepResult;
     skip: string | undefined;
     committed: CommittedTables;
+    aboutToWrite: () => void;
   },
 ): Promise<StepOutcome | undefined> {
   const { plan, options, db, runId, result } = run;
@@ -232,6 +251,7 @@ async function runStep(
   }
   const stepStarted = performance.now();
   try {
+    if (!definition.announcesWrites) run.aboutToWrite();
     const outcome = await definition.execute(step.spec, {
       pipeline: plan.pipeline,
       config: plan.config,
@@ -243,6 +263,7 @@ async function runStep(
       signal: options.signal,
       progress: (rows) => options.onEvent({ kind: "progress", step, rows, elapsedMs: performance.now() - stepStarted }),
       committed: run.committed,
+      aboutToWrite: run.aboutToWrite,
     });
     Object.assign(result, { status: outcome.status, counts: outcome.counts, detail: outcome.detail });
     if (outcome.incremental) result.incremental = outcome.incremental;

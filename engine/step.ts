@@ -42,8 +42,8 @@ export interface CommittedTables {
   unproven(): string | undefined;
   /** Why one of `tables` may not be exactly as the last commit left it, at this step; undefined when each is. */
   changed(tables: Iterable<string>): string | undefined;
-  /** The rows this run's earlier steps only appended to `table` (those after rowid `afterRowid`), or why that is not proven. */
-  appended(db: SqlDatabase, table: string): { afterRowid: number; rows: number } | { reason: string };
+  /** The rows this run's earlier steps only appended to `table` (those `where` selects, e.g. `rowid > 41`), or why that is not proven. */
+  appended(db: SqlDatabase, table: string): { where: string; rows: number } | { reason: string };
   /** The name of a later step that writes one of `tables`, if any. */
   writtenAfter(tables: Iterable<string>): string | undefined;
 }
@@ -107,6 +107,8 @@ export interface RunContext {
   progress: ProgressReporter;
   /** What the run can prove about the tables as its last commit left them, at this step. */
   committed?: CommittedTables | undefined;
+  /** Called by a step that {@link StepDefinition.announcesWrites} before it first writes its tables (on a server, they are locked against other writers then). */
+  aboutToWrite?: (() => void) | undefined;
 }
 
 /** A step type: everything the engine needs to check, plan and run it. One per file in steps/. */
@@ -118,6 +120,11 @@ export interface StepDefinition<S extends StepSpec = StepSpec> {
   details(step: S, pipeline: Pipeline): PlanDetail[];
   /** The tables the step writes. */
   writes(step: S): string[];
+  /**
+   * Whether the step calls {@link RunContext.aboutToWrite} itself, once it knows it will write (a load
+   * whose source is unchanged writes nothing); otherwise the runner calls it before the step.
+   */
+  announcesWrites?: boolean;
   /** Whether the step may write tables it does not declare (a script): no check's result is then carried over from an earlier run. */
   writesUndeclared?(step: S): boolean;
   /** The tables the step reads (`list`, `run --select STEP+`); `tablesRead` gives those a query reads, from its compiled program. */

@@ -58,6 +58,8 @@ function conflictPolicy(step: LoadStepSpec): "update" | "reject" | "fail" {
 /** `type: load`: fetches a CSV source, casts its columns and writes them into a declared table. */
 export const loadStep: StepDefinition<LoadStepSpec> = {
   type: "load",
+  // why: a source unchanged since the last run writes nothing, and its table stays open to other writers (rowLoader).
+  announcesWrites: true,
   source: (step) => step.source,
   profile: profileLoad,
   key: (step, pipeline) => (step.mode === "append" ? undefined : loadKey(step, pipeline.tables[step.table])),
@@ -620,6 +622,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
         bulk?.free();
         return { status: "unchanged", counts: {}, detail: why };
       }
+      context.aboutToWrite?.();
       useHeader(storedHeader);
       retryPending();
       const outcome = finish();
@@ -629,6 +632,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
 
     /** Reads CSV text, whole or in pieces: the whole file, or (with `tail`) its header glued to what an earlier run had not read. */
     read(text: string | Iterable<string>, tail: { firstLine: number; afterRows: boolean } | undefined): StepOutcome {
+      context.aboutToWrite?.();
       tailRead = tail !== undefined;
       tailOnly = tail?.afterRows ?? false;
       boundYoungGeneration();

@@ -139,7 +139,7 @@ export function runOnAppendedRows(
   if ("reason" in appended) return { full: appended.reason };
   let merged: ReturnType<typeof mergeAppendedResult>;
   try {
-    merged = mergeAppendedResult(db, step, sql, appended.afterRowid);
+    merged = db.dialect ? mergeOnServer(db, step, sql, appended.where) : mergeAppendedResult(db, step, sql, appended.where);
   } catch (error) {
     // why: a statement that fails changes nothing (SQLite undoes it alone), and the whole query replaces every row of into.
     return { full: `the appended rows could not be merged: ${(error as Error).message}` };
@@ -158,7 +158,7 @@ export function runOnAppendedRows(
 const resultTable = "__incremental_result";
 
 /**
- * Runs the query with `appended` standing for its rows after `afterRowid` (a temporary table of
+ * Runs the query with `appended` standing for its rows `where` selects (a temporary table of
  * that name, which an unqualified name resolves to first), then merges its rows into `into`: the
  * add columns of a stored key summed, new keys inserted. Nothing is written, and why is returned,
  * when the query still reads the whole table (it names main.<table>), a key is empty or repeated,
@@ -168,7 +168,7 @@ function mergeAppendedResult(
   db: SqlDatabase,
   step: IncrementalSqlStep,
   sql: string,
-  afterRowid: number,
+  where: string,
 ): { updated: number; inserted: number } | { full: string } {
   const { appended, key, add } = step.incremental;
   const body = statementBody(sql);
@@ -180,9 +180,7 @@ function mergeAppendedResult(
     `CREATE TEMP TABLE ${shadow} (${columns.map((column) => `${quoteIdent(String(column["name"]))} ${String(column["type"])}`).join(", ")})`,
   );
   try {
-    db.run(
-      `INSERT INTO temp.${shadow} (rowid, ${list.join(", ")}) SELECT rowid, ${list.join(", ")} FROM main.${shadow} WHERE rowid > ${afterRowid}`,
-    );
+    db.run(`INSERT INTO temp.${shadow} (rowid, ${list.join(", ")}) SELECT rowid, ${list.join(", ")} FROM main.${shadow} WHERE ${where}`);
     if (readsMainTable(db, body, appended)) return { full: `the query reads main.${appended} itself, not only the appended rows` };
     const statement = db.prepare(body);
     const returned = statement.columnNames();
@@ -217,6 +215,63 @@ function mergeAppendedResult(
     return { updated, inserted };
   } finally {
     db.exec(`DROP TABLE IF EXISTS temp.${shadow}; DROP TABLE IF EXISTS temp.${quoteIdent(resultTable)}`);
+  }
+}
+
+/**
+ * {@link mergeAppendedResult} on a server: the same steps in PostgreSQL's SQL (a temporary table
+ * shadows the stored one, as pg_temp comes first in the search path), inside a savepoint, so that a
+ * statement that fails leaves the run's transaction usable and nothing written.
+ */
+function mergeOnServer(
+  db: SqlDatabase,
+  step: IncrementalSqlStep,
+  sql: string,
+  where: string,
+): { updated: number; inserted: number } | { full: string } {
+  const { appended, key, add } = step.incremental;
+  const body = statementBody(sql);
+  const q = quoteIdent;
+  const schema = q(String(db.all("SELECT current_schema() AS s")[0]?.["s"]));
+  const into = `${schema}.${q(step.into)}`;
+  const result = `pg_temp.${q(resultTable)}`;
+  db.exec("SAVEPOINT pipeline_incremental");
+  let done = false;
+  try {
+    db.exec(`CREATE TEMP TABLE ${q(appended)} AS SELECT * FROM ${schema}.${q(appended)} WHERE ${where}`);
+    // why: the tables read are those of the current schema, not the temporary one standing in for the appended rows.
+    if (db.dialect!.tablesRead(db, body, {}).has(appended))
+      return { full: `the query reads ${schema}.${appended} itself, not only the appended rows` };
+    db.exec(`CREATE TEMP TABLE ${q(resultTable)} AS ${body}`);
+    const returned = db.prepare(`SELECT * FROM ${result}`).columnNames();
+    if (new Set(returned).size !== returned.length) return { full: "the query returns two columns of one name" };
+    const missing = [...key, ...add].find((column) => !returned.includes(column));
+    if (missing !== undefined) return { full: `the query does not return ${missing}` };
+    const found = (condition: string, from = result) => db.all(`SELECT 1 AS found FROM ${from} WHERE ${condition} LIMIT 1`).length > 0;
+    if (found(key.map((c) => `${q(c)} IS NULL`).join(" OR "))) return { full: "a key of the appended rows' result is empty" };
+    if (db.all(`SELECT 1 FROM ${result} GROUP BY ${key.map(q).join(", ")} HAVING count(*) > 1 LIMIT 1`).length > 0)
+      return { full: "the appended rows' result repeats a key" };
+    const inexact = add.find((c) => found(`${q(c)}::numeric <> trunc(${q(c)}::numeric)`));
+    if (inexact !== undefined) return { full: `${inexact} of the appended rows' result is not an integer` };
+    const sameKey = key.map((c) => `t.${q(c)} = d.${q(c)}`).join(" AND ");
+    const others = returned.filter((c) => !key.includes(c) && !add.includes(c));
+    const differs = others.find((c) => found(`t.${q(c)} IS DISTINCT FROM d.${q(c)}`, `${result} AS d JOIN ${into} AS t ON ${sameKey}`));
+    if (differs !== undefined)
+      return { full: `${differs} of a stored row differs from the appended rows' result (only add columns are added)` };
+    const updated = db.run(
+      `UPDATE ${into} AS t SET ${add.map((c) => `${q(c)} = coalesce(t.${q(c)} + d.${q(c)}, t.${q(c)}, d.${q(c)})`).join(", ")}
+       FROM ${result} AS d WHERE ${sameKey}`,
+    );
+    const inserted = db.run(
+      `INSERT INTO ${into} (${returned.map(q).join(", ")}) SELECT ${returned.map((c) => `d.${q(c)}`).join(", ")} FROM ${result} AS d
+       WHERE NOT EXISTS (SELECT 1 FROM ${into} AS t WHERE ${sameKey})`,
+    );
+    done = true;
+    return { updated, inserted };
+  } finally {
+    // why: a shortcut not taken (or a statement that failed) leaves nothing behind; one taken keeps its writes.
+    db.exec(done ? "RELEASE pipeline_incremental" : "ROLLBACK TO pipeline_incremental; RELEASE pipeline_incremental");
+    db.exec(`DROP TABLE IF EXISTS pg_temp.${q(appended)}; DROP TABLE IF EXISTS ${result}`);
   }
 }
 

@@ -44,4 +44,13 @@ export interface Dialect {
   writesDatabase(db: SqlDatabase, statement: string): boolean;
   /** The tables a query reads, from its plan; nothing runs. */
   tablesRead(db: SqlDatabase, sql: string, params: Readonly<Record<string, unknown>>): Set<string>;
+  /**
+   * A condition on `table`'s rows that holds, from now on, for exactly the rows added after this
+   * call, as long as only this transaction writes the table and no old row is updated or deleted
+   * (on a server, another session's write is logged and fails a run that relied on this at its
+   * commit, engine/db/pg/outside-writes.ts); SQLite's is `rowid > last`.
+   */
+  rowsAddedLater(db: SqlDatabase, table: string): string;
+  /** The tables a query reads when its result depends on nothing else (see steadyInputs in engine/checks.ts); or why it may. */
+  steadyInputs(db: SqlDatabase, sql: string): { tables: Set<string> } | { reason: string };
 }

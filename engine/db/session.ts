@@ -3,7 +3,7 @@ import { PipelineError, throwIfAborted } from "../errors.js";
 import type { FailedRun } from "../failed-runs.js";
 import type { SqlDatabase } from "./database.js";
 import { engineNamed, type EngineName } from "./engines/index.js";
-import type { Transaction } from "./engines/engine.js";
+import type { Transaction, UntouchedTables } from "./engines/engine.js";
 import { failureJournal } from "./failure-journal.js";
 import { removeStrayTemporaries, stageFile, type StagedFile } from "./store.js";
 
@@ -39,6 +39,8 @@ export interface Session {
   readonly saved: boolean;
   /** The tables known sound without an integrity check (see {@link Transaction.soundTables}); set by {@link Session.begin}. */
   readonly soundTables: ReadonlySet<string> | "all";
+  /** The tables proven as this runner's last commit left them (see {@link Transaction.untouched}); set by {@link Session.begin}. */
+  readonly untouched: UntouchedTables;
   /** Opens the database and begins the transaction; returns the failed runs waiting in the journal. */
   begin(): Promise<FailedRun[]>;
   /**
@@ -49,7 +51,10 @@ export interface Session {
     files: readonly OutputFile[],
     baseDir: string,
     checkedTables: readonly string[],
+    reliedOn: ReadonlySet<string>,
   ): Promise<{ placed: string[]; notPlaced: string[] }>;
+  /** Before a step writes `tables` (see {@link Transaction.lockForWrite}). */
+  lockForWrite(tables: readonly string[]): void;
   /** Rolls back; `journalRecorded` when the journal's runs are already in the database, which empties it. */
   rollback(options?: { journalRecorded: boolean }): Promise<void>;
   /** Keeps a failed run in the journal, for the next run that commits; never a second error. */
@@ -84,13 +89,20 @@ export async function lockDatabase(database: string, options: SessionOptions): P
     get soundTables() {
       return transaction?.soundTables ?? new Set<string>();
     },
+    get untouched() {
+      // why: on a SQLite file, the tables its commit mark vouches for are those known sound (engine/db/commit-mark.ts).
+      return transaction?.untouched ?? { tables: transaction?.soundTables ?? new Set<string>(), why: () => undefined };
+    },
     async begin() {
       transaction = await engine.begin(database, { busyTimeoutMs: options.lockTimeoutMs, runsScripts: options.runsScripts });
       return journal.read();
     },
-    commit(files, baseDir, checkedTables) {
+    lockForWrite(tables) {
+      transaction?.lockForWrite?.(tables);
+    },
+    commit(files, baseDir, checkedTables, reliedOn) {
       return commitWithFiles(files, baseDir, options.signal, async () => {
-        await transaction!.commit(checkedTables);
+        await transaction!.commit(checkedTables, reliedOn);
         saved = true;
         await journal.clear();
       });

@@ -11,6 +11,8 @@ import type { CommittedTables, StepCounts, StepDefinition } from "../step.js";
  */
 export interface CarryOverBasis {
   untouched: ReadonlySet<string> | "all";
+  /** Why a table is not among `untouched`, where the engine knows (a server: engine/db/pg/outside-writes.ts). */
+  untouchedWhy?: ((table: string) => string | undefined) | undefined;
   previousRunId: number | undefined;
   sameConfig: boolean;
   /** The run's step results, by index: a step `unchanged`, `skipped` or `not_executed` wrote none of its tables. */
@@ -22,20 +24,26 @@ export interface CarryOverBasis {
  * carry-over and appended-rows results follow (docs/checks.md): the same configuration, the commit
  * mark vouching for each table (engine/db/commit-mark.ts: nobody wrote the file since), no script
  * step (it may write any table), and this run's step results so far (a step `unchanged`, `skipped`
- * or `not_executed` wrote nothing). Taken before the first step: the last rowid of each table and
- * the schema version.
+ * or `not_executed` wrote nothing). Taken before the first step: what selects the rows added to
+ * each table later (SQLite: after its last rowid) and, on SQLite, the schema version.
  */
 export class RunBasis {
+  /** The tables whose proof this run used (a result carried over, rows told apart as appended): the commit confirms them again. */
+  readonly reliedOn = new Set<string>();
+
   private constructor(
     private readonly plan: { steps: readonly { index: number; name: string; spec: StepSpec }[] },
     private readonly typeOf: (step: StepSpec) => StepDefinition,
     private readonly carry: CarryOverBasis,
-    private readonly lastRowBefore: ReadonlyMap<string, number>,
+    /** What selects the rows added to each table since before the steps (SQLite: after `lastRowid`; a server: engine/db/dialect.ts). */
+    private readonly addedAfter: ReadonlyMap<string, { where: string; lastRowid?: number }>,
     private readonly schemaBefore: number | undefined,
-    private readonly server: boolean,
   ) {}
 
-  /** The basis of a run, read before its first step: the last rowid of each of `tables` and the schema version (on SQLite). */
+  /**
+   * The basis of a run, read before its first step: what selects the rows added later to each of
+   * `tables` (on a server, those proven untouched) and the schema version (on SQLite).
+   */
   static before(
     db: SqlDatabase,
     plan: { steps: readonly { index: number; name: string; spec: StepSpec }[] },
@@ -43,19 +51,26 @@ export class RunBasis {
     carry: CarryOverBasis,
     tables: readonly string[],
   ): RunBasis {
-    const last = new Map<string, number>();
+    const last = new Map<string, { where: string; lastRowid?: number }>();
     let schema: number | undefined;
-    if (!db.dialect && carry.untouched !== "all") {
-      schema = schemaVersion(db);
+    const untouched = carry.untouched;
+    if (untouched !== "all") {
+      if (!db.dialect) schema = schemaVersion(db);
       for (const table of tables) {
+        // why: on a server, a failed query would abort the run's transaction; only a table proven untouched is asked.
+        if (db.dialect) {
+          if (untouched.has(table)) last.set(table, { where: db.dialect.rowsAddedLater(db, table) });
+          continue;
+        }
         try {
-          last.set(table, Number(db.all(`SELECT coalesce(max(rowid), 0) AS last FROM ${quoteIdent(table)}`)[0]?.["last"] ?? 0));
+          const lastRowid = Number(db.all(`SELECT coalesce(max(rowid), 0) AS last FROM ${quoteIdent(table)}`)[0]?.["last"] ?? 0);
+          last.set(table, { where: `rowid > ${lastRowid}`, lastRowid });
         } catch {
           // why: a table without a rowid has no appended rows to tell apart.
         }
       }
     }
-    return new RunBasis(plan, typeOf, carry, last, schema, db.dialect !== undefined);
+    return new RunBasis(plan, typeOf, carry, last, schema);
   }
 
   /** The proof as a step at `index` sees it: the tables before it, the steps after it. */
@@ -78,13 +93,12 @@ export class RunBasis {
   appendedSince(db: SqlDatabase, table: string): number | undefined {
     if (systemTableNames.has(table) || this.schemaBefore === undefined || schemaVersion(db) !== this.schemaBefore) return undefined;
     const appended = this.appended(db, table, this.plan.steps.length);
-    return "afterRowid" in appended ? appended.afterRowid : undefined;
+    return "where" in appended ? this.addedAfter.get(table)?.lastRowid : undefined;
   }
 
   /** Why no table can be proven as the last commit left it, whatever the table; undefined when the proof can start. */
   private unproven(): string | undefined {
     const carry = this.carry;
-    if (this.server) return "on a database server no commit mark proves the tables unchanged since the last run";
     if (carry.previousRunId === undefined) return "no earlier run";
     if (carry.untouched === "all") return "the database is new";
     if (!carry.sameConfig) return `the configuration changed since run ${carry.previousRunId}`;
@@ -98,31 +112,38 @@ export class RunBasis {
     const why = this.unproven();
     if (why !== undefined) return why;
     const untouched = this.carry.untouched as ReadonlySet<string>;
-    for (const table of tables) {
+    const list = [...tables];
+    for (const table of list) {
       if (systemTableNames.has(table)) return `it reads the engine's table ${table}`;
       if (!untouched.has(table))
-        return `no commit mark vouches for ${table} (another program wrote the file since run ${this.carry.previousRunId}, it is in WAL mode, or the mark is missing)`;
+        return (
+          this.carry.untouchedWhy?.(table) ??
+          `no commit mark vouches for ${table} (another program wrote the file since run ${this.carry.previousRunId}, it is in WAL mode, or the mark is missing)`
+        );
       const writer = this.writersBefore(table, next)[0];
       if (writer) return `step ${writer.name} wrote ${table} in this run`;
     }
+    for (const table of list) this.reliedOn.add(table);
     return undefined;
   }
 
   /**
-   * The rows this run's steps before `next` appended to `table` (those after its last rowid before
-   * the steps), when the old rows are provably as the last commit left them: the mark vouches for
+   * The rows this run's steps before `next` appended to `table` (those `where` selects: on SQLite,
+   * after its last rowid before the steps), when the old rows are provably as the last commit left them: the mark vouches for
    * the table, no step updated or deleted rows of it, and the rows after that rowid are exactly as
    * many as its steps inserted. Otherwise why not.
    */
-  private appended(db: SqlDatabase, table: string, next: number): { afterRowid: number; rows: number } | { reason: string } {
+  private appended(db: SqlDatabase, table: string, next: number): { where: string; rows: number } | { reason: string } {
     const why = this.unproven();
     if (why !== undefined) return { reason: why };
     if (!(this.carry.untouched as ReadonlySet<string>).has(table))
       return {
-        reason: `no commit mark vouches for ${table} (another program wrote the file since run ${this.carry.previousRunId}, or the mark is missing)`,
+        reason:
+          this.carry.untouchedWhy?.(table) ??
+          `no commit mark vouches for ${table} (another program wrote the file since run ${this.carry.previousRunId}, or the mark is missing)`,
       };
-    const last = this.lastRowBefore.get(table);
-    if (last === undefined) return { reason: `${table} has no rowid` };
+    const where = this.addedAfter.get(table)?.where;
+    if (where === undefined) return { reason: `${table} has no rowid` };
     let inserted = 0;
     for (const step of this.writersBefore(table, next)) {
       const counts = this.carry.steps[step.index]?.counts ?? {};
@@ -130,10 +151,11 @@ export class RunBasis {
         return { reason: `step ${step.name} changed rows of ${table} (not only inserted)` };
       inserted += counts.inserted;
     }
-    const rows = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(table)} WHERE rowid > ${last}`)[0]?.["n"]);
+    const rows = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(table)} WHERE ${where}`)[0]?.["n"]);
     if (rows !== inserted)
       return { reason: `${table} holds ${rows} row(s) after its last row before the steps, its steps inserted ${inserted}` };
-    return { afterRowid: last, rows };
+    this.reliedOn.add(table);
+    return { where, rows };
   }
 
   /** The first step after `index` that writes one of `tables`, by name; undefined when none does. */

@@ -56,6 +56,13 @@ export type FailureKeeping =
       recordFailure(database: string, run: FailedRun): Promise<void>;
     };
 
+/** The tables a run may treat as its runner's last commit left them, and why a table is not among them. */
+export interface UntouchedTables {
+  /** "all" in a new database. */
+  tables: ReadonlySet<string> | "all";
+  why(table: string): string | undefined;
+}
+
 /** An open transaction on one database file. */
 export interface Transaction {
   /** The database the steps read and write, inside the transaction. */
@@ -65,8 +72,22 @@ export interface Transaction {
    * this runner's last commit left it (engine/db/commit-mark.ts), those that commit checked; else none.
    */
   readonly soundTables: ReadonlySet<string> | "all";
-  /** Makes the transaction durable in the file, or throws with the file as it was; `checkedTables` are now known sound. */
-  commit(checkedTables: readonly string[]): Promise<void>;
+  /**
+   * The tables proven exactly as this runner's last commit left them, where that differs from
+   * {@link soundTables} (a server, engine/db/pg/outside-writes.ts), with why another table is not.
+   */
+  readonly untouched?: UntouchedTables | undefined;
+  /**
+   * Before a step writes `tables`: where other clients write the database during the run (a server),
+   * keeps them from writing these until the commit (engine/db/pg/outside-writes.ts); readers go on.
+   */
+  lockForWrite?(tables: readonly string[]): void;
+  /**
+   * Makes the transaction durable in the file, or throws with the file as it was; `checkedTables` are
+   * now known sound. `reliedOn`: the tables this run took to be as the last commit left them (its
+   * carried-over and appended-rows results); a server confirms that again (E_CHANGED when not).
+   */
+  commit(checkedTables: readonly string[], reliedOn?: ReadonlySet<string>): Promise<void>;
   /** Abandons the transaction: the file keeps its content as before. */
   rollback(): Promise<void>;
   /** Releases the connection; after commit or rollback. */

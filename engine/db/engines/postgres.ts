@@ -9,6 +9,14 @@ import { restoreForeignKeys } from "../pg/foreign-keys.js";
 import type { Params, Row, SqlDatabase, Statement } from "../database.js";
 import type { DatabaseLock } from "../lock.js";
 import { postgresDialect } from "../pg/dialect.js";
+import {
+  confirmAndMark,
+  lockForWrite,
+  markRunnerTransaction,
+  noProof,
+  proveUntouched,
+  type OutsideWriteProof,
+} from "../pg/outside-writes.js";
 import { toPositional } from "../pg/parameters.js";
 import { connectSync, PgServerError, type PgResult, type SyncPgConnection } from "../pg/sync-connection.js";
 import { splitStatements, statementBody } from "../split-sql.js";
@@ -50,72 +58,7 @@ export const postgresEngine: Engine = {
     const client = (createRequire(import.meta.url)("pg/package.json") as { version: string }).version;
     return `client pg ${client} (the server's version: see the database check)`;
   },
-  async begin(url, options) {
-    // why: the run's transaction goes on the session that holds its run lock: one connection (one worker loading pg) per run.
-    const lender = options.preview ? undefined : lockHolders.get(url);
-    const shared = lender && !lender.lent ? lender : undefined;
-    const connection = shared?.connection ?? connectPostgres(url);
-    if (shared) shared.lent = true;
-    const giveBack = () => {
-      if (shared) shared.lent = false;
-    };
-    try {
-      // why: a table another session holds locked must not hang the run; past --lock-timeout the statement fails and names it.
-      connection.query(`BEGIN; SET CONSTRAINTS ALL DEFERRED; SET LOCAL lock_timeout = ${Math.max(1, Math.round(options.busyTimeoutMs))}`);
-    } catch (error) {
-      giveBack();
-      if (!shared) connection.close();
-      throw serverError(error, url, options);
-    }
-    let open = true;
-    const transaction: Transaction = {
-      db: wrapConnection(connection, { url, lockTimeoutMs: options.busyTimeoutMs }),
-      // why: SQLite's integrity_check has no meaning here; the server keeps its indexes consistent with its tables.
-      soundTables: "all",
-      async commit() {
-        try {
-          // why: a foreign key set aside for a first load is never committed missing, whichever path led here.
-          restoreForeignKeys(transaction.db);
-          connection.query("COMMIT");
-          open = false;
-          giveBack();
-        } catch (error) {
-          open = false;
-          giveBack();
-          throw new PipelineError(
-            "E_SAVE",
-            `${redactCredentials(url)}: the commit failed (${(error as Error).message}); nothing was saved`,
-            {
-              cause: error,
-            },
-          );
-        }
-      },
-      async rollback() {
-        if (!open) return;
-        open = false;
-        try {
-          connection.query("ROLLBACK");
-        } catch {
-          // why: a connection that broke has lost its transaction already; the server rolled it back.
-        }
-        giveBack();
-      },
-      close() {
-        if (shared) {
-          // why: the lock's holder closes it when the run lock is released; a transaction still open here is rolled back first.
-          if (open) void transaction.rollback();
-          return;
-        }
-        try {
-          connection.close();
-        } catch {
-          // the server closed it first
-        }
-      },
-    };
-    return transaction;
-  },
+  begin: (url, options) => beginOn(url, options, { prove: true }),
   async lock(url, options) {
     const connection = connectPostgres(url);
     let lock: DatabaseLock;
@@ -136,7 +79,8 @@ export const postgresEngine: Engine = {
     };
   },
   async recordFailure(url, run) {
-    const transaction = await postgresEngine.begin(url, { busyTimeoutMs: connectTimeoutMs });
+    // why: it writes the engine's tables only, and must not wait for a table another session holds (the failure may be that wait).
+    const transaction = await beginOn(url, { busyTimeoutMs: connectTimeoutMs }, { prove: false });
     try {
       ensureTables(transaction.db, systemTables, { addColumns: true });
       recordFailedRuns(transaction.db, [run]);
@@ -162,6 +106,102 @@ export const postgresEngine: Engine = {
     };
   },
 };
+
+/**
+ * Begins a run's transaction on the server; with `prove`, also proves which tables are as the
+ * runner's last commit left them (engine/db/pg/outside-writes.ts), locking none: a table is locked
+ * when a step is about to write it, and those the run relied on only briefly, at the commit.
+ */
+async function beginOn(url: string, options: OpenOptions, { prove }: { prove: boolean }): Promise<Transaction> {
+  // why: the run's transaction goes on the session that holds its run lock: one connection (one worker loading pg) per run.
+  const lender = options.preview ? undefined : lockHolders.get(url);
+  const shared = lender && !lender.lent ? lender : undefined;
+  const connection = shared?.connection ?? connectPostgres(url);
+  if (shared) shared.lent = true;
+  const giveBack = () => {
+    if (shared) shared.lent = false;
+  };
+  try {
+    // why: a table another session holds locked must not hang the run; past --lock-timeout the statement fails and names it.
+    connection.query(`BEGIN; SET CONSTRAINTS ALL DEFERRED; SET LOCAL lock_timeout = ${Math.max(1, Math.round(options.busyTimeoutMs))}`);
+  } catch (error) {
+    giveBack();
+    if (!shared) connection.close();
+    throw serverError(error, url, options);
+  }
+  let open = true;
+  /** The tables locked SHARE ROW EXCLUSIVE since a step was about to write them. */
+  const writeLocked = new Set<string>();
+  const db = wrapConnection(connection, { url, lockTimeoutMs: options.busyTimeoutMs });
+  let proof: OutsideWriteProof;
+  try {
+    markRunnerTransaction(db);
+    proof = prove ? proveUntouched(db) : noProof();
+  } catch (error) {
+    connection.query("ROLLBACK");
+    giveBack();
+    if (!shared) connection.close();
+    throw serverError(error, url, options);
+  }
+  const transaction: Transaction = {
+    db,
+    // why: SQLite's integrity_check has no meaning here; the server keeps its indexes consistent with its tables.
+    soundTables: "all",
+    untouched: { tables: proof.untouched, why: (table) => proof.why.get(table) },
+    lockForWrite(tables) {
+      lockForWrite(db, tables, proof, writeLocked);
+    },
+    async commit(checkedTables, reliedOn = new Set()) {
+      try {
+        // why: a foreign key set aside for a first load is never committed missing, whichever path led here.
+        restoreForeignKeys(transaction.db);
+        if (checkedTables.length > 0 || reliedOn.size > 0)
+          confirmAndMark(transaction.db, checkedTables, reliedOn, proof, redactCredentials(url));
+        connection.query("COMMIT");
+        open = false;
+        giveBack();
+      } catch (error) {
+        if (open) {
+          try {
+            // why: a failure before the COMMIT left the transaction open; after it, the server has rolled it back already.
+            connection.query("ROLLBACK");
+          } catch {
+            // the connection broke: the server rolled the transaction back
+          }
+        }
+        open = false;
+        giveBack();
+        if (error instanceof PipelineError) throw error;
+        throw new PipelineError("E_SAVE", `${redactCredentials(url)}: the commit failed (${(error as Error).message}); nothing was saved`, {
+          cause: error,
+        });
+      }
+    },
+    async rollback() {
+      if (!open) return;
+      open = false;
+      try {
+        connection.query("ROLLBACK");
+      } catch {
+        // why: a connection that broke has lost its transaction already; the server rolled it back.
+      }
+      giveBack();
+    },
+    close() {
+      if (shared) {
+        // why: the lock's holder closes it when the run lock is released; a transaction still open here is rolled back first.
+        if (open) void transaction.rollback();
+        return;
+      }
+      try {
+        connection.close();
+      } catch {
+        // the server closed it first
+      }
+    },
+  };
+  return transaction;
+}
 
 function serverError(error: unknown, url: string, _options: OpenOptions): unknown {
   if (error instanceof PipelineError) return error;

@@ -3,6 +3,8 @@ import { PipelineError } from "../../errors.js";
 import { quoteIdent, type SqlDatabase } from "../database.js";
 import type { Dialect } from "../dialect.js";
 import { restoreForeignKeys } from "./foreign-keys.js";
+import { guardSource, isGuardTrigger } from "./outside-writes.js";
+import { steadyInputsOnServer } from "./steady-inputs.js";
 import { PgServerError } from "./sync-connection.js";
 
 const types: Record<ColumnType, string> = {
@@ -60,8 +62,11 @@ export const postgresDialect: Dialect = {
   foreignTriggers: (db, declared) =>
     db
       .all(
+        // why: the runner's own trigger (engine/db/pg/outside-writes.ts) is allowed exactly as the runner made it, no other.
         `SELECT t.tgname AS name, c.relname AS tbl FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND n.nspname = current_schema() ORDER BY 1`,
+         JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_proc p ON p.oid = t.tgfoid
+         WHERE NOT t.tgisinternal AND n.nspname = current_schema() AND NOT coalesce(${isGuardTrigger}, false) ORDER BY 1`,
+        [guardSource(String(db.all("SELECT current_schema() AS s")[0]?.["s"]))],
       )
       .map((row) => ({ name: String(row["name"]), table: String(row["tbl"]) }))
       .filter((trigger) => declared.has(trigger.table)),
@@ -70,8 +75,24 @@ export const postgresDialect: Dialect = {
     return /"Node Type":\s*"(ModifyTable|LockRows)"/.test(explain(db, statement));
   },
   tablesRead(db, sql) {
-    return new Set([...explain(db, sql).matchAll(/"Relation Name":\s*"([^"]+)"/g)].map((m) => m[1]!));
+    // why: the tables of the schema the runner writes; a temporary table of the same name (an incremental step's appended rows) is not one.
+    const schema = String(db.all("SELECT current_schema() AS s")[0]?.["s"]);
+    const relations = explain(db, sql, "VERBOSE, ").matchAll(/"Relation Name":\s*"([^"]+)",\s*"Schema":\s*"([^"]+)"/g);
+    return new Set([...relations].filter((m) => m[2] === schema).map((m) => m[1]!));
   },
+  rowsAddedLater(db, table) {
+    // why: rows are added in the table's last page (while it has room) or in pages after it; the rows already in that
+    // page are named one by one. A TID range scan reads only those pages.
+    const t = quoteIdent(table);
+    const pages = Number(
+      db.all(`SELECT pg_relation_size(?::regclass) / current_setting('block_size')::bigint AS pages`, [t])[0]?.["pages"],
+    );
+    if (pages === 0) return "TRUE";
+    const from = `ctid >= '(${pages - 1},0)'::tid`;
+    const old = db.all(`SELECT ctid::text AS tid FROM ${t} WHERE ${from}`).map((row) => `"${String(row["tid"])}"`);
+    return old.length === 0 ? from : `${from} AND ctid <> ALL ('{${old.join(",")}}'::tid[])`;
+  },
+  steadyInputs: (db, sql) => steadyInputsOnServer(db, sql, (query) => explain(db, query, "VERBOSE, ")),
 };
 
 /**
@@ -124,10 +145,10 @@ function withStoredColumns(sql: string, stored: ReadonlyMap<string, string>): st
 }
 
 /** The plan of a statement as JSON text, every parameter NULL, inside a savepoint (an error must not abort the run's transaction). */
-function explain(db: SqlDatabase, sql: string): string {
+function explain(db: SqlDatabase, sql: string, options = ""): string {
   db.exec("SAVEPOINT explain");
   try {
-    return JSON.stringify(db.all(`EXPLAIN (FORMAT JSON) ${sql}`, {})).replaceAll('\\"', '"');
+    return JSON.stringify(db.all(`EXPLAIN (${options}FORMAT JSON) ${sql}`, {})).replaceAll('\\"', '"');
   } finally {
     db.exec("ROLLBACK TO explain; RELEASE explain");
   }
