@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { onPostgres, Workspace } from "./helpers/workspace.js";
+import { Workspace } from "./helpers/workspace.js";
 
 // A range check's bound may be the run's own day or start (`max: { run: date }`): it judges as the
 // expression on :run_started_at it replaces, and since the engine knows the bound (recorded with the
@@ -112,31 +112,28 @@ describe("a range check with a bound of the run", () => {
     );
   });
 
-  test.skipIf(onPostgres)(
-    "judges only the appended rows while the run's day moves forward, equals the whole check, and still catches a sale after the run's day",
-    async () => {
-      ws.write("pipeline.yaml", pipeline(noFutureDay("error")));
-      ws.write("sales.csv", `${header}1,2024-05-30,,1\n2,2024-06-01,,1\n`);
-      expect(byName(await run("2024-06-01T10:00:00.000Z")).get("no_future_day")).toMatchObject({ status: "passed", failingRows: 0 });
-      append("3,2024-06-02,,1\n4,2024-06-02,,2\n");
-      const second = byName(await run("2024-06-02T08:00:00.000Z")).get("no_future_day")!;
-      expect(second.appendedRows).toEqual({ rows: 2, earlierFromRun: 1 });
-      const { appendedRows: _, ...result } = second;
-      expect(result).toEqual((await tested("2024-06-02T08:00:00.000Z")).get("no_future_day"));
-      expect(result.runBounds).toEqual({ max: "2024-06-02" });
-      // why: nothing appended, a later day: the pass on every row under 2024-06-02 holds under 2024-06-03.
-      expect(byName(await run("2024-06-03T08:00:00.000Z")).get("no_future_day")).toMatchObject({ status: "passed", carriedFromRun: 2 });
-      append("5,2024-06-09,,1\n");
-      const failed = await run("2024-06-04T08:00:00.000Z", 1);
-      expect(failed.error?.code).toBe("E_CHECK");
-      expect(byName(failed).get("no_future_day")).toMatchObject({
-        status: "failed",
-        failingRows: 1,
-        samples: [{ sale_id: 5, day: "2024-06-09" }],
-      });
-      expect(byName(failed).get("no_future_day")?.appendedRows).toBeUndefined();
-    },
-  );
+  test("judges only the appended rows while the run's day moves forward, equals the whole check, and still catches a sale after the run's day", async () => {
+    ws.write("pipeline.yaml", pipeline(noFutureDay("error")));
+    ws.write("sales.csv", `${header}1,2024-05-30,,1\n2,2024-06-01,,1\n`);
+    expect(byName(await run("2024-06-01T10:00:00.000Z")).get("no_future_day")).toMatchObject({ status: "passed", failingRows: 0 });
+    append("3,2024-06-02,,1\n4,2024-06-02,,2\n");
+    const second = byName(await run("2024-06-02T08:00:00.000Z")).get("no_future_day")!;
+    expect(second.appendedRows).toEqual({ rows: 2, earlierFromRun: 1 });
+    const { appendedRows: _, ...result } = second;
+    expect(result).toEqual((await tested("2024-06-02T08:00:00.000Z")).get("no_future_day"));
+    expect(result.runBounds).toEqual({ max: "2024-06-02" });
+    // why: nothing appended, a later day: the pass on every row under 2024-06-02 holds under 2024-06-03.
+    expect(byName(await run("2024-06-03T08:00:00.000Z")).get("no_future_day")).toMatchObject({ status: "passed", carriedFromRun: 2 });
+    append("5,2024-06-09,,1\n");
+    const failed = await run("2024-06-04T08:00:00.000Z", 1);
+    expect(failed.error?.code).toBe("E_CHECK");
+    expect(byName(failed).get("no_future_day")).toMatchObject({
+      status: "failed",
+      failingRows: 1,
+      samples: [{ sale_id: 5, day: "2024-06-09" }],
+    });
+    expect(byName(failed).get("no_future_day")?.appendedRows).toBeUndefined();
+  });
 
   test("judges every row when the clock moved back since the last run, and catches an old row now after the run's day", async () => {
     ws.write("pipeline.yaml", pipeline(noFutureDay("error")));
@@ -153,21 +150,18 @@ describe("a range check with a bound of the run", () => {
     expect(failed.error?.message).toContain("no_future_day on sales: 1 failing row(s)");
   });
 
-  test.skipIf(onPostgres)(
-    "judges every row, and carries nothing over, when the clock moved back even if every row still passes",
-    async () => {
-      ws.write("pipeline.yaml", pipeline(noFutureDay("error")));
-      ws.write("sales.csv", `${header}1,2024-06-04,,1\n`);
-      await run("2024-06-10T10:00:00.000Z");
-      append("2,2024-06-01,,1\n");
-      const back = byName(await run("2024-06-05T10:00:00.000Z")).get("no_future_day")!;
-      expect(back).toMatchObject({ status: "passed", runBounds: { max: "2024-06-05" } });
-      expect(back.appendedRows).toBeUndefined();
-      const unchanged = byName(await run("2024-06-04T10:00:00.000Z")).get("no_future_day")!;
-      expect(unchanged.status).toBe("passed");
-      expect(unchanged.carriedFromRun).toBeUndefined();
-    },
-  );
+  test("judges every row, and carries nothing over, when the clock moved back even if every row still passes", async () => {
+    ws.write("pipeline.yaml", pipeline(noFutureDay("error")));
+    ws.write("sales.csv", `${header}1,2024-06-04,,1\n`);
+    await run("2024-06-10T10:00:00.000Z");
+    append("2,2024-06-01,,1\n");
+    const back = byName(await run("2024-06-05T10:00:00.000Z")).get("no_future_day")!;
+    expect(back).toMatchObject({ status: "passed", runBounds: { max: "2024-06-05" } });
+    expect(back.appendedRows).toBeUndefined();
+    const unchanged = byName(await run("2024-06-04T10:00:00.000Z")).get("no_future_day")!;
+    expect(unchanged.status).toBe("passed");
+    expect(unchanged.carriedFromRun).toBeUndefined();
+  });
 
   test("judges every row when the last result had failing rows (warn): a row the moving day lets pass counts no more", async () => {
     ws.write("pipeline.yaml", pipeline(noFutureDay("warn")));
@@ -188,22 +182,19 @@ describe("a range check with a bound of the run", () => {
     const passed = byName(last).get("no_future_day")!;
     expect(passed).toMatchObject({ status: "passed", failingRows: 0 });
     expect(passed.appendedRows).toBeUndefined();
-    expect(byName(await run("2024-06-12T10:00:00.000Z")).get("no_future_day")?.carriedFromRun).toBe(onPostgres ? undefined : last.runId);
+    expect(byName(await run("2024-06-12T10:00:00.000Z")).get("no_future_day")?.carriedFromRun).toBe(last.runId);
   });
 
-  test.skipIf(onPostgres)(
-    "with a lower bound, judges only the appended rows when the run's day moved back, every row when it moved forward",
-    async () => {
-      ws.write("pipeline.yaml", pipeline(afterTheRun));
-      ws.write("sales.csv", `${header}1,2024-06-20,,1\n`);
-      await run("2024-06-10T10:00:00.000Z");
-      append("2,2024-06-15,,1\n");
-      expect(byName(await run("2024-06-08T10:00:00.000Z")).get("after_the_run")?.appendedRows).toEqual({ rows: 1, earlierFromRun: 1 });
-      append("3,2024-06-25,,1\n");
-      const forward = byName(await run("2024-06-16T10:00:00.000Z", 1)).get("after_the_run")!;
-      expect(forward).toMatchObject({ status: "failed", failingRows: 1, samples: [{ sale_id: 2, day: "2024-06-15" }] });
-    },
-  );
+  test("with a lower bound, judges only the appended rows when the run's day moved back, every row when it moved forward", async () => {
+    ws.write("pipeline.yaml", pipeline(afterTheRun));
+    ws.write("sales.csv", `${header}1,2024-06-20,,1\n`);
+    await run("2024-06-10T10:00:00.000Z");
+    append("2,2024-06-15,,1\n");
+    expect(byName(await run("2024-06-08T10:00:00.000Z")).get("after_the_run")?.appendedRows).toEqual({ rows: 1, earlierFromRun: 1 });
+    append("3,2024-06-25,,1\n");
+    const forward = byName(await run("2024-06-16T10:00:00.000Z", 1)).get("after_the_run")!;
+    expect(forward).toMatchObject({ status: "failed", failingRows: 1, samples: [{ sale_id: 2, day: "2024-06-15" }] });
+  });
 
   test("is refused on a column it cannot be compared with, and a bound of the run is date or time", async () => {
     ws.write("sales.csv", header);
