@@ -262,3 +262,33 @@ describe.each(["sqljs", "native"] as const)("on the %s engine, a row-by-row chec
     for (const name of rowByRow) expect(checks.get(name)?.appendedRows, name).toBeUndefined();
   });
 });
+
+describe.each(["sqljs", "native"] as const)("on the %s engine, a derived step whose sources did not change", (engine) => {
+  const totals = `version: 1
+database: db.sqlite
+tables:
+  sales:
+    columns: { day: { type: date }, product: { type: text }, qty: { type: integer, required: true } }
+    primary_key: [day, product]
+  totals:
+    columns: { lines: { type: integer, required: true }, qty: { type: integer, required: true } }
+    checks:
+      - { name: totals_match_sales, check: sql, sql: "SELECT * FROM totals WHERE qty <> (SELECT sum(qty) FROM sales)" }
+steps:
+  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: insert_new, key: [day, product], columns: { day: day, product: product, qty: qty } }
+  - { name: total, type: sql, sql: "SELECT count(*) AS lines, sum(qty) AS qty FROM sales", into: totals }
+`;
+  const run = async () =>
+    JSON.parse((await ws.cli(["run", "--engine", engine, "--json"])).stdout) as RunJson & { steps: { name: string; status: string }[] };
+
+  test("runs again when another program wrote a table since the last commit (sqlite3), as a fresh run over that table would", async () => {
+    ws.write("pipeline.yaml", totals);
+    expect((await run()).ok).toBe(true);
+    expect((await run()).steps.find((step) => step.name === "total")?.status).toBe("skipped");
+    sqlite(ws.path("db.sqlite"), "INSERT INTO sales (day, product, qty) VALUES ('2024-01-09', 'A', 7)");
+    const after = await run();
+    expect(after.ok, JSON.stringify(after)).toBe(true);
+    expect(after.steps.find((step) => step.name === "total")?.status).toBe("success");
+    expect(sqlite(ws.path("db.sqlite"), "SELECT lines, qty FROM totals")).toBe("4|11");
+  });
+});

@@ -60,6 +60,21 @@ async function afterOutside(outside: string): Promise<string[]> {
 }
 
 describe("check results carried over on PostgreSQL", () => {
+  test("a derived step whose source did not change runs again once another session wrote the table it reads", async () => {
+    const totals = "  totals:\n    columns: { qty: { type: integer } }\nsteps:";
+    ws.write(
+      "pipeline.yaml",
+      `${pipeline.replace("steps:", totals)}  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: totals }\n`,
+    );
+    await run();
+    const steps = (report: string) =>
+      (JSON.parse(report) as { steps: { name: string; status: string }[] }).steps.map((s) => `${s.name} ${s.status}`);
+    expect(steps((await run()).stdout)).toEqual(["load_sales unchanged", "total skipped"]);
+    pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', 10)");
+    expect(steps((await run()).stdout)).toEqual(["load_sales unchanged", "total success"]);
+    expect(pg.psql(name, "SELECT qty FROM totals")).toBe("16");
+  });
+
   test("a run on tables nobody wrote keeps the last commit's results, and says so", async () => {
     await run();
     const second = await run();
