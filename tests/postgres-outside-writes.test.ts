@@ -75,6 +75,17 @@ describe("check results carried over on PostgreSQL", () => {
     expect(pg.psql(name, "SELECT qty FROM totals")).toBe("16");
   });
 
+  test("the log of outside writes keeps no row a later run would not read, and a write after a commit is still seen", async () => {
+    await run();
+    pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', 5); UPDATE sales SET qty = 4 WHERE qty = 5");
+    expect(pg.psql(name, "SELECT count(*) FROM pipeline_outside_writes")).toBe("2");
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n2024-01-02,1\n2024-01-03,2\n2024-01-05,6\n");
+    expect((await run()).status).toBe("succeeded");
+    expect(pg.psql(name, "SELECT count(*) FROM pipeline_outside_writes")).toBe("0");
+    pg.psql(name, "UPDATE sales SET qty = -1 WHERE qty = 6");
+    expect(summary((await run()).checks)).toEqual(["qty_positive warned 1", "three_sales warned 1"]);
+  });
+
   test("a run on tables nobody wrote keeps the last commit's results, and says so", async () => {
     await run();
     const second = await run();

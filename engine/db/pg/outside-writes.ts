@@ -271,6 +271,9 @@ export function confirmAndMark(
       sequence,
     ]);
   }
+  // why: every mark now starts after `sequence`, and the SHARE locks above let no write under way end later, so the log's
+  // rows up to it are read by no later run: without this, the log would grow by a row per outside statement, forever.
+  db.run(`DELETE FROM ${schema}.${writesTable} WHERE id <= ?`, [sequence]);
 }
 
 /**
