@@ -5,6 +5,7 @@ import type { SqlDatabase } from "./db/database.js";
 import type { EngineName } from "./db/engines/index.js";
 import { explainDamage } from "./db/integrity.js";
 import { declaredTables } from "./db/schema.js";
+import { WriteBeforeReady } from "./db/read-first.js";
 import { lockDatabase, type OutputFile, type Session } from "./db/session.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
 import { configFingerprint } from "./fingerprint.js";
@@ -69,7 +70,9 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     const { startedAt } = attempt;
     const failures = await session.begin();
     const db = session.db;
-    const schema = await prepareDatabase(db, plan, report, options);
+    // why: a deep plan copies the derived tables into TEMP before the steps.
+    if (deep) await session.readyToWrite();
+    const schema = await readyIfWritten(session, () => prepareDatabase(db, plan, report, options));
     attempt.configSha256 = configFingerprint(plan, options.typeOf);
     deep?.copyDerivedTables(db);
     const run = openRun(db, plan, report, { ...attempt, failures, outputs, fullRefresh: options.fullRefresh });
@@ -79,6 +82,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       now,
       untouched: session.soundTables,
       configSha256: attempt.configSha256,
+      readyToWrite: () => session!.readyToWrite(),
     });
     if (!changed && run.recordedFailures === 0 && schema.addedColumns.length === 0) {
       // why: nothing to record but the fact that nothing changed; committing that costs more than the run.
@@ -88,6 +92,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       await session.rollback({ journalRecorded: !deep });
       return report;
     }
+    await session.readyToWrite();
     const appendedSince = (table: string) => basis.appendedSince(db, table);
     closeRun(db, plan, report, {
       runId: run.runId,
@@ -123,7 +128,13 @@ async function runSteps(
   plan: Plan,
   options: RunOptions,
   report: RunReport,
-  run: OpenedRun & { startedAt: string; now: () => Date; untouched: ReadonlySet<string> | "all"; configSha256: string },
+  run: OpenedRun & {
+    startedAt: string;
+    now: () => Date;
+    untouched: ReadonlySet<string> | "all";
+    configSha256: string;
+    readyToWrite: () => Promise<void>;
+  },
 ): Promise<{ files: OutputFile[]; changed: boolean; basis: RunBasis }> {
   const startedAt = run.startedAt;
   let changed = run.changed;
@@ -160,6 +171,7 @@ async function runSteps(
       result: report.steps[step.index]!,
       skip,
       committed: basis.at(step.index),
+      readyToWrite: run.readyToWrite,
     });
     files.push(...(outcome?.files ?? []));
     if (outcome && !definition.derived && outcome.status !== "unchanged") changed = true;
@@ -221,6 +233,7 @@ async function runStep(
     result: StepResult;
     skip: string | undefined;
     committed: CommittedTables;
+    readyToWrite: () => Promise<void>;
   },
 ): Promise<StepOutcome | undefined> {
   const { plan, options, db, runId, result } = run;
@@ -230,6 +243,7 @@ async function runStep(
     options.onEvent({ kind: "step-end", result });
     return undefined;
   }
+  if (!definition.readsFirst) await run.readyToWrite();
   const stepStarted = performance.now();
   try {
     const outcome = await definition.execute(step.spec, {
@@ -243,6 +257,7 @@ async function runStep(
       signal: options.signal,
       progress: (rows) => options.onEvent({ kind: "progress", step, rows, elapsedMs: performance.now() - stepStarted }),
       committed: run.committed,
+      readyToWrite: run.readyToWrite,
     });
     Object.assign(result, { status: outcome.status, counts: outcome.counts, detail: outcome.detail });
     if (outcome.incremental) result.incremental = outcome.incremental;
@@ -258,6 +273,21 @@ async function runStep(
     result.durationMs = performance.now() - stepStarted;
     options.onEvent({ kind: "step-end", result });
     if (result.status !== "error") recordStep(db, { runId, ...result, index: step.index });
+  }
+}
+
+/**
+ * Runs `body`, which may write before it knows whether it does (the schema: a table created, a
+ * column added); when the database was opened to read first and refuses the write, readies it and
+ * runs `body` again: the refusal came before anything was written.
+ */
+async function readyIfWritten<T>(session: Session, body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (error) {
+    if (!(error instanceof WriteBeforeReady)) throw error;
+    await session.readyToWrite();
+    return body();
   }
 }
 

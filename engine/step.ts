@@ -107,6 +107,8 @@ export interface RunContext {
   progress: ProgressReporter;
   /** What the run can prove about the tables as its last commit left them, at this step. */
   committed?: CommittedTables | undefined;
+  /** Readies `db` for every write; a step that {@link StepDefinition.readsFirst} awaits it before its first write. */
+  readyToWrite(): Promise<void>;
 }
 
 /** A step type: everything the engine needs to check, plan and run it. One per file in steps/. */
@@ -118,6 +120,12 @@ export interface StepDefinition<S extends StepSpec = StepSpec> {
   details(step: S, pipeline: Pipeline): PlanDetail[];
   /** The tables the step writes. */
   writes(step: S): string[];
+  /**
+   * Whether the step's `execute` reads first and awaits `context.readyToWrite()` before writing any
+   * table but the engine's own, so that a run whose steps find nothing to write never readies the
+   * database for writing (sqljs: never loads it); otherwise the run readies it before the step.
+   */
+  readsFirst?: boolean;
   /** Whether the step may write tables it does not declare (a script): no check's result is then carried over from an earlier run. */
   writesUndeclared?(step: S): boolean;
   /** The tables the step reads (`list`, `run --select STEP+`); `tablesRead` gives those a query reads, from its compiled program. */

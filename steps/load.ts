@@ -58,6 +58,8 @@ function conflictPolicy(step: LoadStepSpec): "update" | "reject" | "fail" {
 /** `type: load`: fetches a CSV source, casts its columns and writes them into a declared table. */
 export const loadStep: StepDefinition<LoadStepSpec> = {
   type: "load",
+  // why: a source that answers 304 or hashes the same writes nothing but the engine's own tables (docs/performance.md).
+  readsFirst: true,
   source: (step) => step.source,
   profile: profileLoad,
   key: (step, pipeline) => (step.mode === "append" ? undefined : loadKey(step, pipeline.tables[step.table])),
@@ -217,6 +219,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
         remember(null);
         return loader.retryOnly(validators.header, "source unchanged (same content as last run)");
       }
+      await context.readyToWrite();
       const tail = validators ? grownTail(step, spool, summary, validators) : undefined;
       const outcome = loader.read(
         sourceText(step, spool, summary, tail, source),
@@ -611,7 +614,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     header: () => header ?? null,
 
     /** No new bytes to read (304, same content): only the pending rows are tried again. */
-    retryOnly(storedHeader: string[] | null | undefined, why: string): StepOutcome {
+    async retryOnly(storedHeader: string[] | null | undefined, why: string): Promise<StepOutcome> {
       const retryable = open.some((r) => r.kind !== null && retriedKinds.has(r.kind) && r.fields !== null);
       if (!retryable || !storedHeader) {
         touchPending(db, step.name, runId);
@@ -620,6 +623,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
         bulk?.free();
         return { status: "unchanged", counts: {}, detail: why };
       }
+      await context.readyToWrite();
       useHeader(storedHeader);
       retryPending();
       const outcome = finish();

@@ -65,6 +65,11 @@ export interface Transaction {
    * this runner's last commit left it (engine/db/commit-mark.ts), those that commit checked; else none.
    */
   readonly soundTables: ReadonlySet<string> | "all";
+  /**
+   * Readies `db` for every write, when it was opened to read first (sqljs: it loads the image); until
+   * then a write other than to the engine's own tables throws `WriteBeforeReady` (engine/db/read-first.ts). Absent: always ready.
+   */
+  readyToWrite?(): Promise<void>;
   /** Makes the transaction durable in the file, or throws with the file as it was; `checkedTables` are now known sound. */
   commit(checkedTables: readonly string[]): Promise<void>;
   /** Abandons the transaction: the file keeps its content as before. */

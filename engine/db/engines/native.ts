@@ -190,7 +190,8 @@ function guarded<T>(file: string, action: () => T): T {
   }
 }
 
-function wrapDatabase(db: DatabaseSync, file: string): SqlDatabase {
+/** `db` as the engine's {@link SqlDatabase}, its storage errors naming `file`. */
+export function wrapDatabase(db: DatabaseSync, file: string): SqlDatabase {
   const compile = (sql: string): StatementSync => {
     const statement = guarded(file, () => db.prepare(sql));
     // why: the engine binds run_id and run_started_at to every statement of a script; one that does not use them ignores them.
