@@ -5,7 +5,7 @@ import { sameStoredType } from "./db/constraints.js";
 import { quoteIdent, type Row, type SqlDatabase, type SqlValue } from "./db/database.js";
 import { splitStatements } from "./db/split-sql.js";
 import type { EngineName } from "./db/engines/engine.js";
-import { openScratch } from "./db/scratch.js";
+import { withScratch } from "./db/scratch.js";
 import { ensureTables } from "./db/tables.js";
 import { didYouMean, PipelineError, type Diagnostic } from "./errors.js";
 import { freshnessDiagnostics, freshnessOf } from "./freshness.js";
@@ -646,15 +646,14 @@ export function recordCheckResult(db: SqlDatabase, runId: number, result: CheckR
  * each one's query compiles against the declared tables and only reads. Freshness limits too.
  */
 export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline, engine?: EngineName): Promise<Diagnostic[]> {
-  const diagnostics: Diagnostic[] = [];
   const tables = pipeline.tables as Record<string, TableSpec>;
-  const problem = (message: string, at: (string | number)[], key?: string, code: Diagnostic["code"] = "E_CONFIG") =>
-    diagnostics.push({ code, message, place: config.locate(at, key) });
   const checks = declaredChecks(pipeline);
-  diagnostics.push(...freshnessDiagnostics(config, pipeline));
-  if (checks.length === 0) return diagnostics;
-  const scratch = await openScratch(engine);
-  try {
+  const freshness = freshnessDiagnostics(config, pipeline);
+  if (checks.length === 0) return freshness;
+  const compiled = await withScratch(engine, (scratch) => {
+    const diagnostics: Diagnostic[] = [];
+    const problem = (message: string, at: (string | number)[], key?: string, code: Diagnostic["code"] = "E_CONFIG") =>
+      diagnostics.push({ code, message, place: config.locate(at, key) });
     ensureTables(scratch, systemTables as Record<string, TableSpec>);
     for (const [name, spec] of Object.entries(tables)) {
       try {
@@ -745,8 +744,7 @@ export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline,
         problem(`${label}: ${(error as Error).message}`, where, undefined, "E_SQL");
       }
     }
-  } finally {
-    scratch.close();
-  }
-  return diagnostics;
+    return diagnostics;
+  });
+  return [...freshness, ...compiled];
 }

@@ -104,6 +104,17 @@ process.on("exit", () => writeFileSync(${JSON.stringify(loaded)}, JSON.stringify
       await server.close();
     }
   });
+
+  test("on the sqljs engine, reads the file through node:sqlite: loads neither sql.js nor csv-parse, and reports as before", async () => {
+    const sqljs = await loadedByUnchangedRun(clientFileEnv, "sqljs");
+    expect(sqljs.urls.filter((url) => notNeeded.test(url))).toEqual([]);
+    // why: the same report as a run that loads the image (the native engine's, on the same files), step by step.
+    const native = await loadedByUnchangedRun(clientFileEnv, "native");
+    const comparable = (report: object) =>
+      JSON.stringify(report, (key, value: unknown) => (/^(durationMs|rssBytes)$/.test(key) ? undefined : value));
+    expect(comparable(sqljs.report)).toBe(comparable(native.report));
+    expect(sqljs.report.steps.map((step) => step.status)).toContain("skipped");
+  });
 });
 
 describe("npm run demo", () => {

@@ -88,9 +88,16 @@ export const nativeEngine: Engine = {
   },
 };
 
-/** An empty in-memory database on node:sqlite, foreign keys enforced: validation's scratch for the native engine. */
-export function openNativeMemory(): SqlDatabase {
-  return wrapDatabase(new (nodeSqlite().DatabaseSync)(":memory:", { enableForeignKeyConstraints: true }), ":memory:");
+/** An empty in-memory database on node:sqlite, foreign keys enforced, readied by `setup`: validation's scratch (engine/db/scratch.ts). */
+export function openNativeMemory(setup?: (db: DatabaseSync) => void): SqlDatabase {
+  const db = new (nodeSqlite().DatabaseSync)(":memory:", { enableForeignKeyConstraints: true });
+  try {
+    setup?.(db);
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+  return wrapDatabase(db, ":memory:");
 }
 
 function open(file: string, options: OpenOptions, readOnly: boolean, enforceForeignKeys = true): DatabaseSync {
