@@ -18,10 +18,10 @@ import { hasForeignKeyActions } from "../constraints.js";
  * The sql.js engine (the design card's): the file is loaded whole into memory, the steps run
  * there, and a run that commits replaces the file by rename. A run reads the file through
  * node:sqlite until it knows it writes (engine/db/read-first.ts), and only then loads it, refusing
- * a file changed since the run began; a run that writes nothing never loads sql.js. The rename happens while the runner
- * holds SQLite's own write lock on the live file, after checking nobody wrote it since it was
- * loaded; the replaced file's header is then overwritten, so a program that still has it open
- * gets an error instead of writing into a file nobody will read again.
+ * a file changed since the run began; a run that writes nothing never loads sql.js. The rename
+ * happens while the runner holds SQLite's own write lock on the live file, after checking nobody
+ * wrote it since the run began; the replaced file's header is then overwritten, so a program that
+ * still has it open gets an error instead of writing into a file nobody will read again.
  */
 export const sqlJsEngine: Engine = {
   name: "sqljs",
@@ -49,10 +49,17 @@ export const sqlJsEngine: Engine = {
       if (image) return;
       const now = await fileIdentity(file);
       const bytes = await readDatabaseFile(file, { roomy: true });
-      // why: the run's decisions were read from the file as it was when the run began; an image of anything since is refused, as at the save.
+      // why: the run's decisions were read from the file as it was when the run began; an image of anything
+      // since is refused, as the save refuses it.
       await refuseIfChanged(file, loadedAs, now, changeCounter(bytes));
-      image = await openWritable(file, bytes, options);
-      deferred.write(image);
+      const opened = await openWritable(file, bytes, options);
+      try {
+        deferred.write(opened);
+      } catch (error) {
+        opened.close();
+        throw error;
+      }
+      image = opened;
     };
     const base = await transaction(file, deferred.db, () => image, loadedAs, true, options);
     return {
