@@ -70,7 +70,7 @@ export function readFirst(reader: DatabaseSync, readerDb: SqlDatabase): ReadFirs
         }
         break;
     }
-    refused ??= `${actionName(constants, action)} ${name ?? ""}`.trim();
+    refused ??= name === null ? "a change to the database" : `a change to ${String(name)}`;
     return constants.SQLITE_DENY;
   });
 
@@ -202,11 +202,4 @@ function replay(reader: DatabaseSync, target: SqlDatabase, table: string): void 
     else insert.run([rowid!, ...values]);
   }
   for (const statement of [remove, update, insert]) statement.free();
-}
-
-function actionName(constants: typeof import("node:sqlite").constants, action: number): string {
-  const entry = Object.entries(constants).find(
-    ([key, value]) => value === action && key.startsWith("SQLITE_") && !/^SQLITE_(OK|DENY|IGNORE)$/.test(key),
-  );
-  return entry ? entry[0].slice("SQLITE_".length).toLowerCase().replaceAll("_", " ") : `action ${action}`;
 }
