@@ -107,3 +107,25 @@ describe("a sqljs run that finds it writes after reading", () => {
     expect(contents("sqljs.sqlite").filter((row) => row["t"] === "runs")).toHaveLength(6);
   });
 });
+
+describe("a sqljs run reads with sql.js's SQL until it writes", () => {
+  test("a check with a double-quoted string, valid on sql.js, passes an unchanged run as it passes the first", async () => {
+    // why: sql.js's build takes "..." for a string where no column has that name; node:sqlite, by default, refuses it.
+    ws.write(
+      "pipeline.yaml",
+      pipeline("").replace(
+        "primary_key: [n]",
+        `primary_key: [n]
+    checks:
+      - { name: recent, check: expression, expression: "date('now') > \\"2000-01-01\\"" }`,
+      ),
+    );
+    ws.write("n.csv", "n\n1\n2\n");
+    expect((await ws.cli(["validate", "--engine", "sqljs"])).code).toBe(0);
+    for (const status of ["succeeded", "unchanged"]) {
+      const result = await ws.cli(["run", "--engine", "sqljs", "--json"]);
+      expect(result.code, result.stderr).toBe(0);
+      expect((JSON.parse(result.stdout) as { status: string }).status).toBe(status);
+    }
+  });
+});
