@@ -157,11 +157,20 @@ async function readHeader(file: string): Promise<{ counter: number | undefined; 
   }
 }
 
-/** The file opened read-only through node:sqlite, foreign keys not enforced (nothing is written through it), temporary tables in memory. */
+/**
+ * The file opened read-only through node:sqlite, foreign keys not enforced (nothing is written through it), temporary tables in
+ * memory, and "..." read as sql.js's build reads it (a string where no column has that name), so that the run's SQL means the same
+ * before and after it writes.
+ */
 function openReader(file: string, options: OpenOptions): DatabaseSync {
   let reader: DatabaseSync | undefined;
   try {
-    reader = new (nodeSqlite().DatabaseSync)(file, { readOnly: true, timeout: options.busyTimeoutMs, enableForeignKeyConstraints: false });
+    reader = new (nodeSqlite().DatabaseSync)(file, {
+      readOnly: true,
+      timeout: options.busyTimeoutMs,
+      enableForeignKeyConstraints: false,
+      enableDoubleQuotedStringLiterals: true,
+    });
     reader.exec("PRAGMA temp_store = MEMORY");
     reader.prepare("SELECT count(*) FROM sqlite_schema").get();
     return reader;
