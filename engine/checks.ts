@@ -474,9 +474,9 @@ export class CheckRun {
 
   /** Runs the checks due before step `next` (all that are left when it is past the last step); throws E_CHECK when one with severity error failed. */
   runDue(db: SqlDatabase, runId: number, startedAt: string, next: number): void {
-    this.schedule ??= this.scheduleChecks(db);
-    const due = this.schedule.filter((entry) => entry.after < next);
-    this.schedule = this.schedule.filter((entry) => entry.after >= next);
+    const schedule = this.compile(db);
+    const due = schedule.filter((entry) => entry.after < next);
+    this.schedule = schedule.filter((entry) => entry.after >= next);
     const values = { run_id: runId, run_started_at: startedAt };
     const found = due.map((entry) => this.carriedOver(db, entry, next) ?? this.appendedOnly(db, entry, next));
     // why: the row-by-row checks left to run read their table once between them, not once each (docs/checks.md).
@@ -497,6 +497,11 @@ export class CheckRun {
       if (result.status === "failed") failed.push(result);
     }
     if (failed.length > 0) throw checkFailure(failed);
+  }
+
+  /** Compiles every check's query, once, and returns the checks left to run; throws what the database says of one it cannot compile. */
+  compile(db: SqlDatabase): NonNullable<CheckRun["schedule"]> {
+    return (this.schedule ??= this.scheduleChecks(db));
   }
 
   /**

@@ -151,6 +151,14 @@ async function runSteps(
     committed: basis,
   });
   report.checks = checks.results;
+  try {
+    checks.compile(db);
+  } catch {
+    // why: on sqljs the run reads through node:sqlite until it writes; a query only sql.js's build compiles (validation judged
+    // it there: an extension function such as stdev) is compiled on the image, readied for it.
+    await run.readyToWrite();
+    checks.compile(db);
+  }
   for (const step of plan.steps) {
     // why: a check runs once the last step writing a table it reads has run, before the next step.
     checks.runDue(db, run.runId, startedAt, step.index);
