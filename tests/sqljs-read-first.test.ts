@@ -1,3 +1,5 @@
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { DatabaseSync } from "node:sqlite";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { nodeOnly } from "../engine/db/scratch.js";
@@ -129,6 +131,26 @@ describe("a sqljs run reads with sql.js's SQL until it writes", () => {
       const result = await ws.cli(["run", "--engine", "sqljs", "--json"]);
       expect(result.code, result.stderr).toBe(0);
       expect((JSON.parse(result.stdout) as { status: string }).status).toBe(status);
+    }
+  });
+});
+
+describe("a sqljs run that reads first, while another program holds the file", () => {
+  test("a lock held past --lock-timeout is the lock error (exit 3), not an unreadable database", async () => {
+    ws.write("pipeline.yaml", pipeline(""));
+    ws.write("n.csv", "n\n1\n2\n");
+    expect((await ws.cli(["run", "--engine", "sqljs"])).code).toBe(0);
+    // why: the real sqlite3 CLI holds an EXCLUSIVE lock (as a long write does) until its input ends.
+    const holder = spawn("sqlite3", ["-batch", ws.path("db.sqlite")], { stdio: ["pipe", "pipe", "inherit"] });
+    holder.stdin.write("BEGIN EXCLUSIVE; SELECT 'held';\n");
+    await once(holder.stdout, "data");
+    try {
+      const result = await ws.cli(["run", "--engine", "sqljs", "--lock-timeout", "1s"]);
+      expect(result.stderr).toMatch(/^error E_LOCK .* is being written by another program; waited 1 s/);
+      expect(result.code).toBe(3);
+    } finally {
+      holder.stdin.end("COMMIT;\n");
+      await once(holder, "exit");
     }
   });
 });
