@@ -127,13 +127,13 @@ function beginOrWait(db: DatabaseSync, file: string, options: OpenOptions): void
   }
 }
 
-function isBusy(error: unknown): boolean {
+export function isBusy(error: unknown): boolean {
   const code = (error as { errcode?: number }).errcode;
   return code !== undefined && (code & 0xff) === 5;
 }
 
 /** SQLITE_BUSY past the busy timeout is the lock error (exit 3); anything else is a database error. */
-function sqliteError(error: unknown, file: string, options: OpenOptions): PipelineError {
+export function sqliteError(error: unknown, file: string, options: OpenOptions): PipelineError {
   if (isBusy(error)) {
     return new PipelineError(
       "E_LOCK",

@@ -8,7 +8,7 @@ import { checkNoSqliteSidecars, fileIdentity, readDatabaseFile, stageFile, type 
 import { journalBeside } from "../failure-journal.js";
 import { lockFileBeside } from "../lock.js";
 import type { Engine, OpenOptions, Transaction } from "./engine.js";
-import { wrapDatabase as wrapNativeDatabase } from "./native.js";
+import { isBusy, sqliteError, wrapDatabase as wrapNativeDatabase } from "./native.js";
 import type { SqlDatabase } from "../database.js";
 import { readFirst } from "../read-first.js";
 import { recordMark, tablesCheckedAtMark } from "../commit-mark.js";
@@ -176,6 +176,8 @@ function openReader(file: string, options: OpenOptions): DatabaseSync {
     return reader;
   } catch (error) {
     reader?.close();
+    // why: another program's lock held past --lock-timeout is the lock error, as on the native engine.
+    if (isBusy(error)) throw sqliteError(error, file, options);
     throw new PipelineError("E_DB", `${file} is not a readable SQLite database: ${(error as Error).message}`, { cause: error });
   }
 }
