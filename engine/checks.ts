@@ -5,7 +5,7 @@ import { sameStoredType } from "./db/constraints.js";
 import { quoteIdent, type Row, type SqlDatabase, type SqlValue } from "./db/database.js";
 import { splitStatements } from "./db/split-sql.js";
 import type { EngineName } from "./db/engines/engine.js";
-import { openScratch } from "./db/scratch.js";
+import { withScratch } from "./db/scratch.js";
 import { ensureTables } from "./db/tables.js";
 import { didYouMean, PipelineError, type Diagnostic } from "./errors.js";
 import { freshnessDiagnostics, freshnessOf } from "./freshness.js";
@@ -560,9 +560,9 @@ export class CheckRun {
 
   /** Runs the checks due before step `next` (all that are left when it is past the last step); throws E_CHECK when one with severity error failed. */
   runDue(db: SqlDatabase, runId: number, startedAt: string, next: number): void {
-    this.schedule ??= this.scheduleChecks(db);
-    const due = this.schedule.filter((entry) => entry.after < next);
-    this.schedule = this.schedule.filter((entry) => entry.after >= next);
+    const schedule = this.compile(db);
+    const due = schedule.filter((entry) => entry.after < next);
+    this.schedule = schedule.filter((entry) => entry.after >= next);
     const values = { run_id: runId, run_started_at: startedAt };
     const found = due.map((entry) => this.carriedOver(db, entry, next, values) ?? this.appendedOnly(db, entry, next, values));
     // why: the row-by-row checks left to run read their table once between them, not once each (docs/checks.md).
@@ -584,6 +584,11 @@ export class CheckRun {
       if (result.status === "failed") failed.push(result);
     }
     if (failed.length > 0) throw checkFailure(failed);
+  }
+
+  /** Compiles every check's query, once, and returns the checks left to run; throws what the database says of one it cannot compile. */
+  compile(db: SqlDatabase): NonNullable<CheckRun["schedule"]> {
+    return (this.schedule ??= this.scheduleChecks(db));
   }
 
   /**
@@ -744,15 +749,14 @@ export function recordCheckResult(db: SqlDatabase, runId: number, result: CheckR
  * each one's query compiles against the declared tables and only reads. Freshness limits too.
  */
 export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline, engine?: EngineName): Promise<Diagnostic[]> {
-  const diagnostics: Diagnostic[] = [];
   const tables = pipeline.tables as Record<string, TableSpec>;
-  const problem = (message: string, at: (string | number)[], key?: string, code: Diagnostic["code"] = "E_CONFIG") =>
-    diagnostics.push({ code, message, place: config.locate(at, key) });
   const checks = declaredChecks(pipeline);
-  diagnostics.push(...freshnessDiagnostics(config, pipeline));
-  if (checks.length === 0) return diagnostics;
-  const scratch = await openScratch(engine);
-  try {
+  const freshness = freshnessDiagnostics(config, pipeline);
+  if (checks.length === 0) return freshness;
+  const compiled = await withScratch(engine, (scratch) => {
+    const diagnostics: Diagnostic[] = [];
+    const problem = (message: string, at: (string | number)[], key?: string, code: Diagnostic["code"] = "E_CONFIG") =>
+      diagnostics.push({ code, message, place: config.locate(at, key) });
     ensureTables(scratch, systemTables as Record<string, TableSpec>);
     for (const [name, spec] of Object.entries(tables)) {
       try {
@@ -857,8 +861,7 @@ export async function checkDiagnostics(config: LoadedConfig, pipeline: Pipeline,
         problem(`${label}: ${(error as Error).message}`, where, undefined, "E_SQL");
       }
     }
-  } finally {
-    scratch.close();
-  }
-  return diagnostics;
+    return diagnostics;
+  });
+  return [...freshness, ...compiled];
 }

@@ -6,6 +6,7 @@ import type { UntouchedTables } from "./db/engines/engine.js";
 import type { EngineName } from "./db/engines/index.js";
 import { explainDamage } from "./db/integrity.js";
 import { declaredTables } from "./db/schema.js";
+import { WriteBeforeReady } from "./db/read-first.js";
 import { lockDatabase, type OutputFile, type Session } from "./db/session.js";
 import { describeError, PipelineError, throwIfAborted } from "./errors.js";
 import { configFingerprint } from "./fingerprint.js";
@@ -70,7 +71,9 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     const { startedAt } = attempt;
     const failures = await session.begin();
     const db = session.db;
-    const schema = await prepareDatabase(db, plan, report, options);
+    // why: a deep plan copies the derived tables into TEMP before the steps.
+    if (deep) await session.readyToWrite();
+    const schema = await readyIfWritten(session, () => prepareDatabase(db, plan, report, options));
     attempt.configSha256 = configFingerprint(plan, options.typeOf);
     deep?.copyDerivedTables(db);
     const run = openRun(db, plan, report, { ...attempt, failures, outputs, fullRefresh: options.fullRefresh });
@@ -81,6 +84,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       untouched: session.untouched,
       configSha256: attempt.configSha256,
       lockForWrite: (tables) => session!.lockForWrite(tables),
+      readyToWrite: () => session!.readyToWrite(),
     });
     if (!changed && run.recordedFailures === 0 && schema.addedColumns.length === 0) {
       // why: nothing to record but the fact that nothing changed; committing that costs more than the run.
@@ -90,6 +94,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
       await session.rollback({ journalRecorded: !deep });
       return report;
     }
+    await session.readyToWrite();
     const appendedSince = (table: string) => basis.appendedSince(db, table);
     closeRun(db, plan, report, {
       runId: run.runId,
@@ -131,6 +136,7 @@ async function runSteps(
     untouched: UntouchedTables;
     configSha256: string;
     lockForWrite: (tables: readonly string[]) => void;
+    readyToWrite: () => Promise<void>;
   },
 ): Promise<{ files: OutputFile[]; changed: boolean; basis: RunBasis }> {
   const startedAt = run.startedAt;
@@ -154,6 +160,14 @@ async function runSteps(
     committed: basis,
   });
   report.checks = checks.results;
+  try {
+    checks.compile(db);
+  } catch {
+    // why: on sqljs the run reads through node:sqlite until it writes; a query only sql.js's build compiles (validation judged
+    // it there: an extension function such as stdev) is compiled on the image, readied for it.
+    await run.readyToWrite();
+    checks.compile(db);
+  }
   for (const step of plan.steps) {
     // why: a check runs once the last step writing a table it reads has run, before the next step.
     checks.runDue(db, run.runId, startedAt, step.index);
@@ -174,8 +188,12 @@ async function runSteps(
       result: report.steps[step.index]!,
       skip,
       committed: basis.at(step.index),
-      // why: on a server, other clients' writes to a table wait only once a step is about to write it; a table the run only reads stays open to them.
-      aboutToWrite: () => run.lockForWrite(definition.writes(step.spec)),
+      // why: a step about to write readies the database (sqljs loads its image) and, on a server, locks those tables
+      // against other writers from then to the commit; a table the run only reads stays open to them.
+      aboutToWrite: async () => {
+        await run.readyToWrite();
+        run.lockForWrite(definition.writes(step.spec));
+      },
     });
     files.push(...(outcome?.files ?? []));
     if (outcome && !definition.derived && outcome.status !== "unchanged") changed = true;
@@ -244,7 +262,7 @@ async function runStep(
     result: StepResult;
     skip: string | undefined;
     committed: CommittedTables;
-    aboutToWrite: () => void;
+    aboutToWrite: () => Promise<void>;
   },
 ): Promise<StepOutcome | undefined> {
   const { plan, options, db, runId, result } = run;
@@ -256,7 +274,7 @@ async function runStep(
   }
   const stepStarted = performance.now();
   try {
-    if (!definition.announcesWrites) run.aboutToWrite();
+    if (!definition.announcesWrites) await run.aboutToWrite();
     const outcome = await definition.execute(step.spec, {
       pipeline: plan.pipeline,
       config: plan.config,
@@ -284,6 +302,21 @@ async function runStep(
     result.durationMs = performance.now() - stepStarted;
     options.onEvent({ kind: "step-end", result });
     if (result.status !== "error") recordStep(db, { runId, ...result, index: step.index });
+  }
+}
+
+/**
+ * Runs `body`, which may write before it knows whether it does (the schema: a table created, a
+ * column added); when the database was opened to read first and refuses the write, readies it and
+ * runs `body` again: the refusal came before anything was written.
+ */
+async function readyIfWritten<T>(session: Session, body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (error) {
+    if (!(error instanceof WriteBeforeReady)) throw error;
+    await session.readyToWrite();
+    return body();
   }
 }
 

@@ -107,8 +107,12 @@ export interface RunContext {
   progress: ProgressReporter;
   /** What the run can prove about the tables as its last commit left them, at this step. */
   committed?: CommittedTables | undefined;
-  /** Called by a step that {@link StepDefinition.announcesWrites} before it first writes its tables (on a server, they are locked against other writers then). */
-  aboutToWrite?: (() => void) | undefined;
+  /**
+   * Readies the database for the step's writes (sqljs: loads its image) and, on a server, locks its
+   * tables against other writers until the commit. A step that {@link StepDefinition.announcesWrites}
+   * awaits it before it first writes its tables; the runner awaits it before any other step.
+   */
+  aboutToWrite(): Promise<void>;
 }
 
 /** A step type: everything the engine needs to check, plan and run it. One per file in steps/. */
@@ -121,8 +125,9 @@ export interface StepDefinition<S extends StepSpec = StepSpec> {
   /** The tables the step writes. */
   writes(step: S): string[];
   /**
-   * Whether the step calls {@link RunContext.aboutToWrite} itself, once it knows it will write (a load
-   * whose source is unchanged writes nothing); otherwise the runner calls it before the step.
+   * Whether the step awaits {@link RunContext.aboutToWrite} itself, once it knows it will write: a load
+   * whose source is unchanged writes nothing but the engine's own tables, so a run whose steps find
+   * nothing to write never loads the sqljs image nor locks a table; otherwise the runner awaits it before the step.
    */
   announcesWrites?: boolean;
   /** Whether the step may write tables it does not declare (a script): no check's result is then carried over from an earlier run. */

@@ -58,7 +58,8 @@ function conflictPolicy(step: LoadStepSpec): "update" | "reject" | "fail" {
 /** `type: load`: fetches a CSV source, casts its columns and writes them into a declared table. */
 export const loadStep: StepDefinition<LoadStepSpec> = {
   type: "load",
-  // why: a source unchanged since the last run writes nothing, and its table stays open to other writers (rowLoader).
+  // why: a source unchanged since the last run writes nothing but the engine's own tables: the sqljs image stays unloaded
+  // and, on a server, the table open to other writers (rowLoader).
   announcesWrites: true,
   source: (step) => step.source,
   profile: profileLoad,
@@ -219,6 +220,7 @@ export const loadStep: StepDefinition<LoadStepSpec> = {
         remember(null);
         return loader.retryOnly(validators.header, "source unchanged (same content as last run)");
       }
+      await context.aboutToWrite();
       const tail = validators ? grownTail(step, spool, summary, validators) : undefined;
       const outcome = loader.read(
         sourceText(step, spool, summary, tail, source),
@@ -613,7 +615,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
     header: () => header ?? null,
 
     /** No new bytes to read (304, same content): only the pending rows are tried again. */
-    retryOnly(storedHeader: string[] | null | undefined, why: string): StepOutcome {
+    async retryOnly(storedHeader: string[] | null | undefined, why: string): Promise<StepOutcome> {
       const retryable = open.some((r) => r.kind !== null && retriedKinds.has(r.kind) && r.fields !== null);
       if (!retryable || !storedHeader) {
         touchPending(db, step.name, runId);
@@ -622,7 +624,7 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
         bulk?.free();
         return { status: "unchanged", counts: {}, detail: why };
       }
-      context.aboutToWrite?.();
+      await context.aboutToWrite();
       useHeader(storedHeader);
       retryPending();
       const outcome = finish();
@@ -632,7 +634,6 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
 
     /** Reads CSV text, whole or in pieces: the whole file, or (with `tail`) its header glued to what an earlier run had not read. */
     read(text: string | Iterable<string>, tail: { firstLine: number; afterRows: boolean } | undefined): StepOutcome {
-      context.aboutToWrite?.();
       tailRead = tail !== undefined;
       tailOnly = tail?.afterRows ?? false;
       boundYoungGeneration();

@@ -42,8 +42,11 @@ describe("the built CLI", () => {
 });
 
 describe("a run that finds nothing changed (a cron job's usual start)", () => {
-  /** The modules an unchanged native run loads (after a first run): their URLs as module hooks see them, and Node's internal ones. */
-  async function loadedByUnchangedRun(env: Readonly<Record<string, string>>): Promise<{ urls: string[]; builtins: string[] }> {
+  /** The modules an unchanged run loads (after a first run): their URLs as module hooks see them, and Node's internal ones; and its report. */
+  async function loadedByUnchangedRun(
+    env: Readonly<Record<string, string>>,
+    engine = "native",
+  ): Promise<{ urls: string[]; builtins: string[]; report: { status: string; steps: { name: string; status: string }[] } }> {
     const workspace = new Workspace();
     workspace.copyClientFiles();
     const loaded = workspace.path("loaded-modules.json");
@@ -59,18 +62,19 @@ process.on("exit", () => writeFileSync(${JSON.stringify(loaded)}, JSON.stringify
     );
     // why: asynchronous, so that a server in this process can answer the CLI.
     const run = () =>
-      promisify(execFile)(process.execPath, ["--import", pathToFileURL(hook).href, cli, "run", "--json", "--engine", "native"], {
+      promisify(execFile)(process.execPath, ["--import", pathToFileURL(hook).href, cli, "run", "--json", "--engine", engine], {
         cwd: workspace.dir,
         encoding: "utf8",
         env: { ...process.env, NO_COLOR: "1", ...env },
       });
     await run();
     const again = await run();
-    expect((JSON.parse(again.stdout) as { status: string }).status).toBe("unchanged");
+    const report = JSON.parse(again.stdout) as { status: string; steps: { name: string; status: string }[] };
+    expect(report.status).toBe("unchanged");
     const modules = JSON.parse(readFileSync(loaded, "utf8")) as { urls: string[]; builtins: string[] };
     workspace.remove();
     expect(modules.urls).toContainEqual(expect.stringContaining("/engine/run.js"));
-    return modules;
+    return { ...modules, report };
   }
   // why: yaml too: the file's parse is kept between runs (engine/config/parse-cache.ts), and the run's second start finds it;
   // nor the other engines' modules (engine/db/engines/index.ts).
@@ -102,6 +106,17 @@ process.on("exit", () => writeFileSync(${JSON.stringify(loaded)}, JSON.stringify
     } finally {
       await server.close();
     }
+  });
+
+  test("on the sqljs engine, reads the file through node:sqlite: loads neither sql.js nor csv-parse, and reports as before", async () => {
+    const sqljs = await loadedByUnchangedRun(clientFileEnv, "sqljs");
+    expect(sqljs.urls.filter((url) => notNeeded.test(url))).toEqual([]);
+    // why: the same report as a run that loads the image (the native engine's, on the same files), step by step.
+    const native = await loadedByUnchangedRun(clientFileEnv, "native");
+    const comparable = (report: object) =>
+      JSON.stringify(report, (key, value: unknown) => (/^(durationMs|rssBytes)$/.test(key) ? undefined : value));
+    expect(comparable(sqljs.report)).toBe(comparable(native.report));
+    expect(sqljs.report.steps.map((step) => step.status)).toContain("skipped");
   });
 });
 

@@ -108,6 +108,31 @@ describe("someone else wrote the file", () => {
     expect(sqlite(db(), "SELECT employees FROM stores WHERE store_id = 1; SELECT count(*) FROM sales;")).toBe("99\n30");
   });
 
+  test.skipIf(testEngine !== "sqljs")(
+    "sqljs: a sqlite3 CLI write between the run's reads and its load of the image is refused at that load, before any row is written",
+    async () => {
+      expect((await ws.cli(["run"], env)).code).toBe(0);
+      // why: the run reads the stored state (sources, history) through node:sqlite, then waits on the sales; the write lands there.
+      slowSales(1500, sales + "\r\n2023-06-26,REF001,1,1");
+      const run = spawnCli(["run", "--json"], ws.dir, env);
+      await waitFor(() => server.requests("/ventes.csv").length === 2);
+      execFileSync("sqlite3", [db(), "UPDATE stores SET employees = 99 WHERE store_id = 1"]);
+      const result = await run.done;
+      expect(result.code).toBe(1);
+      const report = JSON.parse(result.stdout) as {
+        error: { code: string };
+        steps: { name: string; status: string; error?: { code: string } }[];
+      };
+      expect(report.error.code).toBe("E_CHANGED");
+      // why: refused when the sales step readied the database for its rows, not at the save after every step ran on a newer image.
+      expect(report.steps.find((step) => step.name === "load_sales")).toMatchObject({ status: "error", error: { code: "E_CHANGED" } });
+      expect(report.steps.filter((step) => step.status === "not_executed").length).toBeGreaterThan(0);
+      expect(sqlite(db(), "SELECT employees FROM stores WHERE store_id = 1; SELECT count(*) FROM sales; PRAGMA integrity_check;")).toBe(
+        "99\n30\nok",
+      );
+    },
+  );
+
   test.skipIf(testEngine !== "native")(
     "native: a sqlite3 CLI write during a run waits for the run's commit, and both are kept",
     async () => {

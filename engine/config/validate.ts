@@ -1,6 +1,6 @@
 import type { ErrorObject } from "ajv";
 import { ensureTables, isRequired } from "../db/tables.js";
-import { openScratch } from "../db/scratch.js";
+import { withScratch } from "../db/scratch.js";
 import type { EngineName } from "../db/engines/engine.js";
 import { didYouMean, ConfigError, throwIfAborted, type Diagnostic } from "../errors.js";
 import { checkDiagnostics } from "../checks.js";
@@ -281,10 +281,9 @@ async function stepDiagnostics(
   checkpoint: Checkpoint,
   engine: EngineName | undefined,
 ): Promise<Diagnostic[]> {
-  const diagnostics: Diagnostic[] = [];
-  const names = new Map<string, number>();
-  const scratch = await openScratch(engine);
-  try {
+  return withScratch(engine, async (scratch) => {
+    const diagnostics: Diagnostic[] = [];
+    const names = new Map<string, number>();
     ensureTables(scratch, systemTables as Record<string, TableSpec>);
     const written = new Set<string>();
     for (const [index, step] of pipeline.steps.entries()) {
@@ -308,10 +307,8 @@ async function stepDiagnostics(
         written.add(table);
       }
     }
-  } finally {
-    scratch.close();
-  }
-  return diagnostics;
+    return diagnostics;
+  });
 }
 
 /**

@@ -43,6 +43,8 @@ export interface Session {
   readonly untouched: UntouchedTables;
   /** Opens the database and begins the transaction; returns the failed runs waiting in the journal. */
   begin(): Promise<FailedRun[]>;
+  /** Readies {@link Session.db} for every write (see {@link Transaction.readyToWrite}). */
+  readyToWrite(): Promise<void>;
   /**
    * Stages `files`, commits, empties the journal, then puts the files in place; says which were placed and which not (with why).
    * `checkedTables` are the tables this run knows sound (checked, or already known sound), which the next run need not check.
@@ -96,6 +98,9 @@ export async function lockDatabase(database: string, options: SessionOptions): P
     async begin() {
       transaction = await engine.begin(database, { busyTimeoutMs: options.lockTimeoutMs, runsScripts: options.runsScripts });
       return journal.read();
+    },
+    async readyToWrite() {
+      await transaction?.readyToWrite?.();
     },
     lockForWrite(tables) {
       transaction?.lockForWrite?.(tables);

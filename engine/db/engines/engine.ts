@@ -83,6 +83,11 @@ export interface Transaction {
    */
   lockForWrite?(tables: readonly string[]): void;
   /**
+   * Readies `db` for every write, when it was opened to read first (sqljs: it loads the image); until
+   * then a write other than to the engine's own tables throws `WriteBeforeReady` (engine/db/read-first.ts). Absent: always ready.
+   */
+  readyToWrite?(): Promise<void>;
+  /**
    * Makes the transaction durable in the file, or throws with the file as it was; `checkedTables` are
    * now known sound. `reliedOn`: the tables this run took to be as the last commit left them (its
    * carried-over and appended-rows results); a server confirms that again (E_CHANGED when not).

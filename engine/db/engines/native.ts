@@ -88,9 +88,16 @@ export const nativeEngine: Engine = {
   },
 };
 
-/** An empty in-memory database on node:sqlite, foreign keys enforced: validation's scratch for the native engine. */
-export function openNativeMemory(): SqlDatabase {
-  return wrapDatabase(new (nodeSqlite().DatabaseSync)(":memory:", { enableForeignKeyConstraints: true }), ":memory:");
+/** An empty in-memory database on node:sqlite, foreign keys enforced, readied by `setup`: validation's scratch (engine/db/scratch.ts). */
+export function openNativeMemory(setup?: (db: DatabaseSync) => void): SqlDatabase {
+  const db = new (nodeSqlite().DatabaseSync)(":memory:", { enableForeignKeyConstraints: true });
+  try {
+    setup?.(db);
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+  return wrapDatabase(db, ":memory:");
 }
 
 function open(file: string, options: OpenOptions, readOnly: boolean, enforceForeignKeys = true): DatabaseSync {
@@ -120,13 +127,13 @@ function beginOrWait(db: DatabaseSync, file: string, options: OpenOptions): void
   }
 }
 
-function isBusy(error: unknown): boolean {
+export function isBusy(error: unknown): boolean {
   const code = (error as { errcode?: number }).errcode;
   return code !== undefined && (code & 0xff) === 5;
 }
 
 /** SQLITE_BUSY past the busy timeout is the lock error (exit 3); anything else is a database error. */
-function sqliteError(error: unknown, file: string, options: OpenOptions): PipelineError {
+export function sqliteError(error: unknown, file: string, options: OpenOptions): PipelineError {
   if (isBusy(error)) {
     return new PipelineError(
       "E_LOCK",
@@ -190,7 +197,8 @@ function guarded<T>(file: string, action: () => T): T {
   }
 }
 
-function wrapDatabase(db: DatabaseSync, file: string): SqlDatabase {
+/** `db` as the engine's {@link SqlDatabase}, its storage errors naming `file`. */
+export function wrapDatabase(db: DatabaseSync, file: string): SqlDatabase {
   const compile = (sql: string): StatementSync => {
     const statement = guarded(file, () => db.prepare(sql));
     // why: the engine binds run_id and run_started_at to every statement of a script; one that does not use them ignores them.

@@ -1,3 +1,4 @@
+import { constants } from "node:fs";
 import { open, stat, type FileHandle } from "node:fs/promises";
 import type { DatabaseSync } from "node:sqlite";
 import { nodeSqlite } from "./node-sqlite.js";
@@ -6,16 +7,21 @@ import { openSqlJs, sqlJsVersion, type ImageDatabase } from "../sqljs.js";
 import { checkNoSqliteSidecars, fileIdentity, readDatabaseFile, stageFile, type FileIdentity } from "../store.js";
 import { journalBeside } from "../failure-journal.js";
 import { lockFileBeside } from "../lock.js";
-import type { Engine, OpenOptions } from "./engine.js";
+import type { Engine, OpenOptions, Transaction } from "./engine.js";
+import { isBusy, sqliteError, wrapDatabase as wrapNativeDatabase } from "./native.js";
+import type { SqlDatabase } from "../database.js";
+import { readFirst } from "../read-first.js";
 import { recordMark, tablesCheckedAtMark } from "../commit-mark.js";
 import { hasForeignKeyActions } from "../constraints.js";
 
 /**
  * The sql.js engine (the design card's): the file is loaded whole into memory, the steps run
- * there, and a run that commits replaces the file by rename. The rename happens while the runner
- * holds SQLite's own write lock on the live file, after checking nobody wrote it since it was
- * loaded; the replaced file's header is then overwritten, so a program that still has it open
- * gets an error instead of writing into a file nobody will read again.
+ * there, and a run that commits replaces the file by rename. A run reads the file through
+ * node:sqlite until it knows it writes (engine/db/read-first.ts), and only then loads it, refusing
+ * a file changed since the run began; a run that writes nothing never loads sql.js. The rename
+ * happens while the runner holds SQLite's own write lock on the live file, after checking nobody
+ * wrote it since the run began; the replaced file's header is then overwritten, so a program that
+ * still has it open gets an error instead of writing into a file nobody will read again.
  */
 export const sqlJsEngine: Engine = {
   name: "sqljs",
@@ -25,46 +31,156 @@ export const sqlJsEngine: Engine = {
   async begin(file, options) {
     if (!options.preview) await checkNoSqliteSidecars(file);
     const loaded = await fileIdentity(file);
-    const image = await readDatabaseFile(file, { roomy: true });
-    const counter = changeCounter(image);
-    const wal = image !== undefined && image.byteLength > 19 && (image[18] === 2 || image[19] === 2);
-    const db = await openImage(file, image, { roomy: true });
-    // why: sorts and GROUP BYs of the analyses spill to temporary files, which sql.js keeps in memory too, in arrays copied
-    // to larger ones as they grow; SQLite's own temporary store costs less (1M rows: analyses 1.55 -> 1.25 s CPU, less memory).
-    db.exec("PRAGMA temp_store = MEMORY");
-    if (options.runsScripts === false && !hasForeignKeyActions(db)) {
-      // why: a run's foreign keys are verified before its commit, the only way to one (checkForeignKeys in engine/run/record.ts);
-      // SQLite's enforcement looked each written row's parents up again. A key with an action acts only where it is enforced.
-      db.exec("PRAGMA foreign_keys = OFF");
-      db.exec("BEGIN");
-    } else {
-      db.exec("BEGIN");
-      // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
-      db.exec("PRAGMA defer_foreign_keys = ON");
+    const header = loaded && !options.preview && readFirstAvailable() ? await readHeader(file) : undefined;
+    if (header?.counter === undefined || header.wal) {
+      const image = await readDatabaseFile(file, { roomy: true });
+      const counter = changeCounter(image);
+      const wal = image !== undefined && image.byteLength > 19 && (image[18] === 2 || image[19] === 2);
+      const db = await openWritable(file, image, options);
+      return transaction(file, db, () => db, { identity: loaded, counter }, !wal, options);
     }
+    // why: an unchanged run (every source the same) only reads, through node:sqlite on the file; sql.js and the image are
+    // loaded once the run knows it writes (docs/performance.md).
+    const reader = openReader(file, options);
+    const deferred = readFirst(reader, wrapNativeDatabase(reader, file));
+    const loadedAs: Loaded = { identity: loaded, counter: header.counter };
+    let image: ImageDatabase | undefined;
+    const readyToWrite = async () => {
+      if (image) return;
+      const now = await fileIdentity(file);
+      const bytes = await readDatabaseFile(file, { roomy: true });
+      // why: the run's decisions were read from the file as it was when the run began; an image of anything
+      // since is refused, as the save refuses it.
+      await refuseIfChanged(file, loadedAs, now, changeCounter(bytes));
+      const opened = await openWritable(file, bytes, options);
+      try {
+        deferred.write(opened);
+      } catch (error) {
+        opened.close();
+        throw error;
+      }
+      image = opened;
+    };
+    const base = await transaction(file, deferred.db, () => image, loadedAs, true, options);
     return {
-      db,
-      soundTables:
-        loaded === undefined ? "all" : await tablesCheckedAtMark(file, !wal && counter !== undefined ? { ...loaded, counter } : undefined),
+      ...base,
+      readyToWrite,
       async commit(checkedTables) {
-        const saved = db.commitImage();
-        await replaceFile(file, saved, { identity: loaded, counter }, options);
-        await recordMark(file, changeCounter(saved), checkedTables);
+        await readyToWrite();
+        await base.commit(checkedTables);
       },
-      async rollback() {
-        try {
-          db.exec("ROLLBACK");
-        } catch {
-          // why: no transaction left (committed in memory, then the save failed): the file was never replaced.
-        }
+      close() {
+        deferred.close();
+        base.close();
       },
-      close: () => db.close(),
     };
   },
   async read(file) {
     return openImage(file, await readDatabaseFile(file));
   },
 };
+
+/**
+ * The run's transaction on `db`, committed from the image `image()` gives (the database `db` is or
+ * hands over to); `markable`: the file's header can vouch for it (not in WAL mode).
+ */
+async function transaction(
+  file: string,
+  db: SqlDatabase,
+  image: () => ImageDatabase | undefined,
+  loaded: Loaded,
+  markable: boolean,
+  options: OpenOptions,
+): Promise<Transaction> {
+  const { identity, counter } = loaded;
+  return {
+    db,
+    soundTables:
+      identity === undefined
+        ? "all"
+        : await tablesCheckedAtMark(file, markable && counter !== undefined ? { ...identity, counter } : undefined),
+    async commit(checkedTables) {
+      const saved = image()!.commitImage();
+      await replaceFile(file, saved, loaded, options);
+      await recordMark(file, changeCounter(saved), checkedTables);
+    },
+    async rollback() {
+      try {
+        image()?.exec("ROLLBACK");
+      } catch {
+        // why: no transaction left (committed in memory, then the save failed): the file was never replaced.
+      }
+    },
+    close: () => image()?.close(),
+  };
+}
+
+/** The image opened in sql.js, in the run's transaction. */
+async function openWritable(file: string, image: Uint8Array | undefined, options: OpenOptions): Promise<ImageDatabase> {
+  const db = await openImage(file, image, { roomy: true });
+  // why: sorts and GROUP BYs of the analyses spill to temporary files, which sql.js keeps in memory too, in arrays copied
+  // to larger ones as they grow; SQLite's own temporary store costs less (1M rows: analyses 1.55 -> 1.25 s CPU, less memory).
+  db.exec("PRAGMA temp_store = MEMORY");
+  if (options.runsScripts === false && !hasForeignKeyActions(db)) {
+    // why: a run's foreign keys are verified before its commit, the only way to one (checkForeignKeys in engine/run/record.ts);
+    // SQLite's enforcement looked each written row's parents up again. A key with an action acts only where it is enforced.
+    db.exec("PRAGMA foreign_keys = OFF");
+    db.exec("BEGIN");
+  } else {
+    db.exec("BEGIN");
+    // why: a replace of a parent table deletes then re-inserts; references are checked at commit.
+    db.exec("PRAGMA defer_foreign_keys = ON");
+  }
+  return db;
+}
+
+/** Whether node:sqlite can read the file for the run until it writes (below Node 24.10 it has no authorizer). */
+function readFirstAvailable(): boolean {
+  const sqlite = process.getBuiltinModule?.("node:sqlite") as typeof import("node:sqlite") | undefined;
+  return typeof sqlite?.DatabaseSync.prototype.setAuthorizer === "function";
+}
+
+/** The regular file's header: its change counter, and whether it is in WAL mode; undefined for anything else (loaded as before, which says what is wrong). */
+async function readHeader(file: string): Promise<{ counter: number | undefined; wal: boolean } | undefined> {
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    if (!(await handle.stat()).isFile()) return undefined;
+    const header = Buffer.alloc(28);
+    const { bytesRead } = await handle.read(header, 0, 28, 0);
+    if (bytesRead < 28) return undefined;
+    return { counter: header.readUInt32BE(24), wal: header[18] === 2 || header[19] === 2 };
+  } catch {
+    return undefined;
+  } finally {
+    await handle?.close();
+  }
+}
+
+/**
+ * The file opened read-only through node:sqlite, foreign keys not enforced (nothing is written through it), temporary tables in
+ * memory, and "..." read as sql.js's build reads it (a string where no column has that name), so that the run's SQL means the same
+ * before and after it writes.
+ */
+function openReader(file: string, options: OpenOptions): DatabaseSync {
+  let reader: DatabaseSync | undefined;
+  try {
+    reader = new (nodeSqlite().DatabaseSync)(file, {
+      readOnly: true,
+      timeout: options.busyTimeoutMs,
+      enableForeignKeyConstraints: false,
+      enableDoubleQuotedStringLiterals: true,
+    });
+    reader.exec("PRAGMA temp_store = MEMORY");
+    reader.prepare("SELECT count(*) FROM sqlite_schema").get();
+    return reader;
+  } catch (error) {
+    reader?.close();
+    // why: another program's lock held past --lock-timeout is the lock error, as on the native engine.
+    if (isBusy(error)) throw sqliteError(error, file, options);
+    throw new PipelineError("E_DB", `${file} is not a readable SQLite database: ${(error as Error).message}`, { cause: error });
+  }
+}
 
 async function openImage(file: string, image: Uint8Array | undefined, options: { roomy?: boolean } = {}): Promise<ImageDatabase> {
   try {
@@ -110,7 +226,7 @@ async function replaceFile(file: string, image: Uint8Array, loaded: Loaded, opti
       if (process.getBuiltinModule?.("node:sqlite") !== undefined) guard = await writeLock(file, options);
       old = await open(file, "r+");
     }
-    await refuseIfChanged(file, loaded, old);
+    await refuseIfChanged(file, loaded, await fileIdentity(file), old ? await liveCounter(old) : undefined);
     try {
       await staged.commit();
     } catch (error) {
@@ -153,10 +269,9 @@ async function writeLock(file: string, options: OpenOptions): Promise<DatabaseSy
   }
 }
 
-async function refuseIfChanged(file: string, loaded: Loaded, live: FileHandle | undefined): Promise<void> {
-  const now = await fileIdentity(file);
+/** Refuses a file that is not as the run found it: `now`, its identity, and `counter`, its header's change counter, taken by the caller. */
+async function refuseIfChanged(file: string, loaded: Loaded, now: FileIdentity | undefined, counter: number | undefined): Promise<void> {
   const wal = await stat(`${file}-wal`).catch(() => undefined);
-  const counter = live ? await liveCounter(live) : undefined;
   const same =
     now === undefined
       ? loaded.identity === undefined
