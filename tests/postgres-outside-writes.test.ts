@@ -86,6 +86,21 @@ describe("check results carried over on PostgreSQL", () => {
     expect(summary((await run()).checks)).toEqual(["qty_positive warned 1", "three_sales warned 1"]);
   });
 
+  test("another role that may write a table cannot list its transaction as the runner's", async () => {
+    await run();
+    pg.psql(
+      name,
+      `DO $$ BEGIN CREATE ROLE intruder; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+       GRANT USAGE ON SCHEMA public TO intruder; GRANT SELECT, UPDATE ON sales TO intruder`,
+    );
+    expect(() =>
+      pg.psql(name, "SET ROLE intruder; INSERT INTO pipeline_runner_transactions (xid) VALUES (pg_current_xact_id()::text)"),
+    ).toThrow(/permission denied/);
+    pg.psql(name, "SET ROLE intruder; UPDATE sales SET qty = -1 WHERE qty = 1");
+    expect(summary((await run()).checks)).toEqual(["qty_positive warned 1", "three_sales passed 0"]);
+    expect(pg.psql(name, "SELECT count(*) FROM pipeline_runner_transactions")).toBe("0");
+  });
+
   test("a run on tables nobody wrote keeps the last commit's results, and says so", async () => {
     await run();
     const second = await run();
@@ -106,6 +121,16 @@ describe("check results carried over on PostgreSQL", () => {
     [
       "an UPDATE with the trigger disabled, then enabled again",
       "ALTER TABLE sales DISABLE TRIGGER ALL; UPDATE sales SET qty = -1 WHERE qty = 1; ALTER TABLE sales ENABLE ALWAYS TRIGGER pipeline_outside_write",
+      ["qty_positive warned 1", "three_sales passed 0"],
+    ],
+    [
+      "an UPDATE in a transaction that calls itself the runner's through a setting (the marker before 2026-12-02)",
+      "BEGIN; SELECT set_config('pipeline.writer', pg_current_xact_id()::text, true); UPDATE sales SET qty = -1 WHERE qty = 1; COMMIT",
+      ["qty_positive warned 1", "three_sales passed 0"],
+    ],
+    [
+      "an UPDATE through a view",
+      "CREATE VIEW sales_view AS SELECT * FROM sales; UPDATE sales_view SET qty = -1 WHERE qty = 1; DROP VIEW sales_view",
       ["qty_positive warned 1", "three_sales passed 0"],
     ],
     [

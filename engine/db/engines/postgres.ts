@@ -13,6 +13,7 @@ import {
   confirmAndMark,
   lockForWrite,
   markRunnerTransaction,
+  unmarkRunnerTransaction,
   noProof,
   proveUntouched,
   type OutsideWriteProof,
@@ -157,6 +158,7 @@ async function beginOn(url: string, options: OpenOptions, { prove }: { prove: bo
         restoreForeignKeys(transaction.db);
         if (checkedTables.length > 0 || reliedOn.size > 0)
           confirmAndMark(transaction.db, checkedTables, reliedOn, proof, redactCredentials(url));
+        unmarkRunnerTransaction(transaction.db);
         connection.query("COMMIT");
         open = false;
         giveBack();

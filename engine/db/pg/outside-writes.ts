@@ -24,8 +24,14 @@ const guardTrigger = "pipeline_outside_write";
 const guardFunction = "pipeline_note_outside_write";
 const writesTable = "pipeline_outside_writes";
 const marksTable = "pipeline_table_marks";
-/** The transaction-local setting naming the runner's transaction: writes made under it are the runner's own. */
-const writerSetting = "pipeline.writer";
+/**
+ * The runner's transaction lists itself here while it runs and removes the row before it commits, so
+ * no other session ever sees it: writes made by a transaction listed here are the runner's own. why:
+ * not a setting, which any session may set to its own transaction: writing this table takes a grant
+ * on it, which another role does not have (a session of the runner's own role can forge the proof,
+ * as it can rewrite the runner's tables).
+ */
+const runnerTable = "pipeline_runner_transactions";
 /** tgtype of a statement-level AFTER trigger on INSERT (4), DELETE (8), UPDATE (16) and TRUNCATE (32). */
 const guardType = 4 + 8 + 16 + 32;
 
@@ -40,7 +46,7 @@ export const isGuardTrigger = `(t.tgname = '${guardTrigger}' AND t.tgenabled = '
 export function guardSource(schema: string): string {
   return `
 BEGIN
-  IF current_setting('${writerSetting}', true) IS DISTINCT FROM pg_current_xact_id()::text THEN
+  IF NOT EXISTS (SELECT FROM ${quoteIdent(schema)}.${runnerTable} WHERE xid = pg_current_xact_id()::text) THEN
     INSERT INTO ${quoteIdent(schema)}.${writesTable} (table_oid, table_name, operation, by_user) VALUES (TG_RELID, TG_TABLE_NAME, TG_OP, session_user);
   END IF;
   RETURN NULL;
@@ -50,7 +56,13 @@ END
 
 /** Marks the run's transaction as the runner's: its writes are not logged as outside writes. */
 export function markRunnerTransaction(db: SqlDatabase): void {
-  db.all(`SELECT set_config('${writerSetting}', pg_current_xact_id()::text, true)`);
+  const table = `${quoteIdent(currentSchema(db))}.${runnerTable}`;
+  db.exec(`CREATE TABLE IF NOT EXISTS ${table} (xid text PRIMARY KEY); INSERT INTO ${table} (xid) VALUES (pg_current_xact_id()::text)`);
+}
+
+/** Removes the run's transaction from the runner's list before it commits (see {@link runnerTable}). */
+export function unmarkRunnerTransaction(db: SqlDatabase): void {
+  db.exec(`DELETE FROM ${quoteIdent(currentSchema(db))}.${runnerTable} WHERE xid = pg_current_xact_id()::text`);
 }
 
 /**
