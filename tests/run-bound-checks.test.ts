@@ -1,10 +1,11 @@
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import type { CheckResult as Check } from "../engine/checks.js";
 import { Workspace } from "./helpers/workspace.js";
 
 // A range check's bound may be the run's own day or start (`max: { run: date }`): it judges as the
 // expression on :run_started_at it replaces, and since the engine knows the bound (recorded with the
 // result), a re-run that only appended rows judges those alone while the bound only widened.
-// Pipeline-level: on sqljs, native and PostgreSQL (which has no commit mark, so there every check runs whole).
+// Pipeline-level: on sqljs, native and PostgreSQL (whose commit mark is the runner's trigger log, engine/db/pg/outside-writes.ts).
 
 const pipeline = (checks: string) => `version: 1
 database: db.sqlite
@@ -34,15 +35,6 @@ const noFutureDay = (severity: "error" | "warn") =>
   `      - { name: no_future_day, check: range, column: day, max: { run: date }, severity: ${severity} }\n`;
 const afterTheRun = "      - { name: after_the_run, check: range, column: day, min: { run: date }, inclusive: false }\n";
 
-interface Check {
-  name: string;
-  status: string;
-  failingRows: number;
-  samples: Record<string, unknown>[];
-  carriedFromRun?: number;
-  appendedRows?: { rows: number; earlierFromRun: number };
-  runBounds?: { min?: string; max?: string };
-}
 interface RunJson {
   ok: boolean;
   status: string;
@@ -80,16 +72,8 @@ describe("a range check with a bound of the run", () => {
     );
     const checks = byName(await run("2024-06-01T10:00:00.000Z"));
     for (const name of ["no_future_day", "no_future_at", "after_the_run"]) {
-      const { name: _, column: __, kind, runBounds, ...range } = checks.get(name) as Check & { column: string; kind: string };
-      const {
-        name: ___,
-        column: ____,
-        kind: expressionKind,
-        ...expression
-      } = checks.get(`${name}_expr`) as Check & {
-        column: string;
-        kind: string;
-      };
+      const { name: _, column: __, kind, runBounds, ...range } = checks.get(name)!;
+      const { name: ___, column: ____, kind: expressionKind, ...expression } = checks.get(`${name}_expr`)!;
       expect([kind, expressionKind]).toEqual(["range", "expression"]);
       expect(range, name).toEqual(expression);
       expect(runBounds, name).toEqual(
