@@ -135,7 +135,7 @@ async function runSteps(
     now: () => Date;
     untouched: UntouchedTables;
     configSha256: string;
-    lockForWrite: (tables: readonly string[]) => void;
+    lockForWrite: (tables: readonly string[] | "all") => void;
     readyToWrite: () => Promise<void>;
   },
 ): Promise<{ files: OutputFile[]; changed: boolean; basis: RunBasis }> {
@@ -189,10 +189,11 @@ async function runSteps(
       skip,
       committed: basis.at(step.index),
       // why: a step about to write readies the database (sqljs loads its image) and, on a server, locks those tables
-      // against other writers from then to the commit; a table the run only reads stays open to them.
+      // against other writers from then to the commit; a table the run only reads stays open to them. A script may write
+      // any table, and which ones it does is not known before it runs: all of them are locked (docs/scaling.md).
       aboutToWrite: async () => {
         await run.readyToWrite();
-        run.lockForWrite(definition.writes(step.spec));
+        run.lockForWrite(definition.writesUndeclared?.(step.spec) ? "all" : definition.writes(step.spec));
       },
     });
     files.push(...(outcome?.files ?? []));

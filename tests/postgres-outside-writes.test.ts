@@ -344,4 +344,49 @@ describe("other sessions' writes during a run on PostgreSQL", () => {
       ),
     ).toBe("regions,sales");
   }, 90_000);
+
+  test("a script step (sql without into:) locks every table against other writers before it runs, so what it wrote stays locked to the commit", async () => {
+    // why: the script writes regions, then waits at a gate of its own: a row of sales another session holds locked (FOR UPDATE,
+    // which blocks no table lock; load_sales only appends). Before 2026-12-02 the script took no lock of the runner's: its UPDATE's ROW EXCLUSIVE let others write.
+    ws.write(
+      "pipeline.yaml",
+      gated.replace(
+        "  - name: wait_at_gate",
+        `  - { name: script, type: sql, sql: "UPDATE regions SET rate = rate + 1; UPDATE sales SET qty = qty" }
+  - name: wait_at_gate`,
+      ),
+    );
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n");
+    await run();
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n2024-01-02,4\n");
+    gate = spawn(
+      path.join(postgresBinDir()!, "psql"),
+      ["-X", "-q", "-d", database, "-c", "BEGIN; SELECT * FROM sales FOR UPDATE; SELECT pg_sleep(120)"],
+      { stdio: "ignore", env: { ...process.env, PGAPPNAME: "gate" } },
+    );
+    await waitFor(
+      () =>
+        pg.psql(
+          name,
+          "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gate' AND state = 'active' AND wait_event = 'PgSleep'",
+        ) !== "0",
+      20_000,
+    );
+    const running = spawnCli(["run", "--engine", "postgres", "--json", "--lock-timeout", "60s"], ws.dir, { DB_PATH: database });
+    const runner = `(SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pipeline-runner%' AND state <> 'idle')`;
+    // why: the script waits for the gate's row, having updated regions.
+    await waitFor(() => pg.psql(name, `SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN ${runner}`) !== "0", 30_000);
+    const held = pg.psql(
+      name,
+      `SELECT string_agg(relation::regclass::text, ',' ORDER BY relation::regclass::text) FROM pg_locks
+       WHERE granted AND mode = 'ShareRowExclusiveLock' AND pid IN ${runner}`,
+    );
+    expect(held.split(",")).toEqual(expect.arrayContaining(["notes", "regions", "sales", "sales_total"]));
+    expect(outside("INSERT INTO regions VALUES ('west', 5)")).toMatch(/lock timeout/);
+    expect(outside("SELECT count(*) FROM regions")).toBeUndefined();
+    openGate();
+    const result = await running.done;
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(pg.psql(name, "SELECT string_agg(rate::text, ',' ORDER BY code) FROM regions")).toBe("4,5");
+  }, 90_000);
 });

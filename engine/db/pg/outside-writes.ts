@@ -291,10 +291,15 @@ export function confirmAndMark(
 /**
  * Before a step writes `tables`: locks them SHARE ROW EXCLUSIVE until the commit (other sessions
  * still read them; their writes wait), those not locked yet and that existed at the start (one the
- * run created is seen by nobody else), adding them to `locked`.
+ * run created is seen by nobody else), adding them to `locked`. "all" (a script, which may write
+ * any table): every table of the schema that existed at the start but the outside-write log.
  */
-export function lockForWrite(db: SqlDatabase, tables: readonly string[], proof: OutsideWriteProof, locked: Set<string>): void {
-  const fresh = [...new Set(tables)].filter((table) => !locked.has(table) && proof.existing.has(table));
+export function lockForWrite(db: SqlDatabase, tables: readonly string[] | "all", proof: OutsideWriteProof, locked: Set<string>): void {
+  // why: which tables a script writes cannot be told before it runs: a function it calls, a trigger or a foreign key's
+  // action may write any other, and a statement may name a table an earlier one creates. The log is left out: only the
+  // runner's trigger writes it, for a writer of a table locked here, which waits for this lock before its trigger fires.
+  const wanted = tables === "all" ? [...proof.existing].filter((table) => table !== writesTable).sort() : tables;
+  const fresh = [...new Set(wanted)].filter((table) => !locked.has(table) && proof.existing.has(table));
   if (fresh.length === 0) return;
   // why: db.run, not exec: past the lock timeout, the error names the table and who holds it (E_LOCK).
   db.run(`LOCK TABLE ${fresh.map(quoteIdent).join(", ")} IN SHARE ROW EXCLUSIVE MODE`);
