@@ -75,6 +75,49 @@ describe("check results carried over on PostgreSQL", () => {
     expect(pg.psql(name, "SELECT qty FROM totals")).toBe("16");
   });
 
+  test("an outside write to one table voids that table's proof alone: the other's checks are carried over and its derived step skipped", async () => {
+    ws.write(
+      "pipeline.yaml",
+      `${pipeline.replace(
+        "steps:",
+        `  regions:
+    columns:
+      code: { type: text, required: true }
+      rate: { type: integer }
+    checks:
+      - { name: rate_positive, check: range, column: rate, min: 0, inclusive: false, severity: warn }
+  sales_total:
+    columns: { qty: { type: integer } }
+  rates_total:
+    columns: { rate: { type: integer } }
+steps:`,
+      )}  - { name: load_regions, type: load, source: regions.csv, table: regions, mode: replace, columns: { code: code, rate: rate } }
+  - { name: total_sales, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }
+  - { name: total_rates, type: sql, sql: "SELECT sum(rate) AS rate FROM regions", into: rates_total }
+`,
+    );
+    ws.write("regions.csv", "code,rate\nnorth,2\nsouth,3\n");
+    await run();
+    const steps = (report: string) =>
+      (JSON.parse(report) as { steps: { name: string; status: string }[] }).steps.map((s) => `${s.name} ${s.status}`);
+    pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', -10)");
+    const after = await run();
+    expect(steps(after.stdout)).toEqual(["load_sales unchanged", "load_regions unchanged", "total_sales success", "total_rates skipped"]);
+    expect(summary(after.checks)).toEqual(["qty_positive warned 1", "three_sales warned 1", "rate_positive passed 0 carried from 1"]);
+    const notes = (JSON.parse(after.stdout) as { notes: string[] }).notes.join("\n");
+    expect(notes).toMatch(/not proven as the last commit left them: sales;/);
+    expect(notes).not.toMatch(/regions/);
+    expect(pg.psql(name, "SELECT (SELECT qty FROM sales_total) || ',' || (SELECT rate FROM rates_total)")).toBe("-4,5");
+    // The run marked sales again: the next one carries every result over and skips both derived steps.
+    const next = await run();
+    expect(steps(next.stdout)).toEqual(["load_sales unchanged", "load_regions unchanged", "total_sales skipped", "total_rates skipped"]);
+    expect(summary(next.checks)).toEqual([
+      "qty_positive warned 1 carried from 2",
+      "three_sales warned 1 carried from 2",
+      "rate_positive passed 0 carried from 1",
+    ]);
+  });
+
   test("the log of outside writes keeps no row a later run would not read, and a write after a commit is still seen", async () => {
     await run();
     pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', 5); UPDATE sales SET qty = 4 WHERE qty = 5");
@@ -127,6 +170,19 @@ describe("check results carried over on PostgreSQL", () => {
       "an UPDATE in a transaction that calls itself the runner's through a setting (the marker before 2026-12-02)",
       "BEGIN; SELECT set_config('pipeline.writer', pg_current_xact_id()::text, true); UPDATE sales SET qty = -1 WHERE qty = 1; COMMIT",
       ["qty_positive warned 1", "three_sales passed 0"],
+    ],
+    [
+      // why: the log names the table it wrote by oid, which a rename keeps; a name logged as "sales_aside" would miss sales.
+      "an INSERT while the table was renamed, then named back",
+      "ALTER TABLE sales RENAME TO sales_aside; INSERT INTO sales_aside VALUES ('2024-01-04', -1); ALTER TABLE sales_aside RENAME TO sales",
+      ["qty_positive warned 1", "three_sales warned 1"],
+    ],
+    [
+      "a DELETE cascading from a table of another schema's foreign key (the cascade fires the runner's trigger on sales)",
+      `CREATE SCHEMA aside; CREATE TABLE aside.days (day date PRIMARY KEY); INSERT INTO aside.days SELECT day FROM sales;
+       ALTER TABLE sales ADD FOREIGN KEY (day) REFERENCES aside.days ON DELETE CASCADE; DELETE FROM aside.days WHERE day = '2024-01-02';
+       ALTER TABLE sales DROP CONSTRAINT sales_day_fkey`,
+      ["qty_positive passed 0", "three_sales warned 1"],
     ],
     [
       "an UPDATE through a view",

@@ -1,5 +1,5 @@
 import { PipelineError } from "../../errors.js";
-import { quoteIdent, type SqlDatabase } from "../database.js";
+import { quoteIdent, type Row, type SqlDatabase } from "../database.js";
 
 /**
  * PostgreSQL's stand-in for SQLite's commit mark (engine/db/commit-mark.ts): what proves a table is
@@ -66,14 +66,14 @@ export function unmarkRunnerTransaction(db: SqlDatabase): void {
 }
 
 /**
- * The identity of each ordinary table of the current schema as the proof compares it: the table
- * (oid, storage file), the runner's trigger on it (oid, row version, state, type) and the trigger's
+ * The identity of each ordinary table of the current schema as the proof compares it (and its oid, by which
+ * the log names the table it wrote: a name changes with a rename): the table (oid, storage file), the runner's trigger on it (oid, row version, state, type) and the trigger's
  * function (oid, row version); `guard` is the part of the trigger and function alone (the run's own
  * writes, a TRUNCATE included, leave it); `guarded` when that trigger is the runner's, always enabled.
  */
-function identities(db: SqlDatabase): Map<string, { identity: string; guard: string; guarded: boolean; created: boolean }> {
+function identities(db: SqlDatabase): Map<string, { oid: string; identity: string; guard: string; guarded: boolean; created: boolean }> {
   const rows = db.all(
-    `SELECT c.relname AS name, concat_ws(' ', c.oid, c.relfilenode, t.oid, t.xmin, t.tgenabled, t.tgtype, p.oid, p.xmin) AS identity,
+    `SELECT c.relname AS name, c.oid::text AS oid, concat_ws(' ', c.oid, c.relfilenode, t.oid, t.xmin, t.tgenabled, t.tgtype, p.oid, p.xmin) AS identity,
        concat_ws(' ', t.oid, t.xmin, t.tgenabled, t.tgtype, p.oid, p.xmin) AS guard,
        coalesce(${isGuardTrigger}, false)::int AS guarded,
        (c.xmin::text = (pg_current_xact_id()::text::numeric % 4294967296)::text)::int AS created
@@ -87,6 +87,7 @@ function identities(db: SqlDatabase): Map<string, { identity: string; guard: str
     rows.map((row) => [
       String(row["name"]),
       {
+        oid: String(row["oid"]),
         identity: String(row["identity"]),
         guard: String(row["guard"]),
         guarded: Number(row["guarded"]) === 1,
@@ -161,8 +162,7 @@ export function proveUntouched(db: SqlDatabase): OutsideWriteProof {
   // why: read after the sequence: a writer whose number is not above it and that has not ended holds its table's lock now.
   proof.beingWritten = tablesBeingWritten(db);
   const marks = db.all(`SELECT table_name, identity, outside_writes FROM ${marksTable}`);
-  const outside = (since: number) =>
-    db.all(`SELECT operation, table_name, by_user FROM ${writesTable} WHERE id > ? ORDER BY id LIMIT 1`, [since])[0];
+  const logged = new LoggedWrites(db, proof.sequence);
   for (const mark of marks) {
     const table = String(mark["table_name"]);
     const current = now.get(table);
@@ -174,17 +174,54 @@ export function proveUntouched(db: SqlDatabase): OutsideWriteProof {
         `${table}, its trigger or the trigger's function was re-created, replaced, re-enabled or rewritten (e.g. TRUNCATE)`,
       );
     else if (proof.beingWritten.has(table)) proof.why.set(table, `another session was writing ${table} when the run started`);
-    else if (proof.sequence !== Number(mark["outside_writes"])) {
-      const first = outside(Number(mark["outside_writes"]));
-      proof.why.set(
-        table,
-        first
-          ? `another session wrote the database since the last run (${String(first["operation"])} on ${String(first["table_name"])} by ${String(first["by_user"])})`
-          : "another session wrote the database since the last run (and rolled back, or its log was removed)",
-      );
-    } else proof.untouched.add(table);
+    else {
+      const why = logged.since(Number(mark["outside_writes"]), current.oid, table);
+      if (why === undefined) proof.untouched.add(table);
+      else proof.why.set(table, why);
+    }
   }
   return proof;
+}
+
+/**
+ * The outside-write log as a run's start reads it, up to the sequence's value `to` then. Each write is
+ * logged under the table it wrote (its oid), so a write voids that table's mark alone; a number
+ * between a mark and `to` with no row to show (a write rolled back, or a row removed from the log)
+ * could be any table's, and voids every mark before it. The rows after a mark are read once for all
+ * the marks taken at that number (a commit marks every table at one).
+ */
+class LoggedWrites {
+  private readonly read = new Map<number, { count: number; first: Map<string, Row> }>();
+
+  constructor(
+    private readonly db: SqlDatabase,
+    private readonly to: number,
+  ) {}
+
+  /** Why the table of `oid` (named `table`), marked at `from`, may have been written since; undefined when it was not. */
+  since(from: number, oid: string, table: string): string | undefined {
+    if (from === this.to) return undefined;
+    const logged = this.after(from);
+    const write = logged.first.get(oid);
+    if (write) return `another session wrote ${table} since the last run (${String(write["operation"])} by ${String(write["by_user"])})`;
+    // why: a number with no row is a write rolled back or a row removed; which table it was is not known.
+    if (logged.count !== this.to - from)
+      return "another session wrote the database since the last run and rolled back, or its log was removed: which table is not known";
+    return undefined;
+  }
+
+  private after(from: number): { count: number; first: Map<string, Row> } {
+    let logged = this.read.get(from);
+    if (logged) return logged;
+    const rows = this.db.all(
+      `SELECT DISTINCT ON (table_oid) table_oid::text AS oid, operation, by_user, count(*) OVER () AS total
+       FROM ${writesTable} WHERE id > ? AND id <= ? ORDER BY table_oid, id`,
+      [from, this.to],
+    );
+    logged = { count: Number(rows[0]?.["total"] ?? 0), first: new Map(rows.map((row) => [String(row["oid"]), row])) };
+    this.read.set(from, logged);
+    return logged;
+  }
 }
 
 /**
@@ -202,14 +239,14 @@ function tablesBeingWritten(db: SqlDatabase): Set<string> {
 }
 
 /**
- * The tables other sessions wrote, by the log, among the numbers after `from` up to `to`; "unknown"
+ * The tables other sessions wrote, by the log, among the numbers after `from` up to `to`, by oid; "unknown"
  * when some number has no row to show (a write rolled back, or a row removed from the log).
  */
 function outsideWritesBetween(db: SqlDatabase, from: number, to: number): Set<string> | "unknown" {
   if (to === from) return new Set();
-  const rows = db.all(`SELECT id, table_name FROM ${writesTable} WHERE id > ? AND id <= ?`, [from, to]);
+  const rows = db.all(`SELECT id, table_oid::text AS oid FROM ${writesTable} WHERE id > ? AND id <= ?`, [from, to]);
   if (new Set(rows.map((row) => Number(row["id"]))).size !== to - from) return "unknown";
-  return new Set(rows.map((row) => String(row["table_name"])));
+  return new Set(rows.map((row) => String(row["oid"])));
 }
 
 /**
@@ -241,9 +278,8 @@ export function confirmAndMark(
   const sequence = outsideWritesSoFar(db);
   const written = outsideWritesBetween(db, proof.sequence, sequence);
   const now = identities(db);
-  const voided = [...reliedOn].filter(
-    (table) => written === "unknown" || written.has(table) || now.get(table)?.guard !== proof.guards.get(table),
-  );
+  const writtenTo = (table: string) => written === "unknown" || written.has(now.get(table)?.oid ?? "");
+  const voided = [...reliedOn].filter((table) => writtenTo(table) || now.get(table)?.guard !== proof.guards.get(table));
   if (voided.length > 0) {
     throw new PipelineError(
       "E_CHANGED",
@@ -274,8 +310,7 @@ export function confirmAndMark(
     const current = marked.get(table)!;
     // why: a table that did not exist at the start and whose catalog row is this transaction's was created by this run, unseen by others until the commit.
     const created = !proof.existing.has(table) && now.get(table)!.created;
-    const unwrittenSinceStart =
-      written !== "unknown" && !written.has(table) && !proof.beingWritten.has(table) && now.get(table)!.guard === proof.guards.get(table);
+    const unwrittenSinceStart = !writtenTo(table) && !proof.beingWritten.has(table) && now.get(table)!.guard === proof.guards.get(table);
     if (!current.guarded || !(unwrittenSinceStart || created)) continue;
     db.run(`INSERT INTO ${schema}.${marksTable} (table_name, identity, outside_writes) VALUES (?, ?, ?)`, [
       table,
