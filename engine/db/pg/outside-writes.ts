@@ -6,10 +6,13 @@ import { quoteIdent, type Row, type SqlDatabase } from "../database.js";
  * exactly as the runner's last commit left it. Each table the runner checked carries a statement
  * trigger of the runner's (AFTER INSERT, UPDATE, DELETE or TRUNCATE, ENABLE ALWAYS so that
  * `session_replication_role = replica` does not silence it) whose SECURITY DEFINER function logs
- * every write not made by a runner's transaction into pipeline_outside_writes, taking a number from
- * its identity sequence (which no rollback gives back). At commit each table gets a mark: the
- * sequence's value and the identity of the table, its trigger and the function; a table whose mark
- * still holds at the next run (same identity, no number taken since) was written by nobody else.
+ * every write not made by a runner's transaction into pipeline_outside_writes, under the table it
+ * wrote (its oid), taking a number from its identity sequence (which no rollback gives back). At
+ * commit each table gets a mark: the sequence's value and the identity of the table, its trigger and
+ * the function; a table whose mark still holds at the next run (same identity, no write to it logged
+ * since, and no number taken since without a row to show) was written by nobody else. A write voids
+ * the mark of the table it wrote alone: the others keep their proof (a foreign key's cascade fires
+ * the trigger of the table it writes, and is logged under it).
  * A trigger dropped, replaced, disabled or re-enabled, a function replaced, a table re-created or
  * rewritten (TRUNCATE, VACUUM FULL) changes the identity, so the proof fails and the run checks all.
  *
