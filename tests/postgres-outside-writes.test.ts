@@ -118,6 +118,25 @@ steps:`,
     ]);
   });
 
+  test("a write another session rolled back voids no proof: every result is carried over (before 2026-12-02, every table was checked again)", async () => {
+    const checks = await afterOutside("BEGIN; INSERT INTO sales VALUES ('2024-01-04', -1); ROLLBACK");
+    expect(checks).toEqual(["qty_positive passed 0 carried from 1", "three_sales passed 0 carried from 1"]);
+  });
+
+  test("the log's rows cannot be removed by another session; removed with the runner's trigger on the log set aside, every table is checked again", async () => {
+    await run();
+    pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', -1)");
+    expect(() => pg.psql(name, "DELETE FROM pipeline_outside_writes")).toThrow(/only the pipeline runner removes or changes rows/);
+    expect(() => pg.psql(name, "TRUNCATE pipeline_outside_writes")).toThrow(/only the pipeline runner/);
+    expect(() => pg.psql(name, "UPDATE pipeline_outside_writes SET table_oid = 0")).toThrow(/only the pipeline runner/);
+    pg.psql(
+      name,
+      `ALTER TABLE pipeline_outside_writes DISABLE TRIGGER pipeline_keep_outside_writes; DELETE FROM pipeline_outside_writes;
+       ALTER TABLE pipeline_outside_writes ENABLE ALWAYS TRIGGER pipeline_keep_outside_writes`,
+    );
+    expect(summary((await run()).checks)).toEqual(["qty_positive warned 1", "three_sales warned 1"]);
+  });
+
   test("the log of outside writes keeps no row a later run would not read, and a write after a commit is still seen", async () => {
     await run();
     pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', 5); UPDATE sales SET qty = 4 WHERE qty = 5");
@@ -234,7 +253,8 @@ steps:`,
        INSERT INTO sales SELECT day, CASE WHEN qty = 1 THEN -1 ELSE qty END FROM sales_old;
        DO $$ BEGIN EXECUTE format('COMMENT ON TABLE sales IS %L', obj_description('sales_old'::regclass, 'pg_class')); END $$;
        DROP TABLE sales_old; ${definition.replace("sales_old", "sales")}; ALTER TABLE sales ENABLE ALWAYS TRIGGER pipeline_outside_write;
-       DELETE FROM pipeline_outside_writes`,
+       ALTER TABLE pipeline_outside_writes DISABLE TRIGGER pipeline_keep_outside_writes; DELETE FROM pipeline_outside_writes;
+       ALTER TABLE pipeline_outside_writes ENABLE ALWAYS TRIGGER pipeline_keep_outside_writes`,
     );
     expect(checks).toEqual(["qty_positive warned 1", "three_sales passed 0"]);
   });
@@ -377,6 +397,32 @@ describe("other sessions' writes during a run on PostgreSQL", () => {
     const next = await run();
     expect(summary(next.checks)).toEqual(["rate_positive warned 1"]);
     expect(pg.psql(name, "SELECT count(*) FROM sales")).toBe("2");
+  }, 90_000);
+
+  test("a write another session rolls back mid-run on a table the run relies on does not fail the run (before 2026-12-02: E_CHANGED)", async () => {
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n");
+    await run();
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n2024-01-02,4\n");
+    const running = await runToGate();
+    expect(outside("BEGIN; INSERT INTO regions VALUES ('west', -5); ROLLBACK")).toBeUndefined();
+    openGate();
+    const result = await running.done;
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(summary((JSON.parse(result.stdout) as { checks: CheckResult[] }).checks)).toEqual(["rate_positive passed 0 carried from 1"]);
+    expect(pg.psql(name, "SELECT count(*) FROM sales")).toBe("2");
+  }, 90_000);
+
+  test("under REPEATABLE READ (a statement does not see later commits), a committed write mid-run on a table the run relies on still fails it", async () => {
+    pg.psql(name, `ALTER DATABASE ${name} SET default_transaction_isolation = 'repeatable read'`);
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n");
+    await run();
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n2024-01-02,4\n");
+    const running = await runToGate();
+    expect(outside("INSERT INTO regions VALUES ('west', -5)")).toBeUndefined();
+    openGate();
+    const result = await running.done;
+    expect(result.code).not.toBe(0);
+    expect(result.stdout + result.stderr).toMatch(/E_CHANGED[\s\S]*another session wrote regions during the run/);
   }, 90_000);
 
   test("a table the run writes is locked against other writers from its step on; readers go on, and the run saves", async () => {

@@ -10,9 +10,11 @@ import { quoteIdent, type Row, type SqlDatabase } from "../database.js";
  * wrote (its oid), taking a number from its identity sequence (which no rollback gives back). At
  * commit each table gets a mark: the sequence's value and the identity of the table, its trigger and
  * the function; a table whose mark still holds at the next run (same identity, no write to it logged
- * since, and no number taken since without a row to show) was written by nobody else. A write voids
- * the mark of the table it wrote alone: the others keep their proof (a foreign key's cascade fires
- * the trigger of the table it writes, and is logged under it).
+ * since) was written by nobody else. A write voids the mark of the table it wrote alone: the others
+ * keep their proof (a foreign key's cascade fires the trigger of the table it writes, and is logged
+ * under it). A number taken with no row to show is a write rolled back while the log is kept (the
+ * runner's trigger on it refuses another session's removal of a row, see {@link keeperTrigger}), and
+ * may be any table's write otherwise (see {@link LoggedWrites}).
  * A trigger dropped, replaced, disabled or re-enabled, a function replaced, a table re-created or
  * rewritten (TRUNCATE, VACUUM FULL) changes the identity, so the proof fails and the run checks all.
  *
@@ -37,6 +39,14 @@ const marksTable = "pipeline_table_marks";
 const runnerTable = "pipeline_runner_transactions";
 /** tgtype of a statement-level AFTER trigger on INSERT (4), DELETE (8), UPDATE (16) and TRUNCATE (32). */
 const guardType = 4 + 8 + 16 + 32;
+/**
+ * The runner's trigger on the log itself, and its function: it refuses to remove or change the log's
+ * rows in any transaction but a runner's. While it stands unchanged, a number of the log's sequence
+ * with no row to show is a write that rolled back (see {@link LoggedWrites}).
+ */
+const keeperTrigger = "pipeline_keep_outside_writes";
+/** tgtype of a statement-level BEFORE (2) trigger on DELETE (8), UPDATE (16) and TRUNCATE (32). */
+const keeperType = 2 + 8 + 16 + 32;
 
 /**
  * Whether trigger `t` (pg_trigger) is the runner's, always enabled, calling the runner's function
@@ -55,6 +65,51 @@ BEGIN
   RETURN NULL;
 END
 `;
+}
+
+/** The body of the function of the runner's trigger on the log, in `schema`. */
+function keeperSource(schema: string): string {
+  return `
+BEGIN
+  IF NOT EXISTS (SELECT FROM ${quoteIdent(schema)}.${runnerTable} WHERE xid = pg_current_xact_id()::text) THEN
+    RAISE EXCEPTION 'only the pipeline runner removes or changes rows of ${writesTable}: they say which tables other sessions wrote';
+  END IF;
+  RETURN NULL;
+END
+`;
+}
+
+/**
+ * The identity of the outside-write log (oid, storage file) with the runner's trigger on it (oid, row
+ * version, state) and its function (oid, row version), when that trigger is exactly the runner's,
+ * always enabled; undefined when it is not. Unchanged since a commit recorded it, no session but a
+ * runner's removed or changed a row of the log in between.
+ */
+function keptLog(db: SqlDatabase): string | undefined {
+  const row = db.all(
+    `SELECT concat_ws(' ', c.oid, c.relfilenode, t.oid, t.xmin, t.tgenabled, t.tgtype, p.oid, p.xmin) AS identity
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname = '${keeperTrigger}' JOIN pg_proc p ON p.oid = t.tgfoid
+     WHERE n.nspname = current_schema() AND c.relname = '${writesTable}' AND c.relkind = 'r' AND t.tgenabled = 'A'
+       AND t.tgtype = ${keeperType} AND t.tgqual IS NULL AND t.tgnargs = 0 AND p.proname = '${keeperTrigger}'
+       AND p.pronamespace = n.oid AND p.prosecdef AND p.prosrc = ?`,
+    [keeperSource(currentSchema(db))],
+  )[0];
+  return row === undefined ? undefined : String(row["identity"]);
+}
+
+/** Puts the runner's trigger on the log (see {@link keeperTrigger}) unless it is there exactly; returns the log's identity with it. */
+function keepLog(db: SqlDatabase): string {
+  const kept = keptLog(db);
+  if (kept !== undefined) return kept;
+  const schema = quoteIdent(currentSchema(db));
+  db.exec(`CREATE OR REPLACE FUNCTION ${schema}.${keeperTrigger}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+      SET search_path = pg_catalog, pg_temp AS $keeper$${keeperSource(currentSchema(db))}$keeper$;
+    DROP TRIGGER IF EXISTS ${keeperTrigger} ON ${schema}.${writesTable};
+    CREATE TRIGGER ${keeperTrigger} BEFORE UPDATE OR DELETE OR TRUNCATE ON ${schema}.${writesTable}
+      FOR EACH STATEMENT EXECUTE FUNCTION ${schema}.${keeperTrigger}();
+    ALTER TABLE ${schema}.${writesTable} ENABLE ALWAYS TRIGGER ${keeperTrigger}`);
+  return keptLog(db)!;
 }
 
 /** Marks the run's transaction as the runner's: its writes are not logged as outside writes. */
@@ -136,6 +191,12 @@ export interface OutsideWriteProof {
   sequence: number;
   /** The tables that existed at the start: any other was created during the run. */
   existing: Set<string>;
+  /**
+   * The log's identity (see {@link keptLog}) when it is as the last commit recorded it and the run reads
+   * in READ COMMITTED (each statement sees every commit before it): a number with no row is then a write
+   * rolled back. Undefined: such a number may be any table's write.
+   */
+  keptLog: string | undefined;
 }
 
 /** A proof that holds for no table (a transaction that only records a failed run). */
@@ -146,6 +207,7 @@ export const noProof = (): OutsideWriteProof => ({
   beingWritten: new Set(),
   sequence: 0,
   existing: new Set(),
+  keptLog: undefined,
 });
 
 /**
@@ -165,9 +227,15 @@ export function proveUntouched(db: SqlDatabase): OutsideWriteProof {
   // why: read after the sequence: a writer whose number is not above it and that has not ended holds its table's lock now.
   proof.beingWritten = tablesBeingWritten(db);
   const marks = db.all(`SELECT table_name, identity, outside_writes FROM ${marksTable}`);
-  const logged = new LoggedWrites(db, proof.sequence);
+  const logMark = marks.find((mark) => mark["table_name"] === writesTable)?.["identity"];
+  // why: under REPEATABLE READ a statement sees no commit after the transaction's first, so a committed write would show no row.
+  const readCommitted = db.all("SELECT current_setting('transaction_isolation') AS level")[0]?.["level"] === "read committed";
+  const kept = keptLog(db);
+  if (readCommitted && kept !== undefined && kept === logMark) proof.keptLog = kept;
+  const logged = new LoggedWrites(db, proof.sequence, proof.keptLog !== undefined);
   for (const mark of marks) {
     const table = String(mark["table_name"]);
+    if (table === writesTable) continue;
     const current = now.get(table);
     if (!current || !proof.guards.has(table))
       proof.why.set(table, `${table} was dropped, or the runner's trigger on it is missing or disabled`);
@@ -188,10 +256,13 @@ export function proveUntouched(db: SqlDatabase): OutsideWriteProof {
 
 /**
  * The outside-write log as a run's start reads it, up to the sequence's value `to` then. Each write is
- * logged under the table it wrote (its oid), so a write voids that table's mark alone; a number
- * between a mark and `to` with no row to show (a write rolled back, or a row removed from the log)
- * could be any table's, and voids every mark before it. The rows after a mark are read once for all
- * the marks taken at that number (a commit marks every table at one).
+ * logged under the table it wrote (its oid), so a write voids that table's mark alone. A number
+ * between a mark and `to` with no row to show is a write that rolled back when the log is `kept`
+ * (no other session removed a row of it, and each statement sees every commit before it; a writer
+ * that took a number and has not ended holds its table's lock, so that table is being written, see
+ * {@link tablesBeingWritten}); otherwise it could be any table's write, and voids every mark before
+ * it. The rows after a mark are read once for all the marks taken at that number (a commit marks
+ * every table at one).
  */
 class LoggedWrites {
   private readonly read = new Map<number, { count: number; first: Map<string, Row> }>();
@@ -199,6 +270,7 @@ class LoggedWrites {
   constructor(
     private readonly db: SqlDatabase,
     private readonly to: number,
+    private readonly kept: boolean,
   ) {}
 
   /** Why the table of `oid` (named `table`), marked at `from`, may have been written since; undefined when it was not. */
@@ -208,7 +280,7 @@ class LoggedWrites {
     const write = logged.first.get(oid);
     if (write) return `another session wrote ${table} since the last run (${String(write["operation"])} by ${String(write["by_user"])})`;
     // why: a number with no row is a write rolled back or a row removed; which table it was is not known.
-    if (logged.count !== this.to - from)
+    if (!this.kept && logged.count !== this.to - from)
       return "another session wrote the database since the last run and rolled back, or its log was removed: which table is not known";
     return undefined;
   }
@@ -243,12 +315,15 @@ function tablesBeingWritten(db: SqlDatabase): Set<string> {
 
 /**
  * The tables other sessions wrote, by the log, among the numbers after `from` up to `to`, by oid; "unknown"
- * when some number has no row to show (a write rolled back, or a row removed from the log).
+ * when some number has no row to show (a write rolled back, or a row removed from the log) and the log
+ * was not `kept` (see {@link LoggedWrites}) from the run's start to now. When it was, such a number is
+ * a write rolled back, or one under way on a table the commit has not locked (a locked table has no
+ * write under way): neither is a write to a table the commit relies on or marks.
  */
-function outsideWritesBetween(db: SqlDatabase, from: number, to: number): Set<string> | "unknown" {
+function outsideWritesBetween(db: SqlDatabase, from: number, to: number, kept: boolean): Set<string> | "unknown" {
   if (to === from) return new Set();
   const rows = db.all(`SELECT id, table_oid::text AS oid FROM ${writesTable} WHERE id > ? AND id <= ?`, [from, to]);
-  if (new Set(rows.map((row) => Number(row["id"]))).size !== to - from) return "unknown";
+  if (!kept && new Set(rows.map((row) => Number(row["id"]))).size !== to - from) return "unknown";
   return new Set(rows.map((row) => String(row["oid"])));
 }
 
@@ -279,7 +354,7 @@ export function confirmAndMark(
   // why: db.run, not exec: past the lock timeout, the error names the table and who holds it (E_LOCK).
   if (locked.length > 0) db.run(`LOCK TABLE ${locked.map(quoteIdent).join(", ")} IN SHARE MODE`);
   const sequence = outsideWritesSoFar(db);
-  const written = outsideWritesBetween(db, proof.sequence, sequence);
+  const written = outsideWritesBetween(db, proof.sequence, sequence, proof.keptLog !== undefined && keptLog(db) === proof.keptLog);
   const now = identities(db);
   const writtenTo = (table: string) => written === "unknown" || written.has(now.get(table)?.oid ?? "");
   const voided = [...reliedOn].filter((table) => writtenTo(table) || now.get(table)?.guard !== proof.guards.get(table));
@@ -324,6 +399,12 @@ export function confirmAndMark(
   // why: every mark now starts after `sequence`, and the SHARE locks above let no write under way end later, so the log's
   // rows up to it are read by no later run: without this, the log would grow by a row per outside statement, forever.
   db.run(`DELETE FROM ${schema}.${writesTable} WHERE id <= ?`, [sequence]);
+  // why: the log's identity, kept from this commit to the next run's start, says no other session removed a row of it in between.
+  db.run(`INSERT INTO ${schema}.${marksTable} (table_name, identity, outside_writes) VALUES (?, ?, ?)`, [
+    writesTable,
+    keepLog(db),
+    sequence,
+  ]);
 }
 
 /**
