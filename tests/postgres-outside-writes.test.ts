@@ -59,28 +59,13 @@ async function afterOutside(outside: string): Promise<string[]> {
   return summary((await run()).checks);
 }
 
-describe("check results carried over on PostgreSQL", () => {
-  test("a derived step whose source did not change runs again once another session wrote the table it reads", async () => {
-    const totals = "  totals:\n    columns: { qty: { type: integer } }\nsteps:";
-    ws.write(
-      "pipeline.yaml",
-      `${pipeline.replace("steps:", totals)}  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: totals }\n`,
-    );
-    await run();
-    const steps = (report: string) =>
-      (JSON.parse(report) as { steps: { name: string; status: string }[] }).steps.map((s) => `${s.name} ${s.status}`);
-    expect(steps((await run()).stdout)).toEqual(["load_sales unchanged", "total skipped"]);
-    pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', 10)");
-    expect(steps((await run()).stdout)).toEqual(["load_sales unchanged", "total success"]);
-    expect(pg.psql(name, "SELECT qty FROM totals")).toBe("16");
-  });
-
-  test("an outside write to one table voids that table's proof alone: the other's checks are carried over and its derived step skipped", async () => {
-    ws.write(
-      "pipeline.yaml",
-      `${pipeline.replace(
-        "steps:",
-        `  regions:
+/** The pipeline with a second table, regions, and two derived tables, then `steps` after the loads. */
+function twoTables(steps: string): void {
+  ws.write(
+    "pipeline.yaml",
+    `${pipeline.replace(
+      "steps:",
+      `  regions:
     columns:
       code: { type: text, required: true }
       rate: { type: integer }
@@ -90,16 +75,37 @@ describe("check results carried over on PostgreSQL", () => {
     columns: { qty: { type: integer } }
   rates_total:
     columns: { rate: { type: integer } }
+  doubled_total:
+    columns: { qty: { type: integer } }
 steps:`,
-      )}  - { name: load_regions, type: load, source: regions.csv, table: regions, mode: replace, columns: { code: code, rate: rate } }
-  - { name: total_sales, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }
-  - { name: total_rates, type: sql, sql: "SELECT sum(rate) AS rate FROM regions", into: rates_total }
-`,
+    )}  - { name: load_regions, type: load, source: regions.csv, table: regions, mode: replace, columns: { code: code, rate: rate } }
+${steps}`,
+  );
+  ws.write("regions.csv", "code,rate\nnorth,2\nsouth,3\n");
+}
+
+const steps = (report: string) =>
+  (JSON.parse(report) as { steps: { name: string; status: string }[] }).steps.map((s) => `${s.name} ${s.status}`);
+
+describe("check results carried over on PostgreSQL", () => {
+  test("a derived step whose source did not change runs again once another session wrote the table it reads", async () => {
+    const totals = "  totals:\n    columns: { qty: { type: integer } }\nsteps:";
+    ws.write(
+      "pipeline.yaml",
+      `${pipeline.replace("steps:", totals)}  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: totals }\n`,
     );
-    ws.write("regions.csv", "code,rate\nnorth,2\nsouth,3\n");
     await run();
-    const steps = (report: string) =>
-      (JSON.parse(report) as { steps: { name: string; status: string }[] }).steps.map((s) => `${s.name} ${s.status}`);
+    expect(steps((await run()).stdout)).toEqual(["load_sales unchanged", "total skipped"]);
+    pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', 10)");
+    expect(steps((await run()).stdout)).toEqual(["load_sales unchanged", "total success"]);
+    expect(pg.psql(name, "SELECT qty FROM totals")).toBe("16");
+  });
+
+  test("an outside write to one table voids that table's proof alone: the other's checks are carried over and its derived step skipped", async () => {
+    twoTables(`  - { name: total_sales, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }
+  - { name: total_rates, type: sql, sql: "SELECT sum(rate) AS rate FROM regions", into: rates_total }
+`);
+    await run();
     pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', -10)");
     const after = await run();
     expect(steps(after.stdout)).toEqual(["load_sales unchanged", "load_regions unchanged", "total_sales success", "total_rates skipped"]);
@@ -116,6 +122,28 @@ steps:`,
       "three_sales warned 1 carried from 2",
       "rate_positive passed 0 carried from 1",
     ]);
+  });
+
+  test("after an outside write to one table, a derived step runs again when it reads a table a step run again wrote, or when what it reads cannot be told", async () => {
+    twoTables(`  - { name: total_sales, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }
+  - { name: doubled, type: sql, sql: "SELECT qty * 2 AS qty FROM sales_total", into: doubled_total }
+  - { name: recount, type: sql, sql: "SELECT count(*) AS rate FROM regions WHERE CAST(rate AS text) <> ''", into: rates_total }
+`);
+    await run();
+    pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', 10)");
+    const after = await run();
+    expect(steps(after.stdout)).toEqual([
+      "load_sales unchanged",
+      "load_regions unchanged",
+      "total_sales success",
+      "doubled success",
+      "recount success",
+    ]);
+    const notes = (JSON.parse(after.stdout) as { notes: string[] }).notes.join("\n");
+    expect(notes).toMatch(/step total_sales runs again: it reads sales/);
+    expect(notes).toMatch(/step doubled runs again: it reads sales_total/);
+    expect(notes).toMatch(/step recount runs again: which tables it reads is not known \(.*converts to text/);
+    expect(pg.psql(name, "SELECT qty FROM doubled_total")).toBe("32");
   });
 
   test("a write another session rolled back voids no proof: every result is carried over (before 2026-12-02, every table was checked again)", async () => {
