@@ -16,6 +16,7 @@ import { DeepPlan } from "./run/deep-plan.js";
 import { closeRun, openRun, plannedOutputs, prepareDatabase, type OpenedRun } from "./run/record.js";
 import { failedRun, plannedReport, reportUnchanged, showRejections, type RunEvent, type RunReport, type StepResult } from "./run/report.js";
 import { RunBasis } from "./run/committed-tables.js";
+import { StaleTables } from "./run/stale-tables.js";
 import type { CommittedTables, StepDefinition, StepOutcome } from "./step.js";
 
 export type { RunEvent, RunReport, StepResult, StepStatus } from "./run/report.js";
@@ -135,7 +136,7 @@ async function runSteps(
     now: () => Date;
     untouched: UntouchedTables;
     configSha256: string;
-    lockForWrite: (tables: readonly string[]) => void;
+    lockForWrite: (tables: readonly string[] | "all") => void;
     readyToWrite: () => Promise<void>;
   },
 ): Promise<{ files: OutputFile[]; changed: boolean; basis: RunBasis }> {
@@ -144,8 +145,15 @@ async function runSteps(
   const untouched = run.untouched.tables;
   const unproven = untouched === "all" ? [] : Object.keys(plan.pipeline.tables).filter((table) => !untouched.has(table));
   const rederive = !run.changed && unproven.length > 0 && plan.steps.some((step) => options.typeOf(step.spec).derived);
-  if (rederive) report.notes.push(`not proven as the last commit left them: ${unproven.join(", ")}; the derived steps run again`);
+  if (rederive)
+    report.notes.push(
+      `not proven as the last commit left them: ${unproven.join(", ")}; the derived steps that read or write them run again`,
+    );
+  // why: a derived step reading only tables proven as the last commit left them would compute what that commit holds.
+  const stale = rederive ? new StaleTables(untouched as ReadonlySet<string>, plan.config.baseDir) : undefined;
+  /** Whether the run commits; `sourcesChanged`: a step that is not derived wrote, so every derived step runs. */
   let changed = run.changed || rederive;
+  let sourcesChanged = run.changed;
   const files: OutputFile[] = [];
   // why: a check whose inputs provably did not change since the last commit keeps that commit's result (docs/checks.md).
   const carry = {
@@ -178,7 +186,13 @@ async function runSteps(
       continue;
     }
     const definition = options.typeOf(step.spec);
-    const skip = !changed && definition.derived ? `inputs unchanged since run ${run.previous!.runId}` : undefined;
+    const again = !sourcesChanged && definition.derived ? stale?.why(db, step.spec, definition) : undefined;
+    if (again !== undefined) {
+      report.notes.push(`step ${step.name} runs again: ${again}`);
+      stale!.ran(step.name, step.spec, definition);
+    }
+    const skip =
+      !sourcesChanged && definition.derived && again === undefined ? `inputs unchanged since run ${run.previous!.runId}` : undefined;
     const outcome = await runStep(step, definition, {
       plan,
       options,
@@ -189,14 +203,15 @@ async function runSteps(
       skip,
       committed: basis.at(step.index),
       // why: a step about to write readies the database (sqljs loads its image) and, on a server, locks those tables
-      // against other writers from then to the commit; a table the run only reads stays open to them.
+      // against other writers from then to the commit; a table the run only reads stays open to them. A script may write
+      // any table, and which ones it does is not known before it runs: all of them are locked (docs/scaling.md).
       aboutToWrite: async () => {
         await run.readyToWrite();
-        run.lockForWrite(definition.writes(step.spec));
+        run.lockForWrite(definition.writesUndeclared?.(step.spec) ? "all" : definition.writes(step.spec));
       },
     });
     files.push(...(outcome?.files ?? []));
-    if (outcome && !definition.derived && outcome.status !== "unchanged") changed = true;
+    if (outcome && !definition.derived && outcome.status !== "unchanged") changed = sourcesChanged = true;
   }
   checks.runDue(db, run.runId, startedAt, plan.steps.length);
   return { files, changed, basis };

@@ -59,6 +59,34 @@ async function afterOutside(outside: string): Promise<string[]> {
   return summary((await run()).checks);
 }
 
+/** The pipeline with a second table, regions, and two derived tables, then `steps` after the loads. */
+function twoTables(steps: string): void {
+  ws.write(
+    "pipeline.yaml",
+    `${pipeline.replace(
+      "steps:",
+      `  regions:
+    columns:
+      code: { type: text, required: true }
+      rate: { type: integer }
+    checks:
+      - { name: rate_positive, check: range, column: rate, min: 0, inclusive: false, severity: warn }
+  sales_total:
+    columns: { qty: { type: integer } }
+  rates_total:
+    columns: { rate: { type: integer } }
+  doubled_total:
+    columns: { qty: { type: integer } }
+steps:`,
+    )}  - { name: load_regions, type: load, source: regions.csv, table: regions, mode: replace, columns: { code: code, rate: rate } }
+${steps}`,
+  );
+  ws.write("regions.csv", "code,rate\nnorth,2\nsouth,3\n");
+}
+
+const steps = (report: string) =>
+  (JSON.parse(report) as { steps: { name: string; status: string }[] }).steps.map((s) => `${s.name} ${s.status}`);
+
 describe("check results carried over on PostgreSQL", () => {
   test("a derived step whose source did not change runs again once another session wrote the table it reads", async () => {
     const totals = "  totals:\n    columns: { qty: { type: integer } }\nsteps:";
@@ -67,12 +95,74 @@ describe("check results carried over on PostgreSQL", () => {
       `${pipeline.replace("steps:", totals)}  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: totals }\n`,
     );
     await run();
-    const steps = (report: string) =>
-      (JSON.parse(report) as { steps: { name: string; status: string }[] }).steps.map((s) => `${s.name} ${s.status}`);
     expect(steps((await run()).stdout)).toEqual(["load_sales unchanged", "total skipped"]);
     pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', 10)");
     expect(steps((await run()).stdout)).toEqual(["load_sales unchanged", "total success"]);
     expect(pg.psql(name, "SELECT qty FROM totals")).toBe("16");
+  });
+
+  test("an outside write to one table voids that table's proof alone: the other's checks are carried over and its derived step skipped", async () => {
+    twoTables(`  - { name: total_sales, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }
+  - { name: total_rates, type: sql, sql: "SELECT sum(rate) AS rate FROM regions", into: rates_total }
+`);
+    await run();
+    pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', -10)");
+    const after = await run();
+    expect(steps(after.stdout)).toEqual(["load_sales unchanged", "load_regions unchanged", "total_sales success", "total_rates skipped"]);
+    expect(summary(after.checks)).toEqual(["qty_positive warned 1", "three_sales warned 1", "rate_positive passed 0 carried from 1"]);
+    const notes = (JSON.parse(after.stdout) as { notes: string[] }).notes.join("\n");
+    expect(notes).toMatch(/not proven as the last commit left them: sales;/);
+    expect(notes).not.toMatch(/regions/);
+    expect(pg.psql(name, "SELECT (SELECT qty FROM sales_total) || ',' || (SELECT rate FROM rates_total)")).toBe("-4,5");
+    // The run marked sales again: the next one carries every result over and skips both derived steps.
+    const next = await run();
+    expect(steps(next.stdout)).toEqual(["load_sales unchanged", "load_regions unchanged", "total_sales skipped", "total_rates skipped"]);
+    expect(summary(next.checks)).toEqual([
+      "qty_positive warned 1 carried from 2",
+      "three_sales warned 1 carried from 2",
+      "rate_positive passed 0 carried from 1",
+    ]);
+  });
+
+  test("after an outside write to one table, a derived step runs again when it reads a table a step run again wrote, or when what it reads cannot be told", async () => {
+    twoTables(`  - { name: total_sales, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }
+  - { name: doubled, type: sql, sql: "SELECT qty * 2 AS qty FROM sales_total", into: doubled_total }
+  - { name: recount, type: sql, sql: "SELECT count(*) AS rate FROM regions WHERE CAST(rate AS text) <> ''", into: rates_total }
+`);
+    await run();
+    pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', 10)");
+    const after = await run();
+    expect(steps(after.stdout)).toEqual([
+      "load_sales unchanged",
+      "load_regions unchanged",
+      "total_sales success",
+      "doubled success",
+      "recount success",
+    ]);
+    const notes = (JSON.parse(after.stdout) as { notes: string[] }).notes.join("\n");
+    expect(notes).toMatch(/step total_sales runs again: it reads sales/);
+    expect(notes).toMatch(/step doubled runs again: it reads sales_total/);
+    expect(notes).toMatch(/step recount runs again: which tables it reads is not known \(.*converts to text/);
+    expect(pg.psql(name, "SELECT qty FROM doubled_total")).toBe("32");
+  });
+
+  test("a write another session rolled back voids no proof: every result is carried over (before 2026-12-02, every table was checked again)", async () => {
+    const checks = await afterOutside("BEGIN; INSERT INTO sales VALUES ('2024-01-04', -1); ROLLBACK");
+    expect(checks).toEqual(["qty_positive passed 0 carried from 1", "three_sales passed 0 carried from 1"]);
+  });
+
+  test("the log's rows cannot be removed by another session; removed with the runner's trigger on the log set aside, every table is checked again", async () => {
+    await run();
+    pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', -1)");
+    expect(() => pg.psql(name, "DELETE FROM pipeline_outside_writes")).toThrow(/only the pipeline runner removes or changes rows/);
+    expect(() => pg.psql(name, "TRUNCATE pipeline_outside_writes")).toThrow(/only the pipeline runner/);
+    expect(() => pg.psql(name, "UPDATE pipeline_outside_writes SET table_oid = 0")).toThrow(/only the pipeline runner/);
+    pg.psql(
+      name,
+      `ALTER TABLE pipeline_outside_writes DISABLE TRIGGER pipeline_keep_outside_writes; DELETE FROM pipeline_outside_writes;
+       ALTER TABLE pipeline_outside_writes ENABLE ALWAYS TRIGGER pipeline_keep_outside_writes`,
+    );
+    expect(summary((await run()).checks)).toEqual(["qty_positive warned 1", "three_sales warned 1"]);
   });
 
   test("the log of outside writes keeps no row a later run would not read, and a write after a commit is still seen", async () => {
@@ -129,6 +219,19 @@ describe("check results carried over on PostgreSQL", () => {
       ["qty_positive warned 1", "three_sales passed 0"],
     ],
     [
+      // why: the log names the table it wrote by oid, which a rename keeps; a name logged as "sales_aside" would miss sales.
+      "an INSERT while the table was renamed, then named back",
+      "ALTER TABLE sales RENAME TO sales_aside; INSERT INTO sales_aside VALUES ('2024-01-04', -1); ALTER TABLE sales_aside RENAME TO sales",
+      ["qty_positive warned 1", "three_sales warned 1"],
+    ],
+    [
+      "a DELETE cascading from a table of another schema's foreign key (the cascade fires the runner's trigger on sales)",
+      `CREATE SCHEMA aside; CREATE TABLE aside.days (day date PRIMARY KEY); INSERT INTO aside.days SELECT day FROM sales;
+       ALTER TABLE sales ADD FOREIGN KEY (day) REFERENCES aside.days ON DELETE CASCADE; DELETE FROM aside.days WHERE day = '2024-01-02';
+       ALTER TABLE sales DROP CONSTRAINT sales_day_fkey`,
+      ["qty_positive passed 0", "three_sales warned 1"],
+    ],
+    [
       "an UPDATE through a view",
       "CREATE VIEW sales_view AS SELECT * FROM sales; UPDATE sales_view SET qty = -1 WHERE qty = 1; DROP VIEW sales_view",
       ["qty_positive warned 1", "three_sales passed 0"],
@@ -178,7 +281,8 @@ describe("check results carried over on PostgreSQL", () => {
        INSERT INTO sales SELECT day, CASE WHEN qty = 1 THEN -1 ELSE qty END FROM sales_old;
        DO $$ BEGIN EXECUTE format('COMMENT ON TABLE sales IS %L', obj_description('sales_old'::regclass, 'pg_class')); END $$;
        DROP TABLE sales_old; ${definition.replace("sales_old", "sales")}; ALTER TABLE sales ENABLE ALWAYS TRIGGER pipeline_outside_write;
-       DELETE FROM pipeline_outside_writes`,
+       ALTER TABLE pipeline_outside_writes DISABLE TRIGGER pipeline_keep_outside_writes; DELETE FROM pipeline_outside_writes;
+       ALTER TABLE pipeline_outside_writes ENABLE ALWAYS TRIGGER pipeline_keep_outside_writes`,
     );
     expect(checks).toEqual(["qty_positive warned 1", "three_sales passed 0"]);
   });
@@ -323,6 +427,32 @@ describe("other sessions' writes during a run on PostgreSQL", () => {
     expect(pg.psql(name, "SELECT count(*) FROM sales")).toBe("2");
   }, 90_000);
 
+  test("a write another session rolls back mid-run on a table the run relies on does not fail the run (before 2026-12-02: E_CHANGED)", async () => {
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n");
+    await run();
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n2024-01-02,4\n");
+    const running = await runToGate();
+    expect(outside("BEGIN; INSERT INTO regions VALUES ('west', -5); ROLLBACK")).toBeUndefined();
+    openGate();
+    const result = await running.done;
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(summary((JSON.parse(result.stdout) as { checks: CheckResult[] }).checks)).toEqual(["rate_positive passed 0 carried from 1"]);
+    expect(pg.psql(name, "SELECT count(*) FROM sales")).toBe("2");
+  }, 90_000);
+
+  test("under REPEATABLE READ (a statement does not see later commits), a committed write mid-run on a table the run relies on still fails it", async () => {
+    pg.psql(name, `ALTER DATABASE ${name} SET default_transaction_isolation = 'repeatable read'`);
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n");
+    await run();
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n2024-01-02,4\n");
+    const running = await runToGate();
+    expect(outside("INSERT INTO regions VALUES ('west', -5)")).toBeUndefined();
+    openGate();
+    const result = await running.done;
+    expect(result.code).not.toBe(0);
+    expect(result.stdout + result.stderr).toMatch(/E_CHANGED[\s\S]*another session wrote regions during the run/);
+  }, 90_000);
+
   test("a table the run writes is locked against other writers from its step on; readers go on, and the run saves", async () => {
     ws.write("sales.csv", "day,qty\n2024-01-01,3\n");
     await run();
@@ -343,5 +473,50 @@ describe("other sessions' writes during a run on PostgreSQL", () => {
         "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM pipeline_table_marks WHERE table_name NOT LIKE 'pipeline%'",
       ),
     ).toBe("regions,sales");
+  }, 90_000);
+
+  test("a script step (sql without into:) locks every table against other writers before it runs, so what it wrote stays locked to the commit", async () => {
+    // why: the script writes regions, then waits at a gate of its own: a row of sales another session holds locked (FOR UPDATE,
+    // which blocks no table lock; load_sales only appends). Before 2026-12-02 the script took no lock of the runner's: its UPDATE's ROW EXCLUSIVE let others write.
+    ws.write(
+      "pipeline.yaml",
+      gated.replace(
+        "  - name: wait_at_gate",
+        `  - { name: script, type: sql, sql: "UPDATE regions SET rate = rate + 1; UPDATE sales SET qty = qty" }
+  - name: wait_at_gate`,
+      ),
+    );
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n");
+    await run();
+    ws.write("sales.csv", "day,qty\n2024-01-01,3\n2024-01-02,4\n");
+    gate = spawn(
+      path.join(postgresBinDir()!, "psql"),
+      ["-X", "-q", "-d", database, "-c", "BEGIN; SELECT * FROM sales FOR UPDATE; SELECT pg_sleep(120)"],
+      { stdio: "ignore", env: { ...process.env, PGAPPNAME: "gate" } },
+    );
+    await waitFor(
+      () =>
+        pg.psql(
+          name,
+          "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gate' AND state = 'active' AND wait_event = 'PgSleep'",
+        ) !== "0",
+      20_000,
+    );
+    const running = spawnCli(["run", "--engine", "postgres", "--json", "--lock-timeout", "60s"], ws.dir, { DB_PATH: database });
+    const runner = `(SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pipeline-runner%' AND state <> 'idle')`;
+    // why: the script waits for the gate's row, having updated regions.
+    await waitFor(() => pg.psql(name, `SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN ${runner}`) !== "0", 30_000);
+    const held = pg.psql(
+      name,
+      `SELECT string_agg(relation::regclass::text, ',' ORDER BY relation::regclass::text) FROM pg_locks
+       WHERE granted AND mode = 'ShareRowExclusiveLock' AND pid IN ${runner}`,
+    );
+    expect(held.split(",")).toEqual(expect.arrayContaining(["notes", "regions", "sales", "sales_total"]));
+    expect(outside("INSERT INTO regions VALUES ('west', 5)")).toMatch(/lock timeout/);
+    expect(outside("SELECT count(*) FROM regions")).toBeUndefined();
+    openGate();
+    const result = await running.done;
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(pg.psql(name, "SELECT string_agg(rate::text, ',' ORDER BY code) FROM regions")).toBe("4,5");
   }, 90_000);
 });

@@ -55,8 +55,8 @@ export interface Session {
     checkedTables: readonly string[],
     reliedOn: ReadonlySet<string>,
   ): Promise<{ placed: string[]; notPlaced: string[] }>;
-  /** Before a step writes `tables` (see {@link Transaction.lockForWrite}). */
-  lockForWrite(tables: readonly string[]): void;
+  /** Before a step writes `tables`, or any table ("all": a script) (see {@link Transaction.lockForWrite}). */
+  lockForWrite(tables: readonly string[] | "all"): void;
   /** Rolls back; `journalRecorded` when the journal's runs are already in the database, which empties it. */
   rollback(options?: { journalRecorded: boolean }): Promise<void>;
   /** Keeps a failed run in the journal, for the next run that commits; never a second error. */

@@ -80,8 +80,9 @@ export interface Transaction {
   /**
    * Before a step writes `tables`: where other clients write the database during the run (a server),
    * keeps them from writing these until the commit (engine/db/pg/outside-writes.ts); readers go on.
+   * "all" before a step that may write any table (a script).
    */
-  lockForWrite?(tables: readonly string[]): void;
+  lockForWrite?(tables: readonly string[] | "all"): void;
   /**
    * Readies `db` for every write, when it was opened to read first (sqljs: it loads the image); until
    * then a write other than to the engine's own tables throws `WriteBeforeReady` (engine/db/read-first.ts). Absent: always ready.
