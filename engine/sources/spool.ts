@@ -1,6 +1,6 @@
+import { closeSync, createHash, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "../builtins.js";
 import { isUtf8 } from "node:buffer";
-import { createHash, type Hash } from "node:crypto";
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
+import type { Hash } from "node:crypto";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { PipelineError } from "../errors.js";
