@@ -3,8 +3,8 @@
  * an ES module builds its facade, which reads every export, so Node loads what each lazy export stands for (fs's
  * streams and the whole stream module, crypto's webcrypto, util's MIMEType and diff) on every start, a run that
  * uses none of them included; process.getBuiltinModule hands over the module itself (docs/performance.md, "An
- * unchanged run without the facades"). The other built-ins (`node:path`, `node:fs/promises`, ...) have no lazy
- * export worth it and are imported as usual.
+ * unchanged run without the built-ins' facades"). The other built-ins (`node:path`, `node:fs/promises`, ...) have
+ * no lazy export worth it and are imported as usual.
  */
 export const {
   closeSync,
