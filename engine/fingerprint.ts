@@ -1,5 +1,4 @@
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { createHash, readFileSync } from "./builtins.js";
 import path from "node:path";
 import { declaredChecks } from "./checks.js";
 import type { StepSpec } from "./config/schema.js";

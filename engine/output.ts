@@ -1,4 +1,3 @@
-import { Chalk, type ChalkInstance } from "chalk";
 import { checkLine, renderCheckTable } from "./check-report.js";
 import type { PlannedCheck } from "./checks.js";
 import { formatDiagnostic, type Diagnostic } from "./errors.js";
@@ -13,10 +12,31 @@ export interface OutputStream {
   isTTY?: boolean | undefined;
 }
 
-/** Colours for a stream: on for a terminal unless NO_COLOR is set. */
-export function colorsFor(stream: OutputStream, env: Readonly<Record<string, string | undefined>>): ChalkInstance {
+/** The styles the CLI writes its text in: the slice of chalk it uses. */
+export interface Colors {
+  bold(text: string): string;
+  dim(text: string): string;
+  red(text: string): string;
+  green(text: string): string;
+  yellow(text: string): string;
+  cyan(text: string): string;
+}
+
+const plain = (text: string) => text;
+
+/** The styles of a stream whose text is not coloured. */
+export const noColors: Colors = { bold: plain, dim: plain, red: plain, green: plain, yellow: plain, cyan: plain };
+
+/**
+ * Colours for a stream: on for a terminal unless NO_COLOR is set. why: chalk is imported only then; with it
+ * comes `node:process`'s ES module facade, which loads process.report and the like: a cron job's log or
+ * `--json` is not coloured, and its start does not pay for them.
+ */
+export async function colorsFor(stream: OutputStream, env: Readonly<Record<string, string | undefined>>): Promise<Colors> {
   const on = stream.isTTY === true && (env["NO_COLOR"] ?? "") === "" && env["TERM"] !== "dumb";
-  return new Chalk({ level: on ? 1 : 0 });
+  if (!on) return noColors;
+  const { Chalk } = await import("chalk");
+  return new Chalk({ level: 1 });
 }
 
 const countNames: (keyof StepCounts)[] = [
@@ -50,7 +70,7 @@ export interface SchemaChanges {
 }
 
 /** The plan as `run --dry-run` prints it. */
-export function renderPlan(plan: Plan, changes: SchemaChanges, c: ChalkInstance): string {
+export function renderPlan(plan: Plan, changes: SchemaChanges, c: Colors): string {
   const lines = [c.bold(`Plan for ${plan.config.file} -> ${plan.database}`), ""];
   if (changes.createdTables.length > 0) lines.push(`would create tables: ${changes.createdTables.join(", ")}`, "");
   if (changes.addedColumns.length > 0) lines.push(`would add columns: ${changes.addedColumns.join(", ")}`, "");
@@ -67,7 +87,7 @@ export function renderPlan(plan: Plan, changes: SchemaChanges, c: ChalkInstance)
 }
 
 /** Diagnostics, one per line, then a count. */
-export function renderDiagnostics(diagnostics: readonly Diagnostic[], c: ChalkInstance): string {
+export function renderDiagnostics(diagnostics: readonly Diagnostic[], c: Colors): string {
   const lines = diagnostics.slice(0, shownDiagnostics).map((d) => c.red(formatDiagnostic(d)));
   const more = diagnostics.length - shownDiagnostics;
   if (more > 0) lines.push(c.red(`… and ${more} more (the first ${shownDiagnostics} are shown; --json lists them all)`));
@@ -79,7 +99,7 @@ export function renderDiagnostics(diagnostics: readonly Diagnostic[], c: ChalkIn
 export const shownDiagnostics = 100;
 
 /** Prints run events as they come: one line per step, and live progress on a terminal. */
-export function runLogger(out: OutputStream, c: ChalkInstance, database: string): (event: RunEvent) => void {
+export function runLogger(out: OutputStream, c: Colors, database: string): (event: RunEvent) => void {
   let progressShown = false;
   return (event) => {
     switch (event.kind) {
@@ -117,7 +137,7 @@ function countsText(counts: StepCounts): string {
     .join(", ");
 }
 
-function stepLine(result: StepResult, c: ChalkInstance): string {
+function stepLine(result: StepResult, c: Colors): string {
   const time = c.dim(`(${formatMs(result.durationMs)})`);
   if (result.status === "error") return `${c.red("✗ failed")} ${time}: ${result.error?.message ?? ""}`;
   if (result.status === "skipped") return `${c.dim("- skipped")}: ${result.detail ?? ""}`;
@@ -146,7 +166,7 @@ function clipForDisplay(text: string, max: number): string {
 }
 
 /** The end-of-run table and verdict. */
-export function renderSummary(report: RunReport, c: ChalkInstance): string {
+export function renderSummary(report: RunReport, c: Colors): string {
   const header = ["step", "status", ...countNames, "time"];
   const rows = report.steps.map((s) => [
     s.name,
@@ -193,7 +213,7 @@ const wouldDo: Partial<Record<keyof StepCounts, string>> = {
 };
 
 /** The deep plan (`plan --deep`): what each step would do to the rows, the first rejected rows, the checks, the tables that would change. */
-export function renderDeepPlan(plan: Plan, report: RunReport, c: ChalkInstance): string {
+export function renderDeepPlan(plan: Plan, report: RunReport, c: Colors): string {
   const lines = [c.bold(`Deep plan for ${plan.config.file} -> ${plan.database}`), ""];
   if (report.createdTables.length > 0) lines.push(`would create tables: ${report.createdTables.join(", ")}`, "");
   for (const step of report.steps) {

@@ -1,6 +1,5 @@
-import { createHash } from "node:crypto";
+import { constants, createHash } from "./builtins.js";
 import { open } from "node:fs/promises";
-import { constants } from "node:fs";
 import path from "node:path";
 import type { SqlDatabase } from "./db/database.js";
 import { PipelineError } from "./errors.js";

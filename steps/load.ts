@@ -1,5 +1,4 @@
-import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
+import { createHash, existsSync } from "../engine/builtins.js";
 import path from "node:path";
 import { checkDateFormat, makeCaster, mappingOptions, type Caster } from "../engine/cast.js";
 import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.js";

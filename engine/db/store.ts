@@ -1,5 +1,4 @@
-import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
+import { constants, randomBytes } from "../builtins.js";
 import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { PipelineError } from "../errors.js";

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync } from "../builtins.js";
 import path from "node:path";
 import { databaseSetting, type StepSpec } from "../config/schema.js";
 import { checkForeignKeys, type AppendedSince } from "../db/constraints.js";
