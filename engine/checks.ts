@@ -329,12 +329,14 @@ function failingCondition(check: DeclaredCheck, values: SqlParameterValues): str
  * is counted by SQLite's own `foreign_key_check`, one pass for all of them. A check that fails
  * then runs alone, so its count and samples are those its own query gives. Undefined for checks
  * left to run alone (a query that does not compile in one: each runs alone and reports its own error).
+ * `keysHeld` hears of each table whose every foreign key that pass found unbroken.
  */
 export function runChecksInOnePass(
   db: SqlDatabase,
   checks: readonly DeclaredCheck[],
   baseDir: string,
   values: SqlParameterValues,
+  keysHeld: (table: string, held: boolean) => void = () => undefined,
 ): (CheckResult | undefined)[] {
   const results: (CheckResult | undefined)[] = checks.map(() => undefined);
   const byTable = new Map<string, number[]>();
@@ -345,11 +347,12 @@ export function runChecksInOnePass(
   const judged = (i: number, failing: number) =>
     (results[i] = failing === 0 ? resultOf(checks[i]!, 0, []) : runCheck(db, checks[i]!, baseDir, values));
   for (const [table, group] of byTable) {
-    const byForeignKey = foreignKeyFailures(
+    const { counts: byForeignKey, allHeld } = foreignKeyFailures(
       db,
       table,
       group.map((i) => checks[i]!),
     );
+    if (allHeld !== undefined) keysHeld(table, allHeld);
     const rest = group.filter((_, n) => byForeignKey[n] === undefined);
     group.forEach((i, n) => byForeignKey[n] !== undefined && judged(i, byForeignKey[n]!));
     if (rest.length < 2) continue;
@@ -405,10 +408,15 @@ function firstRowOrUndefined(db: SqlDatabase, sql: string, params: Record<string
  * for a check no such key states. The two agree row for row only where the foreign key is in the
  * database's schema (not only in pipeline.yaml), on one column, between two STRICT columns of the same
  * type and no collation; otherwise the check's own query counts. Used when the keys it answers are at
- * least half of the table's (the pass checks them all).
+ * least half of the table's (the pass checks them all); `allHeld` then says whether it found every key
+ * of the table unbroken (the verification before the commit can rely on that: engine/db/constraints.ts).
  */
-function foreignKeyFailures(db: SqlDatabase, table: string, checks: readonly DeclaredCheck[]): (number | undefined)[] {
-  const none = checks.map(() => undefined);
+function foreignKeyFailures(
+  db: SqlDatabase,
+  table: string,
+  checks: readonly DeclaredCheck[],
+): { counts: (number | undefined)[]; allHeld?: boolean } {
+  const none = { counts: checks.map(() => undefined) };
   if (db.dialect || !checks.some((check) => check.spec.check === "relationships")) return none;
   try {
     const keys = new Map<number, Row[]>();
@@ -429,7 +437,7 @@ function foreignKeyFailures(db: SqlDatabase, table: string, checks: readonly Dec
     const violations = new Map<number, number>();
     for (const row of db.all("SELECT fkid, count(*) AS n FROM pragma_foreign_key_check(?) GROUP BY fkid", [table]))
       violations.set(Number(row["fkid"]), Number(row["n"]));
-    return keyOf.map((id) => (id === undefined ? undefined : (violations.get(id) ?? 0)));
+    return { counts: keyOf.map((id) => (id === undefined ? undefined : (violations.get(id) ?? 0))), allHeld: violations.size === 0 };
   } catch {
     return none; // why: a key SQLite cannot check (no unique index on the parent: "foreign key mismatch") leaves the checks' own queries to count.
   }
@@ -535,6 +543,12 @@ function judgesRowByRow(check: DeclaredCheck): boolean {
 export class CheckRun {
   /** Every result so far, in the order the checks ran. */
   readonly results: CheckResult[] = [];
+  /**
+   * The tables whose every foreign key SQLite's own check found unbroken in this run (on SQLite, for a table whose
+   * relationship checks it counted), each with the step before which it did: the verification before the commit
+   * need not look at them again while nothing wrote them or the tables they reference since (engine/db/constraints.ts).
+   */
+  readonly keysHeld = new Map<string, number>();
   private schedule:
     | {
         after: number;
@@ -572,6 +586,7 @@ export class CheckRun {
       left.map((i) => due[i]!.declared!),
       this.plan.config.baseDir,
       values,
+      (table, held) => (held ? this.keysHeld.set(table, next) : this.keysHeld.delete(table)),
     );
     left.forEach((i, n) => (found[i] = onePass[n]));
     const failed: CheckResult[] = [];

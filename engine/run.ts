@@ -78,7 +78,7 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     attempt.configSha256 = configFingerprint(plan, options.typeOf);
     deep?.copyDerivedTables(db);
     const run = openRun(db, plan, report, { ...attempt, failures, outputs, fullRefresh: options.fullRefresh });
-    const { files, changed, basis } = await runSteps(db, plan, options, report, {
+    const { files, changed, basis, keysHeld } = await runSteps(db, plan, options, report, {
       ...run,
       startedAt,
       now,
@@ -97,12 +97,18 @@ export async function executePlan(plan: Plan, options: RunOptions): Promise<RunR
     }
     await session.readyToWrite();
     const appendedSince = (table: string) => basis.appendedSince(db, table);
+    // why: a table whose keys the checks verified, unwritten since like its parents, is not verified twice (docs/reliability.md).
+    const verifiedByChecks = (table: string, parents: readonly string[]) => {
+      const next = keysHeld.get(table);
+      return next !== undefined && basis.unwrittenFrom([table, ...parents], next);
+    };
     closeRun(db, plan, report, {
       runId: run.runId,
       files,
       finishedAt: now().toISOString(),
       soundTables: session.soundTables,
       appendedSince,
+      verifiedByChecks,
     });
     throwIfAborted(options.signal);
     if (deep) {
@@ -139,7 +145,7 @@ async function runSteps(
     lockForWrite: (tables: readonly string[] | "all") => void;
     readyToWrite: () => Promise<void>;
   },
-): Promise<{ files: OutputFile[]; changed: boolean; basis: RunBasis }> {
+): Promise<{ files: OutputFile[]; changed: boolean; basis: RunBasis; keysHeld: ReadonlyMap<string, number> }> {
   const startedAt = run.startedAt;
   // why: a derived step reads tables, not sources: one another program wrote since the last commit gives it other rows than last time.
   const untouched = run.untouched.tables;
@@ -214,7 +220,7 @@ async function runSteps(
     if (outcome && !definition.derived && outcome.status !== "unchanged") changed = sourcesChanged = true;
   }
   checks.runDue(db, run.runId, startedAt, plan.steps.length);
-  return { files, changed, basis };
+  return { files, changed, basis, keysHeld: checks.keysHeld };
 }
 
 /** Commits the run with its files, and says which files were put in place; a file that could not be is an error after the save. */

@@ -237,6 +237,39 @@ describe("load modes", () => {
   });
 });
 
+describe("a wide table", () => {
+  const width = 300;
+  const names = Array.from({ length: width }, (_, i) => `c${i}`);
+  const csv = (rows: number[]) =>
+    [names.map((name) => name.toUpperCase()).join(","), ...rows.map((r) => names.map((_, i) => r * width + i).join(","))].join("\n") + "\n";
+  const sum = (rows: number[]) => rows.reduce((total, r) => total + r * width + width - 1, 0);
+
+  // why: 128 rows of 300 values went past SQLite's limit on the values bound to one INSERT (32 766): the step failed.
+  test("loads in batches of fewer rows, within SQLite's limit on bound values, first in full then stored keys left alone", async () => {
+    ws.write(
+      "pipeline.yaml",
+      `version: 1
+database: db.sqlite
+tables:
+  wide:
+    columns: { ${names.map((name) => `${name}: { type: integer }`).join(", ")} }
+    primary_key: [c0]
+steps:
+  - { name: load_wide, type: load, source: wide.csv, table: wide, mode: insert_new, columns: { ${names.map((name) => `${name}: ${name.toUpperCase()}`).join(", ")} } }
+`,
+    );
+    const first = Array.from({ length: 500 }, (_, r) => r);
+    ws.write("wide.csv", csv(first));
+    const report = await run();
+    expect(report.code, JSON.stringify(report.error)).toBe(0);
+    expect(counts(report, "load_wide")).toMatchObject({ read: 500, inserted: 500 });
+    const all = [...first, ...Array.from({ length: 250 }, (_, r) => 1000 + r)];
+    ws.write("wide.csv", csv([...all].reverse()));
+    expect(counts(await run(), "load_wide")).toMatchObject({ read: 750, inserted: 250, unchanged: 500 });
+    expect(query(`SELECT count(*), sum(c${width - 1}) FROM wide`)).toBe(`750|${sum(all)}`);
+  });
+});
+
 describe("stored schema", () => {
   test("a declaration that no longer matches the stored table is an error, and nothing is touched", async () => {
     ws.write("items.csv", itemsComma);

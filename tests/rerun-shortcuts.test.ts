@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { negatedComparison } from "../engine/check-comparison.js";
 import { declaredChecks, failingRowsSql, indexedFailingCondition, runCheck } from "../engine/checks.js";
 import type { Pipeline } from "../engine/config/schema.js";
-import { checkForeignKeys } from "../engine/db/constraints.js";
+import { checkForeignKeys, leftToChecks } from "../engine/db/constraints.js";
 import { openNativeMemory } from "../engine/db/engines/native.js";
 import { SpooledBody } from "../engine/sources/spool.js";
 import { eventsPipeline } from "./helpers/events-pipeline.js";
@@ -153,6 +153,66 @@ describe.each(engines)("on %s, the foreign keys verified before the commit", (en
     // why: the script deletes item 10 once the events have grown, on a run that only appends to them.
     ws.write("events.csv", "Day,Slot,Item,Qty\n2024-01-01,1,10,2\n2024-01-02,1,1,1\n");
     await expectViolation(10);
+  });
+});
+
+describe.each(engines)("on %s, the foreign keys the checks verified", (engine) => {
+  let ws: Workspace;
+  beforeEach(() => (ws = new Workspace({ withClientPipeline: false })));
+  afterEach(() => ws.remove());
+  const run = (argv: string[] = []) => ws.cli(["run", "--json", ...argv], { PIPELINE_ENGINE: engine });
+  /**
+   * Events referencing items and slots; the check on events' items counts both keys with SQLite's own check (it runs
+   * after load_events, the last step writing a table it reads); `extra` steps come after it.
+   */
+  const pipeline = (extra = "") => `version: 1
+database: db.sqlite
+tables:
+  items: { columns: { id: { type: integer } }, primary_key: [id] }
+  slots: { columns: { id: { type: integer } }, primary_key: [id] }
+  events:
+    columns: { id: { type: integer }, item_id: { type: integer }, slot_id: { type: integer } }
+    primary_key: [id]
+    foreign_keys:
+      - { columns: [item_id], references: { table: items, columns: [id] } }
+      - { columns: [slot_id], references: { table: slots, columns: [id] } }
+    checks:
+      - { name: events_items_present, check: relationships, column: item_id, to: items, field: id }
+steps:
+  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: Id } }
+  - { name: load_slots, type: load, source: slots.csv, table: slots, mode: upsert, columns: { id: Id } }
+  - { name: load_events, type: load, source: events.csv, table: events, mode: insert_new, columns: { id: Id, item_id: Item, slot_id: Slot } }
+${extra}`;
+  const write = (extra = "") => {
+    ws.write("pipeline.yaml", pipeline(extra));
+    ws.write("items.csv", "Id\n1\n2\n");
+    ws.write("slots.csv", "Id\n1\n2\n");
+    ws.write("events.csv", "Id,Item,Slot\n1,1,1\n2,2,2\n");
+  };
+  const violation = /1 foreign key violation\(s\) at the end of the run, so nothing was saved: events row .* references a missing/;
+
+  test("are not verified again before the commit when nothing wrote them or their parents since", async () => {
+    write();
+    const result = await run();
+    expect(result.code, result.stdout).toBe(0);
+    expect([...leftToChecks]).toEqual(["events"]);
+    expect(sqlite(ws.path("db.sqlite"), "PRAGMA foreign_key_check")).toBe("");
+  });
+
+  test("are verified again when a later step deletes a referenced row of a table the check did not read", async () => {
+    write('  - { name: one_slot, type: sql, sql: "SELECT 1 AS id", into: slots }\n');
+    const result = await run();
+    expect(result.code, result.stdout).not.toBe(0);
+    expect(JSON.parse(result.stdout).error).toMatchObject({ code: "E_DB", message: expect.stringMatching(violation) });
+    expect([...leftToChecks]).toEqual([]);
+  });
+
+  // why: the script writes only where the pipeline's rows are (validation runs it on empty tables).
+  test("are verified again when a later script writes a row breaking a key", async () => {
+    write('  - { name: stray, type: sql, sql: "INSERT INTO events SELECT 3, 1, 99 WHERE EXISTS (SELECT 1 FROM slots)" }\n');
+    const result = await run();
+    expect(result.code, result.stdout).not.toBe(0);
+    expect(JSON.parse(result.stdout).error).toMatchObject({ code: "E_DB", message: expect.stringMatching(violation) });
   });
 });
 

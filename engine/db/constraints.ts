@@ -9,6 +9,16 @@ import { quoteIdent, type Row, type SqlDatabase } from "./database.js";
 export type AppendedSince = (table: string) => number | undefined;
 
 /**
+ * Whether this run's checks found every foreign key of `table` unbroken with SQLite's own check, and since then
+ * neither `table` nor any of `parents` (the tables its keys reference) can have been written: what the keys
+ * of its rows were then, they still are (engine/checks.ts, CheckRun.keysHeld; engine/run/committed-tables.ts).
+ */
+export type VerifiedByChecks = (table: string, parents: readonly string[]) => boolean;
+
+/** The tables the last verification before a commit left to the checks' own verification ({@link VerifiedByChecks}); for the tests. */
+export const leftToChecks: string[] = [];
+
+/**
  * Whether a foreign key of the database has an action (anything but NO ACTION): such a key acts (ON DELETE CASCADE,
  * RESTRICT...) only where SQLite enforces the keys, so a run on it cannot leave them to {@link checkForeignKeys}.
  */
@@ -24,11 +34,15 @@ export function hasForeignKeyActions(db: SqlDatabase): boolean {
 /**
  * Refuses a transaction that leaves foreign keys pointing at missing rows (E_DB, naming the first few), before it is committed.
  * With `appendedSince`, a table that, like every table it references, provably only gained rows since the last commit is
- * verified on its new rows alone (none when it gained none); the others, and any violation found, as without it.
+ * verified on its new rows alone (none when it gained none); with `verifiedByChecks`, a table the run's checks verified
+ * and nothing could write since is not looked at again (unless a key has an action: it writes tables no step declares).
+ * The others, and any violation found, as without them.
  */
-export function checkForeignKeys(db: SqlDatabase, appendedSince?: AppendedSince): void {
+export function checkForeignKeys(db: SqlDatabase, appendedSince?: AppendedSince, verifiedByChecks?: VerifiedByChecks): void {
   if (db.dialect) return db.dialect.checkConstraints(db);
-  if (appendedSince && noViolationIn(db, appendedSince)) return;
+  leftToChecks.length = 0;
+  if ((appendedSince || verifiedByChecks) && noViolationIn(db, appendedSince ?? (() => undefined), verifiedByChecks)) return;
+  leftToChecks.length = 0;
   const violations = db.all("PRAGMA foreign_key_check");
   if (violations.length === 0) return;
   const first = violations.slice(0, 5).map((v) => {
@@ -44,12 +58,13 @@ export function checkForeignKeys(db: SqlDatabase, appendedSince?: AppendedSince)
 
 /**
  * Whether no foreign key of the database is violated, checking only where a violation can be: a
+ * table the run's checks verified, unwritten since like the tables it references, is skipped; a
  * table whose rows and referenced tables only gained rows (inserting a row resolves references,
  * never breaks one) can break a key only in its new rows, so those alone are looked up; a table
  * that gained none is skipped. Every other table gets SQLite's own `foreign_key_check`. False
  * when anything is found or not understood: the caller then checks the whole database.
  */
-function noViolationIn(db: SqlDatabase, appendedSince: AppendedSince): boolean {
+function noViolationIn(db: SqlDatabase, appendedSince: AppendedSince, verifiedByChecks: VerifiedByChecks | undefined): boolean {
   try {
     const keys = new Map<string, Map<number, Row[]>>();
     for (const row of db.all(
@@ -60,8 +75,14 @@ function noViolationIn(db: SqlDatabase, appendedSince: AppendedSince): boolean {
       byId.set(Number(row["id"]), [...(byId.get(Number(row["id"])) ?? []), row]);
       keys.set(String(row["child"]), byId);
     }
+    let actions: boolean | undefined;
     for (const [child, byId] of keys) {
       const fks = [...byId.values()];
+      const parents = fks.map(([key]) => String(key!["parent"]));
+      if (verifiedByChecks?.(child, parents) && !(actions ??= hasForeignKeyActions(db))) {
+        leftToChecks.push(child);
+        continue;
+      }
       const last = appendedSince(child);
       const lookups = last === undefined ? undefined : fks.map((columns) => lookupSql(db, child, columns));
       const parentsOnlyGrew = fks.every(([key]) => key!["parent"] === child || appendedSince(String(key!["parent"])) !== undefined);

@@ -96,6 +96,18 @@ export class RunBasis {
     return "where" in appended ? this.addedAfter.get(table)?.lastRowid : undefined;
   }
 
+  /**
+   * For the foreign key verification before the commit: whether none of `tables` can have been written from step `next`
+   * on: none is the engine's own (the runner writes those outside the steps), no step from `next` on declares writing
+   * one (whether or not it did), and no step of the plan runs a script (it may write any table).
+   */
+  unwrittenFrom(tables: Iterable<string>, next: number): boolean {
+    const list = [...tables];
+    if (list.some((table) => systemTableNames.has(table))) return false;
+    if (this.plan.steps.some((step) => this.typeOf(step.spec).writesUndeclared?.(step.spec))) return false;
+    return this.writtenAfter(list, next - 1) === undefined;
+  }
+
   /** Why no table can be proven as the last commit left it, whatever the table; undefined when the proof can start. */
   private unproven(): string | undefined {
     const carry = this.carry;

@@ -1,7 +1,7 @@
 import { existsSync } from "../builtins.js";
 import path from "node:path";
 import { databaseSetting, type StepSpec } from "../config/schema.js";
-import { checkForeignKeys, type AppendedSince } from "../db/constraints.js";
+import { checkForeignKeys, type AppendedSince, type VerifiedByChecks } from "../db/constraints.js";
 import type { SqlDatabase } from "../db/database.js";
 import { refuseDamage } from "../db/integrity.js";
 import { declaredTables, ensureSchema, type SchemaChanges } from "../db/schema.js";
@@ -89,8 +89,8 @@ export function openRun(
 
 /**
  * Finishes the run's record (its files, its status, its rejected rows), then refuses to save on top
- * of a damaged table or a broken foreign key (looked for only where one can be: `appendedSince`, see
- * engine/db/constraints.ts).
+ * of a damaged table or a broken foreign key (looked for only where one can be: `appendedSince`,
+ * `verifiedByChecks`, see engine/db/constraints.ts).
  */
 export function closeRun(
   db: SqlDatabase,
@@ -102,6 +102,7 @@ export function closeRun(
     finishedAt: string;
     soundTables: ReadonlySet<string> | "all";
     appendedSince?: AppendedSince | undefined;
+    verifiedByChecks?: VerifiedByChecks | undefined;
   },
 ): void {
   recordOutputs(db, plan.database, plan.config.baseDir, run.runId, run.files);
@@ -111,5 +112,5 @@ export function closeRun(
   // A table this runner's last commit checked, in a file nobody wrote since, holds no damage from outside (docs/reliability.md).
   const sound = run.soundTables;
   refuseDamage(db, sound === "all" ? [] : declaredTables(plan.pipeline.tables).filter((table) => !sound.has(table)), plan.database);
-  checkForeignKeys(db, run.appendedSince);
+  checkForeignKeys(db, run.appendedSince, run.verifiedByChecks);
 }
