@@ -41,7 +41,8 @@ async function freePort(): Promise<number> {
  * Starts a cluster in a temporary directory: initdb, then pg_ctl start listening on 127.0.0.1 only.
  * As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
  */
-export async function startPostgres(options: { maxConnections?: number } = {}): Promise<TestPostgres> {
+/** `settings`: more server settings (`name=value`), e.g. `max_prepared_transactions=5` for two-phase commit. */
+export async function startPostgres(options: { maxConnections?: number; settings?: string[] } = {}): Promise<TestPostgres> {
   const bin = postgresBinDir();
   if (!bin) throw new Error("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it");
   const asRoot = userInfo().uid === 0;
@@ -60,7 +61,7 @@ export async function startPostgres(options: { maxConnections?: number } = {}): 
   const data = path.join(dir, "data");
   run("initdb", ["-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
   const port = await freePort();
-  const settings = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=${options.maxConnections ?? 40}`;
+  const settings = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=${options.maxConnections ?? 40}${(options.settings ?? []).map((setting) => ` -c ${setting}`).join("")}`;
   run("pg_ctl", ["-D", data, "-o", settings, "-l", path.join(dir, "server.log"), "-w", "-t", "30", "start"]);
   const url = (database: string) => `postgres://postgres@127.0.0.1:${port}/${database}`;
   const psql = (database: string, sql: string) =>
