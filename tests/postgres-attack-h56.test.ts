@@ -1,6 +1,9 @@
+import { spawn } from "node:child_process";
+import path from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
 import type { CheckResult } from "../engine/checks.js";
-import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { postgresBinDir, startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { waitFor } from "./helpers/spawn-cli.js";
 import { Workspace } from "./helpers/workspace.js";
 
 // Attacks on the per-table change proof (engine/db/pg/outside-writes.ts) and on which derived steps
@@ -79,6 +82,19 @@ describe("writes the runner's trigger does not see directly", () => {
     const after = await run();
     expect(qtyCheck(after)).toBe("warned 1");
     expect(pg.psql(name, "SELECT qty FROM sales_total")).toBe("-4");
+  });
+
+  test("rows updated through an inheritance parent the declared table was attached to: its checks run again and its derived step too", async () => {
+    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    await run();
+    pg.psql(name, "CREATE TABLE all_sales (LIKE sales); ALTER TABLE sales INHERIT all_sales");
+    expect(stepsOf(await run())).toEqual(["load_sales unchanged", "load_regions unchanged", "total success"]);
+    // why: a statement on all_sales fires all_sales' statement triggers alone, not the runner's on sales.
+    pg.psql(name, "UPDATE all_sales SET qty = -1 WHERE qty = 1");
+    expect(pg.psql(name, "SELECT count(*) FROM pipeline_outside_writes")).toBe("0");
+    const after = await run();
+    expect(qtyCheck(after)).toBe("warned 1");
+    expect(pg.psql(name, "SELECT qty FROM sales_total")).toBe("4");
   });
 
   test("a COPY, and an INSERT through a view of another schema by another role, are logged like any write", async () => {
@@ -214,5 +230,86 @@ describe("two-phase commit and the log's sequence", () => {
     const after = await run();
     expect(qtyCheck(after)).toBe("warned 1");
     expect(pg.psql(name, "SELECT qty FROM sales_total")).toBe("-4");
+  });
+});
+
+describe("transactions in flight, and the runner's own isolation", () => {
+  test("a write in flight when a run starts, committed while the run works: the run saves, and the next one derives from it", async () => {
+    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    await run();
+    const writer = spawn(
+      path.join(postgresBinDir()!, "psql"),
+      ["-X", "-q", "-d", database, "-c", "BEGIN; INSERT INTO sales VALUES ('2024-01-04', -10); SELECT pg_sleep(3); COMMIT"],
+      { stdio: "ignore", env: { ...process.env, PGAPPNAME: "late_writer" } },
+    );
+    const ended = new Promise((resolve) => writer.on("exit", resolve));
+    await waitFor(() => pg.psql(name, "SELECT count(*) FROM pg_locks WHERE relation = 'sales'::regclass AND granted") !== "0", 20_000);
+    const during = await run(["--lock-timeout", "60s"]);
+    await ended;
+    // why: sales was being written at the start (its lock held): not proven, so the derived step ran again on what was committed.
+    expect(during.notes.join("\n")).toMatch(/not proven as the last commit left them: sales;[\s\S]*step total runs again: it reads sales/);
+    expect(pg.psql(name, "SELECT count(*) FROM sales")).toBe("4");
+    const after = await run();
+    expect(qtyCheck(after)).toBe("warned 1");
+    expect(pg.psql(name, "SELECT qty FROM sales_total")).toBe("-4");
+  }, 60_000);
+
+  test("with SERIALIZABLE as the server's default, a write between runs is seen and a rolled-back one makes the run check again", async () => {
+    pg.psql(name, `ALTER DATABASE ${name} SET default_transaction_isolation = 'serializable'`);
+    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    await run();
+    expect(qtyCheck(await run())).toBe("passed 0 carried from 1");
+    pg.psql(name, "BEGIN; INSERT INTO regions VALUES ('west', 1); ROLLBACK");
+    const rolled = await run();
+    expect(qtyCheck(rolled)).toBe("passed 0");
+    pg.psql(name, "INSERT INTO sales VALUES ('2024-01-04', -10)");
+    const after = await run();
+    expect(qtyCheck(after)).toBe("warned 1");
+    expect(pg.psql(name, "SELECT qty FROM sales_total")).toBe("-4");
+  });
+});
+
+describe("an incremental step after outside writes", () => {
+  const incremental = `version: 1
+database: \${DB_PATH}
+tables:
+  sales:
+    columns: { day: { type: date, required: true }, code: { type: text, required: true }, qty: { type: integer } }
+    primary_key: [day, code]
+  regions:
+    columns: { code: { type: text, required: true }, rate: { type: integer } }
+    primary_key: [code]
+  by_region:
+    columns: { code: { type: text, required: true }, lines: { type: integer }, qty: { type: integer } }
+    primary_key: [code]
+steps:
+  - { name: load_sales, type: load, source: sales.csv, table: sales, mode: insert_new, key: [day, code], columns: { day: day, code: code, qty: qty } }
+  - { name: load_regions, type: load, source: regions.csv, table: regions, mode: replace, columns: { code: code, rate: rate } }
+  - name: sum_by_region
+    type: sql
+    sql: "SELECT s.code AS code, count(*) AS lines, sum(s.qty * r.rate) AS qty FROM sales s JOIN regions r ON r.code = s.code GROUP BY s.code"
+    into: by_region
+    incremental: { appended: sales, key: [code], add: [lines, qty] }
+`;
+  const fresh = "SELECT string_agg(code || ':' || lines || ':' || qty, ',' ORDER BY code) FROM by_region";
+  const expected = `SELECT string_agg(code || ':' || lines || ':' || qty, ',' ORDER BY code) FROM (
+    SELECT s.code, count(*) AS lines, sum(s.qty * r.rate) AS qty FROM sales s JOIN regions r ON r.code = s.code GROUP BY s.code) t`;
+
+  test.each([
+    ["an UPDATE of a row of the appended table", "UPDATE sales SET qty = 100 WHERE day = '2024-01-01'"],
+    ["an INSERT into the appended table", "INSERT INTO sales VALUES ('2024-01-09', 'north', 7)"],
+    ["an UPDATE of the table it joins", "UPDATE regions SET rate = 10 WHERE code = 'north'"],
+  ])("after %s by another session, then rows appended by the run, its table equals the query over every row", async (_what, outside) => {
+    ws.write("pipeline.yaml", incremental);
+    ws.write("sales.csv", "day,code,qty\n2024-01-01,north,3\n2024-01-02,south,1\n");
+    await run();
+    ws.write("sales.csv", "day,code,qty\n2024-01-01,north,3\n2024-01-02,south,1\n2024-01-03,north,2\n");
+    await run();
+    pg.psql(name, outside);
+    await run();
+    expect(pg.psql(name, fresh)).toBe(pg.psql(name, expected));
+    ws.write("sales.csv", "day,code,qty\n2024-01-01,north,3\n2024-01-02,south,1\n2024-01-03,north,2\n2024-01-04,south,5\n");
+    await run();
+    expect(pg.psql(name, fresh)).toBe(pg.psql(name, expected));
   });
 });

@@ -128,7 +128,8 @@ export function unmarkRunnerTransaction(db: SqlDatabase): void {
  * the log names the table it wrote: a name changes with a rename): the table (oid, storage file), the runner's trigger on it (oid, row version, state, type) and the trigger's
  * function (oid, row version); `guard` is the part of the trigger and function alone (the run's own
  * writes, a TRUNCATE included, leave it); `guarded` when that trigger is the runner's, always enabled;
- * `inherited` when another table inherits from it (its rows show in this one's, written unseen by its trigger).
+ * `inherited` when another table inherits from it (its rows show in this one's, written unseen by its trigger) or
+ * it inherits from another (a statement on the parent writes its rows, firing the parent's triggers alone).
  */
 function identities(
   db: SqlDatabase,
@@ -138,7 +139,7 @@ function identities(
        concat_ws(' ', t.oid, t.xmin, t.tgenabled, t.tgtype, p.oid, p.xmin) AS guard,
        coalesce(${isGuardTrigger}, false)::int AS guarded,
        (c.xmin::text = (pg_current_xact_id()::text::numeric % 4294967296)::text)::int AS created,
-       EXISTS (SELECT FROM pg_inherits i WHERE i.inhparent = c.oid)::int AS inherited
+       EXISTS (SELECT FROM pg_inherits i WHERE i.inhparent = c.oid OR i.inhrelid = c.oid)::int AS inherited
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname = '${guardTrigger}'
      LEFT JOIN pg_proc p ON p.oid = t.tgfoid
@@ -250,8 +251,10 @@ export function proveUntouched(db: SqlDatabase): OutsideWriteProof {
         `${table}, its trigger or the trigger's function was re-created, replaced, re-enabled or rewritten (e.g. TRUNCATE)`,
       );
     else if (proof.beingWritten.has(table)) proof.why.set(table, `another session was writing ${table} when the run started`);
-    // why: a query of a table reads its children's rows too, and a write to a child fires the child's triggers, not the runner's.
-    else if (current.inherited) proof.why.set(table, `another table inherits from ${table}: its rows show in ${table}, unlogged`);
+    // why: a query of a table reads its children's rows too, and a statement on a parent writes its children's rows: either
+    // fires the statement triggers of the table it names alone, not the runner's on this one.
+    else if (current.inherited)
+      proof.why.set(table, `${table} inherits from another table, or another inherits from it: a write through either is not logged`);
     else {
       const why = logged.since(Number(mark["outside_writes"]), current.oid, table);
       if (why === undefined) proof.untouched.add(table);
