@@ -97,6 +97,20 @@ describe("writes the runner's trigger does not see directly", () => {
     expect(pg.psql(name, "SELECT qty FROM sales_total")).toBe("4");
   });
 
+  test("an unlogged table emptied by the server's crash recovery (no trigger fires): its checks run again and its derived step too", async () => {
+    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    await run();
+    pg.psql(name, "ALTER TABLE sales SET UNLOGGED");
+    await run();
+    // why: before 2026-12-02 this run carried qty_positive over (sales proven), and the run after the crash did too, sales empty.
+    expect(stepsOf(await run())).toEqual(["load_sales unchanged", "load_regions unchanged", "total success"]);
+    pg.crashAndRestart();
+    expect(pg.psql(name, "SELECT count(*) FROM sales")).toBe("0");
+    const after = await run();
+    expect(after.checks.find((c) => c.name === "qty_positive")?.carriedFromRun).toBeUndefined();
+    expect(pg.psql(name, "SELECT coalesce(qty, 0) FROM sales_total")).toBe("0");
+  }, 60_000);
+
   test("a COPY, and an INSERT through a view of another schema by another role, are logged like any write", async () => {
     withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
     await run();

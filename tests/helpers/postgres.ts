@@ -13,6 +13,8 @@ export interface TestPostgres {
   createDatabase(name: string): string;
   /** Runs SQL with the real psql client; returns its output (unaligned, no header, `|` between columns). */
   psql(database: string, sql: string): string;
+  /** Stops the server as a crash would (`-m immediate`: no checkpoint, recovery at the next start) and starts it again. */
+  crashAndRestart(): void;
   stop(): void;
 }
 
@@ -77,6 +79,10 @@ export async function startPostgres(options: { maxConnections?: number; settings
       return url(name);
     },
     psql,
+    crashAndRestart() {
+      run("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
+      run("pg_ctl", ["-D", data, "-o", settings, "-l", path.join(dir, "server.log"), "-w", "-t", "30", "start"]);
+    },
     stop() {
       if (stopped) return;
       stopped = true;

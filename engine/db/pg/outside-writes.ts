@@ -129,17 +129,22 @@ export function unmarkRunnerTransaction(db: SqlDatabase): void {
  * function (oid, row version); `guard` is the part of the trigger and function alone (the run's own
  * writes, a TRUNCATE included, leave it); `guarded` when that trigger is the runner's, always enabled;
  * `inherited` when another table inherits from it (its rows show in this one's, written unseen by its trigger) or
- * it inherits from another (a statement on the parent writes its rows, firing the parent's triggers alone).
+ * it inherits from another (a statement on the parent writes its rows, firing the parent's triggers alone);
+ * `unlogged` when it is not a permanent table (the server's crash recovery empties it, firing no trigger).
  */
 function identities(
   db: SqlDatabase,
-): Map<string, { oid: string; identity: string; guard: string; guarded: boolean; created: boolean; inherited: boolean }> {
+): Map<
+  string,
+  { oid: string; identity: string; guard: string; guarded: boolean; created: boolean; inherited: boolean; unlogged: boolean }
+> {
   const rows = db.all(
     `SELECT c.relname AS name, c.oid::text AS oid, concat_ws(' ', c.oid, c.relfilenode, t.oid, t.xmin, t.tgenabled, t.tgtype, p.oid, p.xmin) AS identity,
        concat_ws(' ', t.oid, t.xmin, t.tgenabled, t.tgtype, p.oid, p.xmin) AS guard,
        coalesce(${isGuardTrigger}, false)::int AS guarded,
        (c.xmin::text = (pg_current_xact_id()::text::numeric % 4294967296)::text)::int AS created,
-       EXISTS (SELECT FROM pg_inherits i WHERE i.inhparent = c.oid OR i.inhrelid = c.oid)::int AS inherited
+       EXISTS (SELECT FROM pg_inherits i WHERE i.inhparent = c.oid OR i.inhrelid = c.oid)::int AS inherited,
+       (c.relpersistence <> 'p')::int AS unlogged
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname = '${guardTrigger}'
      LEFT JOIN pg_proc p ON p.oid = t.tgfoid
@@ -156,6 +161,7 @@ function identities(
         guarded: Number(row["guarded"]) === 1,
         created: Number(row["created"]) === 1,
         inherited: Number(row["inherited"]) === 1,
+        unlogged: Number(row["unlogged"]) === 1,
       },
     ]),
   );
@@ -255,6 +261,7 @@ export function proveUntouched(db: SqlDatabase): OutsideWriteProof {
     // fires the statement triggers of the table it names alone, not the runner's on this one.
     else if (current.inherited)
       proof.why.set(table, `${table} inherits from another table, or another inherits from it: a write through either is not logged`);
+    else if (current.unlogged) proof.why.set(table, `${table} is unlogged: a crash of the server empties it, firing no trigger`);
     else {
       const why = logged.since(Number(mark["outside_writes"]), current.oid, table);
       if (why === undefined) proof.untouched.add(table);
