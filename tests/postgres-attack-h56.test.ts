@@ -356,3 +356,36 @@ steps:
     expect(pg.psql(name, fresh)).toBe(pg.psql(name, expected));
   });
 });
+
+describe("two runners on one schema", () => {
+  test("another pipeline's run writes a table this one declares (a runner's transaction, so not logged): this one's next run checks it again", async () => {
+    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    await run();
+    expect(qtyCheck(await run())).toBe("passed 0 carried from 1");
+    const other = new Workspace({ withClientPipeline: false });
+    try {
+      other.write(
+        "pipeline.yaml",
+        `version: 1
+database: \${DB_PATH}
+tables:
+  sales:
+    columns:
+      day: { type: date, required: true }
+      qty: { type: integer }
+steps:
+  - { name: more_sales, type: load, source: more.csv, table: sales, mode: append, columns: { day: day, qty: qty } }
+`,
+      );
+      other.write("more.csv", "day,qty\n2024-01-04,-10\n");
+      const result = await other.cli(["run", "--engine", "postgres", "--json"], { DB_PATH: database });
+      expect(result.code, result.stdout + result.stderr).toBe(0);
+    } finally {
+      other.remove();
+    }
+    expect(pg.psql(name, "SELECT count(*) FROM pipeline_outside_writes")).toBe("0");
+    const after = await run();
+    expect(qtyCheck(after)).toBe("warned 1");
+    expect(pg.psql(name, "SELECT qty FROM sales_total")).toBe("-4");
+  });
+});
