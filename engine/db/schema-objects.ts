@@ -3,7 +3,7 @@ import { quoteIdent, type SqlDatabase } from "./database.js";
 
 /** An object stored in the database that would run on, stand in for, or change a declared table. */
 export interface ForeignObject {
-  type: "trigger" | "view" | "index" | "table" | "rule";
+  type: "trigger" | "view" | "index" | "table" | "rule" | "constraint";
   name: string;
   /** The declared table it is on, stands in for or names. */
   table: string;
@@ -55,8 +55,11 @@ export function findForeignObjects(db: SqlDatabase, declared: Iterable<string>):
 /**
  * On a PostgreSQL server, in the schema the runner writes (current_schema()): rules on a declared
  * table (one can turn its inserts into nothing, or into writes elsewhere), views and other
- * relations named like a declared table (standing in for it), and indexes on a declared table
- * other than its primary key's and unique constraints' (an expression index runs code on every row).
+ * relations named like a declared table (standing in for it), indexes on a declared table
+ * other than its primary key's and unique constraints' (an expression index runs code on every row),
+ * and foreign keys of a declared table with an action that writes it (ON DELETE CASCADE, SET NULL,
+ * SET DEFAULT; the runner's own keys have none): the runner's write of the table they reference
+ * would change this one unseen, a table whose checks it may carry over as the last commit left it.
  */
 function serverObjects(db: SqlDatabase, declared: ReadonlySet<string>): ForeignObject[] {
   const found: ForeignObject[] = [];
@@ -88,6 +91,22 @@ function serverObjects(db: SqlDatabase, declared: ReadonlySet<string>): ForeignO
     if (declared.has(table))
       found.push({ type: "index", name: String(row["name"]), table, reason: `on table ${table}, not created by the runner` });
   }
+  const actions = db.all(
+    `SELECT k.conname AS name, c.relname AS tbl FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+     JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = current_schema() AND k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
+     ORDER BY 2, 1`,
+  );
+  for (const row of actions) {
+    const table = String(row["tbl"]);
+    if (declared.has(table))
+      found.push({
+        type: "constraint",
+        name: String(row["name"]),
+        table,
+        reason: `on table ${table}, a foreign key whose action writes it`,
+      });
+  }
   return found;
 }
 
@@ -100,9 +119,11 @@ export function refuseForeignObjects(db: SqlDatabase, declared: Iterable<string>
   if (found.length === 0) return;
   if (db.dialect) {
     const drop = (object: ForeignObject) =>
-      object.type === "trigger" || object.type === "rule"
-        ? `DROP ${object.type.toUpperCase()} ${quoteIdent(object.name)} ON ${quoteIdent(object.table)};`
-        : `DROP ${object.type.toUpperCase()} ${quoteIdent(object.name)};`;
+      object.type === "constraint"
+        ? `ALTER TABLE ${quoteIdent(object.table)} DROP CONSTRAINT ${quoteIdent(object.name)};`
+        : object.type === "trigger" || object.type === "rule"
+          ? `DROP ${object.type.toUpperCase()} ${quoteIdent(object.name)} ON ${quoteIdent(object.table)};`
+          : `DROP ${object.type.toUpperCase()} ${quoteIdent(object.name)};`;
     throw new PipelineError(
       "E_DRIFT",
       `${database} holds ${found.length} object(s) the runner did not create, which would run on or stand in for the tables it declares: ${found.map((object) => `${object.type} ${quoteIdent(object.name)} ${object.reason} (${drop(object)})`).join("; ")}. Nothing was changed. If you did not put them there, find out who did; to keep your data as the runner wrote it, remove them with psql, then run again.`,

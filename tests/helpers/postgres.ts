@@ -13,6 +13,8 @@ export interface TestPostgres {
   createDatabase(name: string): string;
   /** Runs SQL with the real psql client; returns its output (unaligned, no header, `|` between columns). */
   psql(database: string, sql: string): string;
+  /** Stops the server as a crash would (`-m immediate`: no checkpoint, recovery at the next start) and starts it again. */
+  crashAndRestart(): void;
   stop(): void;
 }
 
@@ -41,7 +43,8 @@ async function freePort(): Promise<number> {
  * Starts a cluster in a temporary directory: initdb, then pg_ctl start listening on 127.0.0.1 only.
  * As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
  */
-export async function startPostgres(options: { maxConnections?: number } = {}): Promise<TestPostgres> {
+/** `settings`: more server settings (`name=value`), e.g. `max_prepared_transactions=5` for two-phase commit. */
+export async function startPostgres(options: { maxConnections?: number; settings?: string[] } = {}): Promise<TestPostgres> {
   const bin = postgresBinDir();
   if (!bin) throw new Error("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it");
   const asRoot = userInfo().uid === 0;
@@ -60,7 +63,7 @@ export async function startPostgres(options: { maxConnections?: number } = {}): 
   const data = path.join(dir, "data");
   run("initdb", ["-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
   const port = await freePort();
-  const settings = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=${options.maxConnections ?? 40}`;
+  const settings = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=${options.maxConnections ?? 40}${(options.settings ?? []).map((setting) => ` -c ${setting}`).join("")}`;
   run("pg_ctl", ["-D", data, "-o", settings, "-l", path.join(dir, "server.log"), "-w", "-t", "30", "start"]);
   const url = (database: string) => `postgres://postgres@127.0.0.1:${port}/${database}`;
   const psql = (database: string, sql: string) =>
@@ -76,6 +79,10 @@ export async function startPostgres(options: { maxConnections?: number } = {}): 
       return url(name);
     },
     psql,
+    crashAndRestart() {
+      run("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
+      run("pg_ctl", ["-D", data, "-o", settings, "-l", path.join(dir, "server.log"), "-w", "-t", "30", "start"]);
+    },
     stop() {
       if (stopped) return;
       stopped = true;

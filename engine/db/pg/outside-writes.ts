@@ -127,14 +127,24 @@ export function unmarkRunnerTransaction(db: SqlDatabase): void {
  * The identity of each ordinary table of the current schema as the proof compares it (and its oid, by which
  * the log names the table it wrote: a name changes with a rename): the table (oid, storage file), the runner's trigger on it (oid, row version, state, type) and the trigger's
  * function (oid, row version); `guard` is the part of the trigger and function alone (the run's own
- * writes, a TRUNCATE included, leave it); `guarded` when that trigger is the runner's, always enabled.
+ * writes, a TRUNCATE included, leave it); `guarded` when that trigger is the runner's, always enabled;
+ * `inherited` when another table inherits from it (its rows show in this one's, written unseen by its trigger) or
+ * it inherits from another (a statement on the parent writes its rows, firing the parent's triggers alone);
+ * `unlogged` when it is not a permanent table (the server's crash recovery empties it, firing no trigger).
  */
-function identities(db: SqlDatabase): Map<string, { oid: string; identity: string; guard: string; guarded: boolean; created: boolean }> {
+function identities(
+  db: SqlDatabase,
+): Map<
+  string,
+  { oid: string; identity: string; guard: string; guarded: boolean; created: boolean; inherited: boolean; unlogged: boolean }
+> {
   const rows = db.all(
     `SELECT c.relname AS name, c.oid::text AS oid, concat_ws(' ', c.oid, c.relfilenode, t.oid, t.xmin, t.tgenabled, t.tgtype, p.oid, p.xmin) AS identity,
        concat_ws(' ', t.oid, t.xmin, t.tgenabled, t.tgtype, p.oid, p.xmin) AS guard,
        coalesce(${isGuardTrigger}, false)::int AS guarded,
-       (c.xmin::text = (pg_current_xact_id()::text::numeric % 4294967296)::text)::int AS created
+       (c.xmin::text = (pg_current_xact_id()::text::numeric % 4294967296)::text)::int AS created,
+       EXISTS (SELECT FROM pg_inherits i WHERE i.inhparent = c.oid OR i.inhrelid = c.oid)::int AS inherited,
+       (c.relpersistence <> 'p')::int AS unlogged
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname = '${guardTrigger}'
      LEFT JOIN pg_proc p ON p.oid = t.tgfoid
@@ -150,6 +160,8 @@ function identities(db: SqlDatabase): Map<string, { oid: string; identity: strin
         guard: String(row["guard"]),
         guarded: Number(row["guarded"]) === 1,
         created: Number(row["created"]) === 1,
+        inherited: Number(row["inherited"]) === 1,
+        unlogged: Number(row["unlogged"]) === 1,
       },
     ]),
   );
@@ -245,6 +257,11 @@ export function proveUntouched(db: SqlDatabase): OutsideWriteProof {
         `${table}, its trigger or the trigger's function was re-created, replaced, re-enabled or rewritten (e.g. TRUNCATE)`,
       );
     else if (proof.beingWritten.has(table)) proof.why.set(table, `another session was writing ${table} when the run started`);
+    // why: a query of a table reads its children's rows too, and a statement on a parent writes its children's rows: either
+    // fires the statement triggers of the table it names alone, not the runner's on this one.
+    else if (current.inherited)
+      proof.why.set(table, `${table} inherits from another table, or another inherits from it: a write through either is not logged`);
+    else if (current.unlogged) proof.why.set(table, `${table} is unlogged: a crash of the server empties it, firing no trigger`);
     else {
       const why = logged.since(Number(mark["outside_writes"]), current.oid, table);
       if (why === undefined) proof.untouched.add(table);
@@ -275,9 +292,13 @@ class LoggedWrites {
 
   /** Why the table of `oid` (named `table`), marked at `from`, may have been written since; undefined when it was not. */
   since(from: number, oid: string, table: string): string | undefined {
-    if (from === this.to) return undefined;
+    // why: a commit removes the log's rows up to its mark, and a write waits for the commit's lock on a marked table, so a
+    // row of that table at or below its mark, or a sequence below a mark, is a write numbered after the sequence was set back.
+    if (this.to < from) return "the outside-write log's sequence was set back since the last run: which table was written is not known";
     const logged = this.after(from);
     const write = logged.first.get(oid);
+    if (write && Number(write["back"]) === 1)
+      return `another session wrote ${table} since the last run, with the outside-write log's sequence set back`;
     if (write) return `another session wrote ${table} since the last run (${String(write["operation"])} by ${String(write["by_user"])})`;
     // why: a number with no row is a write rolled back or a row removed; which table it was is not known.
     if (!this.kept && logged.count !== this.to - from)
@@ -289,9 +310,10 @@ class LoggedWrites {
     let logged = this.read.get(from);
     if (logged) return logged;
     const rows = this.db.all(
-      `SELECT DISTINCT ON (table_oid) table_oid::text AS oid, operation, by_user, count(*) OVER () AS total
-       FROM ${writesTable} WHERE id > ? AND id <= ? ORDER BY table_oid, id`,
-      [from, this.to],
+      `SELECT DISTINCT ON (table_oid) table_oid::text AS oid, operation, by_user, (id <= ?)::int AS back,
+         count(*) FILTER (WHERE id > ?) OVER () AS total
+       FROM ${writesTable} WHERE id <= ? ORDER BY table_oid, id`,
+      [from, from, this.to],
     );
     logged = { count: Number(rows[0]?.["total"] ?? 0), first: new Map(rows.map((row) => [String(row["oid"]), row])) };
     this.read.set(from, logged);
