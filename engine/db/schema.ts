@@ -2,7 +2,7 @@ import type { TableSpec } from "../config/schema.js";
 import { systemTables } from "../history.js";
 import { refuseForeignObjects } from "./schema-objects.js";
 import type { SqlDatabase } from "./database.js";
-import { ensureTables } from "./tables.js";
+import { ensureTables, storedDefinitions } from "./tables.js";
 
 /** What preparing a database's schema changed (or, in a preview, would change). */
 export interface SchemaChanges {
@@ -24,7 +24,10 @@ export function declaredTables(pipelineTables: Readonly<Record<string, unknown>>
  */
 export function ensureSchema(db: SqlDatabase, pipelineTables: Readonly<Record<string, TableSpec>>, database: string): SchemaChanges {
   refuseForeignObjects(db, declaredTables(pipelineTables), database);
-  const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true });
-  const pipeline = ensureTables(db, pipelineTables as Record<string, TableSpec>);
+  // why: read once for both sets (on a server, a read of every column of the schema); the engine's tables
+  // and the pipeline's have different names (validation reserves the engine's), so creating one set leaves the other's rows as read.
+  const stored = storedDefinitions(db);
+  const system = ensureTables(db, systemTables as Record<string, TableSpec>, { addColumns: true, stored });
+  const pipeline = ensureTables(db, pipelineTables as Record<string, TableSpec>, { stored });
   return { createdTables: pipeline.created, addedColumns: system.addedColumns };
 }

@@ -51,7 +51,7 @@ export function createTableSql(name: string, table: TableSpec, dialect?: Dialect
 }
 
 /** The stored tables' CREATE TABLE statements, by name. */
-function storedDefinitions(db: SqlDatabase): Map<string, string> {
+export function storedDefinitions(db: SqlDatabase): Map<string, string> {
   if (db.dialect) return db.dialect.storedDefinitions(db);
   return new Map(
     db.all("SELECT name, sql FROM sqlite_schema WHERE type = 'table'").map((row) => [String(row["name"]), String(row["sql"])]),
@@ -82,15 +82,16 @@ export interface EnsuredTables {
  * before touching any row, and the message says what differs. With `addColumns`, a table
  * that lacks only nullable columns declared last gets them (used for the engine's own tables,
  * whose rows mean the same with the new column empty; never for a pipeline's tables, whose
- * stored rows would then differ from every new row).
+ * stored rows would then differ from every new row). `stored` is {@link storedDefinitions} read
+ * already, when no statement since changed these tables.
  */
 export function ensureTables(
   db: SqlDatabase,
   tables: Readonly<Record<string, TableSpec>>,
-  options: { addColumns?: boolean } = {},
+  options: { addColumns?: boolean; stored?: ReadonlyMap<string, string> } = {},
 ): EnsuredTables {
   const result: EnsuredTables = { created: [], addedColumns: [] };
-  const stored = storedDefinitions(db);
+  const stored = options.stored ?? storedDefinitions(db);
   for (const [name, table] of Object.entries(tables)) {
     const wanted = createTableSql(name, table, db.dialect);
     const actual = stored.get(name);

@@ -1,5 +1,6 @@
 import { PipelineError } from "../../errors.js";
 import { quoteIdent, type Row, type SqlDatabase } from "../database.js";
+import { currentSchema } from "./current-schema.js";
 
 /**
  * PostgreSQL's stand-in for SQLite's commit mark (engine/db/commit-mark.ts): what proves a table is
@@ -165,10 +166,6 @@ function identities(
       },
     ]),
   );
-}
-
-function currentSchema(db: SqlDatabase): string {
-  return String(db.all("SELECT current_schema() AS s")[0]?.["s"]);
 }
 
 /** The last number the outside-write log's sequence gave (0 when none or no log). */
@@ -392,32 +389,37 @@ export function confirmAndMark(
   const fn = db.all(`SELECT prosrc, prosecdef::int AS prosecdef FROM pg_proc WHERE oid = to_regprocedure(?)`, [
     `${schema}.${guardFunction}()`,
   ])[0];
-  if (!fn || fn["prosrc"] !== source || Number(fn["prosecdef"]) !== 1) {
+  const replaced = !fn || fn["prosrc"] !== source || Number(fn["prosecdef"]) !== 1;
+  if (replaced) {
     db.exec(`CREATE OR REPLACE FUNCTION ${schema}.${guardFunction}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
       SET search_path = pg_catalog, pg_temp AS $guard$${source}$guard$`);
   }
   const present = tables.filter((table) => now.has(table));
-  for (const table of present) {
-    if (now.get(table)!.guarded) continue;
+  const unguarded = present.filter((table) => !now.get(table)!.guarded);
+  for (const table of unguarded) {
     db.exec(`DROP TRIGGER IF EXISTS ${guardTrigger} ON ${quoteIdent(table)};
       CREATE TRIGGER ${guardTrigger} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${quoteIdent(table)}
         FOR EACH STATEMENT EXECUTE FUNCTION ${schema}.${guardFunction}();
       ALTER TABLE ${quoteIdent(table)} ENABLE ALWAYS TRIGGER ${guardTrigger}`);
   }
   db.exec(`DELETE FROM ${schema}.${marksTable}`);
-  const marked = identities(db);
+  // why: only a trigger or the function made just above changes an identity since `now` was read (the tables are locked).
+  const marked = replaced || unguarded.length > 0 ? identities(db) : now;
+  const marks: (string | number)[][] = [];
   for (const table of present) {
     const current = marked.get(table)!;
     // why: a table that did not exist at the start and whose catalog row is this transaction's was created by this run, unseen by others until the commit.
     const created = !proof.existing.has(table) && now.get(table)!.created;
     const unwrittenSinceStart = !writtenTo(table) && !proof.beingWritten.has(table) && now.get(table)!.guard === proof.guards.get(table);
     if (!current.guarded || !(unwrittenSinceStart || created)) continue;
-    db.run(`INSERT INTO ${schema}.${marksTable} (table_name, identity, outside_writes) VALUES (?, ?, ?)`, [
-      table,
-      current.identity,
-      sequence,
-    ]);
+    marks.push([table, current.identity, sequence]);
   }
+  // why: one statement for every mark, not one round trip each.
+  if (marks.length > 0)
+    db.run(
+      `INSERT INTO ${schema}.${marksTable} (table_name, identity, outside_writes) VALUES ${marks.map(() => "(?, ?, ?)").join(", ")}`,
+      marks.flat(),
+    );
   // why: every mark now starts after `sequence`, and the SHARE locks above let no write under way end later, so the log's
   // rows up to it are read by no later run: without this, the log would grow by a row per outside statement, forever.
   db.run(`DELETE FROM ${schema}.${writesTable} WHERE id <= ?`, [sequence]);

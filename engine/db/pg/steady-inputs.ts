@@ -1,4 +1,5 @@
 import type { SqlDatabase } from "../database.js";
+import { currentSchema } from "./current-schema.js";
 
 /** Words written like a call `word (` that are SQL syntax, not functions. */
 const syntax = new Set(
@@ -109,7 +110,7 @@ export function steadyInputsOnServer(
     table: m[1]!,
     schema: m[2]!,
   }));
-  const schema = String(db.all("SELECT current_schema() AS s")[0]?.["s"]);
+  const schema = currentSchema(db);
   const outside = relations.find((relation) => relation.schema !== schema);
   if (outside) return { reason: `it reads ${outside.schema}.${outside.table}, outside the declared tables` };
   const tables = new Set(relations.map((relation) => relation.table));
