@@ -185,33 +185,6 @@ describe("a load on PostgreSQL (COPY, staging table, set-based INSERT … ON CON
   }, 180_000);
 });
 
-describe("after the commit of a load in bulk", () => {
-  // why: the first read of a freshly committed row writes its page (hint bits); vacuumed after the commit, the next run's
-  // full reads (a check over every row) write nothing. A re-run that appended a few rows pays no vacuum (engine/db/pg/vacuum.ts).
-  test("a table filled with 50 000 rows or more is vacuumed; one that gained a few rows is not", async () => {
-    const ws = new Workspace({ withClientPipeline: false });
-    workspaces.push(ws);
-    const url = pg.createDatabase(`bulk_vacuum_${Date.now()}`);
-    ws.write("pipeline.yaml", pipeline("insert_new"));
-    ws.write("items.csv", items(1, 2));
-    ws.write("events.csv", big);
-    const stats = (table: string) =>
-      psql(
-        url,
-        `SELECT c.relallvisible * 10 >= c.relpages * 9 AND c.relpages > 0, s.vacuum_count FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = '${table}'`,
-      );
-    expect((await ws.cli(["run", "--db", url])).code).toBe(0);
-    // why: most pages, not all: a page holding rows a batch rolled back to its savepoint may be left to a later vacuum.
-    expect(stats("events")).toBe("t|1");
-    expect(stats("items")).toBe("f|0");
-    ws.write("events.csv", big + many(500, 52_000));
-    expect((await ws.cli(["run", "--db", url])).code).toBe(0);
-    expect(psql(url, "SELECT count(*) FROM events")).toBe("52500");
-    // why: a table not vacuumed again keeps the figures of the last vacuum; its count says it was not.
-    expect(stats("events")).toMatch(/\|1$/);
-  });
-});
-
 describe("the server's bulk writer", () => {
   test("a writer given nothing to write (304, same content) makes no staging table", async () => {
     const url = pg.createDatabase(`bulk_idle_${Date.now()}`);

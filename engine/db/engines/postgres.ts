@@ -19,7 +19,6 @@ import {
   type OutsideWriteProof,
 } from "../pg/outside-writes.js";
 import { toPositional } from "../pg/parameters.js";
-import { filledInBulk, vacuumCommitted } from "../pg/vacuum.js";
 import { connectSync, PgServerError, type PgResult, type SyncPgConnection } from "../pg/sync-connection.js";
 import { splitStatements, statementBody } from "../split-sql.js";
 import type { Engine, OpenOptions, Transaction } from "./engine.js";
@@ -160,10 +159,8 @@ async function beginOn(url: string, options: OpenOptions, { prove }: { prove: bo
         if (checkedTables.length > 0 || reliedOn.size > 0)
           confirmAndMark(transaction.db, checkedTables, reliedOn, proof, redactCredentials(url));
         unmarkRunnerTransaction(transaction.db);
-        const bulk = filledInBulk(transaction.db);
         connection.query("COMMIT");
         open = false;
-        vacuumCommitted(connection, bulk);
         giveBack();
       } catch (error) {
         if (open) {
