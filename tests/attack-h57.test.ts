@@ -321,7 +321,7 @@ describe("the CLI's exit once only the standard streams remain", () => {
       );
     });
 
-  test("writes every byte of a 0.9 MB --json listing to a reader that waits, exits 0, and leaves the compile cache", async () => {
+  test("keeps the exit code of --strict, writes every byte of a 0.9 MB --json listing to a slow reader, leaves the compile cache", async () => {
     ws.write(
       "pipeline.yaml",
       `version: 1
@@ -334,9 +334,10 @@ steps:
     );
     const lines = ["Id,Name", ...Array.from({ length: 8000 }, (_, i) => (i % 2 ? `${i},n${i}` : `bad${i},${"y".repeat(250)}`))];
     ws.write("items.csv", lines.join("\n") + "\n");
-    const ran = await slowly(["run", "--json"], 0.3);
-    expect(ran.code, ran.stderr).toBe(0);
-    expect(JSON.parse(ran.stdout.toString()).ok).toBe(true);
+    // why: --strict exits 4 when the run saved with rejected rows; the explicit exit must keep that code.
+    const ran = await slowly(["run", "--json", "--strict"], 0.3);
+    expect(ran.code, ran.stderr).toBe(4);
+    expect(JSON.parse(ran.stdout.toString())).toMatchObject({ saved: true });
     const listed = await slowly(["rejections", "--json"], 1.5);
     expect(listed.code, listed.stderr).toBe(0);
     expect(listed.stdout.length).toBeGreaterThan(800_000);
