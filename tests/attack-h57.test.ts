@@ -284,6 +284,30 @@ steps:
     expect(query("SELECT v FROM t WHERE id IN (600, 1449) ORDER BY id")).toBe("v600\nv1449");
   });
 
+  test("a key repeated across a batch boundary (the last row of a batch, then the first of the next) under each policy", async () => {
+    const boundary = new Map([
+      [513, { of: 512, same: false }],
+      [1025, { of: 1024, same: true }],
+    ]);
+    ws.write("t.csv", csv(boundary));
+    ws.write("pipeline.yaml", pipeline("insert_new"));
+    const kept = await run();
+    expect(kept.code, JSON.stringify(kept.report.error)).toBe(0);
+    expect(stepCounts(kept.report)).toMatchObject({ inserted: records - 2, unchanged: 1, conflicting: 1 });
+    expect(rejected()).toBe(`${lineOf(513)}|conflict`);
+    expect(query("SELECT v FROM t WHERE id = 512")).toBe("v512");
+    rmSync(ws.path("db.sqlite"));
+    ws.write("pipeline.yaml", pipeline("append"));
+    const appended = await run();
+    expect(stepCounts(appended.report)).toMatchObject({ inserted: records - 2, rejected: 2 });
+    expect(rejected()).toBe(`${lineOf(513)}|constraint\n${lineOf(1025)}|constraint`);
+    rmSync(ws.path("db.sqlite"));
+    ws.write("pipeline.yaml", pipeline("upsert"));
+    const upserted = await run();
+    expect(stepCounts(upserted.report)).toMatchObject({ inserted: records - 2, updated: 1, unchanged: 1 });
+    expect(query("SELECT v FROM t WHERE id = 512")).toBe("v513");
+  });
+
   test("insert_new (update): the later line of a key repeated within a batch wins", async () => {
     ws.write("pipeline.yaml", pipeline("insert_new", ", on_conflict: update"));
     ws.write("t.csv", csv(dups(false)));
