@@ -16,6 +16,14 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
+// why: a reader that stops early (`| head`) closes the pipe; what is left to print is dropped and the command ends as it
+// would have (what it saves, its exit code), instead of crashing on EPIPE with a stack trace and exit code 1.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code !== "EPIPE") throw error;
+  });
+}
+
 const code = await main(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,

@@ -445,6 +445,44 @@ steps:
     expect(readdirSync(path.join(cache, "compile"), { recursive: true }).length).toBeGreaterThan(10);
   });
 
+  test("a reader that stops early (| head -c 10) gets its bytes; the run still saves, keeps its exit code and prints no EPIPE crash", async () => {
+    ws.write(
+      "pipeline.yaml",
+      `version: 1
+database: db.sqlite
+tables:
+  items: { columns: { id: { type: integer }, name: { type: text } }, primary_key: [id] }
+steps:
+  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: Id, name: Name } }
+`,
+    );
+    const lines = ["Id,Name", ...Array.from({ length: 8000 }, (_, i) => (i % 2 ? `${i},n${i}` : `bad${i},${"y".repeat(250)}`))];
+    ws.write("items.csv", lines.join("\n") + "\n");
+    const out = path.join(cache, "out");
+    const head = (argv: string[]) =>
+      new Promise<{ code: number; stderr: string; stdout: string }>((resolve, reject) => {
+        const script = `"$0" "$@" 2>"${cache}/err" | head -c 10 > "${out}"; exit \${PIPESTATUS[0]}`;
+        const child = spawn("bash", ["-c", script, process.execPath, cli, ...argv], {
+          cwd: ws.dir,
+          env: { ...process.env, NO_COLOR: "1" },
+          stdio: "ignore",
+        });
+        child.on("error", reject);
+        child.on("close", (code) =>
+          resolve({ code: code ?? -1, stderr: readFileSync(path.join(cache, "err"), "utf8"), stdout: readFileSync(out, "utf8") }),
+        );
+      });
+    // why: --strict exits 4 when the run saved with rejected rows; the closed pipe must change neither the code nor what is saved.
+    const ran = await head(["run", "--json", "--strict"]);
+    expect(ran.stderr).not.toMatch(/EPIPE|Unhandled/);
+    expect(ran.code, ran.stderr).toBe(4);
+    expect(ran.stdout).toHaveLength(10);
+    const listed = await head(["rejections", "--json"]);
+    expect(listed.stderr).not.toMatch(/EPIPE|Unhandled/);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(sqlite(path.join(ws.dir, "db.sqlite"), "SELECT count(*) FROM items")).toBe("4000");
+  });
+
   test("keeps a failed run's exit code and message when stdout is read slowly", async () => {
     ws.write("pipeline.yaml", "version: 1\ndatabase: db.sqlite\ntables: {}\nsteps: []\nnonsense: 1\n");
     const failed = await slowly(["run", "--json"], 0.5);
