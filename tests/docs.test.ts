@@ -73,7 +73,7 @@ describe("docs/reliability.md", () => {
     for (const row of table) {
       const cell = row.split(" | ").at(-1)!.replace(/ \|$/, "");
       for (const reference of cell.split("; ")) {
-        const match = /^([a-z-]+): (.+)$/.exec(reference);
+        const match = /^([a-z0-9-]+): (.+)$/.exec(reference);
         if (!match) {
           missing.push(`${reference} (not "file: test title")`);
           continue;
