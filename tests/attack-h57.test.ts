@@ -401,6 +401,22 @@ describe("the CLI's exit once only the standard streams remain", () => {
   });
   const cli = path.join(root, "dist/engine/cli.js");
 
+  /** A pipeline loading 8 000 items, every other one rejected (an id that is not an integer, with a 250-character name). */
+  const writeItemsHalfRejected = () => {
+    ws.write(
+      "pipeline.yaml",
+      `version: 1
+database: db.sqlite
+tables:
+  items: { columns: { id: { type: integer }, name: { type: text } }, primary_key: [id] }
+steps:
+  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: Id, name: Name } }
+`,
+    );
+    const lines = ["Id,Name", ...Array.from({ length: 8000 }, (_, i) => (i % 2 ? `${i},n${i}` : `bad${i},${"y".repeat(250)}`))];
+    ws.write("items.csv", lines.join("\n") + "\n");
+  };
+
   /**
    * Runs the built CLI as `cli ARGS | (sleep WAIT; cat > out)` in bash: its stdout is a pipe read only after the
    * wait (a slow reader); the CLI's exit code, every byte that reached the reader, and its stderr.
@@ -421,18 +437,7 @@ describe("the CLI's exit once only the standard streams remain", () => {
     });
 
   test("keeps the exit code of --strict, writes every byte of a 0.9 MB --json listing to a slow reader, leaves the compile cache", async () => {
-    ws.write(
-      "pipeline.yaml",
-      `version: 1
-database: db.sqlite
-tables:
-  items: { columns: { id: { type: integer }, name: { type: text } }, primary_key: [id] }
-steps:
-  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: Id, name: Name } }
-`,
-    );
-    const lines = ["Id,Name", ...Array.from({ length: 8000 }, (_, i) => (i % 2 ? `${i},n${i}` : `bad${i},${"y".repeat(250)}`))];
-    ws.write("items.csv", lines.join("\n") + "\n");
+    writeItemsHalfRejected();
     // why: --strict exits 4 when the run saved with rejected rows; the explicit exit must keep that code.
     const ran = await slowly(["run", "--json", "--strict"], 0.3);
     expect(ran.code, ran.stderr).toBe(4);
@@ -446,18 +451,7 @@ steps:
   });
 
   test("a reader that stops early (| head -c 10) gets its bytes; the run still saves, keeps its exit code and prints no EPIPE crash", async () => {
-    ws.write(
-      "pipeline.yaml",
-      `version: 1
-database: db.sqlite
-tables:
-  items: { columns: { id: { type: integer }, name: { type: text } }, primary_key: [id] }
-steps:
-  - { name: load_items, type: load, source: items.csv, table: items, mode: upsert, columns: { id: Id, name: Name } }
-`,
-    );
-    const lines = ["Id,Name", ...Array.from({ length: 8000 }, (_, i) => (i % 2 ? `${i},n${i}` : `bad${i},${"y".repeat(250)}`))];
-    ws.write("items.csv", lines.join("\n") + "\n");
+    writeItemsHalfRejected();
     const out = path.join(cache, "out");
     const head = (argv: string[]) =>
       new Promise<{ code: number; stderr: string; stdout: string }>((resolve, reject) => {

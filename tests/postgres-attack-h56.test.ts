@@ -61,6 +61,9 @@ async function run(extra: string[] = []): Promise<Report> {
   return JSON.parse(result.stdout) as Report;
 }
 
+/** A derived step reading sales: whether it runs again shows whether the run saw the write. */
+const totalStep = `  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`;
+
 /** The pipeline with `steps` after the loads. */
 function withSteps(steps: string): void {
   ws.write("pipeline.yaml", `${pipeline}${steps}`);
@@ -74,7 +77,7 @@ const qtyCheck = (report: Report) => {
 
 describe("writes the runner's trigger does not see directly", () => {
   test("rows inserted into a table inheriting from a declared one show in it: its checks run again and its derived step too", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     expect(stepsOf(await run())).toEqual(["load_sales unchanged", "load_regions unchanged", "total skipped"]);
     pg.psql(name, "CREATE TABLE sales_more () INHERITS (sales); INSERT INTO sales_more VALUES ('2024-01-04', -10)");
@@ -85,7 +88,7 @@ describe("writes the runner's trigger does not see directly", () => {
   });
 
   test("rows updated through an inheritance parent the declared table was attached to: its checks run again and its derived step too", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     pg.psql(name, "CREATE TABLE all_sales (LIKE sales); ALTER TABLE sales INHERIT all_sales");
     expect(stepsOf(await run())).toEqual(["load_sales unchanged", "load_regions unchanged", "total success"]);
@@ -98,7 +101,7 @@ describe("writes the runner's trigger does not see directly", () => {
   });
 
   test("an unlogged table emptied by the server's crash recovery (no trigger fires): its checks run again and its derived step too", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     pg.psql(name, "ALTER TABLE sales SET UNLOGGED");
     await run();
@@ -112,7 +115,7 @@ describe("writes the runner's trigger does not see directly", () => {
   }, 60_000);
 
   test("rows inserted through a partitioned table the declared table was attached to as its partition: its checks run again and its derived step too", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     pg.psql(
       name,
@@ -128,7 +131,7 @@ describe("writes the runner's trigger does not see directly", () => {
   });
 
   test("a MERGE from another session is logged like any write", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     pg.psql(
       name,
@@ -141,7 +144,7 @@ describe("writes the runner's trigger does not see directly", () => {
   });
 
   test("a COPY, and an INSERT through a view of another schema by another role, are logged like any write", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     pg.psql(
       name,
@@ -218,7 +221,7 @@ describe("writes by the run's own transaction through what the user added", () =
 
 describe("two-phase commit and the log's sequence", () => {
   test("a write prepared (two-phase) before a run and committed after it is seen by the next run", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     pg.psql(name, "BEGIN; INSERT INTO sales VALUES ('2024-01-04', -10); PREPARE TRANSACTION 'late'");
     // why: the commit locks sales SHARE, which waits for the prepared transaction: past the lock timeout the run saves nothing.
@@ -232,7 +235,7 @@ describe("two-phase commit and the log's sequence", () => {
   });
 
   test("a write prepared and rolled back voids nothing", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     pg.psql(name, "BEGIN; INSERT INTO sales VALUES ('2024-01-04', -10); PREPARE TRANSACTION 'undone'");
     pg.psql(name, "ROLLBACK PREPARED 'undone'");
@@ -242,7 +245,7 @@ describe("two-phase commit and the log's sequence", () => {
   });
 
   test("the log's sequence set back, a write, then set forward again: the write is still seen", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     pg.psql(name, "INSERT INTO regions VALUES ('west', 1)");
     await run();
@@ -260,7 +263,7 @@ describe("two-phase commit and the log's sequence", () => {
   });
 
   test("a writer in SERIALIZABLE, and one that rolls back to a savepoint after writing, leave the proof right", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     pg.psql(
       name,
@@ -278,7 +281,7 @@ describe("two-phase commit and the log's sequence", () => {
 
 describe("transactions in flight, and the runner's own isolation", () => {
   test("a write in flight when a run starts, committed while the run works: the run saves, and the next one derives from it", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     const writer = spawn(
       path.join(postgresBinDir()!, "psql"),
@@ -299,7 +302,7 @@ describe("transactions in flight, and the runner's own isolation", () => {
 
   test("with SERIALIZABLE as the server's default, a write between runs is seen and a rolled-back one makes the run check again", async () => {
     pg.psql(name, `ALTER DATABASE ${name} SET default_transaction_isolation = 'serializable'`);
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     expect(qtyCheck(await run())).toBe("passed 0 carried from 1");
     pg.psql(name, "BEGIN; INSERT INTO regions VALUES ('west', 1); ROLLBACK");
@@ -359,7 +362,7 @@ steps:
 
 describe("two runners on one schema", () => {
   test("another pipeline's run writes a table this one declares (a runner's transaction, so not logged): this one's next run checks it again", async () => {
-    withSteps(`  - { name: total, type: sql, sql: "SELECT sum(qty) AS qty FROM sales", into: sales_total }\n`);
+    withSteps(totalStep);
     await run();
     expect(qtyCheck(await run())).toBe("passed 0 carried from 1");
     const other = new Workspace({ withClientPipeline: false });
