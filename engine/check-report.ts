@@ -1,8 +1,8 @@
-import type { Colors } from "./output.js";
+import type { ChalkInstance } from "chalk";
 import { describeCheckResult, type CheckResult } from "./checks.js";
 
 /** One check as the run's log shows it: `check ✓ not_null_sales_quantity` or `check ✗ … 2 failing row(s), first {...}`. */
-export function checkLine(result: CheckResult, c: Colors): string {
+export function checkLine(result: CheckResult, c: ChalkInstance): string {
   const mark = result.status === "passed" ? c.green("✓") : result.status === "warned" ? c.yellow("⚠ warn") : c.red("✗ error");
   const text = result.status === "passed" && result.detail === undefined ? result.name : describeCheckResult(result);
   const carried = result.carriedFromRun === undefined ? "" : c.dim(` (carried over from run ${result.carriedFromRun})`);
@@ -10,7 +10,7 @@ export function checkLine(result: CheckResult, c: Colors): string {
 }
 
 /** The checks as a table (check, table, severity, status, failing rows), then the first failing rows of each that did not pass. */
-export function renderCheckTable(results: readonly CheckResult[], c: Colors): string[] {
+export function renderCheckTable(results: readonly CheckResult[], c: ChalkInstance): string[] {
   if (results.length === 0) return [];
   const header = ["check", "table", "severity", "status", "failing"];
   const rows = results.map((r) => [r.name, r.table, r.severity, r.status, String(r.failingRows)]);

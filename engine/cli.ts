@@ -32,21 +32,3 @@ const code = await main(process.argv.slice(2), {
   signal: controller.signal,
 });
 process.exitCode = code;
-setImmediate(() => {
-  if (nothingLeftButTheStreams()) process.exit(code);
-});
-
-/**
- * Whether the event loop waits for nothing but the standard streams, and they hold nothing unwritten.
- * why: a process that ends by itself then tears down V8's heap and Node's environment first, which an
- * exit skips: 15-20 ms of every short run on this machine (docs/performance.md). Anything else still
- * pending (a file operation, a socket, a timer, a child) is left to end the usual way.
- */
-function nothingLeftButTheStreams(): boolean {
-  const streams = new Set(["PipeWrap", "TTYWrap"]);
-  return (
-    process.getActiveResourcesInfo().every((kind) => streams.has(kind)) &&
-    process.stdout.writableLength === 0 &&
-    process.stderr.writableLength === 0
-  );
-}

@@ -1,4 +1,4 @@
-import { randomBytes } from "./builtins.js";
+import { randomBytes } from "node:crypto";
 import { access, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Pipeline, StepSpec } from "./config/schema.js";

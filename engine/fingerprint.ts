@@ -1,4 +1,5 @@
-import { createHash, readFileSync } from "./builtins.js";
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { declaredChecks } from "./checks.js";
 import type { StepSpec } from "./config/schema.js";

@@ -1,4 +1,4 @@
-import { statSync } from "./builtins.js";
+import { statSync } from "node:fs";
 import path from "node:path";
 import type { LoadedConfig } from "./config/load.js";
 import type { FreshnessSpec, Pipeline, StepSpec, TableSpec } from "./config/schema.js";

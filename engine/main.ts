@@ -1,5 +1,5 @@
-import { parseArgs } from "./builtins.js";
 import path from "node:path";
+import { parseArgs } from "node:util";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { stepType } from "../steps/index.js";
@@ -11,7 +11,6 @@ import type { Check } from "./doctor.js";
 import { freshnessChecks } from "./freshness.js";
 import {
   colorsFor,
-  type Colors,
   renderDeepPlan,
   renderDiagnostics,
   renderPlan,
@@ -130,8 +129,8 @@ export interface CommandContext {
   args: CommandLine;
   io: Io;
   json: boolean;
-  c: Colors;
-  errorColors: Colors;
+  c: ReturnType<typeof colorsFor>;
+  errorColors: ReturnType<typeof colorsFor>;
 }
 
 /** The pipeline a command works on: loaded, validated, its database and engine chosen, planned. */
@@ -195,8 +194,8 @@ const commandTable: Record<(typeof commands)[number], () => Promise<Command>> = 
 /** Runs one CLI invocation; returns the exit code. */
 export async function main(argv: readonly string[], io: Io): Promise<number> {
   const json = argv.includes("--json");
-  const c = await colorsFor(json ? io.stderr : io.stdout, io.env);
-  const errorColors = await colorsFor(io.stderr, io.env);
+  const c = colorsFor(json ? io.stderr : io.stdout, io.env);
+  const errorColors = colorsFor(io.stderr, io.env);
   try {
     const args = parseCommandLine(argv);
     if (args.version) {
@@ -320,7 +319,7 @@ async function deepPlan(
 
 /** `doctor`: one pass/fail line per check; exit 0 only when all pass. */
 async function doctor(args: CommandLine, io: Io, json: boolean): Promise<number> {
-  const c = await colorsFor(io.stdout, io.env);
+  const c = colorsFor(io.stdout, io.env);
   const checks: Check[] = [];
   let engine: EngineName | undefined;
   let invalid = false;
@@ -359,7 +358,7 @@ async function runEvery(
   everyMs: number,
   maxRuns: number | undefined,
   io: Io,
-  c: Colors,
+  c: ReturnType<typeof colorsFor>,
 ): Promise<number> {
   let last: number = exitCodes.ok;
   const collect = fullCollection();

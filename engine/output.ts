@@ -1,3 +1,4 @@
+import { Chalk, type ChalkInstance } from "chalk";
 import { checkLine, renderCheckTable } from "./check-report.js";
 import type { PlannedCheck } from "./checks.js";
 import { formatDiagnostic, type Diagnostic } from "./errors.js";
@@ -12,31 +13,10 @@ export interface OutputStream {
   isTTY?: boolean | undefined;
 }
 
-/** The styles the CLI writes its text in: the slice of chalk it uses. */
-export interface Colors {
-  bold(text: string): string;
-  dim(text: string): string;
-  red(text: string): string;
-  green(text: string): string;
-  yellow(text: string): string;
-  cyan(text: string): string;
-}
-
-const plain = (text: string) => text;
-
-/** The styles of a stream whose text is not coloured. */
-export const noColors: Colors = { bold: plain, dim: plain, red: plain, green: plain, yellow: plain, cyan: plain };
-
-/**
- * Colours for a stream: on for a terminal unless NO_COLOR is set. why: chalk is imported only then; with it
- * comes `node:process`'s ES module facade, which loads process.report and the like: a cron job's log or
- * `--json` is not coloured, and its start does not pay for them.
- */
-export async function colorsFor(stream: OutputStream, env: Readonly<Record<string, string | undefined>>): Promise<Colors> {
+/** Colours for a stream: on for a terminal unless NO_COLOR is set. */
+export function colorsFor(stream: OutputStream, env: Readonly<Record<string, string | undefined>>): ChalkInstance {
   const on = stream.isTTY === true && (env["NO_COLOR"] ?? "") === "" && env["TERM"] !== "dumb";
-  if (!on) return noColors;
-  const { Chalk } = await import("chalk");
-  return new Chalk({ level: 1 });
+  return new Chalk({ level: on ? 1 : 0 });
 }
 
 const countNames: (keyof StepCounts)[] = [
@@ -70,7 +50,7 @@ export interface SchemaChanges {
 }
 
 /** The plan as `run --dry-run` prints it. */
-export function renderPlan(plan: Plan, changes: SchemaChanges, c: Colors): string {
+export function renderPlan(plan: Plan, changes: SchemaChanges, c: ChalkInstance): string {
   const lines = [c.bold(`Plan for ${plan.config.file} -> ${plan.database}`), ""];
   if (changes.createdTables.length > 0) lines.push(`would create tables: ${changes.createdTables.join(", ")}`, "");
   if (changes.addedColumns.length > 0) lines.push(`would add columns: ${changes.addedColumns.join(", ")}`, "");
@@ -87,7 +67,7 @@ export function renderPlan(plan: Plan, changes: SchemaChanges, c: Colors): strin
 }
 
 /** Diagnostics, one per line, then a count. */
-export function renderDiagnostics(diagnostics: readonly Diagnostic[], c: Colors): string {
+export function renderDiagnostics(diagnostics: readonly Diagnostic[], c: ChalkInstance): string {
   const lines = diagnostics.slice(0, shownDiagnostics).map((d) => c.red(formatDiagnostic(d)));
   const more = diagnostics.length - shownDiagnostics;
   if (more > 0) lines.push(c.red(`… and ${more} more (the first ${shownDiagnostics} are shown; --json lists them all)`));
@@ -99,7 +79,7 @@ export function renderDiagnostics(diagnostics: readonly Diagnostic[], c: Colors)
 export const shownDiagnostics = 100;
 
 /** Prints run events as they come: one line per step, and live progress on a terminal. */
-export function runLogger(out: OutputStream, c: Colors, database: string): (event: RunEvent) => void {
+export function runLogger(out: OutputStream, c: ChalkInstance, database: string): (event: RunEvent) => void {
   let progressShown = false;
   return (event) => {
     switch (event.kind) {
@@ -137,7 +117,7 @@ function countsText(counts: StepCounts): string {
     .join(", ");
 }
 
-function stepLine(result: StepResult, c: Colors): string {
+function stepLine(result: StepResult, c: ChalkInstance): string {
   const time = c.dim(`(${formatMs(result.durationMs)})`);
   if (result.status === "error") return `${c.red("✗ failed")} ${time}: ${result.error?.message ?? ""}`;
   if (result.status === "skipped") return `${c.dim("- skipped")}: ${result.detail ?? ""}`;
@@ -166,7 +146,7 @@ function clipForDisplay(text: string, max: number): string {
 }
 
 /** The end-of-run table and verdict. */
-export function renderSummary(report: RunReport, c: Colors): string {
+export function renderSummary(report: RunReport, c: ChalkInstance): string {
   const header = ["step", "status", ...countNames, "time"];
   const rows = report.steps.map((s) => [
     s.name,
@@ -213,7 +193,7 @@ const wouldDo: Partial<Record<keyof StepCounts, string>> = {
 };
 
 /** The deep plan (`plan --deep`): what each step would do to the rows, the first rejected rows, the checks, the tables that would change. */
-export function renderDeepPlan(plan: Plan, report: RunReport, c: Colors): string {
+export function renderDeepPlan(plan: Plan, report: RunReport, c: ChalkInstance): string {
   const lines = [c.bold(`Deep plan for ${plan.config.file} -> ${plan.database}`), ""];
   if (report.createdTables.length > 0) lines.push(`would create tables: ${report.createdTables.join(", ")}`, "");
   for (const step of report.steps) {

@@ -1,5 +1,6 @@
-import { constants, createHash } from "./builtins.js";
+import { createHash } from "node:crypto";
 import { open } from "node:fs/promises";
+import { constants } from "node:fs";
 import path from "node:path";
 import type { SqlDatabase } from "./db/database.js";
 import { PipelineError } from "./errors.js";

@@ -1,4 +1,4 @@
-import type { Colors } from "./output.js";
+import type { ChalkInstance } from "chalk";
 import type { Finding, SourceProfile } from "./profile.js";
 
 type Cells = string[][];
@@ -13,7 +13,7 @@ function markdownTable(rows: Cells): string[] {
   ];
 }
 
-function textTable(rows: Cells, c: Colors): string[] {
+function textTable(rows: Cells, c: ChalkInstance): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r, n) => {
     const line = r
@@ -34,7 +34,7 @@ function findingsTable(findings: Finding[], limit = 20): Cells {
 }
 
 /** The profile as Markdown (for docs/) or as aligned text (for a terminal). */
-export function renderProfile(profiles: SourceProfile[], format: "markdown" | "text", c: Colors): string {
+export function renderProfile(profiles: SourceProfile[], format: "markdown" | "text", c: ChalkInstance): string {
   const out: string[] = [];
   const table = (rows: Cells) => out.push(...(format === "markdown" ? markdownTable(rows) : textTable(rows, c)), "");
   const heading = (text: string) => out.push(format === "markdown" ? `### ${text}` : c.bold(text), "");

@@ -1,8 +1,8 @@
-import type { Colors } from "./output.js";
+import type { ChalkInstance } from "chalk";
 import type { PendingRejection } from "./history.js";
 
 /** The pending rejections as the `rejections` command prints them: one aligned line each, then a count. */
-export function renderRejections(database: string, rejections: readonly PendingRejection[], c: Colors): string {
+export function renderRejections(database: string, rejections: readonly PendingRejection[], c: ChalkInstance): string {
   if (rejections.length === 0) return `${database}: no pending rejections\n`;
   const rows = rejections.map((r) => [r.step, String(r.line), r.column ?? "-", clip(r.value ?? "-", 40), r.kind ?? "-", r.reason]);
   const headers = ["step", "line", "column", "value", "kind", "reason"];

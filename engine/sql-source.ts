@@ -1,4 +1,4 @@
-import { statSync } from "./builtins.js";
+import { statSync } from "node:fs";
 import path from "node:path";
 import type { SqlDatabase, SqlValue } from "./db/database.js";
 import { didYouMean } from "./errors.js";

@@ -1,6 +1,6 @@
-import { existsSync } from "./builtins.js";
-import type { Colors } from "./output.js";
+import type { ChalkInstance } from "chalk";
 import { CheckRun, type CheckResult } from "./checks.js";
+import { existsSync } from "node:fs";
 import { engineNamed, type EngineName } from "./db/engines/index.js";
 import { ensureTables, existingTables } from "./db/tables.js";
 import { describeError, PipelineError } from "./errors.js";
@@ -33,7 +33,7 @@ export async function testStoredDatabase(
   options: {
     json: boolean;
     stdout: OutputStream;
-    colors: Colors;
+    colors: ChalkInstance;
     typeOf: (step: StepSpec) => StepDefinition;
     now: () => Date;
     engine: EngineName;

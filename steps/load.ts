@@ -1,4 +1,5 @@
-import { createHash, existsSync } from "../engine/builtins.js";
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { checkDateFormat, makeCaster, mappingOptions, type Caster } from "../engine/cast.js";
 import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.js";

@@ -1,7 +1,6 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { readCsv, readCsvPieces } from "../engine/sources/csv.js";
-import { startServer } from "./helpers/http-server.js";
 import { spawnCli } from "./helpers/spawn-cli.js";
 import { sqlite, Workspace } from "./helpers/workspace.js";
 
@@ -138,24 +137,5 @@ steps:
     expect(stderr).toContain("set TMPDIR to a directory with room for the source");
     expect(stderr).not.toContain("    at ");
     expect(ws.bytes("db.sqlite")).toBeUndefined();
-  });
-  test("a source answered 304 is not spooled: no temporary file is made for it", async () => {
-    const server = await startServer();
-    try {
-      server.file("/events.csv", [header, ...rows(1, 10)].join("\n"));
-      ws.write(
-        "pipeline.yaml",
-        readFileSync(ws.path("pipeline.yaml"), "utf8").replace("source: events.csv", `source: ${server.url("/events.csv")}`),
-      );
-      expect((await spawnCli(["run"], ws.dir).done).code).toBe(0);
-      // why: as above, a TMPDIR where no file can be made; the second run is answered 304 and writes nothing to spool.
-      const notADirectory = ws.write("not-a-dir", "");
-      const again = await spawnCli(["run", "--json"], ws.dir, { TMPDIR: notADirectory }).done;
-      expect(again.stderr).toBe("");
-      expect(JSON.parse(again.stdout)).toMatchObject({ status: "unchanged", steps: [{ status: "unchanged" }] });
-      expect(server.requests("/events.csv").at(-1)!["if-none-match"]).toBeDefined();
-    } finally {
-      await server.close();
-    }
   });
 });

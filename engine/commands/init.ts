@@ -1,4 +1,4 @@
-import { existsSync } from "../builtins.js";
+import { existsSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";

@@ -1,7 +1,7 @@
-import type { Colors } from "../output.js";
+import type { ChalkInstance } from "chalk";
 
 /** Rows as aligned columns under a bold header, two spaces apart, the last column left ragged. */
-export function alignedTable(headers: readonly string[], rows: readonly (readonly string[])[], c: Colors): string {
+export function alignedTable(headers: readonly string[], rows: readonly (readonly string[])[], c: ChalkInstance): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: readonly string[]) =>
     cells

@@ -1,4 +1,4 @@
-import { constants, readFileSync } from "../builtins.js";
+import { constants, readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";

@@ -31,9 +31,6 @@ export function outputPathDiagnostics(
   typeOf: (step: StepSpec) => StepDefinition,
   database?: DatabaseChoice,
 ): Diagnostic[] {
-  const outputs = pipeline.steps.map((step) => typeOf(step).files?.(step) ?? []);
-  // why: without an output nothing can clash, and the guarded files are not worth finding on disk (a realpath each, ~5 ms a run).
-  if (outputs.every((files) => files.length === 0)) return [];
   const resolve = (file: string) => path.resolve(config.baseDir, file);
   const configured = databaseSetting(pipeline).path;
   const chosen = database ?? { file: resolve(configured), label: `${configured} (database: in ${config.file})` };
@@ -53,7 +50,7 @@ export function outputPathDiagnostics(
   const written = new Map<string, { step: string; key: string }>();
   pipeline.steps.forEach((step, index) => {
     const keys = new Set<string>();
-    for (const output of outputs[index]!) {
+    for (const output of typeOf(step).files?.(step) ?? []) {
       // why: the key that names this output, for the place and the message; a step may name one file under two keys.
       const key = Object.entries(step).find(([name, value]) => value === output && !keys.has(name))?.[0] ?? "file";
       keys.add(key);

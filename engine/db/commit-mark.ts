@@ -1,5 +1,4 @@
-import { closeSync, existsSync, fstatSync, openSync, readSync, statSync } from "../builtins.js";
-import type { Stats } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import type { FileIdentity } from "./store.js";
 

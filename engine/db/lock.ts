@@ -1,4 +1,4 @@
-import { randomBytes } from "../builtins.js";
+import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { link, mkdir, open, readFile, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import path from "node:path";

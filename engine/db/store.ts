@@ -1,4 +1,5 @@
-import { constants, randomBytes } from "../builtins.js";
+import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
 import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { PipelineError } from "../errors.js";

@@ -1,4 +1,4 @@
-import { existsSync } from "../builtins.js";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { databaseSetting, type StepSpec } from "../config/schema.js";
 import { checkForeignKeys, type AppendedSince, type VerifiedByChecks } from "../db/constraints.js";

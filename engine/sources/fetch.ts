@@ -1,5 +1,4 @@
-import { constants } from "../builtins.js";
-import type { Stats } from "node:fs";
+import { constants, type Stats } from "node:fs";
 import { open, stat, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";

@@ -1,6 +1,6 @@
-import { closeSync, createHash, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "../builtins.js";
 import { isUtf8 } from "node:buffer";
-import type { Hash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { PipelineError } from "../errors.js";
@@ -42,7 +42,7 @@ const pieceBytes = 64 * 1024;
  * on the way in, and read back in pieces. The file disappears when it is closed, or with the process.
  */
 export class SpooledBody implements BodySink {
-  private fd: number | undefined;
+  private readonly fd: number;
   private size = 0;
   private hash: Hash = createHash("sha256");
   private prefixSha256: string | undefined;
@@ -62,15 +62,8 @@ export class SpooledBody implements BodySink {
   constructor(
     private readonly source: string,
     private readonly options: { prefixBytes: number | undefined; utf8: boolean; quote: number | undefined },
-  ) {}
-
-  /**
-   * The temporary file, made on the first bytes written. why: a source answered 304 (or found unchanged
-   * on disk) writes none, and a run that finds nothing changed then makes, unlinks and closes no file per
-   * source (closing an unlinked file costs 1-2 ms on this machine's ext4).
-   */
-  private file(): number {
-    this.fd ??= this.spooling(() => {
+  ) {
+    this.fd = this.spooling(() => {
       const dir = mkdtempSync(path.join(tmpdir(), "pipeline-source-"));
       try {
         return openSync(path.join(dir, "body"), "w+", 0o600);
@@ -79,11 +72,10 @@ export class SpooledBody implements BodySink {
         rmSync(dir, { recursive: true, force: true });
       }
     });
-    return this.fd;
   }
 
   reset(): void {
-    if (this.fd !== undefined) this.spooling(() => ftruncateSync(this.fd!, 0));
+    this.spooling(() => ftruncateSync(this.fd, 0));
     this.size = 0;
     this.hash = createHash("sha256");
     this.prefixSha256 = undefined;
@@ -96,9 +88,8 @@ export class SpooledBody implements BodySink {
 
   write(chunk: Uint8Array): void {
     const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    if (bytes.length === 0) return;
-    const fd = this.file();
-    for (let written = 0; written < bytes.length;) written += writeSync(fd, bytes, written, bytes.length - written, this.size + written);
+    for (let written = 0; written < bytes.length;)
+      written += writeSync(this.fd, bytes, written, bytes.length - written, this.size + written);
     const prefix = this.options.prefixBytes;
     // why: a tail read numbers its rows from the line ends before it; counted here, the prefix is not read back from disk for them.
     if (prefix !== undefined && this.size < prefix) this.countLineEnds(bytes.subarray(0, prefix - this.size));
@@ -139,8 +130,7 @@ export class SpooledBody implements BodySink {
     const buffer = Buffer.allocUnsafe(end - from);
     let done = 0;
     while (done < buffer.length) {
-      // why: a body with bytes has its file (end > from above).
-      const n = readSync(this.fd!, buffer, done, buffer.length - done, from + done);
+      const n = readSync(this.fd, buffer, done, buffer.length - done, from + done);
       if (n === 0) break;
       done += n;
     }
@@ -165,7 +155,7 @@ export class SpooledBody implements BodySink {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.fd !== undefined) closeSync(this.fd);
+    closeSync(this.fd);
   }
 
   /** Runs a file operation of the spool; a failure (no such directory, a full disk) is an error naming the source and TMPDIR. */

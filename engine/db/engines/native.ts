@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync } from "../../builtins.js";
+import { closeSync, fstatSync, openSync } from "node:fs";
 import { rm, stat } from "node:fs/promises";
 import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { nodeSqlite } from "./node-sqlite.js";

@@ -1,4 +1,4 @@
-import { constants } from "../../builtins.js";
+import { constants } from "node:fs";
 import { open, stat, type FileHandle } from "node:fs/promises";
 import type { DatabaseSync } from "node:sqlite";
 import { nodeSqlite } from "./node-sqlite.js";
