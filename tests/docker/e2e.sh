@@ -56,6 +56,21 @@ export COMPOSE_FILE="docker-compose.yml:$override:tests/docker/compose.test.yml"
 # why: the postgres phase's compose file names the files it serves; set now, so that cleanup can always read it.
 export E2E_FILES="$work/pgfiles"
 
+# why: a run of this script killed before its cleanup (SIGKILL, a machine stopped) leaves its projects' containers,
+# volumes and networks in the engine, which outlives it; the checks below start from an empty database and a new
+# cluster, so whatever is left under these project names goes first, by label (no compose file needed).
+leftovers=0
+for project in pipeline-e2e pipeline-e2e-firststart; do
+  label="label=com.docker.compose.project=$project"
+  ids=$(docker ps -aq --filter "$label")
+  [ -z "$ids" ] || { docker rm -f $ids >/dev/null; leftovers=$((leftovers + $(wc -w <<<"$ids"))); }
+  ids=$(docker volume ls -q --filter "$label")
+  [ -z "$ids" ] || { docker volume rm $ids >/dev/null; leftovers=$((leftovers + $(wc -w <<<"$ids"))); }
+  ids=$(docker network ls -q --filter "$label")
+  [ -z "$ids" ] || { docker network rm $ids >/dev/null; leftovers=$((leftovers + $(wc -w <<<"$ids"))); }
+done
+[ "$leftovers" = 0 ] || echo "docker e2e: removed $leftovers container(s), volume(s) and network(s) an earlier run left behind"
+
 t0=$(now); docker compose --profile postgres build -q; t1=$(now); docker compose --profile postgres build -q; t2=$(now)
 size=$(docker image inspect pipeline-runner:local --format '{{.Size}}')
 echo "docker e2e: build $(elapsed "$t0" "$t1") s (this machine's cache as it was), rebuild $(elapsed "$t1" "$t2") s (warm); runner image $((size / 1000000)) MB"
