@@ -7,7 +7,7 @@ import { engineNamed, engineNames, type EngineName } from "./db/engines/index.js
 import { readDatabase } from "./db/session.js";
 import { redactCredentials } from "./errors.js";
 import { fileKind } from "./paths.js";
-import { isUrl, networkReason, requestTarget } from "./sources/fetch.js";
+import { isUrl, loadHttpClient, networkReason, requestTarget } from "./sources/fetch.js";
 
 /** One line of `doctor`: what was checked, whether it passed, and what was seen. */
 export interface Check {
@@ -104,7 +104,7 @@ export async function sourceChecks(
       try {
         const { url, authorization } = requestTarget(step.source);
         const headers = authorization ? { authorization } : {};
-        const { default: fetch } = await import("node-fetch");
+        const { default: fetch } = await loadHttpClient();
         let response = await fetch(url, { method: "HEAD", headers, signal: AbortSignal.timeout(timeoutMs), follow: 5 });
         if (response.status === 405 || response.status === 501) {
           response = await fetch(url, { headers, signal: AbortSignal.timeout(timeoutMs), follow: 5 });

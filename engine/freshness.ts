@@ -9,7 +9,7 @@ import { readDatabaseFile } from "./db/store.js";
 import { existingTables } from "./db/tables.js";
 import { didYouMean, redactCredentials, type Diagnostic } from "./errors.js";
 import { parseDuration } from "./duration.js";
-import { isUrl, networkReason, requestTarget } from "./sources/fetch.js";
+import { isUrl, loadHttpClient, networkReason, requestTarget } from "./sources/fetch.js";
 import type { CheckResult } from "./checks.js";
 
 /** A freshness limit's outcome, as a check result of kind `freshness`. */
@@ -198,7 +198,7 @@ async function datesInDatabase(
 async function headLastModified(source: string, timeoutMs: number): Promise<{ at: Date; what: string } | { unknown: string }> {
   try {
     const { url, authorization } = requestTarget(source);
-    const { default: fetch } = await import("node-fetch");
+    const { default: fetch } = await loadHttpClient();
     const response = await fetch(url, {
       method: "HEAD",
       headers: authorization ? { authorization } : {},

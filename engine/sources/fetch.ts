@@ -156,6 +156,32 @@ class Retryable extends Error {
   }
 }
 
+let httpClient: Promise<typeof import("node-fetch")> | undefined;
+
+/** node-fetch, loaded once, for every request the runner makes; runs that fetch nothing never load it. */
+export function loadHttpClient(): Promise<typeof import("node-fetch")> {
+  if (httpClient) return httpClient;
+  withoutUndiciInHttpExports();
+  return (httpClient = import("node-fetch"));
+}
+
+/**
+ * why: node-fetch imports `node:http` as an ES module. The module Node makes for it reads every
+ * enumerable property of `node:http`, and three of them (WebSocket, CloseEvent, MessageEvent) are
+ * getters that load undici, Node's own fetch: 0.05-0.08 s of every run that fetches, for classes
+ * nothing here uses. Made non-enumerable before that module is made, they stay what they were for
+ * whoever reads them (`http.WebSocket`); only an ES module's named import of them would miss them.
+ */
+function withoutUndiciInHttpExports(): void {
+  const http = process.getBuiltinModule?.("node:http") as unknown as Record<string, unknown> | undefined;
+  if (!http) return;
+  for (const name of ["WebSocket", "CloseEvent", "MessageEvent"]) {
+    const property = Object.getOwnPropertyDescriptor(http, name);
+    if (property?.get && property.enumerable && property.configurable)
+      Object.defineProperty(http, name, { ...property, enumerable: false });
+  }
+}
+
 async function fetchHttp(
   source: string,
   http: HttpSettings,
@@ -240,8 +266,7 @@ async function attemptHttp(
     return new Retryable(`${networkReason(error)}${suffix}`);
   };
   try {
-    // why: node-fetch imports node:http as an ES module, whose facade loads undici (about 0.1 s); runs that fetch nothing skip it.
-    const { default: fetch, FetchError } = await import("node-fetch");
+    const { default: fetch, FetchError } = await loadHttpClient();
     const source = new URL(target.url);
     let url = source;
     let authorization = target.authorization;
