@@ -100,3 +100,28 @@ describe("doctor on a Node older than the pinned one", () => {
     expect(again.stdout).toMatch(/Run 2 succeeded/);
   });
 });
+
+// why: loadHttpClient keeps undici out only if nothing imports node:http as an ES module before it; a static
+// import anywhere in the CLI's module graph would undo it silently (0.05-0.08 s a run), so the real commands are measured.
+test("doctor, run and run --every over HTTP load no undici", async () => {
+  const probe =
+    "data:text/javascript,process.on('exit',()=>process.stderr.write('\\nUNDICI='+JSON.stringify(process.moduleLoadList.filter((m)=>m.includes('undici')))))";
+  const run = (args: string[]) =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, ["--import", probe, builtCli, ...args], {
+        cwd: ws.dir,
+        env: { ...process.env, ...env, NO_COLOR: "1" },
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on("close", (status) => resolve({ status, stdout, stderr }));
+    });
+  for (const args of [["doctor"], ["run"], ["run", "--every", "1ms", "--max-runs", "2"]]) {
+    const result = await run(args);
+    expect(result.status, args.join(" ") + result.stderr).toBe(0);
+    expect(result.stderr, args.join(" ")).toMatch(/UNDICI=\[\]\s*$/);
+  }
+  expect(server.requests("/ventes.csv").length).toBeGreaterThanOrEqual(3);
+});
