@@ -102,7 +102,7 @@ describe("doctor on a Node older than the pinned one", () => {
 });
 
 // why: loadHttpClient keeps undici out only if nothing imports node:http as an ES module before it; a static
-// import anywhere in the CLI's module graph would undo it silently (0.05-0.08 s a run), so the real commands are measured.
+// import anywhere in the CLI's module graph would undo it silently (0.025-0.03 s a run), so the real commands are measured.
 test("doctor, run and run --every over HTTP load no undici", async () => {
   const probe =
     "data:text/javascript,process.on('exit',()=>process.stderr.write('\\nUNDICI='+JSON.stringify(process.moduleLoadList.filter((m)=>m.includes('undici')))))";
