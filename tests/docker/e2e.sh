@@ -27,10 +27,24 @@ export COMPOSE_PROJECT_NAME=pipeline-e2e
 work=$(mktemp -d)
 server_pid=""
 edited=0
+# remove_projects: removes the containers, then the volumes and networks, of this script's two compose projects, found by
+# compose's project label (so no compose file is needed, and a run killed before its cleanup is no different); prints how many.
+remove_projects() {
+  local removed=0 project label ids
+  for project in pipeline-e2e pipeline-e2e-firststart; do
+    label="label=com.docker.compose.project=$project"
+    ids=$(docker ps -aq --filter "$label")
+    [ -z "$ids" ] || { docker rm -f $ids >/dev/null; removed=$((removed + $(wc -w <<<"$ids"))); }
+    ids=$(docker volume ls -q --filter "$label")
+    [ -z "$ids" ] || { docker volume rm $ids >/dev/null; removed=$((removed + $(wc -w <<<"$ids"))); }
+    ids=$(docker network ls -q --filter "$label")
+    [ -z "$ids" ] || { docker network rm $ids >/dev/null; removed=$((removed + $(wc -w <<<"$ids"))); }
+  done
+  echo "$removed"
+}
 cleanup() {
   if [ "$edited" = 1 ]; then cp "$work/pipeline.yaml.orig" pipeline.yaml; rm -f sql/e2e_sales_by_day.sql; fi
-  docker compose --profile postgres down -v --remove-orphans >/dev/null 2>&1 || true
-  COMPOSE_PROJECT_NAME=pipeline-e2e-firststart docker compose --profile postgres down -v >/dev/null 2>&1 || true
+  remove_projects >/dev/null 2>&1 || true
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
   rm -rf "$work"
   [ "$engine_was_up" = 1 ] || "$S" stop || true
@@ -53,22 +67,12 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 # why: the override gives every built service host networking for its build; the postgres service is in a profile.
 override=$(COMPOSE_PROFILES=postgres "$S" override .)
 export COMPOSE_FILE="docker-compose.yml:$override:tests/docker/compose.test.yml"
-# why: the postgres phase's compose file names the files it serves; set now, so that cleanup can always read it.
+# why: the postgres phase's compose file names the files it serves.
 export E2E_FILES="$work/pgfiles"
 
-# why: a run of this script killed before its cleanup (SIGKILL, a machine stopped) leaves its projects' containers,
-# volumes and networks in the engine, which outlives it; the checks below start from an empty database and a new
-# cluster, so whatever is left under these project names goes first, by label (no compose file needed).
-leftovers=0
-for project in pipeline-e2e pipeline-e2e-firststart; do
-  label="label=com.docker.compose.project=$project"
-  ids=$(docker ps -aq --filter "$label")
-  [ -z "$ids" ] || { docker rm -f $ids >/dev/null; leftovers=$((leftovers + $(wc -w <<<"$ids"))); }
-  ids=$(docker volume ls -q --filter "$label")
-  [ -z "$ids" ] || { docker volume rm $ids >/dev/null; leftovers=$((leftovers + $(wc -w <<<"$ids"))); }
-  ids=$(docker network ls -q --filter "$label")
-  [ -z "$ids" ] || { docker network rm $ids >/dev/null; leftovers=$((leftovers + $(wc -w <<<"$ids"))); }
-done
+# why: a run of this script killed before its cleanup (SIGKILL, a machine stopped) leaves its projects in the engine, which
+# outlives it; the checks below start from an empty database and a new cluster, so what is left goes first.
+leftovers=$(remove_projects)
 [ "$leftovers" = 0 ] || echo "docker e2e: removed $leftovers container(s), volume(s) and network(s) an earlier run left behind"
 
 t0=$(now); docker compose --profile postgres build -q; t1=$(now); docker compose --profile postgres build -q; t2=$(now)
