@@ -17,6 +17,21 @@ beforeEach(async () => {
 });
 afterEach(() => close());
 
+/**
+ * The built CLI run by `node` (with `nodeArgs` before it) in the workspace, against the test server.
+ * why: asynchronous, so this process's test server can answer the child's requests.
+ */
+function runBuiltCli(node: string, nodeArgs: string[], args: string[]) {
+  return new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(node, [...nodeArgs, builtCli, ...args], { cwd: ws.dir, env: { ...process.env, ...env, NO_COLOR: "1" } });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
 test("doctor passes when every check passes, and writes nothing", async () => {
   const result = await ws.cli(["doctor"], env);
   expect(result.code).toBe(0);
@@ -78,16 +93,7 @@ describe("doctor on a Node older than the pinned one", () => {
     (file) => existsSync(file) && execFileSync(file, ["-p", "process.versions.node.split('.')[0]"], { encoding: "utf8" }).trim() === "20",
   );
   test.skipIf(system === undefined)("a real Node 20 runs doctor (exit 0) and the client's pipeline", async () => {
-    // why: asynchronous, so this process's test server can answer the child's requests.
-    const run = (args: string[]) =>
-      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-        const child = spawn(system!, [builtCli, ...args], { cwd: ws.dir, env: { ...process.env, ...env, NO_COLOR: "1" } });
-        let stdout = "";
-        let stderr = "";
-        child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-        child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-        child.on("close", (status) => resolve({ status, stdout, stderr }));
-      });
+    const run = (args: string[]) => runBuiltCli(system!, [], args);
     const doctor = await run(["doctor"]);
     expect(doctor.stdout).toMatch(/^✓ node: 20\.\d+\.\d+ \(works with the sqljs engine, though without node:sqlite/m);
     expect(doctor.status, doctor.stdout + doctor.stderr).toBe(0);
@@ -106,18 +112,7 @@ describe("doctor on a Node older than the pinned one", () => {
 test("doctor, run and run --every over HTTP load no undici", async () => {
   const probe =
     "data:text/javascript,process.on('exit',()=>process.stderr.write('\\nUNDICI='+JSON.stringify(process.moduleLoadList.filter((m)=>m.includes('undici')))))";
-  const run = (args: string[]) =>
-    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, ["--import", probe, builtCli, ...args], {
-        cwd: ws.dir,
-        env: { ...process.env, ...env, NO_COLOR: "1" },
-      });
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-      child.on("close", (status) => resolve({ status, stdout, stderr }));
-    });
+  const run = (args: string[]) => runBuiltCli(process.execPath, ["--import", probe], args);
   for (const args of [["doctor"], ["run"], ["run", "--every", "1ms", "--max-runs", "2"]]) {
     const result = await run(args);
     expect(result.status, args.join(" ") + result.stderr).toBe(0);
