@@ -1,7 +1,7 @@
 # The runner image (target `runner`) and the storage image with the sqlite3 CLI (target `sqlite3`).
 # Build both with `docker compose build`. Base images are Debian-based on purpose (see README).
 
-# --- build: compile the TypeScript -------------------------------------------------------
+# --- build: compile the TypeScript, then bundle the command (bin/build.js) ------------------
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -12,7 +12,7 @@ RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY engine engine
 COPY steps steps
-RUN npx tsc -p tsconfig.build.json
+RUN node bin/build.js
 
 # --- deps: production dependencies only ---------------------------------------------------
 FROM node:24-bookworm-slim AS deps

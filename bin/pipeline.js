@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `pipeline` command (`npx pipeline ...`): runs dist/engine/cli.js on the project's Node 24, building dist/ first when it is missing.
+// The `pipeline` command (`npx pipeline ...`): runs dist/engine/cli.js on the project's Node 24, building dist/ first when it is missing (bin/build.js).
 // Plain JavaScript on purpose: it must start on whatever node npx finds first on PATH.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, realpathSync } from "node:fs";
@@ -16,10 +16,8 @@ const node = onPinnedNode || !existsSync(pinned) ? process.execPath : pinned;
 
 if (!existsSync(cli)) {
   process.stderr.write("pipeline: building dist/ (first run after npm ci)\n");
-  // why: tsc reports on stdout; stdout belongs to the command (--json), so its report goes to stderr.
-  const built = spawnSync(node, [path.join(root, "node_modules/typescript/bin/tsc"), "-p", path.join(root, "tsconfig.build.json")], {
-    stdio: ["ignore", 2, 2],
-  });
+  // why: stdout belongs to the command (--json), so the build's report goes to stderr.
+  const built = spawnSync(node, [path.join(root, "bin/build.js")], { stdio: ["ignore", 2, 2] });
   if (built.status !== 0) {
     process.stderr.write("pipeline: the build failed; run `npm ci`, then `npm run build` to see why\n");
     process.exit(2);

@@ -21,6 +21,7 @@ import {
 } from "./output.js";
 import { planPipeline, type Plan } from "./plan.js";
 import { executePlan } from "./run.js";
+import { runnerFile } from "./runner-file.js";
 import { resolveDatabasePath } from "./db/store.js";
 import { engineNames, type EngineName } from "./db/engines/index.js";
 import { isPostgresUrl } from "./db/database-url.js";
@@ -580,13 +581,9 @@ function planJson(plan: Plan, { createdTables, addedColumns, checks }: SchemaCha
 
 async function version(): Promise<string> {
   const { readFile } = await import("node:fs/promises");
-  // why: compiled, this file sits in dist/engine/; under the test runner, in engine/.
-  for (const candidate of ["../../package.json", "../package.json"]) {
-    try {
-      return (JSON.parse(await readFile(new URL(candidate, import.meta.url), "utf8")) as { name?: string; version: string }).version;
-    } catch {
-      continue;
-    }
+  try {
+    return (JSON.parse(await readFile(runnerFile("package.json"), "utf8")) as { version: string }).version;
+  } catch {
+    return "unknown";
   }
-  return "unknown";
 }

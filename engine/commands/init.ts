@@ -1,7 +1,6 @@
 import { existsSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { stepType } from "../../steps/index.js";
 import { loadConfigFile } from "../config/load.js";
 import { defaultFalseValues, defaultTrueValues, type Pipeline, type TableSpec } from "../config/schema.js";
@@ -10,6 +9,7 @@ import { PipelineError } from "../errors.js";
 import { systemTableNames } from "../history.js";
 import type { Command } from "../main.js";
 import { profileSources, type ColumnProfile, type SourceProfile } from "../profile.js";
+import { runnerFile } from "../runner-file.js";
 import { isUrl } from "../sources/fetch.js";
 
 /** One table `init` drafts from one source. */
@@ -194,16 +194,12 @@ function tableSpec(draft: DraftTable): TableSpec {
 
 /** The path of the runner's pipeline.schema.json from the pipeline's directory, for the editor's YAML language server. */
 function schemaReference(baseDir: string): string {
-  // why: compiled, this file sits in dist/engine/commands/; under the test runner, in engine/commands/.
-  for (const candidate of ["../../../pipeline.schema.json", "../../pipeline.schema.json"]) {
-    const file = fileURLToPath(new URL(candidate, import.meta.url));
-    if (!existsSync(file)) continue;
-    // why: relative when the pipeline sits in the runner's directory or below it (the file moves with the repository), else absolute.
-    if (path.relative(path.dirname(file), baseDir).startsWith("..")) return file;
-    const relative = path.relative(baseDir, file).split(path.sep).join("/");
-    return relative.startsWith(".") ? relative : `./${relative}`;
-  }
-  return "https://pipeline-runner.local/pipeline.schema.json";
+  const file = runnerFile("pipeline.schema.json");
+  if (!existsSync(file)) return "https://pipeline-runner.local/pipeline.schema.json";
+  // why: relative when the pipeline sits in the runner's directory or below it (the file moves with the repository), else absolute.
+  if (path.relative(path.dirname(file), baseDir).startsWith("..")) return file;
+  const relative = path.relative(baseDir, file).split(path.sep).join("/");
+  return relative.startsWith(".") ? relative : `./${relative}`;
 }
 
 /** The pipeline.yaml text: the schema line, the tables, then one load step per source (a column named as its header has no mapping). */

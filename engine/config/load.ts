@@ -22,7 +22,10 @@ function yaml(): Yaml {
   return (loadedYaml ??= require("yaml") as Yaml);
 }
 
-/** The kept parses of pipeline files, named by what they depend on besides the text: the yaml package (its version), and this module's code. */
+/**
+ * The kept parses of pipeline files, named by what they depend on besides the text: the yaml package (its version), and this
+ * module's code (the file it is in: once built, the bundle's chunk that holds it, so any change there also renews the parses).
+ */
 export function configParseCache(): ParseCache | undefined {
   return parseCache(parserIdentity());
 }
