@@ -14,7 +14,8 @@ const onPinnedNode = process.versions.node.split(".")[0] === "24";
 // why: npx puts the node it runs on first on PATH, not node_modules/.bin; the project pins Node 24 through its `node` devDependency.
 const node = onPinnedNode || !existsSync(pinned) ? process.execPath : pinned;
 
-if (!existsSync(cli)) {
+// why: bin/build.js writes bundle-modules.json last; without it, a build stopped half-way (tsc done, esbuild not) would be run unbundled.
+if (!existsSync(path.join(root, "dist/engine/bundle-modules.json"))) {
   process.stderr.write("pipeline: building dist/ (first run after npm ci)\n");
   // why: stdout belongs to the command (--json), so the build's report goes to stderr.
   const built = spawnSync(node, [path.join(root, "bin/build.js")], { stdio: ["ignore", 2, 2] });
