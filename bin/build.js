@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npm run build`: tsc compiles engine/, steps/ and the bench into dist/ (checking the types), then esbuild bundles the
-// command, dist/engine/cli.js, in place: one file and a few chunks beside it, so that a start reads ~20 files, not ~90.
+// command, dist/engine/cli.js, in place: one file and a few chunks beside it, so that an unchanged run reads 20 files, not 68 modules.
 // Plain JavaScript on purpose, like pipeline.js: it runs before dist/ exists, on whatever node started it.
 import { spawnSync } from "node:child_process";
 import { readdirSync, rmSync, writeFileSync } from "node:fs";
