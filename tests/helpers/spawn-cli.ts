@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { root } from "./workspace.js";
 
@@ -12,9 +13,22 @@ export interface Spawned {
   done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
 }
 
-/** Starts the built CLI in `cwd` with extra environment variables. */
-export function spawnCli(args: string[], cwd: string, env: Record<string, string> = {}): Spawned {
-  const child = spawn(process.execPath, [builtCli, ...args], { cwd, env: { ...process.env, NO_COLOR: "1", ...env } });
+/** Debian's own node, a Node 20 on this image (the runner supports it for doctor and the sqljs engine), or undefined. */
+export const systemNode20 = ["/usr/bin/node", "/bin/node"].find(
+  (file) => existsSync(file) && execFileSync(file, ["-p", "process.versions.node.split('.')[0]"], { encoding: "utf8" }).trim() === "20",
+);
+
+/**
+ * Starts the built CLI in `cwd` with extra environment variables: on this Node, or on `node`; `detached`, in a process
+ * group of its own (as a shell job, a systemd unit or `timeout` starts it).
+ */
+export function spawnCli(
+  args: string[],
+  cwd: string,
+  env: Record<string, string> = {},
+  { node = process.execPath, detached = false }: { node?: string; detached?: boolean } = {},
+): Spawned {
+  const child = spawn(node, [builtCli, ...args], { cwd, detached, env: { ...process.env, NO_COLOR: "1", ...env } });
   let stdout = "";
   let stderr = "";
   child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
