@@ -3,7 +3,14 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { checkDateFormat, makeCaster, mappingOptions, type Caster } from "../engine/cast.js";
 import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.js";
-import { isConstraintViolation, quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
+import {
+  isConstraintViolation,
+  quoteIdent,
+  writingCastValues,
+  type SqlDatabase,
+  type SqlValue,
+  type Statement,
+} from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
 import { clip, didYouMean, formatPlace, PipelineError, redactCredentials, throwIfAborted, type Diagnostic } from "../engine/errors.js";
 import {
@@ -632,58 +639,62 @@ function rowLoader(step: LoadStepSpec, table: TableSpec, context: RunContext, op
         return { status: "unchanged", counts: {}, detail: why };
       }
       await context.aboutToWrite();
-      useHeader(storedHeader);
-      retryPending();
-      const outcome = finish();
+      const outcome = writingCastValues(db, () => {
+        useHeader(storedHeader);
+        retryPending();
+        return finish();
+      });
       const changed = counts.inserted + counts.updated + counts.conflicting + counts.rejected > 0 || counts.pending < counts.retried;
       return { ...outcome, status: changed ? "success" : "unchanged", detail: `${why}; ${outcome.detail ?? ""}`.replace(/; $/, "") };
     },
 
     /** Reads CSV text, whole or in pieces: the whole file, or (with `tail`) its header glued to what an earlier run had not read. */
     read(text: string | Iterable<string>, tail: { firstLine: number; afterRows: boolean } | undefined): StepOutcome {
-      tailRead = tail !== undefined;
-      tailOnly = tail?.afterRows ?? false;
-      boundYoungGeneration();
-      if (!tail) {
-        for (const rejection of open) {
-          const ids = earlierByRaw.get(rejection.raw);
-          if (ids) ids.push(rejection.id);
-          else earlierByRaw.set(rejection.raw, [rejection.id]);
+      return writingCastValues(db, () => {
+        tailRead = tail !== undefined;
+        tailOnly = tail?.afterRows ?? false;
+        boundYoungGeneration();
+        if (!tail) {
+          for (const rejection of open) {
+            const ids = earlierByRaw.get(rejection.raw);
+            if (ids) ids.push(rejection.id);
+            else earlierByRaw.set(rejection.raw, [rejection.id]);
+          }
         }
-      }
-      const onHeader = (names: string[]) => {
-        useHeader(names);
-        // why: the pending rows come before the appended ones in the file, so they are settled first.
-        if (tail) {
-          retryPending();
-          earlierRejected = counts.pending + open.filter((r) => r.kind === "shape" || r.kind === "constraint").length;
+        const onHeader = (names: string[]) => {
+          useHeader(names);
+          // why: the pending rows come before the appended ones in the file, so they are settled first.
+          if (tail) {
+            retryPending();
+            earlierRejected = counts.pending + open.filter((r) => r.kind === "shape" || r.kind === "constraint").length;
+          }
+        };
+        if (typeof text !== "string") {
+          readCsvPieces(text, step.csv ?? {}, source, { header: onHeader, record: onRecord }, tail?.firstLine ?? 1);
+        } else if (step.mode === "replace") {
+          // why: the guard needs the number of incoming rows before anything is deleted.
+          const csv = parseCsv(text, step.csv ?? {}, source);
+          onHeader(csv.header);
+          const stored = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(step.table)}`)[0]?.["n"] ?? 0);
+          guardReplace(step, context.force, csv.records.length, stored, source);
+          counts.deleted = db.run(`DELETE FROM ${quoteIdent(step.table)}`);
+          for (const record of csv.records) onRecord(record.fields, record.line, () => record.raw);
+        } else {
+          readCsv(text, step.csv ?? {}, source, { header: onHeader, record: onRecord }, tail?.firstLine ?? 1);
         }
-      };
-      if (typeof text !== "string") {
-        readCsvPieces(text, step.csv ?? {}, source, { header: onHeader, record: onRecord }, tail?.firstLine ?? 1);
-      } else if (step.mode === "replace") {
-        // why: the guard needs the number of incoming rows before anything is deleted.
-        const csv = parseCsv(text, step.csv ?? {}, source);
-        onHeader(csv.header);
-        const stored = Number(db.all(`SELECT count(*) AS n FROM ${quoteIdent(step.table)}`)[0]?.["n"] ?? 0);
-        guardReplace(step, context.force, csv.records.length, stored, source);
-        counts.deleted = db.run(`DELETE FROM ${quoteIdent(step.table)}`);
-        for (const record of csv.records) onRecord(record.fields, record.line, () => record.raw);
-      } else {
-        readCsv(text, step.csv ?? {}, source, { header: onHeader, record: onRecord }, tail?.firstLine ?? 1);
-      }
-      const outcome = finish();
-      if (!tail && open.length > 0) {
-        const resolved = open.filter((r) => resolvedIds.has(r.id) && !kept.has(r.id)).map((r) => r.id);
-        closeRejections(db, resolved, "resolved", runId);
-        closeRejections(
-          db,
-          open.filter((r) => !resolvedIds.has(r.id) && !kept.has(r.id)).map((r) => r.id),
-          "superseded",
-          runId,
-        );
-      }
-      return outcome;
+        const outcome = finish();
+        if (!tail && open.length > 0) {
+          const resolved = open.filter((r) => resolvedIds.has(r.id) && !kept.has(r.id)).map((r) => r.id);
+          closeRejections(db, resolved, "resolved", runId);
+          closeRejections(
+            db,
+            open.filter((r) => !resolvedIds.has(r.id) && !kept.has(r.id)).map((r) => r.id),
+            "superseded",
+            runId,
+          );
+        }
+        return outcome;
+      });
     },
   };
 }

@@ -1,6 +1,10 @@
 import { describe, expect, test } from "vitest";
 import { makeCaster } from "../engine/cast.js";
 import type { ColumnSpec } from "../engine/config/schema.js";
+import { writingCastValues, type SqlDatabase } from "../engine/db/database.js";
+import { openNativeMemory } from "../engine/db/engines/native.js";
+import { openSqlJs } from "../engine/db/sqljs.js";
+import { createTableSql } from "../engine/db/tables.js";
 import { parseCsv, readCsvPieces, type CsvRecord } from "../engine/sources/csv.js";
 
 describe("CSV records keep their line in the file", () => {
@@ -100,6 +104,56 @@ describe("casting", () => {
     const total = cents.reduce((sum, c) => sum + (c.ok ? (c.value as number) : 0), 0) * 3;
     expect(total).toBe(65985);
     expect(0.1 + 0.2).not.toBe(0.3);
+  });
+});
+
+describe("every value a cast accepts meets the CHECK its column has in SQLite (a load writes without evaluating them)", () => {
+  // why: the years where leap rules and SQLite's date() could part: 0, centuries, 1582, 1900, 2000, the last ones.
+  const years = [0, 1, 4, 99, 100, 101, 200, 399, 400, 1582, 1600, 1700, 1899, 1900, 1904, 1999, 2000, 2023, 2024, 2100, 2400, 9996, 9999];
+  const fields: { field: string; format: string }[] = [];
+  for (const year of years) {
+    const y = String(year).padStart(4, "0");
+    for (let month = 0; month <= 13; month++) {
+      for (let day = 0; day <= 32; day++) {
+        const [m, d] = [String(month).padStart(2, "0"), String(day).padStart(2, "0")];
+        fields.push({ field: `${y}-${m}-${d}`, format: "yyyy-MM-dd" }, { field: `${day}/${month}/${y}`, format: "d/M/yyyy" });
+      }
+    }
+  }
+  const engines: [string, () => Promise<SqlDatabase>][] = [
+    ["node:sqlite (native)", async () => openNativeMemory()],
+    ["sql.js", () => openSqlJs()],
+  ];
+  test.each(engines)("%s", async (_name, open) => {
+    const db = await open();
+    try {
+      db.exec(createTableSql("t", { columns: { d: { type: "date" }, b: { type: "boolean" } } }));
+      const insert = db.prepare("INSERT INTO t (d, b) VALUES (?, ?)");
+      let accepted = 0;
+      // Written as a load writes them: a value that broke a CHECK would be stored, and counted below.
+      writingCastValues(db, () => {
+        for (const { field, format } of fields) {
+          const result = makeCaster({ type: "date" }, { from: "x", format }, false)(field);
+          if (!result.ok) continue;
+          accepted++;
+          insert.run([result.value as string, null]);
+        }
+        for (const field of ["1", "0", "true", "FALSE", "yes", "No", "y", "N", "oui", "2", "-1", ""]) {
+          const result = makeCaster({ type: "boolean" }, { from: "x" }, false)(field);
+          if (result.ok) insert.run([null, result.value as number]);
+        }
+      });
+      // Every real day of each year, in both formats, and nothing else.
+      const leap = (y: number) => y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
+      expect(accepted).toBe(2 * years.reduce((sum, y) => sum + (leap(y) ? 366 : 365), 0));
+      expect(db.all("SELECT count(*) AS n FROM t WHERE NOT (d IS date(d)) OR NOT (b IS NULL OR b IN (0, 1))")).toEqual([{ n: 0 }]);
+      // Past the load, the CHECKs hold again for whatever writes next.
+      expect(() => insert.run(["2023-02-30", null])).toThrow(/CHECK constraint failed/);
+      expect(() => insert.run([null, 2])).toThrow(/CHECK constraint failed/);
+      insert.free();
+    } finally {
+      db.close();
+    }
   });
 });
 

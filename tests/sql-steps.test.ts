@@ -93,6 +93,40 @@ describe("foreign key actions", () => {
   });
 });
 
+describe("a load writes without SQLite evaluating CHECKs; what follows it does not", () => {
+  const dated = (sql: string) => `version: 1
+database: db.sqlite
+tables:
+  days:
+    columns: { day: { type: date }, open: { type: boolean } }
+  copies:
+    columns: { day: { type: date }, open: { type: boolean } }
+steps:
+  - { name: load, type: load, source: d.csv, table: days, mode: append, columns: { day: day, open: open } }
+  - { name: copy, type: sql, sql: "${sql}", into: copies }
+`;
+
+  test.each([
+    ["an impossible date", "SELECT '2023-02-30' AS day, 1 AS open"],
+    ["a boolean that is neither 0 nor 1", "SELECT day, 2 AS open FROM days"],
+  ])("a sql step right after a load that writes %s fails the run, and nothing is saved", async (_what, sql) => {
+    ws.write("d.csv", "day,open\n2024-02-29,yes\n2023-12-31,no\n");
+    ws.write("pipeline.yaml", dated(sql));
+    const result = await ws.cli(["run"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("CHECK constraint failed");
+    expect(sqlite(ws.path("db.sqlite"), "SELECT count(*) FROM sqlite_schema WHERE name = 'days'")).toBe("0");
+  });
+
+  test("the load's own rows are stored as cast, and the table's CHECKs hold on them", async () => {
+    ws.write("d.csv", "day,open\n2024-02-29,yes\n2023-12-31,no\n");
+    ws.write("pipeline.yaml", dated("SELECT day, open FROM days"));
+    expect((await ws.cli(["run"])).code).toBe(0);
+    expect(sqlite(ws.path("db.sqlite"), "SELECT day, open FROM copies ORDER BY day")).toBe("2023-12-31|0\n2024-02-29|1");
+    expect(sqlite(ws.path("db.sqlite"), "SELECT count(*) FROM days WHERE NOT (day IS date(day)) OR open NOT IN (0, 1)")).toBe("0");
+  });
+});
+
 describe("progress on a terminal", () => {
   test("long loads show rows and rows/s, then the line is cleared", () => {
     let written = "";
