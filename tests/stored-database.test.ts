@@ -1,4 +1,5 @@
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { clientFileEnv, sqlite, testEngine, Workspace } from "./helpers/workspace.js";
 
@@ -195,7 +196,10 @@ describe("a damaged database", () => {
     const info = statSync(db());
     const counter = readFileSync(db()).readUInt32BE(24);
     const tables = sqlite(db(), "SELECT name FROM sqlite_schema WHERE type = 'table'").split("\n");
-    writeFileSync(`${db()}.checked`, JSON.stringify({ size: info.size, mtimeMs: info.mtimeMs, ino: info.ino, counter, tables, ...change }));
+    writeFileSync(
+      `${db()}.checked`,
+      JSON.stringify({ size: info.size, mtimeMs: info.mtimeMs, ino: info.ino, ctimeMs: info.ctimeMs, counter, tables, ...change }),
+    );
   }
 
   test.each([
@@ -203,6 +207,7 @@ describe("a damaged database", () => {
     ["its size", { size: -1 }],
     ["its modification time", { mtimeMs: -1 }],
     ["its inode", { ino: -1 }],
+    ["its change time", { ctimeMs: -1 }],
   ])(
     "the integrity check is skipped only for a file exactly as the runner's last commit left it: a mark that differs in %s is not trusted",
     async (_, change) => {
@@ -226,6 +231,34 @@ describe("a damaged database", () => {
     expect(run.code).toBe(0);
     // why: a fresh mark was recorded by that commit, and the damage is still there for the next run that does check.
     expect(sqlite(db(), "PRAGMA integrity_check(sales)")).toMatch(/missing from index sqlite_autoindex_sales_1/);
+  });
+
+  test("a write that then sets the file's change counter and modification time back is not trusted: its change time moved", async () => {
+    const file = db();
+    const before = statSync(file);
+    const { mtimeNs } = statSync(file, { bigint: true });
+    const header = readFileSync(file).subarray(0, 100);
+    // why: 5 -> -5 keeps the record's size, so the file keeps its size too.
+    sqlite(file, "UPDATE sales SET quantity = -quantity WHERE rowid = (SELECT min(rowid) FROM sales)");
+    const fd = openSync(file, "r+");
+    try {
+      writeSync(fd, header, 24, 4, 24);
+      writeSync(fd, header, 92, 4, 92);
+    } finally {
+      closeSync(fd);
+    }
+    // why: touch takes the nanoseconds that utimes' seconds in floating point would round.
+    execFileSync("touch", ["-m", "-d", `@${mtimeNs / 1_000_000_000n}.${String(mtimeNs % 1_000_000_000n).padStart(9, "0")}`, file]);
+    const after = statSync(file);
+    expect([after.size, after.mtimeMs, after.ino, readFileSync(file).readUInt32BE(24)]).toEqual([
+      before.size,
+      before.mtimeMs,
+      before.ino,
+      header.readUInt32BE(24),
+    ]);
+    const run = await ws.cli(["run"], env);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^error E_CHECK .*quantities_positive/m);
   });
 
   test.skipIf(testEngine !== "native")(

@@ -4,7 +4,7 @@ import type { FileIdentity } from "./store.js";
 
 /**
  * What the database file was right after this runner's last commit (whose tables it had checked):
- * its identity (inode, size, modification time) and SQLite's file change counter (header offset
+ * its identity (inode, size, modification and change times) and SQLite's file change counter (header offset
  * 24), which every commit in rollback-journal mode increments, whatever program makes it.
  */
 export interface CommitMark extends FileIdentity {
@@ -14,6 +14,16 @@ export interface CommitMark extends FileIdentity {
 /** A {@link CommitMark} as recorded: with the tables that commit had checked (or found new). */
 interface RecordedMark extends CommitMark {
   tables: string[];
+}
+
+/** The identity of a file from its stat. */
+export function identityOf(info: Stats): FileIdentity {
+  return { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino, ctimeMs: info.ctimeMs };
+}
+
+/** Whether two identities are the same version of the file; one recorded by an older runner (without a change time) never is. */
+export function sameIdentity(a: Partial<FileIdentity>, b: FileIdentity): boolean {
+  return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino && a.ctimeMs === b.ctimeMs;
 }
 
 /** The file beside the database that keeps its {@link CommitMark}. */
@@ -39,7 +49,7 @@ export function markOf(database: string, fd?: number): CommitMark | undefined {
     if (readSync(own, header, 0, 28, 0) < 28) return undefined;
     // why: bytes 18 and 19 (write and read format versions) are 2 in WAL mode.
     if (header[18] === 2 || header[19] === 2) return undefined;
-    return { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino, counter: header.readUInt32BE(24) };
+    return { ...identityOf(info), counter: header.readUInt32BE(24) };
   } finally {
     if (fd === undefined) closeSync(own);
   }
@@ -63,13 +73,7 @@ export async function tablesCheckedAtMark(database: string, now: CommitMark | un
     (text) => parsed(text),
     () => undefined,
   );
-  const same =
-    recorded !== undefined &&
-    recorded.ino === now.ino &&
-    recorded.size === now.size &&
-    recorded.mtimeMs === now.mtimeMs &&
-    recorded.counter === now.counter &&
-    Array.isArray(recorded.tables);
+  const same = recorded !== undefined && sameIdentity(recorded, now) && recorded.counter === now.counter && Array.isArray(recorded.tables);
   return new Set(same ? recorded.tables!.map(String) : []);
 }
 

@@ -4,6 +4,7 @@ import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { PipelineError } from "../errors.js";
 import { canonicalPath, fileKind } from "../paths.js";
+import { identityOf } from "./commit-mark.js";
 import { roomFor, roomyImage } from "./sqljs.js";
 
 /**
@@ -153,6 +154,11 @@ export interface FileIdentity {
   size: number;
   mtimeMs: number;
   ino: number;
+  /**
+   * The inode's change time: every write moves it, and so does setting the modification time back
+   * (touch, utimes), which no program can do to this one short of changing the system's clock.
+   */
+  ctimeMs: number;
 }
 
 /** The identity of a file now, or undefined when it does not exist. */
@@ -161,7 +167,7 @@ export async function fileIdentity(file: string): Promise<FileIdentity | undefin
     if (error.code === "ENOENT") return undefined;
     throw error;
   });
-  return info && { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino };
+  return info && identityOf(info);
 }
 
 /**

@@ -11,7 +11,7 @@ import type { Engine, OpenOptions, Transaction } from "./engine.js";
 import { isBusy, sqliteError, wrapDatabase as wrapNativeDatabase } from "./native.js";
 import type { SqlDatabase } from "../database.js";
 import { readFirst } from "../read-first.js";
-import { recordMark, tablesCheckedAtMark } from "../commit-mark.js";
+import { recordMark, sameIdentity, tablesCheckedAtMark } from "../commit-mark.js";
 import { hasForeignKeyActions } from "../constraints.js";
 
 /**
@@ -275,12 +275,7 @@ async function refuseIfChanged(file: string, loaded: Loaded, now: FileIdentity |
   const same =
     now === undefined
       ? loaded.identity === undefined
-      : loaded.identity !== undefined &&
-        now.size === loaded.identity.size &&
-        now.mtimeMs === loaded.identity.mtimeMs &&
-        now.ino === loaded.identity.ino &&
-        counter === loaded.counter &&
-        !(wal && wal.size > 0);
+      : loaded.identity !== undefined && sameIdentity(loaded.identity, now) && counter === loaded.counter && !(wal && wal.size > 0);
   if (same) return;
   throw new PipelineError(
     "E_CHANGED",
