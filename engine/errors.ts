@@ -1,3 +1,5 @@
+import { mapStack } from "./stack-map.js";
+
 /** Every code a user can see; each names a family of problems. */
 export type ErrorCode =
   | "E_USAGE"
@@ -73,7 +75,8 @@ export function formatDiagnostic(d: Diagnostic): string {
 }
 
 /**
- * Turns anything thrown into a message; unknown errors keep their stack (they are bugs). Credentials
+ * Turns anything thrown into a message; unknown errors keep their stack (they are bugs), its frames
+ * named in the TypeScript sources rather than the bundle's chunks (engine/stack-map.ts). Credentials
  * in URLs are masked and the message is clipped, since it is printed, journaled and stored.
  */
 export function describeError(error: unknown): { code: string; message: string; expected: boolean } {
@@ -81,7 +84,9 @@ export function describeError(error: unknown): { code: string; message: string; 
     const where = error.place ? formatPlace(error.place) + " " : "";
     return { code: error.code, message: clip(redactCredentials(`${where}${error.message}`), maxMessageLength), expected: true };
   }
-  if (error instanceof Error) return { code: "E_INTERNAL", message: redactCredentials(error.stack ?? error.message), expected: false };
+  if (error instanceof Error) {
+    return { code: "E_INTERNAL", message: redactCredentials(error.stack ? mapStack(error.stack) : error.message), expected: false };
+  }
   return { code: "E_INTERNAL", message: redactCredentials(String(error)), expected: false };
 }
 
