@@ -2,13 +2,51 @@
 // `npm run build`: tsc compiles engine/, steps/ and the bench into dist/ (checking the types), then esbuild bundles the
 // command, dist/engine/cli.js, in place: one file and a few chunks beside it, so that an unchanged run reads 20 files, not 68 modules.
 // Plain JavaScript on purpose, like pipeline.js: it runs before dist/ exists, on whatever node started it.
+// `--if-missing` (bin/pipeline.js's first build): builds only when no finished build is there once the lock is held.
 import { spawnSync } from "node:child_process";
-import { readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const out = path.join(root, "dist/engine");
+const finished = path.join(out, "bundle-modules.json");
+
+// why: two builds at once (two `npx pipeline` on a fresh clone, `npm start` in two terminals: prestart builds) rewrite the
+// same files under each other; the second waits for the first. A lock left by a build that died (its pid gone) is taken over.
+const lock = path.join(root, "dist/.build-lock");
+mkdirSync(path.dirname(lock), { recursive: true });
+const pause = new Int32Array(new SharedArrayBuffer(4));
+for (let said = false; ;) {
+  try {
+    writeFileSync(lock, String(process.pid), { flag: "wx" });
+    break;
+  } catch (error) {
+    if (error.code !== "EEXIST") throw error;
+  }
+  const holder = Number(readFileSync(lock, { encoding: "utf8", flag: "r" }).trim() || 0);
+  if (!alive(holder)) {
+    rmSync(lock, { force: true });
+    continue;
+  }
+  if (!said)
+    process.stderr.write(`build: waiting for the build started by pid ${holder} (${path.relative(process.cwd(), lock) || lock})\n`);
+  said = true;
+  Atomics.wait(pause, 0, 0, 200);
+}
+process.on("exit", () => rmSync(lock, { force: true }));
+for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(130));
+if (process.argv.includes("--if-missing") && existsSync(finished)) process.exit(0);
+
+function alive(pid) {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return error.code === "EPERM";
+  }
+}
 
 // why: tsc reports on stdout; stdout may belong to a command (bin/pipeline.js builds before a `--json` run), so its report goes to stderr.
 const tsc = spawnSync(
@@ -20,8 +58,7 @@ const tsc = spawnSync(
 );
 if (tsc.status !== 0) process.exit(tsc.status ?? 1);
 
-// why: chunk names carry a hash of their content; an earlier build's chunks would stay beside the new ones.
-for (const name of readdirSync(out)) if (/^chunk-.*\.js(\.map)?$/.test(name)) rmSync(path.join(out, name));
+const earlierChunks = readdirSync(out).filter((name) => /^chunk-.*\.js(\.map)?$/.test(name));
 
 const { build } = await import("esbuild");
 const result = await build({
@@ -50,4 +87,8 @@ const modules = Object.fromEntries(
     .filter(([file]) => file.endsWith(".js"))
     .map(([file, output]) => [path.basename(file), Object.keys(output.inputs)]),
 );
-writeFileSync(path.join(out, "bundle-modules.json"), JSON.stringify(modules, null, 1) + "\n");
+// why: chunk names carry a hash of their content; an earlier build's chunks that this one did not write again are removed
+// once the new ones are in place, so that a command running meanwhile (run --every) never finds a chunk of its own missing.
+const written = new Set(Object.keys(result.metafile.outputs).map((file) => path.basename(file)));
+for (const name of earlierChunks) if (!written.has(name) && !written.has(name.replace(/\.map$/, ""))) rmSync(path.join(out, name));
+writeFileSync(finished, JSON.stringify(modules, null, 1) + "\n");

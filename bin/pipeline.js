@@ -18,7 +18,8 @@ const node = onPinnedNode || !existsSync(pinned) ? process.execPath : pinned;
 if (!existsSync(path.join(root, "dist/engine/bundle-modules.json"))) {
   process.stderr.write("pipeline: building dist/ (first run after npm ci)\n");
   // why: stdout belongs to the command (--json), so the build's report goes to stderr.
-  const built = spawnSync(node, [path.join(root, "bin/build.js")], { stdio: ["ignore", 2, 2] });
+  // why: --if-missing: a build another command started meanwhile is waited for, not done twice.
+  const built = spawnSync(node, [path.join(root, "bin/build.js"), "--if-missing"], { stdio: ["ignore", 2, 2] });
   if (built.status !== 0) {
     process.stderr.write("pipeline: the build failed; run `npm ci`, then `npm run build` to see why\n");
     process.exit(2);

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -38,13 +38,33 @@ function shell(line: string) {
 }
 
 describe("npx pipeline, from a fresh clone after npm ci", () => {
-  test("builds dist/ on its first call and prints the version alone on stdout", () => {
+  test("builds dist/ on its first call and prints the version alone on stdout; two first calls at once build it once", () => {
     expect(existsSync(path.join(copy, "dist/engine/cli.js"))).toBe(false);
-    const result = shell("npx pipeline --version");
-    expect(result.status, result.stderr).toBe(0);
-    expect(result.stdout).toBe("pipeline-runner 0.1.0\n");
-    expect(result.stderr).toContain("pipeline: building dist/");
+    // why: both find dist/ missing; the one that takes the build's lock builds, the other waits, then finds the build done.
+    const result = shell(
+      "npx pipeline --version > a.out 2> a.err & a=$!; npx pipeline --version > b.out 2> b.err & b=$!; wait $a; echo $?; wait $b; echo $?",
+    );
+    expect(result.stdout).toBe("0\n0\n");
+    const [a, b] = ["a", "b"].map((name) => ({
+      stdout: readFileSync(path.join(copy, `${name}.out`), "utf8"),
+      stderr: readFileSync(path.join(copy, `${name}.err`), "utf8"),
+    }));
+    for (const call of [a!, b!]) {
+      expect(call.stdout).toBe("pipeline-runner 0.1.0\n");
+      expect(call.stderr).toContain("pipeline: building dist/");
+    }
+    expect([a!, b!].filter((call) => /build: waiting for the build started by pid \d+/.test(call.stderr))).toHaveLength(1);
     expect(existsSync(path.join(copy, "dist/engine/cli.js"))).toBe(true);
+    expect(existsSync(path.join(copy, "dist/.build-lock"))).toBe(false);
+  }, 180_000);
+
+  test("a build again leaves the chunks of the command in place (a command running meanwhile may still import one)", () => {
+    const chunks = readdirSync(path.join(copy, "dist/engine")).filter((name) => name.startsWith("chunk-"));
+    const inodes = chunks.map((name) => statSync(path.join(copy, "dist/engine", name)).ino);
+    const build = shell("npm run build --silent");
+    expect(build.status, build.stderr).toBe(0);
+    expect(readdirSync(path.join(copy, "dist/engine")).filter((name) => name.startsWith("chunk-"))).toEqual(chunks);
+    expect(chunks.map((name) => statSync(path.join(copy, "dist/engine", name)).ino)).toEqual(inodes);
   }, 120_000);
 
   test("validates the pipeline, runs on Node 24, and --json is one JSON document, through npx and npm start --silent", () => {
