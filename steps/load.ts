@@ -3,14 +3,8 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { checkDateFormat, makeCaster, mappingOptions, type Caster } from "../engine/cast.js";
 import type { LoadStepSpec, Pipeline, TableSpec } from "../engine/config/schema.js";
-import {
-  isConstraintViolation,
-  quoteIdent,
-  writingCastValues,
-  type SqlDatabase,
-  type SqlValue,
-  type Statement,
-} from "../engine/db/database.js";
+import { writingCastValues } from "../engine/db/constraints.js";
+import { isConstraintViolation, quoteIdent, type SqlDatabase, type SqlValue, type Statement } from "../engine/db/database.js";
 import { isRequired } from "../engine/db/tables.js";
 import { clip, didYouMean, formatPlace, PipelineError, redactCredentials, throwIfAborted, type Diagnostic } from "../engine/errors.js";
 import {

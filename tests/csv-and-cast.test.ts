@@ -1,7 +1,8 @@
 import { describe, expect, test } from "vitest";
 import { makeCaster } from "../engine/cast.js";
 import type { ColumnSpec } from "../engine/config/schema.js";
-import { writingCastValues, type SqlDatabase } from "../engine/db/database.js";
+import { writingCastValues } from "../engine/db/constraints.js";
+import type { SqlDatabase } from "../engine/db/database.js";
 import { openNativeMemory } from "../engine/db/engines/native.js";
 import { openSqlJs } from "../engine/db/sqljs.js";
 import { createTableSql } from "../engine/db/tables.js";

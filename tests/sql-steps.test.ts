@@ -118,6 +118,33 @@ steps:
     expect(sqlite(ws.path("db.sqlite"), "SELECT count(*) FROM sqlite_schema WHERE name = 'days'")).toBe("0");
   });
 
+  test("a foreign key action (another program's table) writes values no cast made: its table's own CHECK still holds", async () => {
+    ws.write(
+      "pipeline.yaml",
+      `version: 1
+database: db.sqlite
+tables:
+  stores:
+    columns: { id: { type: integer }, code: { type: text, required: true } }
+    primary_key: [id]
+    unique: [[code]]
+steps:
+  - { name: load, type: load, source: s.csv, table: stores, mode: upsert, columns: { id: id, code: code } }
+`,
+    );
+    ws.write("s.csv", "id,code\n1,ABC\n");
+    expect((await ws.cli(["run"])).code).toBe(0);
+    sqlite(
+      ws.path("db.sqlite"),
+      "CREATE TABLE notes (code TEXT REFERENCES stores (code) ON UPDATE CASCADE, CHECK (code = upper(code))); INSERT INTO notes VALUES ('ABC')",
+    );
+    ws.write("s.csv", "id,code\n1,abc\n");
+    const result = await ws.cli(["run"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("CHECK constraint failed");
+    expect(sqlite(ws.path("db.sqlite"), "SELECT code FROM notes; PRAGMA integrity_check;")).toBe("ABC\nok");
+  });
+
   test("the load's own rows are stored as cast, and the table's CHECKs hold on them", async () => {
     ws.write("d.csv", "day,open\n2024-02-29,yes\n2023-12-31,no\n");
     ws.write("pipeline.yaml", dated("SELECT day, open FROM days"));

@@ -1,5 +1,5 @@
 import { execFile, spawn } from "node:child_process";
-import { linkSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, linkSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
@@ -65,6 +65,23 @@ describe("client pipeline, concurrent sqlite3 writers", () => {
     expect((await ws.cli(["run", "--engine", "sqljs"], env)).code).toBe(0);
     expect(sqlite(ws.path("backup.db"), "SELECT count(*) FROM sales; PRAGMA integrity_check;")).toBe("30\nok");
     expect(sqlite(db(), "SELECT count(*) FROM sales;")).toBe("31");
+  });
+
+  test.each([
+    ["a chmod", (file: string) => chmodSync(file, 0o640)],
+    ["a hard-link backup", (file: string) => linkSync(file, `${file}.bak`)],
+  ])("sqljs: %s of the database during a run (no byte written) does not refuse the run as changed", async (_what, touch) => {
+    expect((await ws.cli(["run"], env)).code).toBe(0);
+    server.route("/ventes.csv", (_q, r) => {
+      r.writeHead(200, { "content-type": "text/csv" });
+      setTimeout(() => r.end(sales + "\r\n2023-06-26,REF001,1,1"), 1500);
+    });
+    const run = spawnCli(["run", "--engine", "sqljs"], ws.dir, env);
+    await waitFor(() => server.requests("/ventes.csv").length === 2);
+    touch(db());
+    const result = await run.done;
+    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(sqlite(db(), "SELECT count(*) FROM sales")).toBe("31");
   });
 
   test("sqljs: a sqlite3 session that had the file open before the run replaced it gets an error, never a write into the replaced file", async () => {

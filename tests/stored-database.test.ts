@@ -233,6 +233,12 @@ describe("a damaged database", () => {
     expect(sqlite(db(), "PRAGMA integrity_check(sales)")).toMatch(/missing from index sqlite_autoindex_sales_1/);
   });
 
+  test("the mark a commit records is the file as that commit left it: the runner touches the file no more after it", () => {
+    const mark = JSON.parse(readFileSync(`${db()}.checked`, "utf8")) as Record<string, number>;
+    const now = statSync(db());
+    expect([mark["size"], mark["mtimeMs"], mark["ino"], mark["ctimeMs"]]).toEqual([now.size, now.mtimeMs, now.ino, now.ctimeMs]);
+  });
+
   test("a write that then sets the file's change counter and modification time back is not trusted: its change time moved", async () => {
     const file = db();
     const before = statSync(file);

@@ -146,3 +146,27 @@ export function sameStoredType(db: SqlDatabase, table: string, column: string, p
   const child = typeOf(table, column);
   return child !== undefined && child === typeOf(parent, field);
 }
+
+/**
+ * Runs `action`, whose writes bind only values the runner cast itself (a load step's rows), without
+ * SQLite evaluating CHECK constraints (`PRAGMA ignore_check_constraints`), then evaluates them again
+ * for whatever follows. The only CHECKs a declared table holds are the runner's own (createTableSql;
+ * a stored table that differs is E_DRIFT): a date's `x IS date(x)` and a boolean's `x IN (0, 1)`,
+ * which every value the casts of engine/cast.ts return meets (tests/csv-and-cast.test.ts runs them through
+ * both engines' SQLite). Keys, NOT NULL, STRICT types and foreign keys still apply. Not while a foreign
+ * key of the database has an action, whose writes are no cast's. why: `date()` on
+ * every row cost 0.1 s per million rows in node:sqlite and 0.3 s in sql.js. A server types its
+ * columns instead (a date is a `date`): there `action` just runs.
+ */
+export function writingCastValues<T>(db: SqlDatabase, action: () => T): T {
+  // why: a foreign key action (ON UPDATE CASCADE, ON DELETE SET NULL: another program's table may have one) writes values
+  // no cast made, into tables whose CHECKs are not the runner's; asked at each load, since a script step may create one.
+  if (db.dialect || hasForeignKeyActions(db)) return action();
+  // why: the pragma expires every compiled statement; set once around the whole load, each is compiled again at most twice.
+  db.exec("PRAGMA ignore_check_constraints = ON");
+  try {
+    return action();
+  } finally {
+    db.exec("PRAGMA ignore_check_constraints = OFF");
+  }
+}

@@ -11,7 +11,7 @@ import type { Engine, OpenOptions, Transaction } from "./engine.js";
 import { isBusy, sqliteError, wrapDatabase as wrapNativeDatabase } from "./native.js";
 import type { SqlDatabase } from "../database.js";
 import { readFirst } from "../read-first.js";
-import { recordMark, sameIdentity, tablesCheckedAtMark } from "../commit-mark.js";
+import { recordMark, tablesCheckedAtMark } from "../commit-mark.js";
 import { hasForeignKeyActions } from "../constraints.js";
 
 /**
@@ -275,7 +275,14 @@ async function refuseIfChanged(file: string, loaded: Loaded, now: FileIdentity |
   const same =
     now === undefined
       ? loaded.identity === undefined
-      : loaded.identity !== undefined && sameIdentity(loaded.identity, now) && counter === loaded.counter && !(wal && wal.size > 0);
+      : loaded.identity !== undefined &&
+        // why: not the change time, which a chmod or a hard-link backup moves too: an SQLite commit moves the counter, and
+        // whatever else wrote bytes is replaced by the save, not lost to a commit (the commit mark, engine/db/commit-mark.ts, keeps it).
+        now.size === loaded.identity.size &&
+        now.mtimeMs === loaded.identity.mtimeMs &&
+        now.ino === loaded.identity.ino &&
+        counter === loaded.counter &&
+        !(wal && wal.size > 0);
   if (same) return;
   throw new PipelineError(
     "E_CHANGED",
