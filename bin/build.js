@@ -4,7 +4,7 @@
 // Plain JavaScript on purpose, like pipeline.js: it runs before dist/ exists, on whatever node started it.
 // `--if-missing` (bin/pipeline.js's first build): builds only when no finished build is there once the lock is held.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -24,13 +24,21 @@ for (let said = false; ;) {
   } catch (error) {
     if (error.code !== "EEXIST") throw error;
   }
-  const holder = Number(readFileSync(lock, { encoding: "utf8", flag: "r" }).trim() || 0);
-  if (!alive(holder)) {
+  let holder;
+  try {
+    holder = Number(readFileSync(lock, "utf8").trim() || 0);
+  } catch (error) {
+    if (error.code === "ENOENT") continue; // why: released between the two calls: take it now.
+    throw error;
+  }
+  // why: a lock without its pid yet is being written by a build starting now, unless it has stayed so for seconds.
+  const fresh = holder === 0 && Date.now() - (statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? 0) < 10_000;
+  if (!fresh && !alive(holder)) {
     rmSync(lock, { force: true });
     continue;
   }
   if (!said)
-    process.stderr.write(`build: waiting for the build started by pid ${holder} (${path.relative(process.cwd(), lock) || lock})\n`);
+    process.stderr.write(`build: waiting for the build started by pid ${holder || "?"} (${path.relative(process.cwd(), lock) || lock})\n`);
   said = true;
   Atomics.wait(pause, 0, 0, 200);
 }
