@@ -21,9 +21,12 @@ export function identityOf(info: Stats): FileIdentity {
   return { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino, ctimeMs: info.ctimeMs };
 }
 
-/** Whether two identities are the same version of the file; one recorded by an older runner (without a change time) never is. */
-export function sameIdentity(a: Partial<FileIdentity>, b: FileIdentity): boolean {
-  return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino && a.ctimeMs === b.ctimeMs;
+/**
+ * Whether two identities are the same version of the file; one recorded by an older runner (without a change time) never is.
+ * `changeTime: false` leaves the change time out, which a chmod or a hard-link backup moves too.
+ */
+export function sameIdentity(a: Partial<FileIdentity>, b: FileIdentity, options: { changeTime: boolean } = { changeTime: true }): boolean {
+  return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino && (!options.changeTime || a.ctimeMs === b.ctimeMs);
 }
 
 /** The file beside the database that keeps its {@link CommitMark}. */

@@ -11,7 +11,7 @@ import type { Engine, OpenOptions, Transaction } from "./engine.js";
 import { isBusy, sqliteError, wrapDatabase as wrapNativeDatabase } from "./native.js";
 import type { SqlDatabase } from "../database.js";
 import { readFirst } from "../read-first.js";
-import { recordMark, tablesCheckedAtMark } from "../commit-mark.js";
+import { recordMark, sameIdentity, tablesCheckedAtMark } from "../commit-mark.js";
 import { hasForeignKeyActions } from "../constraints.js";
 
 /**
@@ -276,11 +276,9 @@ async function refuseIfChanged(file: string, loaded: Loaded, now: FileIdentity |
     now === undefined
       ? loaded.identity === undefined
       : loaded.identity !== undefined &&
-        // why: not the change time, which a chmod or a hard-link backup moves too: an SQLite commit moves the counter, and
-        // whatever else wrote bytes is replaced by the save, not lost to a commit (the commit mark, engine/db/commit-mark.ts, keeps it).
-        now.size === loaded.identity.size &&
-        now.mtimeMs === loaded.identity.mtimeMs &&
-        now.ino === loaded.identity.ino &&
+        // why: not the change time: an SQLite commit moves the counter, and whatever else wrote bytes is replaced by the save,
+        // not lost to a commit (the commit mark, engine/db/commit-mark.ts, keeps it).
+        sameIdentity(loaded.identity, now, { changeTime: false }) &&
         counter === loaded.counter &&
         !(wal && wal.size > 0);
   if (same) return;
